@@ -1,0 +1,54 @@
+# genstream — `make help` lists the targets. `make run` and `make test` set up everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: install
+install: $(STAMP) ## create .venv and install the service with its dev tools
+
+.PHONY: run
+run: $(STAMP) ## migrate and serve on 127.0.0.1:8000 (embedded PostgreSQL unless DATABASE_URL)
+	$(PY) -m service serve
+
+.PHONY: worker
+worker: $(STAMP) ## run generations only (no HTTP)
+	$(PY) -m service worker
+
+.PHONY: migrate
+migrate: $(STAMP) ## apply the Alembic migrations up to head
+	$(PY) -m service migrate
+
+.PHONY: test
+test: $(STAMP) ## the whole suite against a real PostgreSQL
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: check
+check: lint test ## lint, then test
+
+.PHONY: db-stop
+db-stop: $(STAMP) ## stop the embedded PostgreSQL cluster
+	$(PY) -m service db stop
+
+.PHONY: clean
+clean: ## remove the virtualenv (keeps .data, the embedded database)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,206 @@
+"""The command line: ``python -m service --help``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import signal
+import sys
+from types import FrameType
+from uuid import UUID
+
+import uvicorn
+
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("service")
+
+
+def database_url(settings: Settings) -> str:
+    """``DATABASE_URL`` if set, else the embedded cluster under ``data_dir`` (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    from service.store.embedded import EmbeddedCluster
+
+    return EmbeddedCluster(settings.data_dir / "postgres").start()
+
+
+def _raise_open_file_limit() -> None:
+    """Each SSE client is a socket: the default soft limit of 1024 caps streams near 1000."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from service.store.migrate import upgrade
+
+    upgrade(database_url(settings))
+    print("database at head", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from service.app import create_app
+    from service.store.migrate import upgrade
+
+    url = database_url(settings)
+    upgrade(url)
+    _raise_open_file_limit()
+    app = create_app(settings, url)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Streams are endless: tell them to end, or uvicorn waits on them forever.
+            services = getattr(app.state, "services", None)
+            if services is not None:
+                asyncio.get_running_loop().call_soon_threadsafe(services.hub.close)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    Server(config).run()
+    return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from service.generation import offline
+    from service.generation.runner import Worker
+    from service.store import generations
+    from service.store.db import create_pool
+    from service.store.listener import Listener
+    from service.store.migrate import upgrade
+
+    url = database_url(settings)
+    upgrade(url)
+
+    async def main() -> None:
+        pool = await create_pool(url, max_size=max(2, settings.worker_concurrency + 1))
+        worker = Worker(
+            pool,
+            partial(offline.generate, delay_s=settings.offline_delay_s),
+            concurrency=max(1, settings.worker_concurrency),
+            poll_s=settings.worker_poll_s,
+        )
+        listener = Listener(url, {generations.JOBS_CHANNEL: worker.wake}, worker.wake)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        listener.start()
+        worker.start()
+        log.info("worker %s running", worker.worker_id)
+        await stop.wait()
+        await worker.stop()
+        await listener.stop()
+        await pool.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from service import keys
+    from service.store.db import create_pool
+    from service.store.migrate import upgrade
+
+    url = database_url(settings)
+    upgrade(url)
+
+    async def main() -> str:
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            return await keys.create_key(pool, args.owner, is_admin=args.admin)
+        finally:
+            await pool.close()
+
+    print(asyncio.run(main()))
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from service.store import event_log
+    from service.store.db import connection, create_pool
+
+    url = database_url(settings)
+
+    async def main() -> None:
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            async with connection(pool) as conn:
+                await event_log.select_head(conn, args.generation_id)
+                after = args.after
+                while page := await event_log.select_events_after(
+                    conn, args.generation_id, after, 1000
+                ):
+                    sys.stdout.write("".join(event.json + "\n" for event in page))
+                    after = page[-1].seq
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_db_stop(settings: Settings, _args: argparse.Namespace) -> int:
+    from service.store.embedded import EmbeddedCluster
+
+    EmbeddedCluster(settings.data_dir / "postgres").stop()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m service",
+        description="genstream: event-sourced LLM code generation, streamed over SSE.",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "serve", help="HTTP API and an in-process worker (HOST, PORT)"
+    ).set_defaults(run=cmd_serve)
+    commands.add_parser("worker", help="run generations only, no HTTP").set_defaults(run=cmd_worker)
+    commands.add_parser("migrate", help="apply the Alembic migrations up to head").set_defaults(
+        run=cmd_migrate
+    )
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True, metavar="ACTION"
+    )
+    create = keys.add_parser("create", help="print one new API key, alone on stdout")
+    create.add_argument(
+        "--owner", required=True, help="who the key (and its generations) belong to"
+    )
+    create.add_argument("--admin", action="store_true", help="may read the global event feed")
+    create.set_defaults(run=cmd_keys_create)
+    replay = commands.add_parser("replay", help="print a generation's stored events as JSON lines")
+    replay.add_argument("generation_id", type=UUID)
+    replay.add_argument("--after", type=int, default=0, help="start after this seq")
+    replay.set_defaults(run=cmd_replay)
+    db = commands.add_parser("db", help="the embedded PostgreSQL cluster").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    db.add_parser("stop", help="stop the embedded cluster under data_dir").set_defaults(
+        run=cmd_db_stop
+    )
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    code: int = args.run(get_settings(), args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP only: request parsing, auth, and response shapes. Logic lives one layer down."""

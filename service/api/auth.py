@@ -1,0 +1,29 @@
+"""Who is calling: an API key in ``Authorization: Bearer``, or (stream only) a stream token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from service import keys
+from service.api.context import Services
+from service.errors import Unauthorized
+from service.store.keys import KeyOwner
+
+
+def bearer_key(request: Request[Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("use 'Authorization: Bearer <api key>'")
+    return key.strip()
+
+
+async def provide_caller(request: Request[Any, Any, Any], services: Services) -> KeyOwner:
+    key = bearer_key(request)
+    if key is None:
+        raise Unauthorized("an API key is required: 'Authorization: Bearer <api key>'")
+    return await keys.authenticate(services.pool, key)

@@ -1,0 +1,29 @@
+"""What request handlers get from the running process, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar.datastructures import State
+
+from service.settings import Settings
+from service.store.db import Pool
+from service.store.listener import Hub, Listener
+from service.streams import Follow
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    pool: Pool
+    hub: Hub
+    listener: Listener
+    follow: Follow
+    token_secret: str
+    providers: frozenset[str]
+    head_revisions: frozenset[str]
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services

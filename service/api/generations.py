@@ -1,0 +1,161 @@
+"""The generations resource: create, list, read, cancel, events, files."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from litestar import Controller, Response, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
+
+from service import tokens
+from service.api.auth import provide_caller
+from service.api.context import Services
+from service.api.schemas import (
+    CancelAccepted,
+    Created,
+    CreateGeneration,
+    FileEntry,
+    FileList,
+    GenerationPage,
+    GenerationState,
+)
+from service.errors import InvalidRequest
+from service.events import Status
+from service.generation import runs
+from service.store import event_log, generations
+from service.store.db import connection
+from service.store.keys import KeyOwner
+
+MAX_EVENTS_PAGE = 1000
+MAX_LIST_PAGE = 100
+
+
+def encode_cursor(created_at: datetime, generation_id: UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(generation_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, generation_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), UUID(generation_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received") from exc
+
+
+class GenerationsController(Controller):
+    path = "/api/generations"
+    dependencies = {"caller": Provide(provide_caller)}  # noqa: RUF012 (Litestar's idiom)
+
+    @post("/", status_code=HTTP_201_CREATED)
+    async def create(self, data: CreateGeneration, caller: KeyOwner, services: Services) -> Created:
+        generation_id = await runs.create_generation(
+            services.pool,
+            caller.owner,
+            data.spec,
+            provider=data.provider,
+            model=data.model,
+            available_providers=services.providers,
+        )
+        base = f"{self.path}/{generation_id}"
+        return Created(
+            id=generation_id,
+            status=Status.QUEUED,
+            stream_url=f"{base}/stream",
+            stream_token=tokens.issue(
+                services.token_secret, generation_id, services.settings.stream_token_ttl_s
+            ),
+            events_url=f"{base}/events",
+        )
+
+    @get("/")
+    async def list_generations(
+        self,
+        caller: KeyOwner,
+        services: Services,
+        status: Annotated[Status | None, Parameter(query="status")] = None,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=MAX_LIST_PAGE)] = 20,
+        cursor: Annotated[str | None, Parameter(query="cursor")] = None,
+    ) -> GenerationPage:
+        before = decode_cursor(cursor) if cursor else None
+        async with connection(services.pool) as conn:
+            rows = await generations.select_generations(
+                conn, caller.owner, status=status, before=before, limit=limit + 1
+            )
+        items, more = rows[:limit], len(rows) > limit
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        return GenerationPage(
+            items=[GenerationState.of(row) for row in items], next_cursor=next_cursor
+        )
+
+    @get("/{generation_id:uuid}")
+    async def read(
+        self, generation_id: UUID, caller: KeyOwner, services: Services
+    ) -> GenerationState:
+        async with connection(services.pool) as conn:
+            row = await generations.select_generation(conn, caller.owner, generation_id)
+        return GenerationState.of(row)
+
+    @post("/{generation_id:uuid}/cancel", status_code=HTTP_202_ACCEPTED)
+    async def cancel(
+        self, generation_id: UUID, caller: KeyOwner, services: Services
+    ) -> CancelAccepted:
+        status = await runs.cancel_generation(services.pool, caller.owner, generation_id)
+        return CancelAccepted(id=generation_id, status=status)
+
+    @get("/{generation_id:uuid}/events")
+    async def events(
+        self,
+        generation_id: UUID,
+        caller: KeyOwner,
+        services: Services,
+        after: Annotated[int, Parameter(query="after", ge=0)] = 0,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=MAX_EVENTS_PAGE)] = 100,
+    ) -> Response[bytes]:
+        async with connection(services.pool) as conn:
+            await generations.select_generation(conn, caller.owner, generation_id)
+            page = await event_log.select_events_after(conn, generation_id, after, limit + 1)
+        events, more = page[:limit], len(page) > limit
+        next_after = events[-1].seq if events else after
+        # The stored JSON text goes out as is: no decode/encode per event.
+        body = (
+            '{"events":['
+            + ",".join(event.json for event in events)
+            + f'],"next_after":{next_after},"has_more":{"true" if more else "false"}}}'
+        )
+        return Response(body.encode(), media_type="application/json")
+
+    @get("/{generation_id:uuid}/files")
+    async def files(self, generation_id: UUID, caller: KeyOwner, services: Services) -> FileList:
+        async with connection(services.pool) as conn:
+            rows = await generations.select_files(conn, caller.owner, generation_id)
+        return FileList(
+            files=[
+                FileEntry(
+                    path=row.path,
+                    size=row.size,
+                    sha256=row.sha256,
+                    language=row.language,
+                    seq=row.seq,
+                )
+                for row in rows
+            ]
+        )
+
+    @get("/{generation_id:uuid}/files/{path:path}")
+    async def file(
+        self, generation_id: UUID, path: str, caller: KeyOwner, services: Services
+    ) -> Response[str]:
+        async with connection(services.pool) as conn:
+            content, _language = await generations.select_file(
+                conn, caller.owner, generation_id, path.lstrip("/")
+            )
+        return Response(content, media_type="text/plain; charset=utf-8")

@@ -1,0 +1,83 @@
+"""Request and response bodies, as the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.events import Status
+from service.spec import Spec
+from service.store.generations import Generation
+
+
+class CreateGeneration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: Spec
+    provider: Literal["offline", "gemini"] | None = None
+    model: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class Created(BaseModel):
+    id: UUID
+    status: Status
+    stream_url: str
+    stream_token: str
+    events_url: str
+
+
+class GenerationState(BaseModel):
+    id: UUID
+    status: Status
+    stage: str
+    message: str
+    progress: float
+    last_seq: int
+    provider: str
+    model: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+    @classmethod
+    def of(cls, generation: Generation) -> GenerationState:
+        return cls(
+            id=generation.id,
+            status=generation.status,
+            stage=generation.stage,
+            message=generation.message,
+            progress=generation.progress,
+            last_seq=generation.last_seq,
+            provider=generation.provider,
+            model=generation.model,
+            created_at=generation.created_at,
+            started_at=generation.started_at,
+            finished_at=generation.finished_at,
+            error=generation.error,
+        )
+
+
+class GenerationPage(BaseModel):
+    items: list[GenerationState]
+    next_cursor: str | None
+
+
+class CancelAccepted(BaseModel):
+    id: UUID
+    status: Status
+
+
+class FileEntry(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    language: str
+    seq: int
+
+
+class FileList(BaseModel):
+    files: list[FileEntry]

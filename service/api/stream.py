@@ -1,0 +1,97 @@
+"""``GET /api/generations/{id}/stream``: the log as Server-Sent Events.
+
+Frames are written by hand rather than through Litestar's ServerSentEvent so that the JSON
+text PostgreSQL rendered goes to the socket untouched, and a keepalive is a bare comment line
+(Litestar's comment messages add an empty ``data:`` that browsers turn into message events).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Request, Response, get
+from litestar.params import Parameter
+from litestar.response import Stream
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from service import keys, streams, tokens
+from service.api.auth import bearer_key
+from service.api.context import Services
+from service.errors import InvalidRequest, Unauthorized
+from service.store import generations
+from service.store.db import connection
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
+
+_NON_NEGATIVE = re.compile(r"^[0-9]{1,18}$")
+
+
+def resume_point(last_event_id: str | None, after: str | None) -> int:
+    """``Last-Event-ID`` wins over ``?after=``; neither means from the start."""
+    value = last_event_id if last_event_id is not None else after
+    if value is None:
+        return 0
+    value = value.strip()
+    if not _NON_NEGATIVE.match(value):
+        source = "Last-Event-ID" if last_event_id is not None else "after"
+        raise InvalidRequest(f"{source} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+async def authorize(
+    request: Request[Any, Any, Any],
+    services: Services,
+    generation_id: UUID,
+    token: str | None,
+) -> None:
+    if token is not None:
+        if keys.looks_like_api_key(token):
+            raise Unauthorized(
+                "API keys are never accepted in URLs: use the stream_token from POST "
+                "/api/generations, or the Authorization header"
+            )
+        tokens.verify(services.token_secret, generation_id, token)
+        return
+    key = bearer_key(request)
+    if key is None:
+        raise Unauthorized("a stream needs ?token=<stream_token> or 'Authorization: Bearer'")
+    caller = await keys.authenticate(services.pool, key)
+    async with connection(services.pool) as conn:
+        await generations.select_generation(conn, caller.owner, generation_id)
+
+
+async def frames(services: Services, generation_id: UUID, after: int) -> AsyncIterator[bytes]:
+    yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
+    async for item in streams.follow(services.follow, generation_id, after):
+        if isinstance(item, streams.Keepalive):
+            yield b": keepalive\n\n"
+        else:
+            yield f"id: {item.seq}\nevent: {item.type}\ndata: {item.json}\n\n".encode()
+
+
+@get("/api/generations/{generation_id:uuid}/stream")
+async def stream(
+    request: Request[Any, Any, Any],
+    generation_id: UUID,
+    services: Services,
+    token: Annotated[str | None, Parameter(query="token")] = None,
+    after: Annotated[str | None, Parameter(query="after")] = None,
+    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+) -> Response[bytes] | Stream:
+    await authorize(request, services, generation_id, token)
+    start = resume_point(last_event_id, after)
+    head = await streams.head(services.pool, generation_id)
+    if not streams.check_resume_point(head, start):
+        return Response(b"", status_code=HTTP_204_NO_CONTENT)
+    return Stream(
+        frames(services, generation_id, start),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )

@@ -1,0 +1,145 @@
+"""The composition root: builds the process's parts, wires them, and maps errors to HTTP once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from service import errors
+from service.api.context import Services, provide_services
+from service.api.generations import GenerationsController
+from service.api.health import healthz, readyz
+from service.api.stream import stream
+from service.generation import offline
+from service.generation.runner import Worker
+from service.settings import Settings
+from service.store import event_log, generations
+from service.store.db import create_pool
+from service.store.listener import Hub, Listener, parse_event_payload
+from service.store.migrate import head_revisions
+from service.streams import Follow
+from service.tokens import load_or_create_secret
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[errors.GenstreamError], int] = {
+    errors.InvalidRequest: 400,
+    errors.Unauthorized: 401,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.StoreUnavailable: 503,
+}
+
+
+def _problem(status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(
+        {"status": status, "detail": detail, **extra},
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _service_error(_: Request[Any, Any, Any], exc: errors.GenstreamError) -> Response[Any]:
+    status = next(code for cls, code in STATUS_OF.items() if isinstance(exc, cls))
+    return _problem(status, str(exc))
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    details = [
+        f"{p.get('key') or 'body'}: {p.get('message')}" if isinstance(p, dict) else str(p)
+        for p in problems
+    ]
+    detail = "; ".join(details) if details else str(exc.detail)
+    return _problem(400, f"invalid request: {detail}", errors=problems)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return _problem(exc.status_code, str(exc.detail))
+
+
+def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("unhandled error", exc_info=exc)
+    return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+
+
+def available_providers(settings: Settings) -> frozenset[str]:
+    return frozenset({"offline"})
+
+
+def create_app(settings: Settings, database_url: str) -> Litestar:
+    """The ASGI app for one process; ``database_url`` is resolved (embedded or given) already."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(
+            database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        hub = Hub()
+        worker = Worker(
+            pool,
+            partial(offline.generate, delay_s=settings.offline_delay_s),
+            concurrency=settings.worker_concurrency,
+            poll_s=settings.worker_poll_s,
+        )
+
+        def on_event(payload: str) -> None:
+            if (generation_id := parse_event_payload(payload)) is not None:
+                hub.wake(generation_id)
+
+        def on_connect() -> None:
+            hub.wake_all()  # anything appended while we were not listening
+            worker.wake()
+
+        listener = Listener(
+            database_url,
+            {event_log.EVENTS_CHANNEL: on_event, generations.JOBS_CHANNEL: worker.wake},
+            on_connect,
+            reconnect_max_s=settings.listener_reconnect_max_s,
+        )
+        app.state.services = Services(
+            settings=settings,
+            pool=pool,
+            hub=hub,
+            listener=listener,
+            follow=Follow(pool, hub, settings.stream_page_size, settings.keepalive_s),
+            token_secret=settings.stream_token_secret
+            or load_or_create_secret(settings.secret_file),
+            providers=available_providers(settings),
+            head_revisions=head_revisions(),
+        )
+        listener.start()
+        if settings.worker_concurrency > 0:
+            worker.start()
+        try:
+            yield
+        finally:
+            hub.close()
+            await worker.stop()
+            await listener.stop()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[GenerationsController, stream, healthz, readyz],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        lifespan=[lifespan],
+        exception_handlers={
+            errors.GenstreamError: _service_error,
+            ValidationException: _validation_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="genstream", version="0.1.0", path="/schema"),
+    )

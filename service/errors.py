@@ -1,0 +1,40 @@
+"""The service's error tree. No HTTP types here: ``app.py`` maps each class to a status once.
+
+GenstreamError
+├── InvalidRequest        the caller asked for something malformed      -> 400
+├── Unauthorized          no or bad credentials                          -> 401
+├── NotFound              no such thing, or it belongs to another owner  -> 404
+├── Conflict              the thing is in a state that forbids the act   -> 409
+│   └── GenerationFinished   an append after the terminal event
+└── StoreUnavailable      the database cannot be reached                 -> 503
+"""
+
+from __future__ import annotations
+
+
+class GenstreamError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class InvalidRequest(GenstreamError):
+    pass
+
+
+class Unauthorized(GenstreamError):
+    pass
+
+
+class NotFound(GenstreamError):
+    pass
+
+
+class Conflict(GenstreamError):
+    pass
+
+
+class GenerationFinished(Conflict):
+    """The generation already has its terminal event; the log refuses anything after it."""
+
+
+class StoreUnavailable(GenstreamError):
+    pass

@@ -1,0 +1,105 @@
+"""The event vocabulary: types, the status each implies, and the event to append. No I/O.
+
+The stored event (what clients see) is rendered by PostgreSQL itself from the row, so its shape
+lives in one SQL expression in ``store/event_log.py``; this module holds what a writer says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventType(StrEnum):
+    QUEUED = "generation.queued"
+    STARTED = "generation.started"
+    PHASE_STARTED = "phase.started"
+    LLM_DELTA = "llm.delta"
+    FILE_SAVED = "file.saved"
+    PHASE_COMPLETED = "phase.completed"
+    RESUMED = "generation.resumed"
+    SUCCEEDED = "generation.succeeded"
+    FAILED = "generation.failed"
+    CANCELLED = "generation.cancelled"
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_TYPES = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED})
+TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+_STATUS_AFTER: Mapping[EventType, Status] = {
+    EventType.QUEUED: Status.QUEUED,
+    EventType.SUCCEEDED: Status.SUCCEEDED,
+    EventType.FAILED: Status.FAILED,
+    EventType.CANCELLED: Status.CANCELLED,
+}
+
+
+def status_after(event_type: EventType) -> Status:
+    """The generation's status once an event of this type is in the log."""
+    return _STATUS_AFTER.get(event_type, Status.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event as a writer states it; the log adds generation_id, seq, status and timestamp."""
+
+    type: EventType
+    stage: str
+    progress: float
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.progress <= 1.0:
+            raise ValueError(f"progress must be within [0, 1], got {self.progress}")
+
+    @property
+    def status(self) -> Status:
+        return status_after(self.type)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """A generated file, stored in the same transaction as the ``file.saved`` event naming it."""
+
+    path: str
+    content: str
+    language: str
+
+    @property
+    def size(self) -> int:
+        return len(self.content.encode())
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+    def saved(self, stage: str, progress: float) -> NewEvent:
+        """The ``file.saved`` event announcing this file (content travels beside it)."""
+        return NewEvent(
+            EventType.FILE_SAVED,
+            stage,
+            progress,
+            f"Saved {self.path}",
+            {
+                "path": self.path,
+                "size": self.size,
+                "sha256": self.sha256,
+                "language": self.language,
+            },
+        )

@@ -1,0 +1,18 @@
+"""The one seam between a generator and the log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from service.events import NewEvent, NewFile
+
+
+class RunCancelled(Exception):
+    """Raised out of ``emit`` when the run was asked to stop: the generator just lets it fly."""
+
+
+class Emitter(Protocol):
+    async def emit(self, *events: NewEvent, files: Sequence[NewFile] = ()) -> None:
+        """Make the events durable (all or none, files with them) before returning."""
+        ...

@@ -1,0 +1,61 @@
+"""Commands on generations: create and cancel. Application logic over the store, no HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from service.errors import Conflict, InvalidRequest
+from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status
+from service.spec import Spec
+from service.store import event_log, generations
+from service.store.db import Pool, connection
+
+PROVIDERS = frozenset({"offline", "gemini"})
+
+
+def queued_event() -> NewEvent:
+    return NewEvent(EventType.QUEUED, "queued", 0.0, "Queued, waiting for a worker")
+
+
+async def create_generation(
+    pool: Pool,
+    owner: str,
+    spec: Spec,
+    *,
+    provider: str | None,
+    model: str | None,
+    available_providers: frozenset[str],
+) -> UUID:
+    provider = provider or "offline"
+    if provider not in PROVIDERS:
+        raise InvalidRequest(f"unknown provider {provider!r}: use one of {sorted(PROVIDERS)}")
+    if provider not in available_providers:
+        raise InvalidRequest(
+            f"provider {provider!r} is not available on this server "
+            "(gemini needs GEMINI_API_KEY or GOOGLE_API_KEY)"
+        )
+    generation_id = uuid4()
+    spec_json: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
+    async with connection(pool) as conn:
+        await generations.insert_generation(
+            conn, generation_id, owner, spec_json, provider, model, queued_event()
+        )
+    return generation_id
+
+
+async def cancel_generation(pool: Pool, owner: str, generation_id: UUID) -> Status:
+    """Ask a run to stop. A queued run nobody holds is cancelled here and now; a running one
+    is stopped by its worker at its next emit (it sees the flag in the append's answer)."""
+    async with connection(pool) as conn, conn.transaction():
+        status, claimed = await generations.lock_for_cancel(conn, owner, generation_id)
+        if status in TERMINAL_STATUSES:
+            raise Conflict(f"generation {generation_id} already {status}")
+        if status is Status.QUEUED and not claimed:
+            await event_log.append(
+                conn,
+                generation_id,
+                [NewEvent(EventType.CANCELLED, "cancelled", 0.0, "Cancelled before it started")],
+            )
+            return Status.CANCELLED
+    return status

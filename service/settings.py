@@ -1,0 +1,67 @@
+"""One typed settings object, read once from the environment.
+
+This is the only module that reads the environment. Every field is documented here and in
+the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Configuration of one genstream process."""
+
+    model_config = SettingsConfigDict(env_prefix="GENSTREAM_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL URL. Unset: an embedded cluster under data_dir is started.",
+    )
+    host: str = Field(default="127.0.0.1", validation_alias="HOST")
+    port: int = Field(default=8000, ge=0, le=65535, validation_alias="PORT")
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / ".data",
+        description="Where the embedded cluster and the generated dev secret live.",
+    )
+    stream_token_secret: str | None = Field(
+        default=None,
+        description="HMAC secret for stream tokens. Unset: one is generated into data_dir.",
+    )
+    stream_token_ttl_s: int = Field(default=3600, gt=0)
+    keepalive_s: float = Field(default=15.0, gt=0, description="Idle SSE comment interval.")
+    sse_retry_ms: int = Field(default=2000, ge=0, description="The SSE `retry:` hint.")
+    stream_page_size: int = Field(default=500, ge=1, le=10_000)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    worker_concurrency: int = Field(
+        default=4, ge=0, description="Runs executed at once by `serve`; 0 disables its worker."
+    )
+    worker_poll_s: float = Field(
+        default=5.0, gt=0, description="Fallback poll for queued runs when no NOTIFY arrives."
+    )
+    offline_delay_s: float = Field(
+        default=0.05, ge=0, description="Pause between chunks of the offline provider."
+    )
+    listener_reconnect_max_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @cached_property
+    def secret_file(self) -> Path:
+        return self.data_dir / "stream-token-secret"
+
+
+def get_settings() -> Settings:
+    return Settings()

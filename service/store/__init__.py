@@ -1,0 +1,1 @@
+"""The only package that speaks SQL: the event log, its projections, keys and the listener."""

@@ -1,0 +1,68 @@
+"""The connection pool and the one boundary where driver errors become service errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+
+from service.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    Connection: TypeAlias = (
+        asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+    )
+else:  # asyncpg's classes are generic only in its stubs
+    Pool = asyncpg.Pool
+    Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# Errors that mean "the database is not there right now", as opposed to a bug in our SQL.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg wants a plain ``postgresql://`` URL; accept SQLAlchemy-style schemes too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    return "postgresql://" + rest if scheme.startswith("postgres") else url
+
+
+def sqlalchemy_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return "postgresql+asyncpg://" + rest if scheme.startswith("postgres") else url
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(url), min_size=min_size, max_size=max_size, command_timeout=60
+        )
+    except UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    return pool
+
+
+@asynccontextmanager
+async def connection(pool: Pool) -> AsyncIterator[Connection]:
+    """A pooled connection for one unit of work; connection trouble becomes StoreUnavailable."""
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    except UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc

@@ -1,0 +1,229 @@
+"""SQL of the generations table outside the log: create, read, list, claim, cancel, files.
+
+Every read takes the owner and filters on it, so another owner's generation is simply not
+found (404, never 403: existence is not leaked).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from service.errors import NotFound
+from service.events import NewEvent, Status
+from service.store import event_log
+from service.store.db import Connection
+
+JOBS_CHANNEL = "genstream_jobs"
+
+INSERT_GENERATION = f"""
+WITH generation AS (
+    INSERT INTO generations (id, owner, status, stage, message, spec, provider, model)
+    VALUES ($1, $2, 'queued', 'queued', 'Queued', $3::jsonb, $4, $5)
+    RETURNING id
+)
+SELECT pg_notify('{JOBS_CHANNEL}', generation.id::text)
+FROM generation
+"""
+
+GENERATION_COLUMNS = """
+    id, owner, status, stage, message, progress, last_seq, provider, model,
+    created_at, started_at, finished_at, error
+"""
+
+SELECT_GENERATION = f"""
+SELECT {GENERATION_COLUMNS}
+FROM generations
+WHERE id = $1
+  AND owner = $2
+"""
+
+SELECT_GENERATIONS_PAGE = f"""
+SELECT {GENERATION_COLUMNS}
+FROM generations
+WHERE owner = $1
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+ORDER BY created_at DESC, id DESC
+LIMIT $5
+"""
+
+SELECT_GENERATION_FOR_CANCEL = """
+SELECT status, claimed_by
+FROM generations
+WHERE id = $1
+  AND owner = $2
+FOR UPDATE
+"""
+
+UPDATE_CANCEL_REQUESTED = """
+UPDATE generations
+SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp())
+WHERE id = $1
+"""
+
+# SKIP LOCKED lets any number of workers poll the same queue without blocking each other.
+UPDATE_CLAIM_NEXT = """
+UPDATE generations
+SET claimed_by = $1,
+    attempt = attempt + 1,
+    lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+WHERE id = (
+    SELECT id
+    FROM generations
+    WHERE status = 'queued'
+      AND claimed_by IS NULL
+    ORDER BY created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, spec::text AS spec, provider, model, attempt
+"""
+
+SELECT_FILES = """
+SELECT f.path, f.size, f.sha256, f.language, f.seq
+FROM generated_files AS f
+JOIN generations AS g ON g.id = f.generation_id
+WHERE f.generation_id = $1
+  AND g.owner = $2
+ORDER BY f.path
+"""
+
+SELECT_FILE = """
+SELECT f.content, f.language
+FROM generated_files AS f
+JOIN generations AS g ON g.id = f.generation_id
+WHERE f.generation_id = $1
+  AND g.owner = $2
+  AND f.path = $3
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    id: UUID
+    owner: str
+    status: Status
+    stage: str
+    message: str
+    progress: float
+    last_seq: int
+    provider: str
+    model: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: UUID
+    spec: dict[str, Any]
+    provider: str
+    model: str | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    size: int
+    sha256: str
+    language: str
+    seq: int
+
+
+def _generation(row: asyncpg.Record) -> Generation:
+    return Generation(**{**dict(row.items()), "status": Status(row["status"])})
+
+
+async def insert_generation(
+    conn: Connection,
+    generation_id: UUID,
+    owner: str,
+    spec: Mapping[str, Any],
+    provider: str,
+    model: str | None,
+    queued: NewEvent,
+) -> None:
+    """The row and its first event (``generation.queued``) in one transaction."""
+    async with conn.transaction():
+        await conn.execute(
+            INSERT_GENERATION, generation_id, owner, json.dumps(spec), provider, model
+        )
+        await event_log.append(conn, generation_id, [queued])
+
+
+async def select_generation(conn: Connection, owner: str, generation_id: UUID) -> Generation:
+    row = await conn.fetchrow(SELECT_GENERATION, generation_id, owner)
+    if row is None:
+        raise NotFound(f"generation {generation_id} not found")
+    return _generation(row)
+
+
+async def select_generations(
+    conn: Connection,
+    owner: str,
+    *,
+    status: Status | None,
+    before: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[Generation]:
+    before_at, before_id = before if before else (None, None)
+    rows = await conn.fetch(
+        SELECT_GENERATIONS_PAGE,
+        owner,
+        status.value if status else None,
+        before_at,
+        before_id,
+        limit,
+    )
+    return [_generation(row) for row in rows]
+
+
+async def lock_for_cancel(conn: Connection, owner: str, generation_id: UUID) -> tuple[Status, bool]:
+    """Lock the row, flag the cancel, and say (status, whether a worker holds the run).
+
+    Call inside a transaction: the lock keeps a worker from claiming the run until the caller
+    has decided (and possibly appended ``generation.cancelled`` itself).
+    """
+    row = await conn.fetchrow(SELECT_GENERATION_FOR_CANCEL, generation_id, owner)
+    if row is None:
+        raise NotFound(f"generation {generation_id} not found")
+    await conn.execute(UPDATE_CANCEL_REQUESTED, generation_id)
+    return Status(row["status"]), row["claimed_by"] is not None
+
+
+async def claim_next(conn: Connection, worker_id: str, lease_s: float) -> Claimed | None:
+    row = await conn.fetchrow(UPDATE_CLAIM_NEXT, worker_id, lease_s)
+    if row is None:
+        return None
+    return Claimed(
+        id=row["id"],
+        spec=json.loads(row["spec"]),
+        provider=row["provider"],
+        model=row["model"],
+        attempt=row["attempt"],
+    )
+
+
+async def select_files(conn: Connection, owner: str, generation_id: UUID) -> list[FileInfo]:
+    await select_generation(conn, owner, generation_id)
+    rows = await conn.fetch(SELECT_FILES, generation_id, owner)
+    return [FileInfo(**row) for row in rows]
+
+
+async def select_file(
+    conn: Connection, owner: str, generation_id: UUID, path: str
+) -> tuple[str, str]:
+    row = await conn.fetchrow(SELECT_FILE, generation_id, owner, path)
+    if row is None:
+        raise NotFound(f"file {path!r} not found in generation {generation_id}")
+    return row["content"], row["language"]

@@ -1,0 +1,38 @@
+"""Alembic, driven from code: upgrade to head, and tell whether a database is at head.
+
+Alembic's async env.py calls ``asyncio.run()``, so ``upgrade`` must run outside any event loop
+(the command line calls it before starting one; async callers use ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from service.settings import PROJECT_ROOT
+from service.store.db import Connection, sqlalchemy_url
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    config.attributes["url"] = sqlalchemy_url(url)
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def head_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
+    return frozenset(script.get_heads())
+
+
+async def current_revisions(conn: Connection) -> frozenset[str]:
+    exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+    if not exists:
+        return frozenset()
+    rows = await conn.fetch("SELECT version_num FROM alembic_version")
+    return frozenset(row["version_num"] for row in rows)

@@ -1,0 +1,100 @@
+"""The schema as SQLAlchemy Core metadata: the reference the Alembic migrations are checked
+against (``tests/store/test_tables.py``). Runtime SQL is written by hand for asyncpg in the
+modules beside this one, because the hot paths (one-statement append, JSON rendered by
+PostgreSQL and passed through untouched) are simpler and faster as plain SQL.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = sa.MetaData()
+NOW = sa.text("clock_timestamp()")
+
+generations = sa.Table(
+    "generations",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("progress", sa.Float, nullable=False, server_default=sa.text("0")),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("spec", JSONB, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("claimed_by", sa.Text, nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("cancel_requested_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint(
+        "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+        name="generations_status_check",
+    ),
+    sa.CheckConstraint("progress >= 0 AND progress <= 1", name="generations_progress_check"),
+    sa.Index(
+        "generations_owner_created_idx", "owner", sa.text("created_at DESC"), sa.text("id DESC")
+    ),
+    sa.Index(
+        "generations_queued_idx",
+        "created_at",
+        postgresql_where=sa.text("status = 'queued' AND claimed_by IS NULL"),
+    ),
+)
+
+generation_events = sa.Table(
+    "generation_events",
+    metadata,
+    sa.Column(
+        "generation_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("generations.id", ondelete="RESTRICT"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("progress", sa.Float, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
+)
+
+generated_files = sa.Table(
+    "generated_files",
+    metadata,
+    sa.Column(
+        "generation_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("generations.id", ondelete="RESTRICT"),
+        primary_key=True,
+    ),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("language", sa.Text, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("key_hash", sa.LargeBinary, nullable=False, unique=True),
+    sa.Column("prefix", sa.Text, nullable=False),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)

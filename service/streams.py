@@ -1,0 +1,88 @@
+"""Following one generation's log: replay after a seq, then live, each event exactly once.
+
+This is application logic with no HTTP in it; ``api/stream.py`` turns what it yields into SSE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+from uuid import UUID
+
+from service.errors import InvalidRequest
+from service.store import event_log
+from service.store.db import Pool, connection
+from service.store.event_log import Head, StoredEvent
+from service.store.listener import Hub
+
+
+class Keepalive:
+    """Yielded when nothing happened for a keepalive interval."""
+
+
+KEEPALIVE: Final = Keepalive()
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    pool: Pool
+    hub: Hub
+    page_size: int
+    keepalive_s: float
+
+
+async def head(pool: Pool, generation_id: UUID) -> Head:
+    async with connection(pool) as conn:
+        return await event_log.select_head(conn, generation_id)
+
+
+def check_resume_point(head: Head, after: int) -> bool:
+    """Whether a stream resuming after ``after`` has anything left to send.
+
+    False when the generation is finished and ``after`` is at or past its terminal event (the
+    API answers 204 so EventSource stops). A seq beyond the last one of a running generation
+    was never sent by us: the client is confused, and we say so rather than skip events.
+    """
+    if after < 0:
+        raise InvalidRequest("the resume point must be a non-negative integer")
+    if head.is_finished:
+        return after < head.last_seq
+    if after > head.last_seq:
+        raise InvalidRequest(
+            f"cannot resume after seq {after}: the generation's last event is {head.last_seq}"
+        )
+    return True
+
+
+async def follow(
+    settings: Follow, generation_id: UUID, after: int
+) -> AsyncIterator[StoredEvent | Keepalive]:
+    """Every event with seq > ``after`` in order, then live ones, ending with the terminal one.
+
+    Holds a database connection only while reading a page: an idle follower costs a
+    subscription and a flag.
+    """
+    # Subscribe BEFORE the first read: an event committed after our read but before we
+    # subscribed would otherwise wake nobody. And clear the flag BEFORE each read: a wake-up
+    # that lands while we read stays set, so the next wait returns at once and we re-read.
+    subscription = settings.hub.subscribe(generation_id)
+    try:
+        last_sent = after
+        while not subscription.closed:
+            subscription.clear()
+            async with connection(settings.pool) as conn:
+                page = await event_log.select_events_after(
+                    conn, generation_id, last_sent, settings.page_size
+                )
+            for event in page:
+                yield event
+                last_sent = event.seq
+                if event.is_terminal:
+                    return
+            if len(page) == settings.page_size:
+                continue  # more is stored: keep reading before waiting
+            if not await subscription.wait(settings.keepalive_s):
+                yield KEEPALIVE
+    finally:
+        settings.hub.unsubscribe(subscription)

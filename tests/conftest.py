@@ -1,0 +1,210 @@
+"""Real PostgreSQL for every test that touches storage.
+
+Where the server comes from, in order: ``TEST_DATABASE_URL`` (a server where we may CREATE
+DATABASE); testcontainers when a Docker engine answers; else a throwaway embedded cluster,
+started once per run. The schema is migrated once into a template database, and every test
+gets its own clone (``CREATE DATABASE ... TEMPLATE``): real commits, so NOTIFY fires, and
+nothing leaks between tests (NOTIFY channels are per database too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from litestar import Litestar
+
+from service import keys
+from service.app import create_app
+from service.settings import Settings
+from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.embedded import throwaway_cluster
+from service.store.migrate import upgrade
+
+TEMPLATE = "genstream_template"
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = asyncpg_dsn(url).rpartition("/")
+    return f"{base}/{database}"
+
+
+def _docker_answers() -> bool:
+    if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
+        return False
+    try:
+        import docker  # noqa: PLC0415
+
+        client = docker.from_env(timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+        with PostgresContainer("postgres:15", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    cluster = throwaway_cluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.destroy()
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> str:
+    """Runs outside any event loop (Alembic's env.py calls asyncio.run itself)."""
+    asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {TEMPLATE}"))
+    asyncio.run(_admin(server_url, f"CREATE DATABASE {TEMPLATE}"))
+    url = _with_database(server_url, TEMPLATE)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
+    name = f"test_{uuid4().hex[:16]}"
+    await _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield _with_database(server_url, name)
+    await _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(database_url, min_size=1, max_size=20)
+    yield pool
+    try:
+        await asyncio.wait_for(pool.close(), 10)
+    except TimeoutError:
+        pool.terminate()
+        raise
+
+
+@pytest.fixture
+def settings(tmp_path: Any) -> Settings:
+    return Settings(
+        DATABASE_URL=None,
+        data_dir=tmp_path,
+        stream_token_secret="test-secret",  # noqa: S106
+        keepalive_s=15.0,
+        offline_delay_s=0.0,
+        worker_poll_s=0.5,
+        worker_concurrency=4,
+    )
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class RunningApp:
+    base_url: str
+    app: Litestar
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(30.0), **kwargs
+        )
+
+
+@asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[RunningApp]:
+    """A real uvicorn server on a free port, in this test's event loop."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningApp(f"http://127.0.0.1:{port}", app)
+    finally:
+        services = getattr(app.state, "services", None)
+        if services is not None:
+            services.hub.close()
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+AppFactory = Callable[..., AbstractAsyncContextManager[RunningApp]]
+
+
+@pytest.fixture
+def app_factory(settings: Settings, database_url: str) -> AppFactory:
+    """``async with app_factory(worker_concurrency=0) as running: ...``"""
+
+    def factory(**overrides: Any) -> AbstractAsyncContextManager[RunningApp]:
+        return serve(create_app(settings.model_copy(update=overrides), database_url))
+
+    return factory
+
+
+@pytest.fixture
+async def running(app_factory: AppFactory) -> AsyncIterator[RunningApp]:
+    async with app_factory() as running:
+        yield running
+
+
+KeyFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def make_key(pool: Pool) -> KeyFactory:
+    async def factory(owner: str = "alice", *, is_admin: bool = False) -> str:
+        return await keys.create_key(pool, owner, is_admin=is_admin)
+
+    return factory
+
+
+@pytest.fixture
+async def api_key(make_key: KeyFactory) -> str:
+    return await make_key("alice")
+
+
+SPEC: dict[str, Any] = {
+    "project": "shop",
+    "entities": [
+        {"name": "User", "fields": {"email": "str", "age": "int"}},
+        {"name": "Order", "fields": {"user": "User", "total": "float"}},
+    ],
+}
