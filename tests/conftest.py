@@ -43,7 +43,7 @@ def _docker_answers() -> bool:
     if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
         return False
     try:
-        import docker  # noqa: PLC0415
+        import docker
 
         client = docker.from_env(timeout=2)
         try:
@@ -61,7 +61,7 @@ def server_url() -> Iterator[str]:
         yield url
         return
     if _docker_answers():
-        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+        from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:15", driver=None) as container:
             yield container.get_connection_url()
@@ -115,7 +115,7 @@ def settings(tmp_path: Any) -> Settings:
     return Settings(
         DATABASE_URL=None,
         data_dir=tmp_path,
-        stream_token_secret="test-secret",  # noqa: S106
+        stream_token_secret="test-secret",
         keepalive_s=15.0,
         offline_delay_s=0.0,
         worker_poll_s=0.5,

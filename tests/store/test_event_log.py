@@ -113,7 +113,7 @@ async def test_a_failed_append_leaves_no_trace(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     file = NewFile("a.py", "x = 1\n", "python")
     async with pool.acquire() as conn:
-        with pytest.raises(ValueError, match="no file.saved event"):
+        with pytest.raises(ValueError, match=r"no file\.saved event"):
             await event_log.append(conn, generation_id, [delta(1)], [file])
     assert await all_seqs(pool, generation_id) == [1]
 
