@@ -45,20 +45,7 @@ class GenerationState(BaseModel):
 
     @classmethod
     def of(cls, generation: Generation) -> GenerationState:
-        return cls(
-            id=generation.id,
-            status=generation.status,
-            stage=generation.stage,
-            message=generation.message,
-            progress=generation.progress,
-            last_seq=generation.last_seq,
-            provider=generation.provider,
-            model=generation.model,
-            created_at=generation.created_at,
-            started_at=generation.started_at,
-            finished_at=generation.finished_at,
-            error=generation.error,
-        )
+        return cls.model_validate(generation, from_attributes=True)
 
 
 class GenerationPage(BaseModel):
