@@ -13,6 +13,7 @@ from uuid import UUID
 
 import uvicorn
 
+from service.errors import GenstreamError
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("service")
@@ -198,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    code: int = args.run(get_settings(), args)
+    try:
+        code: int = args.run(get_settings(), args)
+    except GenstreamError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

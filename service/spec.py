@@ -33,6 +33,13 @@ def _check_identifier(name: str, what: str) -> None:
         raise ValueError(f"{what} {name!r} is not a valid Python identifier")
 
 
+def module_name(entity_name: str) -> str:
+    """The snake_case module an entity's code lives in (``OrderItem`` -> ``order_item``);
+    a trailing underscore keeps it off Python's keywords (``Class`` -> ``class_``)."""
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", entity_name).lower()
+    return snake + "_" if keyword.iskeyword(snake) else snake
+
+
 def referenced_entity(type_name: str) -> str | None:
     """The entity a field type refers to, or None for a scalar type."""
     if type_name in SCALAR_TYPES:
@@ -68,6 +75,14 @@ class Spec(BaseModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"duplicate entity names: {', '.join(duplicates)}")
+        modules: dict[str, str] = {}
+        for name in names:
+            other = modules.setdefault(module_name(name), name)
+            if other != name:
+                raise ValueError(
+                    f"entities {other} and {name} would share the module name "
+                    f"{module_name(name)!r}: rename one"
+                )
         known = set(names)
         for entity in self.entities:
             for field_name, type_name in entity.fields.items():

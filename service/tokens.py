@@ -40,7 +40,7 @@ def issue(secret: str, generation_id: UUID, ttl_s: int, *, now: float | None = N
 
 def verify(secret: str, generation_id: UUID, token: str, *, now: float | None = None) -> None:
     expires_text, _, signature = token.partition(".")
-    if not expires_text.isdigit() or not signature:
+    if not (expires_text.isascii() and expires_text.isdigit()) or not signature:
         raise Unauthorized("malformed stream token")
     expires = int(expires_text)
     expected = _signature(secret, generation_id, expires)

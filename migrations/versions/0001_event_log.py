@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
 revision = "0001"
 down_revision = None
@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("message", sa.Text, nullable=False),
         sa.Column("progress", sa.Float, nullable=False, server_default=sa.text("0")),
         sa.Column("last_seq", sa.BigInteger, nullable=False, server_default=sa.text("0")),
-        sa.Column("spec", JSONB, nullable=False),
+        sa.Column("spec", JSON, nullable=False),
         sa.Column("provider", sa.Text, nullable=False),
         sa.Column("model", sa.Text, nullable=True),
         sa.Column("error", sa.Text, nullable=True),

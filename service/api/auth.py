@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from service import keys
 from service.api.context import Services
@@ -22,7 +23,9 @@ def bearer_key(request: Request[Any, Any, Any]) -> str | None:
     return key.strip()
 
 
-async def provide_caller(request: Request[Any, Any, Any], services: Services) -> KeyOwner:
+async def provide_caller(
+    request: Request[Any, Any, Any], services: NamedDependency[Services]
+) -> KeyOwner:
     key = bearer_key(request)
     if key is None:
         raise Unauthorized("an API key is required: 'Authorization: Bearer <api key>'")

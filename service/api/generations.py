@@ -10,8 +10,8 @@ from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from service import tokens
@@ -56,7 +56,12 @@ class GenerationsController(Controller):
     dependencies = {"caller": Provide(provide_caller)}  # noqa: RUF012 (Litestar's idiom)
 
     @post("/", status_code=HTTP_201_CREATED)
-    async def create(self, data: CreateGeneration, caller: KeyOwner, services: Services) -> Created:
+    async def create(
+        self,
+        data: JSONBody[CreateGeneration],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
+    ) -> Created:
         generation_id = await runs.create_generation(
             services.pool,
             caller.owner,
@@ -79,11 +84,11 @@ class GenerationsController(Controller):
     @get("/")
     async def list_generations(
         self,
-        caller: KeyOwner,
-        services: Services,
-        status: Annotated[Status | None, Parameter(query="status")] = None,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=MAX_LIST_PAGE)] = 20,
-        cursor: Annotated[str | None, Parameter(query="cursor")] = None,
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
+        status: Annotated[Status | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_PAGE)] = 20,
+        cursor: Annotated[str | None, QueryParameter()] = None,
     ) -> GenerationPage:
         before = decode_cursor(cursor) if cursor else None
         async with connection(services.pool) as conn:
@@ -98,7 +103,10 @@ class GenerationsController(Controller):
 
     @get("/{generation_id:uuid}")
     async def read(
-        self, generation_id: UUID, caller: KeyOwner, services: Services
+        self,
+        generation_id: FromPath[UUID],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
     ) -> GenerationState:
         async with connection(services.pool) as conn:
             row = await generations.select_generation(conn, caller.owner, generation_id)
@@ -106,7 +114,10 @@ class GenerationsController(Controller):
 
     @post("/{generation_id:uuid}/cancel", status_code=HTTP_202_ACCEPTED)
     async def cancel(
-        self, generation_id: UUID, caller: KeyOwner, services: Services
+        self,
+        generation_id: FromPath[UUID],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
     ) -> CancelAccepted:
         status = await runs.cancel_generation(services.pool, caller.owner, generation_id)
         return CancelAccepted(id=generation_id, status=status)
@@ -114,11 +125,11 @@ class GenerationsController(Controller):
     @get("/{generation_id:uuid}/events")
     async def events(
         self,
-        generation_id: UUID,
-        caller: KeyOwner,
-        services: Services,
-        after: Annotated[int, Parameter(query="after", ge=0)] = 0,
-        limit: Annotated[int, Parameter(query="limit", ge=1, le=MAX_EVENTS_PAGE)] = 100,
+        generation_id: FromPath[UUID],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
+        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     ) -> Response[bytes]:
         async with connection(services.pool) as conn:
             await generations.select_generation(conn, caller.owner, generation_id)
@@ -134,7 +145,12 @@ class GenerationsController(Controller):
         return Response(body.encode(), media_type="application/json")
 
     @get("/{generation_id:uuid}/files")
-    async def files(self, generation_id: UUID, caller: KeyOwner, services: Services) -> FileList:
+    async def files(
+        self,
+        generation_id: FromPath[UUID],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
+    ) -> FileList:
         async with connection(services.pool) as conn:
             rows = await generations.select_files(conn, caller.owner, generation_id)
         return FileList(
@@ -152,7 +168,11 @@ class GenerationsController(Controller):
 
     @get("/{generation_id:uuid}/files/{path:path}")
     async def file(
-        self, generation_id: UUID, path: str, caller: KeyOwner, services: Services
+        self,
+        generation_id: FromPath[UUID],
+        path: FromPath[str],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
     ) -> Response[str]:
         async with connection(services.pool) as conn:
             content, _language = await generations.select_file(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from service.api.context import Services
@@ -20,7 +21,7 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz")
-async def readyz(services: Services) -> Response[dict[str, object]]:
+async def readyz(services: NamedDependency[Services]) -> Response[dict[str, object]]:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), services.pool.acquire() as conn:
             revisions = await current_revisions(conn)

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Request, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
@@ -79,11 +80,11 @@ async def frames(services: Services, generation_id: UUID, after: int) -> AsyncIt
 @get("/api/generations/{generation_id:uuid}/stream")
 async def stream(
     request: Request[Any, Any, Any],
-    generation_id: UUID,
-    services: Services,
-    token: Annotated[str | None, Parameter(query="token")] = None,
-    after: Annotated[str | None, Parameter(query="after")] = None,
-    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+    generation_id: FromPath[UUID],
+    services: NamedDependency[Services],
+    token: Annotated[str | None, QueryParameter()] = None,
+    after: Annotated[str | None, QueryParameter()] = None,
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> Response[bytes] | Stream:
     await authorize(request, services, generation_id, token)
     start = resume_point(last_event_id, after)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from service.events import EventType, NewEvent, NewFile
 from service.generation.emitter import Emitter
-from service.spec import Entity, Spec, referenced_entity
+from service.spec import Entity, Spec, module_name, referenced_entity
 
 CHUNK_CHARS = 400
 
@@ -32,10 +32,6 @@ class Phase:
     files: tuple[NewFile, ...]
 
 
-def _module(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
-
-
 def _model(entity: Entity) -> str:
     lines = [
         "from __future__ import annotations",
@@ -47,7 +43,7 @@ def _model(entity: Entity) -> str:
         "",
         "",
         f"class {entity.name}(BaseModel):",
-        f'    """{entity.description or entity.name}"""',
+        f"    {(entity.description or entity.name)!r}",  # repr: any text is a valid docstring
         "",
         "    id: UUID",
     ]
@@ -58,7 +54,7 @@ def _model(entity: Entity) -> str:
 
 
 def _routes(entity: Entity) -> str:
-    module, plural = _module(entity.name), _module(entity.name) + "s"
+    module, plural = module_name(entity.name), module_name(entity.name) + "s"
     return (
         "from uuid import UUID\n\n"
         "from fastapi import APIRouter, HTTPException\n\n"
@@ -83,21 +79,23 @@ def plan(spec: Spec) -> list[Phase]:
         NewFile(
             "app/main.py",
             "from fastapi import FastAPI\n\n"
-            + "".join(f"from app.api import {_module(e.name)}\n" for e in entities)
+            + "".join(f"from app.api import {module_name(e.name)}\n" for e in entities)
             + f'\napp = FastAPI(title="{spec.project}")\n'
-            + "".join(f"app.include_router({_module(e.name)}.router)\n" for e in entities),
+            + "".join(f"app.include_router({module_name(e.name)}.router)\n" for e in entities),
             "python",
         ),
     )
     models = tuple(
-        NewFile(f"app/models/{_module(e.name)}.py", _model(e), "python") for e in entities
+        NewFile(f"app/models/{module_name(e.name)}.py", _model(e), "python") for e in entities
     )
-    api = tuple(NewFile(f"app/api/{_module(e.name)}.py", _routes(e), "python") for e in entities)
+    api = tuple(
+        NewFile(f"app/api/{module_name(e.name)}.py", _routes(e), "python") for e in entities
+    )
     tests = tuple(
         NewFile(
-            f"tests/test_{_module(e.name)}.py",
-            f"from app.models.{_module(e.name)} import {e.name}\n\n\n"
-            f"def test_{_module(e.name)}_has_fields() -> None:\n"
+            f"tests/test_{module_name(e.name)}.py",
+            f"from app.models.{module_name(e.name)} import {e.name}\n\n\n"
+            f"def test_{module_name(e.name)}_has_fields() -> None:\n"
             f"    assert set({e.name}.model_fields) >= {set(e.fields)!r}\n",
             "python",
         )

@@ -24,13 +24,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.errors import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 SUPERUSER = "genstream"
 DATABASE = "genstream"
 
 
-class EmbeddedError(RuntimeError):
+class EmbeddedError(StoreUnavailable):
     pass
 
 

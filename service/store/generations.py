@@ -25,7 +25,7 @@ JOBS_CHANNEL = "genstream_jobs"
 INSERT_GENERATION = f"""
 WITH generation AS (
     INSERT INTO generations (id, owner, status, stage, message, spec, provider, model)
-    VALUES ($1, $2, 'queued', 'queued', 'Queued', $3::jsonb, $4, $5)
+    VALUES ($1, $2, 'queued', 'queued', 'Queued', $3::json, $4, $5)
     RETURNING id
 )
 SELECT pg_notify('{JOBS_CHANNEL}', generation.id::text)

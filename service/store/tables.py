@@ -7,7 +7,7 @@ PostgreSQL and passed through untouched) are simpler and faster as plain SQL.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
 metadata = sa.MetaData()
 NOW = sa.text("clock_timestamp()")
@@ -22,7 +22,7 @@ generations = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("progress", sa.Float, nullable=False, server_default=sa.text("0")),
     sa.Column("last_seq", sa.BigInteger, nullable=False, server_default=sa.text("0")),
-    sa.Column("spec", JSONB, nullable=False),
+    sa.Column("spec", JSON, nullable=False),
     sa.Column("provider", sa.Text, nullable=False),
     sa.Column("model", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),

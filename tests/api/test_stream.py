@@ -1,0 +1,615 @@
+"""``GET /api/generations/{id}/stream``: SSE against a real uvicorn server and real PostgreSQL.
+
+Generations are created through the API. Where a test needs exact control over what is in the
+log and when, the server's worker is off (``worker_concurrency=0``) and the test appends events
+itself through the event log, as a worker in another process would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from service.events import EventType, NewEvent
+from service.store import event_log
+from service.store.db import Pool
+from tests.conftest import SPEC, AppFactory, RunningApp
+
+CONTRACT_FIELDS = [
+    "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp", "data",
+]  # fmt: skip
+TERMINAL_TYPES = {"generation.succeeded", "generation.failed", "generation.cancelled"}
+TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
+SSE_RETRY_MS = 2000  # the Settings default the fixtures keep
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+async def create_generation(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.post("/api/generations", json={"spec": SPEC})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def stream_url(generation_id: str) -> str:
+    return f"/api/generations/{generation_id}/stream"
+
+
+async def wait_until_finished(client: httpx.AsyncClient, generation_id: str) -> int:
+    """Poll the generation until it is terminal; its last seq."""
+    async with asyncio.timeout(15):
+        while True:
+            response = await client.get(f"/api/generations/{generation_id}")
+            assert response.status_code == 200, response.text
+            state = response.json()
+            if state["status"] in TERMINAL_STATUSES:
+                last_seq: int = state["last_seq"]
+                return last_seq
+            await asyncio.sleep(0.05)
+
+
+async def stored_events(client: httpx.AsyncClient, generation_id: str) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"/api/generations/{generation_id}/events", params={"after": 0, "limit": 1000}
+    )
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["events"]
+    assert not response.json()["has_more"]
+    return events
+
+
+@dataclass
+class Received:
+    """What one SSE connection delivered."""
+
+    status_code: int
+    headers: httpx.Headers
+    retry: int | None = None
+    frames: list[ServerSentEvent] = field(default_factory=list)
+    closed_by_server: bool = False
+    first_is_retry: bool = False
+
+    @property
+    def seqs(self) -> list[int]:
+        return [int(frame.id) for frame in self.frames]
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(frame.data) for frame in self.frames]
+
+
+async def read_stream(
+    client: httpx.AsyncClient,
+    generation_id: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str | int] | None = None,
+    stop_after: int | None = None,
+    timeout: float = 10.0,
+    received: Received | None = None,
+) -> Received:
+    """Read SSE frames until the server closes (or ``stop_after`` frames, then hang up).
+
+    ``received`` lets a concurrent caller watch the frames as they arrive.
+    """
+    async with (
+        asyncio.timeout(timeout),
+        aconnect_sse(
+            client,
+            "GET",
+            stream_url(generation_id),
+            headers=dict(headers or {}),
+            params=dict(params or {}),
+        ) as source,
+    ):
+        response = source.response
+        if received is None:
+            received = Received(response.status_code, response.headers)
+        else:
+            received.status_code, received.headers = response.status_code, response.headers
+        assert response.status_code == 200, (await response.aread()).decode()
+        first = True
+        async for sse in source.aiter_sse():
+            if sse.retry is not None and not sse.data:
+                received.retry = sse.retry
+                received.first_is_retry = received.first_is_retry or first
+                first = False
+                continue
+            first = False
+            received.frames.append(sse)
+            if stop_after is not None and len(received.frames) >= stop_after:
+                return received
+        received.closed_by_server = True
+    return received
+
+
+async def status_of(
+    client: httpx.AsyncClient,
+    generation_id: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str | int] | None = None,
+) -> tuple[int, httpx.Headers, bytes]:
+    """Status, headers and body of a stream request that is expected NOT to stream.
+
+    A 200 is not read (it would follow forever): its body comes back empty.
+    """
+    async with (
+        asyncio.timeout(10),
+        client.stream(
+            "GET", stream_url(generation_id), headers=dict(headers or {}), params=dict(params or {})
+        ) as response,
+    ):
+        body = b"" if response.status_code == 200 else await response.aread()
+        return response.status_code, response.headers, body
+
+
+def check_frames(received: Received, generation_id: str) -> None:
+    """Every frame has id = seq, event = type, one JSON data line in the contract's shape."""
+    for frame in received.frames:
+        assert "\n" not in frame.data, "an event must travel as ONE data line"
+        body = json.loads(frame.data)
+        assert list(body) == CONTRACT_FIELDS
+        assert body["generation_id"] == generation_id
+        assert frame.id == str(body["seq"])
+        assert frame.event == body["type"]
+        assert isinstance(body["progress"], int | float)
+        assert isinstance(body["data"], dict)
+        assert body["timestamp"].endswith("Z")
+
+
+def delta(n: int) -> NewEvent:
+    return NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
+
+
+STARTED = NewEvent(EventType.STARTED, "starting", 0.0, "Started", {"worker": "test"})
+SUCCEEDED = NewEvent(EventType.SUCCEEDED, "done", 1.0, "Generation finished")
+
+
+async def append(pool: Pool, generation_id: str, *events: NewEvent) -> int:
+    async with pool.acquire() as conn:
+        appended = await event_log.append(conn, UUID(generation_id), events)
+    return appended.last_seq
+
+
+async def wait_for_frames(received: Received, count: int, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while len(received.frames) < count:
+            await asyncio.sleep(0.01)
+
+
+# --- replay of a finished run ----------------------------------------------------------------
+
+
+async def test_a_stream_of_a_finished_run_sends_retry_then_every_event_once_and_closes(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        last_seq = await wait_until_finished(client, generation_id)
+        received = await read_stream(client, generation_id)
+        stored = await stored_events(client, generation_id)
+
+    assert received.first_is_retry, "the first thing sent must be `retry: <ms>`"
+    assert received.retry == SSE_RETRY_MS
+    assert last_seq > 5
+    assert received.seqs == list(range(1, last_seq + 1))
+    check_frames(received, generation_id)
+    assert received.frames[-1].event == "generation.succeeded"
+    assert received.closed_by_server, "the server must close the stream after the terminal event"
+    assert received.events == stored, "the stream must carry exactly the stored events"
+
+
+async def test_frames_are_id_event_data_lines_on_the_wire(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        last_seq = await wait_until_finished(client, generation_id)
+        async with asyncio.timeout(10):
+            response = await client.get(stream_url(generation_id))
+    assert response.status_code == 200
+    blocks = response.text.split("\n\n")
+    assert blocks[-1] == "", "the stream must end on a complete frame"
+    assert blocks[0] == f"retry: {SSE_RETRY_MS}"
+    frames = blocks[1:-1]
+    assert len(frames) == last_seq
+    for seq, block in enumerate(frames, start=1):
+        id_line, event_line, data_line = block.split("\n")
+        body = json.loads(data_line.removeprefix("data: "))
+        assert id_line == f"id: {seq}"
+        assert event_line == f"event: {body['type']}"
+        assert data_line.startswith("data: {")
+        assert body["seq"] == seq
+
+
+# --- following a live run --------------------------------------------------------------------
+
+
+async def test_a_stream_opened_before_the_run_starts_gets_every_event_once_in_order(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        received = Received(0, httpx.Headers())
+        reader = asyncio.create_task(read_stream(client, generation_id, received=received))
+        await wait_for_frames(received, 1, 5)  # the queued event: the stream is live now
+        await append(pool, generation_id, STARTED)
+        for batch in range(6):
+            await append(pool, generation_id, *(delta(batch * 10 + i) for i in range(batch + 1)))
+            await asyncio.sleep(0.02)
+        last_seq = await append(pool, generation_id, delta(99), SUCCEEDED)
+        await asyncio.wait_for(reader, 10)
+
+    assert received.seqs == list(range(1, last_seq + 1))
+    check_frames(received, generation_id)
+    assert received.frames[0].event == "generation.queued"
+    assert received.frames[-1].event == "generation.succeeded"
+    assert received.closed_by_server
+
+
+async def test_a_stream_opened_mid_run_gets_every_event_once_in_order(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    async with (
+        app_factory(offline_delay_s=0.05) as running,
+        running.client(api_key) as client,
+    ):
+        generation_id = (await create_generation(client))["id"]
+        async with asyncio.timeout(10):  # wait until the run is under way
+            while len(await stored_events(client, generation_id)) < 4:
+                await asyncio.sleep(0.01)
+        received = Received(0, httpx.Headers())
+        reader = asyncio.create_task(read_stream(client, generation_id, received=received))
+        await wait_for_frames(received, 1, 5)
+        state = (await client.get(f"/api/generations/{generation_id}")).json()
+        await asyncio.wait_for(reader, 10)
+        last_seq = await wait_until_finished(client, generation_id)
+
+    assert state["status"] == "running", "the stream must have been open while the run ran"
+    assert received.seqs == list(range(1, last_seq + 1))
+    check_frames(received, generation_id)
+    assert received.frames[-1].event == "generation.succeeded"
+    assert received.closed_by_server
+
+
+# --- resuming --------------------------------------------------------------------------------
+
+
+async def test_resuming_with_last_event_id_gets_exactly_the_rest(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        last_seq = await wait_until_finished(client, generation_id)
+        k = 7
+        dropped = await read_stream(client, generation_id, stop_after=k)
+        assert dropped.seqs == list(range(1, k + 1))
+        resumed = await read_stream(
+            client, generation_id, headers={"Last-Event-ID": dropped.frames[-1].id}
+        )
+    assert resumed.retry == SSE_RETRY_MS
+    assert resumed.seqs == list(range(k + 1, last_seq + 1))
+    check_frames(resumed, generation_id)
+    assert resumed.closed_by_server
+
+
+async def test_resuming_with_after_query_gets_exactly_the_rest(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        last_seq = await wait_until_finished(client, generation_id)
+        k = 5
+        resumed = await read_stream(client, generation_id, params={"after": k})
+    assert resumed.seqs == list(range(k + 1, last_seq + 1))
+    check_frames(resumed, generation_id)
+    assert resumed.closed_by_server
+
+
+async def test_last_event_id_header_wins_over_after_query(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        last_seq = await wait_until_finished(client, generation_id)
+        later_header = await read_stream(
+            client, generation_id, headers={"Last-Event-ID": "6"}, params={"after": 2}
+        )
+        earlier_header = await read_stream(
+            client, generation_id, headers={"Last-Event-ID": "2"}, params={"after": 6}
+        )
+    assert later_header.seqs == list(range(7, last_seq + 1))
+    assert earlier_header.seqs == list(range(3, last_seq + 1))
+
+
+async def test_a_client_dropped_mid_run_resumes_with_what_was_appended_while_away(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        await append(pool, generation_id, STARTED, delta(1), delta(2))  # seq 2..4
+        first = await read_stream(client, generation_id, stop_after=4)
+        await append(pool, generation_id, delta(3), delta(4))  # 5..6 while disconnected
+        received = Received(0, httpx.Headers())
+        reader = asyncio.create_task(
+            read_stream(client, generation_id, headers={"Last-Event-ID": "4"}, received=received)
+        )
+        await wait_for_frames(received, 2, 5)
+        last_seq = await append(pool, generation_id, delta(5), SUCCEEDED)  # 7..8 live
+        await asyncio.wait_for(reader, 10)
+
+    assert first.seqs == [1, 2, 3, 4]
+    assert received.seqs == list(range(5, last_seq + 1)) == [5, 6, 7, 8]
+    check_frames(received, generation_id)
+    assert received.closed_by_server
+
+
+async def test_resuming_at_or_after_the_terminal_event_answers_204(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        last_seq = await wait_until_finished(client, generation_id)
+        by_header = await status_of(client, generation_id, headers={"Last-Event-ID": str(last_seq)})
+        by_query = await status_of(client, generation_id, params={"after": last_seq})
+        beyond = await status_of(client, generation_id, params={"after": last_seq + 5})
+        before_terminal = await read_stream(client, generation_id, params={"after": last_seq - 1})
+    assert by_header[0] == 204
+    assert by_header[2] == b""
+    assert by_query[0] == 204
+    assert by_query[2] == b""
+    assert beyond[0] == 204
+    assert before_terminal.seqs == [last_seq]
+    assert before_terminal.closed_by_server
+
+
+# --- bad resume points -----------------------------------------------------------------------
+
+
+async def test_malformed_resume_points_answer_400_with_a_json_body(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        await append(pool, generation_id, STARTED, delta(1))  # running, last seq 3
+        answers = {
+            "Last-Event-ID: abc": await status_of(
+                client, generation_id, headers={"Last-Event-ID": "abc"}
+            ),
+            "Last-Event-ID: -1": await status_of(
+                client, generation_id, headers={"Last-Event-ID": "-1"}
+            ),
+            "?after=-3": await status_of(client, generation_id, params={"after": "-3"}),
+            "?after=1.5": await status_of(client, generation_id, params={"after": "1.5"}),
+            "?after=abc": await status_of(client, generation_id, params={"after": "abc"}),
+            "beyond the last seq": await status_of(
+                client, generation_id, headers={"Last-Event-ID": "4"}
+            ),
+            "?after beyond the last seq": await status_of(
+                client, generation_id, params={"after": "40"}
+            ),
+        }
+    for case, (status, headers, body) in answers.items():
+        assert status == 400, f"{case}: {status} {body!r}"
+        assert headers["content-type"].startswith("application/"), case
+        problem = json.loads(body)
+        assert problem["status"] == 400, case
+        assert isinstance(problem["detail"], str), case
+        assert problem["detail"], case
+
+
+# --- headers and keepalive -------------------------------------------------------------------
+
+
+async def test_stream_response_has_the_sse_headers(running: RunningApp, api_key: str) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        await wait_until_finished(client, generation_id)
+        received = await read_stream(client, generation_id)
+    assert received.headers["content-type"].partition(";")[0].strip() == "text/event-stream"
+    assert received.headers["cache-control"] == "no-cache"
+    assert received.headers["x-accel-buffering"] == "no"
+
+
+async def test_an_idle_stream_gets_keepalive_comment_lines(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    async with (
+        app_factory(keepalive_s=0.3, worker_concurrency=0) as running,
+        running.client(api_key) as client,
+    ):
+        generation_id = (await create_generation(client))["id"]
+        lines: list[str] = []
+        async with (
+            asyncio.timeout(10),
+            client.stream("GET", stream_url(generation_id)) as response,
+        ):
+            assert response.status_code == 200
+            appended = False
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if not appended and lines.count(": keepalive") == 2:
+                    # A keepalive does not disturb the stream: a new event still follows it.
+                    await append(pool, generation_id, STARTED)
+                    appended = True
+                if line == "id: 2":
+                    break
+
+    assert lines[:2] == [f"retry: {SSE_RETRY_MS}", ""]
+    assert lines[2] == "id: 1"
+    assert lines[3] == "event: generation.queued"
+    assert lines[4].startswith("data: {")
+    first = lines.index(": keepalive")
+    assert first > 4
+    assert lines[first + 1] == "", "a keepalive must be a bare comment, not an event"
+    assert lines[-1] == "id: 2"
+    for index, line in enumerate(lines):  # no frame carries data but a real event
+        if line.startswith("data:"):
+            assert lines[index - 2].startswith("id: "), lines[index - 2 : index + 1]
+
+
+# --- listener loss ---------------------------------------------------------------------------
+
+LISTENER_PIDS = """
+SELECT pid
+FROM pg_stat_activity
+WHERE datname = current_database()
+  AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend'
+  AND query ILIKE 'LISTEN %'
+"""
+
+
+async def listener_pid(pool: Pool, *, other_than: int | None = None) -> int:
+    """The backend of the server's LISTEN connection (a new one when ``other_than`` is set)."""
+    async with asyncio.timeout(5):
+        while True:
+            async with pool.acquire() as conn:
+                pids: list[int] = [row["pid"] for row in await conn.fetch(LISTENER_PIDS)]
+            pids = [pid for pid in pids if pid != other_than]
+            if len(pids) == 1:
+                return pids[0]
+            assert len(pids) < 2, f"expected one LISTEN backend, found {pids}"
+            await asyncio.sleep(0.02)
+
+
+async def terminate(pool: Pool, pid: int) -> None:
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+
+async def test_streams_survive_the_listen_connection_being_killed(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    # keepalive_s stays at 15 s: only a wake-up can deliver within the bounds below.
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        old_pid = await listener_pid(pool)
+        received = Received(0, httpx.Headers())
+        reader = asyncio.create_task(
+            read_stream(client, generation_id, received=received, timeout=20)
+        )
+        await wait_for_frames(received, 1, 5)
+        last_seq = await append(pool, generation_id, STARTED)
+        await wait_for_frames(received, last_seq, 2)
+
+        # Kill the listener while a writer keeps appending.
+        async def writer() -> int:
+            seq = 0
+            for n in range(40):
+                seq = await append(pool, generation_id, delta(n))
+                await asyncio.sleep(0.01)
+            return seq
+
+        writing = asyncio.create_task(writer())
+        await asyncio.sleep(0.1)
+        await terminate(pool, old_pid)
+        last_seq = await writing
+        new_pid = await listener_pid(pool, other_than=old_pid)
+        assert new_pid != old_pid
+        await wait_for_frames(received, last_seq, 2)
+
+        # Killed again with the log quiet: what is appended while nobody listens still arrives
+        # (the reconnect wakes every stream), with no further append to trigger it.
+        await terminate(pool, new_pid)
+        last_seq = await append(pool, generation_id, delta(100), delta(101))
+        newest_pid = await listener_pid(pool, other_than=new_pid)
+        await wait_for_frames(received, last_seq, 2)
+
+        # Reconnected: new events arrive promptly again.
+        assert await listener_pid(pool) == newest_pid
+        started = time.monotonic()
+        last_seq = await append(pool, generation_id, delta(200))
+        await wait_for_frames(received, last_seq, 2)
+        assert time.monotonic() - started < 2
+        last_seq = await append(pool, generation_id, SUCCEEDED)
+        await asyncio.wait_for(reader, 5)
+
+    assert received.seqs == list(range(1, last_seq + 1))
+    check_frames(received, generation_id)
+    assert received.closed_by_server
+
+
+# --- fan-out ---------------------------------------------------------------------------------
+
+
+async def test_many_concurrent_streams_on_one_generation_each_get_the_full_sequence(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    streams = 20
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_generation(client))["id"]
+        all_received = [Received(0, httpx.Headers()) for _ in range(streams)]
+        readers = [
+            asyncio.create_task(read_stream(client, generation_id, received=received, timeout=20))
+            for received in all_received
+        ]
+        for received in all_received:
+            await wait_for_frames(received, 1, 10)
+        await append(pool, generation_id, STARTED)
+        for batch in range(10):
+            await append(pool, generation_id, *(delta(batch * 10 + i) for i in range(5)))
+            await asyncio.sleep(0.01)
+        last_seq = await append(pool, generation_id, SUCCEEDED)
+        await asyncio.wait_for(asyncio.gather(*readers), 15)
+
+    assert last_seq == 53
+    for received in all_received:
+        assert received.seqs == list(range(1, last_seq + 1))
+        assert received.closed_by_server
+    check_frames(all_received[0], generation_id)
+
+
+async def test_many_concurrent_streams_follow_a_real_run(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    async with (
+        app_factory(offline_delay_s=0.01) as running,
+        running.client(api_key) as client,
+    ):
+        generation_id = (await create_generation(client))["id"]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(read_stream(client, generation_id, timeout=20) for _ in range(20))),
+            25,
+        )
+        last_seq = await wait_until_finished(client, generation_id)
+    for received in results:
+        assert received.seqs == list(range(1, last_seq + 1))
+        assert received.closed_by_server
+
+
+# --- stream token ----------------------------------------------------------------------------
+
+
+async def test_the_stream_token_opens_the_stream_without_an_authorization_header(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as owner:
+        created = await create_generation(owner)
+        other = await create_generation(owner)
+        last_seq = await wait_until_finished(owner, created["id"])
+    async with running.client() as anonymous:
+        assert "authorization" not in anonymous.headers
+        received = await read_stream(
+            anonymous, created["id"], params={"token": created["stream_token"]}
+        )
+        no_credentials = await status_of(anonymous, created["id"])
+        wrong_generation = await status_of(
+            anonymous, other["id"], params={"token": created["stream_token"]}
+        )
+    assert received.seqs == list(range(1, last_seq + 1))
+    check_frames(received, created["id"])
+    assert received.closed_by_server
+    assert no_credentials[0] == 401
+    assert wrong_generation[0] == 401

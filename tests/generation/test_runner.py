@@ -1,0 +1,291 @@
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from service.events import EventType, NewEvent, Status
+from service.generation import offline, runs
+from service.generation.emitter import Emitter, RunCancelled
+from service.generation.runner import Generate, LogEmitter, Worker
+from service.spec import Spec
+from service.store import event_log, generations
+from service.store.db import Pool
+from tests.conftest import SPEC
+
+OFFLINE: Generate = functools.partial(offline.generate, delay_s=0)
+TERMINAL = {EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED}
+
+
+@asynccontextmanager
+async def started_worker(
+    pool: Pool, generate: Generate, *, concurrency: int = 2, poll_s: float = 30.0
+) -> AsyncIterator[Worker]:
+    worker = Worker(pool, generate, concurrency=concurrency, poll_s=poll_s)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+
+
+async def create(pool: Pool, spec: dict[str, Any] = SPEC) -> UUID:
+    return await runs.create_generation(
+        pool,
+        "alice",
+        Spec.model_validate(spec),
+        provider=None,
+        model=None,
+        available_providers=frozenset({"offline"}),
+    )
+
+
+async def events_of(pool: Pool, generation_id: UUID) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        stored = await event_log.select_events_after(conn, generation_id, 0, 100_000)
+    return [json.loads(event.json) for event in stored]
+
+
+async def generation(pool: Pool, generation_id: UUID) -> generations.Generation:
+    async with pool.acquire() as conn:
+        return await generations.select_generation(conn, "alice", generation_id)
+
+
+async def wait_finished(pool: Pool, ids: Sequence[UUID], seconds: float = 20.0) -> None:
+    async with asyncio.timeout(seconds):
+        for generation_id in ids:
+            while True:
+                async with pool.acquire() as conn:
+                    head = await event_log.select_head(conn, generation_id)
+                if head.is_finished:
+                    break
+                await asyncio.sleep(0.02)
+
+
+def types(events: Sequence[dict[str, Any]]) -> list[str]:
+    return [event["type"] for event in events]
+
+
+def assert_well_formed(events: Sequence[dict[str, Any]], terminal: EventType) -> None:
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert types(events)[:2] == [EventType.QUEUED, EventType.STARTED]
+    assert types(events).count(EventType.STARTED) == 1
+    assert [t for t in types(events) if t in TERMINAL] == [terminal]
+    assert events[-1]["type"] == terminal
+    assert events[-1]["status"] == terminal.removeprefix("generation.")
+
+
+async def test_a_created_generation_is_claimed_and_run_to_success(pool: Pool) -> None:
+    async with started_worker(pool, OFFLINE) as worker:
+        generation_id = await create(pool)
+        worker.wake()
+        await wait_finished(pool, [generation_id])
+
+    events = await events_of(pool, generation_id)
+    assert_well_formed(events, EventType.SUCCEEDED)
+    assert events[1]["data"] == {"worker": worker.worker_id}
+
+    phases = [
+        (event["type"], event["data"]["phase"])
+        for event in events
+        if event["type"] in (EventType.PHASE_STARTED, EventType.PHASE_COMPLETED)
+    ]
+    assert phases == [
+        (kind, stage)
+        for stage in ("core", "models", "api", "tests")
+        for kind in (EventType.PHASE_STARTED, EventType.PHASE_COMPLETED)
+    ]
+
+    planned = [f for phase in offline.plan(Spec.model_validate(SPEC)) for f in phase.files]
+    saved = [event["data"] for event in events if event["type"] == EventType.FILE_SAVED]
+    assert [data["path"] for data in saved] == [file.path for file in planned]
+
+    progress = [event["progress"] for event in events]
+    assert progress == sorted(progress), "progress went backwards"
+    assert progress[-1] == 1.0
+
+    row = await generation(pool, generation_id)
+    assert row.status is Status.SUCCEEDED
+    assert row.last_seq == len(events)
+    assert row.error is None
+    assert row.started_at is not None
+    assert row.finished_at is not None
+    async with pool.acquire() as conn:
+        files = await generations.select_files(conn, "alice", generation_id)
+    stored = {f.path: (f.size, f.sha256) for f in files}
+    assert stored == {data["path"]: (data["size"], data["sha256"]) for data in saved}
+
+
+async def test_generated_files_keep_the_field_order_of_the_spec(pool: Pool) -> None:
+    spec = {
+        "project": "shop",
+        "entities": [{"name": "User", "fields": {"email": "str", "age": "int", "id_2": "uuid"}}],
+    }
+    async with started_worker(pool, OFFLINE) as worker:
+        generation_id = await create(pool, spec)
+        worker.wake()
+        await wait_finished(pool, [generation_id])
+
+    async with pool.acquire() as conn:
+        content, _ = await generations.select_file(
+            conn, "alice", generation_id, "app/models/user.py"
+        )
+    fields = [line.strip() for line in content.splitlines() if line.startswith("    ")][1:]
+    assert fields == ["id: UUID", "email: str", "age: int", "id_2: UUID"]
+    planned = offline.plan(Spec.model_validate(spec))[1].files[0]
+    assert content == planned.content
+
+
+async def test_a_generation_created_while_the_worker_idles_is_run_once_woken(
+    pool: Pool,
+) -> None:
+    async with started_worker(pool, OFFLINE, poll_s=60.0) as worker:
+        await asyncio.sleep(0.1)  # the worker found nothing and now waits out its long poll
+        generation_id = await create(pool)
+        worker.wake()
+        await wait_finished(pool, [generation_id], seconds=10)
+    assert (await generation(pool, generation_id)).status is Status.SUCCEEDED
+
+
+async def test_two_workers_never_run_the_same_generation_twice(pool: Pool) -> None:
+    ids = [await create(pool) for _ in range(10)]
+    async with (
+        started_worker(pool, OFFLINE, concurrency=3, poll_s=0.2) as first,
+        started_worker(pool, OFFLINE, concurrency=3, poll_s=0.2) as second,
+    ):
+        first.wake()
+        second.wake()
+        await wait_finished(pool, ids, seconds=60)
+
+    for generation_id in ids:
+        events = await events_of(pool, generation_id)
+        assert_well_formed(events, EventType.SUCCEEDED)
+        [started] = [e for e in events if e["type"] == EventType.STARTED]
+        assert started["data"]["worker"] in (first.worker_id, second.worker_id)
+
+
+async def test_a_worker_runs_at_most_its_concurrency_at_once(pool: Pool) -> None:
+    release = asyncio.Event()
+
+    async def blocked(spec: Spec, emitter: Emitter) -> None:
+        await release.wait()
+
+    ids = [await create(pool) for _ in range(5)]
+    async with started_worker(pool, blocked, concurrency=2, poll_s=0.1) as worker:
+        worker.wake()
+        await asyncio.sleep(0.5)
+        running = [(await generation(pool, g)).status for g in ids].count(Status.RUNNING)
+        assert running == 2
+        release.set()
+        await wait_finished(pool, ids)
+    for generation_id in ids:
+        assert (await generation(pool, generation_id)).status is Status.SUCCEEDED
+
+
+async def test_a_generator_that_raises_ends_the_run_as_failed_with_its_error(
+    pool: Pool,
+) -> None:
+    async def exploding(spec: Spec, emitter: Emitter) -> None:
+        await emitter.emit(NewEvent(EventType.PHASE_STARTED, "models", 0.3, "Phase 2 of 4"))
+        raise RuntimeError("the model said no")
+
+    async with started_worker(pool, exploding) as worker:
+        generation_id = await create(pool)
+        worker.wake()
+        await wait_finished(pool, [generation_id])
+
+    events = await events_of(pool, generation_id)
+    assert_well_formed(events, EventType.FAILED)
+    assert types(events) == [
+        EventType.QUEUED, EventType.STARTED, EventType.PHASE_STARTED, EventType.FAILED,
+    ]  # fmt: skip
+    failed = events[-1]
+    assert failed["data"] == {"error": "the model said no"}
+    assert "the model said no" in failed["message"]
+    assert (failed["stage"], failed["progress"]) == ("models", 0.3)
+    row = await generation(pool, generation_id)
+    assert row.status is Status.FAILED
+    assert row.error == "the model said no"
+
+
+async def test_an_error_without_a_message_is_named_by_its_type(pool: Pool) -> None:
+    async def exploding(spec: Spec, emitter: Emitter) -> None:
+        raise KeyError
+
+    async with started_worker(pool, exploding) as worker:
+        generation_id = await create(pool)
+        worker.wake()
+        await wait_finished(pool, [generation_id])
+
+    events = await events_of(pool, generation_id)
+    assert events[-1]["type"] == EventType.FAILED
+    assert events[-1]["data"]["error"]
+    assert (await generation(pool, generation_id)).error == events[-1]["data"]["error"]
+
+
+async def test_a_cancel_while_running_ends_the_run_as_cancelled(pool: Pool) -> None:
+    started = asyncio.Event()
+    go_on = asyncio.Event()
+    emitted_after_cancel: list[int] = []
+
+    async def slow(spec: Spec, emitter: Emitter) -> None:
+        await emitter.emit(NewEvent(EventType.PHASE_STARTED, "core", 0.1, "Phase 1 of 4"))
+        started.set()
+        await go_on.wait()
+        for i in range(50):
+            emitted_after_cancel.append(i)
+            await emitter.emit(
+                NewEvent(EventType.LLM_DELTA, "core", 0.2, "Writing", {"text": str(i)})
+            )
+
+    async with started_worker(pool, slow) as worker:
+        generation_id = await create(pool)
+        worker.wake()
+        await asyncio.wait_for(started.wait(), 10)
+        assert await runs.cancel_generation(pool, "alice", generation_id) is Status.RUNNING
+        go_on.set()
+        await wait_finished(pool, [generation_id])
+        await asyncio.sleep(0.1)  # would anything else still arrive?
+
+    events = await events_of(pool, generation_id)
+    assert_well_formed(events, EventType.CANCELLED)
+    # The run stops at its first emit after the cancel (that event is already durable).
+    assert types(events) == [
+        EventType.QUEUED, EventType.STARTED, EventType.PHASE_STARTED, EventType.LLM_DELTA,
+        EventType.CANCELLED,
+    ]  # fmt: skip
+    assert emitted_after_cancel == [0]
+    assert (events[-1]["stage"], events[-1]["progress"]) == ("core", 0.2)
+    assert (await generation(pool, generation_id)).status is Status.CANCELLED
+
+
+async def test_log_emitter_raises_run_cancelled_once_cancel_was_requested(pool: Pool) -> None:
+    generation_id = await create(pool)
+    async with pool.acquire() as conn:
+        claimed = await generations.claim_next(conn, "test-worker", 60)
+    assert claimed is not None
+    emitter = LogEmitter(pool, generation_id)
+    await emitter.emit(NewEvent(EventType.STARTED, "starting", 0.0, "Started"))
+    await emitter.emit(NewEvent(EventType.PHASE_STARTED, "core", 0.1, "Phase 1"))
+    assert (emitter.stage, emitter.progress) == ("core", 0.1)
+
+    await runs.cancel_generation(pool, "alice", generation_id)
+
+    with pytest.raises(RunCancelled):
+        await emitter.emit(NewEvent(EventType.LLM_DELTA, "core", 0.2, "Writing"))
+    with pytest.raises(RunCancelled):
+        await emitter.emit(NewEvent(EventType.LLM_DELTA, "core", 0.3, "Writing"))
+    await emitter.emit(NewEvent(EventType.CANCELLED, emitter.stage, emitter.progress, "Cancelled"))
+
+    events = await events_of(pool, generation_id)
+    assert types(events) == [
+        EventType.QUEUED, EventType.STARTED, EventType.PHASE_STARTED, EventType.LLM_DELTA,
+        EventType.LLM_DELTA, EventType.CANCELLED,
+    ]  # fmt: skip
+    assert events[-1]["progress"] == 0.3

@@ -1,0 +1,173 @@
+"""The command line, run as real subprocesses against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from service import keys
+from service.events import EventType, NewEvent, NewFile
+from service.generation import runs
+from service.settings import PROJECT_ROOT
+from service.spec import Spec
+from service.store import event_log
+from service.store.db import Pool, asyncpg_dsn
+from service.store.migrate import current_revisions, head_revisions
+from tests.conftest import SPEC
+
+CLI_TIMEOUT_S = 60
+
+
+async def cli(*args: str, database_url: str | None) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "service", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+async def admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    """A database with no schema at all, dropped afterwards."""
+    name = f"test_cli_{uuid4().hex[:16]}"
+    await admin(server_url, f"CREATE DATABASE {name}")
+    base, _, _ = asyncpg_dsn(server_url).rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def finished_generation(pool: Pool) -> UUID:
+    """A generation written by hand: queued, started, a delta, a file, succeeded (seq 1..5)."""
+    generation_id = await runs.create_generation(
+        pool,
+        "alice",
+        Spec.model_validate(SPEC),
+        provider=None,
+        model=None,
+        available_providers=frozenset({"offline"}),
+    )
+    file = NewFile("app/main.py", 'print("hi \\u00e9 \\"quoted\\"")\n', "python")
+    async with pool.acquire() as conn:
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started")]
+        )
+        await event_log.append(
+            conn,
+            generation_id,
+            [
+                NewEvent(EventType.LLM_DELTA, "core", 0.3, "Writing", {"text": "line\nnext"}),
+                file.saved("core", 0.6),
+            ],
+            [file],
+        )
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.SUCCEEDED, "done", 1.0, "Finished")]
+        )
+    return generation_id
+
+
+async def stored_json(pool: Pool, generation_id: UUID) -> list[str]:
+    async with pool.acquire() as conn:
+        events = await event_log.select_events_after(conn, generation_id, 0, 1000)
+    return [event.json for event in events]
+
+
+async def test_help_lists_every_command() -> None:
+    result = await cli("--help", database_url=None)
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "worker", "migrate", "keys", "replay"):
+        assert command in result.stdout
+
+
+async def test_keys_create_prints_only_a_key_that_authenticates_its_owner(
+    database_url: str, pool: Pool
+) -> None:
+    result = await cli("keys", "create", "--owner", "bob", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    key = lines[0]
+    assert result.stdout == key + "\n"
+    assert key.strip() == key
+    assert key.startswith(keys.KEY_PREFIX)
+    owner = await keys.authenticate(pool, key)
+    assert owner.owner == "bob"
+    assert owner.is_admin is False
+
+
+async def test_migrate_brings_an_empty_database_to_head_and_is_idempotent(
+    empty_database_url: str,
+) -> None:
+    first = await cli("migrate", database_url=empty_database_url)
+    assert first.returncode == 0, first.stderr
+    second = await cli("migrate", database_url=empty_database_url)
+    assert second.returncode == 0, second.stderr
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database_url))
+    try:
+        assert await current_revisions(conn) == head_revisions()
+        assert await conn.fetchval("SELECT to_regclass('generation_events') IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+async def test_replay_prints_the_stored_events_as_json_lines(database_url: str, pool: Pool) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+    assert len(expected) == 5
+
+    result = await cli("replay", str(generation_id), database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n")
+    assert result.stdout.splitlines() == expected
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [event["seq"] for event in events] == [1, 2, 3, 4, 5]
+    assert events[-1]["type"] == "generation.succeeded"
+
+
+async def test_replay_after_n_skips_the_first_n_events(database_url: str, pool: Pool) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+
+    result = await cli("replay", str(generation_id), "--after", "2", database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected[2:]
+    assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [3, 4, 5]
+
+
+async def test_replay_of_an_unknown_generation_fails_with_a_clear_message(
+    database_url: str,
+) -> None:
+    unknown = uuid4()
+    result = await cli("replay", str(unknown), database_url=database_url)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert f"generation {unknown} not found" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr

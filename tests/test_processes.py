@@ -1,0 +1,288 @@
+"""Several `serve` processes on one database: any process streams any generation, by push.
+
+Each app instance here is a real ``python -m service serve`` subprocess with its own pool and
+its own LISTEN connection; the only thing they share is the PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
+
+from service.events import EventType, NewEvent
+from service.generation.runs import queued_event
+from service.settings import PROJECT_ROOT
+from service.store import event_log, generations
+from service.store.db import Pool
+from tests.conftest import KeyFactory
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+# Big enough that the offline run (0.02 s per chunk) lasts well over a second, so a stream
+# opened right after creating the generation is certainly open before the run ends.
+BIG_SPEC: dict[str, Any] = {
+    "project": "fleet",
+    "entities": [
+        {"name": f"Thing{n}", "fields": {f"field_{i}": "str" for i in range(12)}} for n in range(10)
+    ],
+}
+SMALL_SPEC: dict[str, Any] = {
+    "project": "p",
+    "entities": [{"name": "User", "fields": {"email": "str"}}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServeProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, key: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(30.0)
+        )
+
+
+Spawn = Callable[..., Awaitable[ServeProcess]]
+
+
+async def event_frames(source: EventSource) -> AsyncIterator[ServerSentEvent]:
+    """The stream's event frames; the bare ``retry:`` frame it starts with is skipped."""
+    async for sse in source.aiter_sse():
+        if sse.data or sse.id:
+            yield sse
+        else:
+            assert sse.retry is not None, sse
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
+    """The exit code, or None if the process is still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while (code := proc.poll()) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return code
+
+
+async def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it is still there after STOP_TIMEOUT_S."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        if await wait_exit(proc, STOP_TIMEOUT_S) is None:
+            proc.kill()
+    await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
+
+
+async def wait_ready(process: ServeProcess) -> None:
+    """Until /readyz is 200 with the LISTEN connection up (bounded)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with process.client() as client:
+        while True:
+            if process.proc.poll() is not None:
+                pytest.fail(f"{process.name} exited early:\n{process.log()}")
+            try:
+                response = await client.get("/readyz", timeout=2.0)
+                if response.status_code == 200 and response.json().get("listener") is True:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{process.name} not ready in {READY_TIMEOUT_S}s:\n{process.log()}")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def spawn(database_url: str, tmp_path: Path) -> AsyncIterator[Spawn]:
+    """``await spawn("a", worker_concurrency=2)``: a ready `serve` process on the test database,
+    terminated (SIGTERM, then SIGKILL after 10 s) at the end of the test."""
+    started: list[ServeProcess] = []
+
+    async def start(name: str, *, worker_concurrency: int) -> ServeProcess:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "GENSTREAM_STREAM_TOKEN_SECRET": "processes-test-secret",
+            "GENSTREAM_OFFLINE_DELAY_S": "0.02",
+            "GENSTREAM_WORKER_CONCURRENCY": str(worker_concurrency),
+            "GENSTREAM_DATA_DIR": str(tmp_path / name),
+        }
+        log_path = tmp_path / f"{name}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        process = ServeProcess(name, proc, f"http://127.0.0.1:{port}", log_path)
+        started.append(process)
+        await wait_ready(process)
+        return process
+
+    yield start
+    await asyncio.gather(*(terminate(process.proc) for process in started))
+
+
+async def insert_running_generation(pool: Pool, owner: str) -> UUID:
+    """A generation no worker will claim: queued and started in one commit."""
+    generation_id = uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await generations.insert_generation(
+            conn, generation_id, owner, SMALL_SPEC, "offline", None, queued_event()
+        )
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started by hand")]
+        )
+    return generation_id
+
+
+async def test_a_stream_on_one_process_relays_every_event_of_a_run_on_another(
+    spawn: Spawn, make_key: KeyFactory, pool: Pool
+) -> None:
+    a, b = await asyncio.gather(spawn("a", worker_concurrency=2), spawn("b", worker_concurrency=0))
+    key = await make_key("alice")
+    events: list[dict[str, Any]] = []
+    finished_when_first_event_arrived: bool | None = None
+    async with a.client(key) as on_a, b.client(key) as on_b:
+        created = await on_a.post("/api/generations", json={"spec": BIG_SPEC})
+        assert created.status_code == 201, created.text
+        generation_id = UUID(created.json()["id"])
+        async with (
+            asyncio.timeout(30),
+            aconnect_sse(on_b, "GET", f"/api/generations/{generation_id}/stream") as source,
+        ):
+            assert source.response.status_code == 200
+            async for sse in event_frames(source):
+                event = json.loads(sse.data)
+                assert sse.id == str(event["seq"])
+                assert sse.event == event["type"]
+                events.append(event)
+                if finished_when_first_event_arrived is None:
+                    async with pool.acquire() as conn:
+                        head = await event_log.select_head(conn, generation_id)
+                    finished_when_first_event_arrived = head.is_finished
+
+    assert finished_when_first_event_arrived is False, "the run ended before B's stream opened"
+    async with pool.acquire() as conn:
+        head = await event_log.select_head(conn, generation_id)
+    assert head.is_finished
+    assert [e["seq"] for e in events] == list(range(1, head.last_seq + 1))
+    types = [e["type"] for e in events]
+    assert types[0] == "generation.queued"
+    assert types[-1] == "generation.succeeded"
+    terminal = {"generation.succeeded", "generation.failed", "generation.cancelled"}
+    assert [t for t in types if t in terminal] == ["generation.succeeded"]
+    assert all(e["generation_id"] == str(generation_id) for e in events)
+    # A ran it (B's worker is off): the started event names A's process.
+    started = next(e for e in events if e["type"] == "generation.started")
+    assert f":{a.proc.pid}:" in started["data"]["worker"]
+    assert f":{b.proc.pid}:" not in started["data"]["worker"]
+
+
+async def test_events_appended_elsewhere_are_pushed_to_a_stream_at_once(
+    spawn: Spawn, make_key: KeyFactory, pool: Pool
+) -> None:
+    """No poll anywhere near: the stream only re-reads on NOTIFY (or after 15 s of silence),
+    and the worker polls every 5 s. Sub-second arrival proves the cross-process push."""
+    _, b = await asyncio.gather(spawn("a", worker_concurrency=2), spawn("b", worker_concurrency=0))
+    key = await make_key("alice")
+    generation_id = await insert_running_generation(pool, "alice")
+    arrivals: dict[int, float] = {}
+    caught_up = asyncio.Event()
+
+    async def read(client: httpx.AsyncClient) -> None:
+        async with aconnect_sse(client, "GET", f"/api/generations/{generation_id}/stream") as s:
+            assert s.response.status_code == 200
+            async for sse in event_frames(s):
+                arrivals[int(sse.id)] = time.monotonic()
+                if int(sse.id) == 2:
+                    caught_up.set()
+
+    committed: dict[int, float] = {}
+    async with b.client(key) as on_b:
+        reader = asyncio.create_task(read(on_b))
+        try:
+            async with asyncio.timeout(20):
+                await caught_up.wait()
+                for n in range(11):
+                    await asyncio.sleep(0.1)
+                    event = (
+                        NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
+                        if n < 10
+                        else NewEvent(EventType.SUCCEEDED, "done", 1.0, "done")
+                    )
+                    async with pool.acquire() as conn:
+                        appended = await event_log.append(conn, generation_id, [event])
+                    committed[appended.last_seq] = time.monotonic()
+                await reader
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    assert sorted(arrivals) == list(range(1, 14))
+    delays = {seq: arrivals[seq] - at for seq, at in committed.items()}
+    assert max(delays.values()) < 0.5, f"delays after commit (s): {delays}"
+
+
+async def test_sigterm_closes_open_streams_and_the_process_exits_promptly(
+    spawn: Spawn, make_key: KeyFactory, pool: Pool
+) -> None:
+    solo = await spawn("solo", worker_concurrency=0)
+    key = await make_key("alice")
+    generation_id = await insert_running_generation(pool, "alice")
+    seqs: list[int] = []
+    async with solo.client(key) as client:
+        async with (
+            asyncio.timeout(STOP_TIMEOUT_S + 5),
+            aconnect_sse(client, "GET", f"/api/generations/{generation_id}/stream") as source,
+        ):
+            assert source.response.status_code == 200
+            signalled_at: float | None = None
+            async for sse in event_frames(source):
+                seqs.append(int(sse.id))
+                if int(sse.id) == 2:
+                    # The stream is open and idle (nothing more will come): stop the server.
+                    solo.proc.send_signal(signal.SIGTERM)
+                    signalled_at = time.monotonic()
+            assert signalled_at is not None
+            stream_closed_after = time.monotonic() - signalled_at
+        code = await wait_exit(solo.proc, STOP_TIMEOUT_S - stream_closed_after)
+
+    assert seqs == [1, 2]
+    assert stream_closed_after < STOP_TIMEOUT_S
+    assert code is not None, f"serve still running {STOP_TIMEOUT_S}s after SIGTERM"
+    # A clean shutdown: uvicorn re-raises the SIGTERM it handled once shutdown is complete.
+    assert code in (0, -signal.SIGTERM), solo.log()
+    assert "Application shutdown complete" in solo.log()

@@ -1,0 +1,302 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator
+from uuid import UUID, uuid4
+
+import pytest
+
+from service.errors import InvalidRequest
+from service.events import EventType, NewEvent, Status
+from service.generation.runs import queued_event
+from service.store import event_log, generations
+from service.store.db import Pool
+from service.store.event_log import Head, StoredEvent
+from service.store.listener import Hub
+from service.streams import KEEPALIVE, Follow, Keepalive, check_resume_point, follow
+
+Item = StoredEvent | Keepalive
+LONG = 30.0  # a keepalive interval no test should ever reach
+
+
+async def new_generation(pool: Pool) -> UUID:
+    generation_id = uuid4()
+    async with pool.acquire() as conn:
+        await generations.insert_generation(
+            conn, generation_id, "alice", {"project": "p", "entities": []}, "offline", None,
+            queued_event(),
+        )  # fmt: skip
+    return generation_id
+
+
+def delta(n: int) -> NewEvent:
+    return NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
+
+
+DONE = NewEvent(EventType.SUCCEEDED, "done", 1.0, "done")
+
+
+async def append(pool: Pool, generation_id: UUID, *events: NewEvent) -> int:
+    async with pool.acquire() as conn:
+        return (await event_log.append(conn, generation_id, events)).last_seq
+
+
+def open_follow(
+    pool: Pool, hub: Hub, generation_id: UUID, after: int, *, page_size: int, keepalive_s: float
+) -> AsyncGenerator[Item, None]:
+    stream = follow(Follow(pool, hub, page_size, keepalive_s), generation_id, after)
+    assert isinstance(stream, AsyncGenerator)
+    return stream
+
+
+async def collect(stream: AsyncGenerator[Item, None], seconds: float = 5.0) -> list[Item]:
+    items: list[Item] = []
+    try:
+        async with asyncio.timeout(seconds):
+            async for item in stream:
+                items.append(item)
+    finally:
+        await stream.aclose()
+    return items
+
+
+async def next_event(stream: AsyncGenerator[Item, None], seconds: float = 5.0) -> StoredEvent:
+    """The next stored event, skipping keepalives."""
+    async with asyncio.timeout(seconds):
+        while True:
+            item = await anext(stream)
+            if isinstance(item, StoredEvent):
+                return item
+
+
+def seqs(items: list[Item]) -> list[int]:
+    return [item.seq for item in items if isinstance(item, StoredEvent)]
+
+
+async def test_follow_replays_stored_events_after_the_resume_point_then_ends_at_terminal(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, *(delta(i) for i in range(5)), DONE)
+    hub = Hub()
+
+    items = await collect(open_follow(pool, hub, generation_id, 3, page_size=100, keepalive_s=LONG))
+
+    assert seqs(items) == [4, 5, 6, 7]
+    assert all(isinstance(item, StoredEvent) for item in items)
+    last = items[-1]
+    assert isinstance(last, StoredEvent)
+    assert last.type == EventType.SUCCEEDED
+    body = json.loads(last.json)
+    assert body["generation_id"] == str(generation_id)
+    assert body["seq"] == 7
+    assert len(hub) == 0
+
+
+async def test_follow_from_zero_replays_everything_in_order(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, delta(1), DONE)
+
+    items = await collect(
+        open_follow(pool, Hub(), generation_id, 0, page_size=100, keepalive_s=LONG)
+    )
+
+    assert [(e.seq, e.type) for e in items if isinstance(e, StoredEvent)] == [
+        (1, EventType.QUEUED),
+        (2, EventType.LLM_DELTA),
+        (3, EventType.SUCCEEDED),
+    ]
+
+
+async def test_follow_pages_through_more_events_than_a_page_without_waiting(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, *(delta(i) for i in range(20)), DONE)
+
+    # A full page must be followed by another read at once, not by a wait for a wake-up
+    # (which would take the keepalive interval, far beyond the timeout).
+    items = await collect(
+        open_follow(pool, Hub(), generation_id, 0, page_size=3, keepalive_s=LONG), seconds=5
+    )
+
+    assert seqs(items) == list(range(1, 23))
+    assert all(isinstance(item, StoredEvent) for item in items)
+
+
+async def test_follow_pages_exactly_when_the_log_is_a_multiple_of_the_page_size(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, delta(1), delta(2), delta(3), delta(4), DONE)  # 6 events
+
+    items = await collect(open_follow(pool, Hub(), generation_id, 0, page_size=3, keepalive_s=LONG))
+
+    assert seqs(items) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_follow_yields_keepalive_while_idle(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub()
+    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=0.05)
+    try:
+        async with asyncio.timeout(5):
+            first = await anext(stream)
+            assert isinstance(first, StoredEvent)
+            assert first.seq == 1
+            assert await anext(stream) is KEEPALIVE
+            assert await anext(stream) is KEEPALIVE
+    finally:
+        await stream.aclose()
+
+
+async def test_follow_sends_live_events_once_woken_and_ends_after_the_terminal_one(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub()
+    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    try:
+        assert (await next_event(stream)).seq == 1
+
+        pending = asyncio.ensure_future(next_event(stream))
+        await asyncio.sleep(0.1)
+        assert not pending.done()
+        hub.wake(generation_id)  # a spurious wake-up: nothing new, nothing sent
+        await asyncio.sleep(0.1)
+        assert not pending.done()
+
+        await append(pool, generation_id, delta(1), delta(2))
+        hub.wake(uuid4())  # someone else's wake-up does not concern us
+        await asyncio.sleep(0.1)
+        assert not pending.done()
+        hub.wake(generation_id)
+        assert (await asyncio.wait_for(pending, 5)).seq == 2
+        assert (await next_event(stream)).seq == 3
+
+        await append(pool, generation_id, DONE)
+        hub.wake(generation_id)
+        terminal = await next_event(stream)
+        assert (terminal.seq, terminal.type) == (4, EventType.SUCCEEDED)
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(stream), 5)
+    finally:
+        await stream.aclose()
+    assert len(hub) == 0
+
+
+async def test_an_event_appended_and_woken_between_two_reads_is_not_missed(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, delta(1))
+    hub = Hub()
+    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    try:
+        assert (await next_event(stream)).seq == 1
+        # The stream is now past its read of seqs 1..2 and suspended handing them out; the
+        # append and its wake-up land before it gets to wait. The wake must not be lost.
+        await append(pool, generation_id, delta(2))
+        hub.wake(generation_id)
+        assert (await next_event(stream)).seq == 2
+        assert (await next_event(stream)).seq == 3
+    finally:
+        await stream.aclose()
+
+
+async def test_an_event_appended_before_following_starts_needs_no_wake(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub()
+    stream = open_follow(pool, hub, generation_id, 1, page_size=100, keepalive_s=LONG)
+    try:
+        await append(pool, generation_id, delta(1))  # no wake-up at all
+        assert (await next_event(stream)).seq == 2
+    finally:
+        await stream.aclose()
+
+
+async def test_follow_ends_when_the_hub_closes(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub()
+    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    try:
+        assert (await next_event(stream)).seq == 1
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.1)
+        assert not pending.done()
+        hub.close()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(pending, 5)
+    finally:
+        await stream.aclose()
+    assert len(hub) == 0
+
+
+async def test_follow_started_after_the_hub_closed_ends_at_once(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub()
+    hub.close()
+    items = await collect(open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG))
+    assert items == []
+    assert len(hub) == 0
+
+
+async def test_the_subscription_is_removed_when_the_consumer_stops(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub()
+    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    await next_event(stream)
+    assert len(hub) == 1
+    await stream.aclose()
+    assert len(hub) == 0
+
+
+async def test_the_subscription_is_removed_when_the_consumer_is_cancelled(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub()
+    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    try:
+        await next_event(stream)
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.1)
+        assert len(hub) == 1
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        await stream.aclose()
+    assert len(hub) == 0
+
+
+async def test_follow_of_an_unknown_generation_yields_only_keepalives(pool: Pool) -> None:
+    hub = Hub()
+    stream = open_follow(pool, hub, uuid4(), 0, page_size=100, keepalive_s=0.05)
+    try:
+        assert await asyncio.wait_for(anext(stream), 5) is KEEPALIVE
+    finally:
+        await stream.aclose()
+
+
+def test_resume_point_at_or_after_the_terminal_event_has_nothing_left() -> None:
+    finished = Head(Status.SUCCEEDED, 5)
+    assert check_resume_point(finished, 5) is False
+    assert check_resume_point(finished, 9) is False
+    assert check_resume_point(finished, 4) is True
+    assert check_resume_point(finished, 0) is True
+    for status in (Status.FAILED, Status.CANCELLED):
+        assert check_resume_point(Head(status, 3), 3) is False
+
+
+def test_resume_point_within_a_running_generation_has_more_to_come() -> None:
+    running = Head(Status.RUNNING, 5)
+    assert check_resume_point(running, 0) is True
+    assert check_resume_point(running, 5) is True
+    assert check_resume_point(Head(Status.QUEUED, 1), 1) is True
+
+
+def test_resume_point_beyond_the_last_event_of_a_running_generation_is_invalid() -> None:
+    with pytest.raises(InvalidRequest, match="cannot resume after seq 6"):
+        check_resume_point(Head(Status.RUNNING, 5), 6)
+
+
+@pytest.mark.parametrize("status", [Status.RUNNING, Status.SUCCEEDED])
+def test_a_negative_resume_point_is_invalid(status: Status) -> None:
+    with pytest.raises(InvalidRequest, match="non-negative"):
+        check_resume_point(Head(status, 5), -1)
