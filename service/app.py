@@ -69,6 +69,13 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _problem(exc.status_code, str(exc.detail))
 
 
+def _undecodable_body(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Litestar's JSON decoder lets these two escape on hostile bodies (bytes that are not
+    UTF-8, arrays nested thousands deep); they are the caller's fault, so a 400."""
+    what = "not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "nested too deeply"
+    return _problem(400, f"invalid request: the body is {what}")
+
+
 def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unhandled error", exc_info=exc)
     return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
@@ -138,6 +145,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             errors.GenstreamError: _service_error,
             ValidationException: _validation_error,
             HTTPException: _http_error,
+            UnicodeDecodeError: _undecodable_body,
+            RecursionError: _undecodable_body,
             Exception: _unexpected_error,
         },
         request_max_body_size=settings.max_body_bytes,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from pathlib import Path
@@ -17,13 +18,20 @@ from service.errors import Unauthorized
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The dev secret kept beside the embedded cluster, created on first use (mode 0600)."""
-    if path.exists():
-        return path.read_text().strip()
+    """The dev secret kept beside the embedded cluster, created on first use (mode 0600).
+
+    Written to a temporary file and renamed into place, so a crash never leaves an empty
+    secret behind; an empty file is treated as missing (an empty HMAC key is forgeable).
+    """
+    if path.exists() and (secret := path.read_text().strip()):
+        return secret
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(32)
-    path.touch(mode=0o600)
-    path.write_text(secret)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    os.replace(temporary, path)
     return secret
 
 

@@ -35,6 +35,7 @@ from service.store.keys import KeyOwner
 
 MAX_EVENTS_PAGE = 1000
 MAX_LIST_PAGE = 100
+MAX_CURSOR_CHARS = 200
 
 
 def encode_cursor(created_at: datetime, generation_id: UUID) -> str:
@@ -43,11 +44,13 @@ def encode_cursor(created_at: datetime, generation_id: UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, generation_id = json.loads(raw)
         return datetime.fromisoformat(created_at), UUID(generation_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
+    except (binascii.Error, ValueError, TypeError, RecursionError) as exc:
         raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received") from exc
 
 

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from service.store.db import Pool
+from service.store.migrate import head_revisions
+from tests.conftest import RunningApp
+
+
+async def test_healthz_answers_200_without_a_key(running: RunningApp) -> None:
+    async with running.client() as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_is_200_on_a_migrated_database(running: RunningApp) -> None:
+    async with running.client() as client:
+        response = await client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+
+
+async def test_readyz_is_503_when_the_schema_is_behind_and_200_once_restored(
+    running: RunningApp, pool: Pool
+) -> None:
+    async with pool.acquire() as conn:
+        current = await conn.fetchval("SELECT version_num FROM alembic_version")
+    assert frozenset({current}) == head_revisions()
+    async with running.client() as client:
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE alembic_version SET version_num = '0000'")
+        behind = await client.get("/readyz")
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE alembic_version SET version_num = $1", current)
+        restored = await client.get("/readyz")
+    assert behind.status_code == 503
+    body = behind.json()
+    assert body["current"] == ["0000"]
+    assert body["head"] == sorted(head_revisions())
+    assert "head" in body["detail"]
+    assert restored.status_code == 200
+
+
+async def test_readyz_is_503_without_an_alembic_version_table(
+    running: RunningApp, pool: Pool
+) -> None:
+    async with running.client() as client:
+        async with pool.acquire() as conn:
+            await conn.execute("ALTER TABLE alembic_version RENAME TO alembic_version_away")
+        missing = await client.get("/readyz")
+        async with pool.acquire() as conn:
+            await conn.execute("ALTER TABLE alembic_version_away RENAME TO alembic_version")
+        restored = await client.get("/readyz")
+    assert missing.status_code == 503
+    assert missing.json()["current"] == []
+    assert restored.status_code == 200
+
+
+async def test_health_endpoints_do_not_need_a_key_and_ignore_a_bad_one(
+    running: RunningApp,
+) -> None:
+    async with running.client("gsk_not-a-real-key") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_schema_serves_the_openapi_document(running: RunningApp) -> None:
+    async with running.client() as client:
+        root = await client.get("/schema")
+        document = await client.get("/schema/openapi.json")
+    assert root.status_code == 200
+    assert document.status_code == 200
+    paths = document.json()["paths"]
+    assert "/api/generations" in paths
+    assert "/api/generations/{generation_id}/stream" in paths
