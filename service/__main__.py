@@ -73,9 +73,7 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    from functools import partial
-
-    from service.generation import offline
+    from service.generation.generator import make_generate
     from service.generation.runner import Worker
     from service.store import generations
     from service.store.db import create_pool
@@ -89,7 +87,7 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
         pool = await create_pool(url, max_size=max(2, settings.worker_concurrency + 1))
         worker = Worker(
             pool,
-            partial(offline.generate, delay_s=settings.offline_delay_s),
+            make_generate(settings),
             concurrency=max(1, settings.worker_concurrency),
             poll_s=settings.worker_poll_s,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
@@ -19,7 +18,8 @@ from service.api.context import Services, provide_services
 from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
 from service.api.stream import stream
-from service.generation import offline
+from service.generation.generator import make_generate
+from service.generation.providers.registry import available_providers
 from service.generation.runner import Worker
 from service.settings import Settings
 from service.store import event_log, generations
@@ -81,10 +81,6 @@ def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any
     return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
-def available_providers(settings: Settings) -> frozenset[str]:
-    return frozenset({"offline"})
-
-
 def create_app(settings: Settings, database_url: str) -> Litestar:
     """The ASGI app for one process; ``database_url`` is resolved (embedded or given) already."""
 
@@ -96,7 +92,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         hub = Hub()
         worker = Worker(
             pool,
-            partial(offline.generate, delay_s=settings.offline_delay_s),
+            make_generate(settings),
             concurrency=settings.worker_concurrency,
             poll_s=settings.worker_poll_s,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +52,32 @@ class Settings(BaseSettings):
         default=0.05, ge=0, description="Pause between chunks of the offline provider."
     )
     listener_reconnect_max_s: float = Field(default=5.0, gt=0)
+    delta_flush_s: float = Field(
+        default=0.1, ge=0, description="Coalesce llm.delta text for at most this long..."
+    )
+    delta_flush_bytes: int = Field(default=2048, ge=1, description="...or this many bytes.")
+    phase_restarts_max: int = Field(
+        default=2, ge=0, description="Restarts of a phase whose stream broke mid-answer."
+    )
+    gemini_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        description="Enables provider 'gemini'. Unset: only the offline provider runs.",
+    )
+    gemini_model: str = Field(default="gemini-3.8-flash", description="Default Gemini model.")
+    gemini_base_url: str | None = Field(
+        default=None, description="Override of the Gemini API endpoint (tests, proxies)."
+    )
+    gemini_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for Gemini's first or next chunk."
+    )
+    gemini_attempts: int = Field(
+        default=4, ge=1, description="Tries per call on 429/5xx/connection errors before text."
+    )
+    gemini_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles, capped, full jitter."
+    )
+    gemini_backoff_max_s: float = Field(default=8.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

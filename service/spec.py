@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 SCALAR_TYPES = frozenset({"str", "int", "float", "bool", "datetime", "uuid"})
 MAX_ENTITIES = 30
 MAX_FIELDS = 40
+RESERVED_FIELDS = frozenset({"id"})
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -59,6 +60,11 @@ class Entity(BaseModel):
         _check_identifier(self.name, "entity name")
         for field_name in self.fields:
             _check_identifier(field_name, f"field name of {self.name}")
+            if field_name in RESERVED_FIELDS:
+                raise ValueError(
+                    f"{self.name}.{field_name}: '{field_name}' is reserved (every entity gets "
+                    "its own id)"
+                )
         return self
 
 

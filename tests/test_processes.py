@@ -133,7 +133,7 @@ async def spawn(database_url: str, tmp_path: Path) -> AsyncIterator[Spawn]:
             "PORT": str(port),
             "HOST": "127.0.0.1",
             "GENSTREAM_STREAM_TOKEN_SECRET": "processes-test-secret",
-            "GENSTREAM_OFFLINE_DELAY_S": "0.02",
+            "GENSTREAM_OFFLINE_DELAY_S": "0.004",
             "GENSTREAM_WORKER_CONCURRENCY": str(worker_concurrency),
             "GENSTREAM_DATA_DIR": str(tmp_path / name),
         }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
+import zipfile
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -167,6 +169,27 @@ class GenerationsController(Controller):
                 )
                 for row in rows
             ]
+        )
+
+    @get("/{generation_id:uuid}/archive")
+    async def archive(
+        self,
+        generation_id: FromPath[UUID],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
+    ) -> Response[bytes]:
+        async with connection(services.pool) as conn:
+            files = await generations.select_file_contents(conn, caller.owner, generation_id)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path, content in files:
+                archive.writestr(path, content)
+        return Response(
+            buffer.getvalue(),
+            media_type="application/zip",
+            headers={
+                "Content-Disposition": f'attachment; filename="generation-{generation_id}.zip"'
+            },
         )
 
     @get("/{generation_id:uuid}/files/{path:path}")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeAlias
 
 from service.events import NewEvent, NewFile
+from service.store.generations import Claimed
+
+# A claimed generation, as the worker hands it to a generator.
+Job: TypeAlias = Claimed
 
 
 class RunCancelled(Exception):
@@ -16,3 +20,6 @@ class Emitter(Protocol):
     async def emit(self, *events: NewEvent, files: Sequence[NewFile] = ()) -> None:
         """Make the events durable (all or none, files with them) before returning."""
         ...
+
+
+Generate: TypeAlias = Callable[[Job, Emitter], Awaitable[None]]

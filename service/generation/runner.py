@@ -11,19 +11,18 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from uuid import UUID, uuid4
 
 from service.errors import GenerationFinished
 from service.events import EventType, NewEvent, NewFile
-from service.generation.emitter import Emitter, RunCancelled
-from service.spec import Spec
+from service.generation.emitter import Generate, Job, RunCancelled
+from service.generation.generator import GenerationFailed
+from service.generation.phases import STARTED
 from service.store import event_log, generations
 from service.store.db import Pool, connection
 
 log = logging.getLogger(__name__)
-
-Generate = Callable[[Spec, Emitter], Awaitable[None]]
 
 LEASE_S = 60.0
 
@@ -89,7 +88,7 @@ class Worker:
         if claimed is None:
             return False
         task = asyncio.create_task(
-            self._run(claimed.id, Spec.model_validate(claimed.spec)),
+            self._run(claimed),
             name=f"genstream-run-{claimed.id}",
         )
         self._runs.add(task)
@@ -100,17 +99,34 @@ class Worker:
         self._runs.discard(task)
         self.wake()  # a slot is free
 
-    async def _run(self, generation_id: UUID, spec: Spec) -> None:
+    async def _run(self, job: Job) -> None:
+        generation_id = job.id
         emitter = LogEmitter(self._pool, generation_id)
         try:
             await emitter.emit(
-                NewEvent(EventType.STARTED, "starting", 0.0, "Started", {"worker": self.worker_id})
+                NewEvent(
+                    EventType.STARTED,
+                    "starting",
+                    STARTED,
+                    f"Started with the {job.provider} provider",
+                    {"worker": self.worker_id, "provider": job.provider, "model": job.model},
+                )
             )
-            await self._generate(spec, emitter)
+            await self._generate(job, emitter)
             await emitter.emit(NewEvent(EventType.SUCCEEDED, "done", 1.0, "Generation finished"))
         except RunCancelled:
             await emitter.emit(
                 NewEvent(EventType.CANCELLED, emitter.stage, emitter.progress, "Cancelled")
+            )
+        except GenerationFailed as exc:
+            await emitter.emit(
+                NewEvent(
+                    EventType.FAILED,
+                    emitter.stage,
+                    emitter.progress,
+                    f"Failed: {exc}",
+                    {"error": str(exc)},
+                )
             )
         except GenerationFinished:
             log.info("generation %s was finished elsewhere; stopping", generation_id)

@@ -7,11 +7,10 @@ from uuid import UUID, uuid4
 
 from service.errors import Conflict, InvalidRequest
 from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status
+from service.generation.providers.registry import KNOWN
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool, connection
-
-PROVIDERS = frozenset({"offline", "gemini"})
 
 
 def queued_event() -> NewEvent:
@@ -28,8 +27,8 @@ async def create_generation(
     available_providers: frozenset[str],
 ) -> UUID:
     provider = provider or "offline"
-    if provider not in PROVIDERS:
-        raise InvalidRequest(f"unknown provider {provider!r}: use one of {sorted(PROVIDERS)}")
+    if provider not in KNOWN:
+        raise InvalidRequest(f"unknown provider {provider!r}: use one of {sorted(KNOWN)}")
     if provider not in available_providers:
         raise InvalidRequest(
             f"provider {provider!r} is not available on this server "

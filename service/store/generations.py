@@ -104,6 +104,15 @@ WHERE f.generation_id = $1
   AND f.path = $3
 """
 
+SELECT_FILE_CONTENTS = """
+SELECT f.path, f.content
+FROM generated_files AS f
+JOIN generations AS g ON g.id = f.generation_id
+WHERE f.generation_id = $1
+  AND g.owner = $2
+ORDER BY f.path
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Generation:
@@ -227,3 +236,12 @@ async def select_file(
     if row is None:
         raise NotFound(f"file {path!r} not found in generation {generation_id}")
     return row["content"], row["language"]
+
+
+async def select_file_contents(
+    conn: Connection, owner: str, generation_id: UUID
+) -> list[tuple[str, str]]:
+    """Every file with its content, for the archive."""
+    await select_generation(conn, owner, generation_id)
+    rows = await conn.fetch(SELECT_FILE_CONTENTS, generation_id, owner)
+    return [(row["path"], row["content"]) for row in rows]

@@ -12,6 +12,8 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from service.generation.providers.offline import STAGES, render_phase
+from service.spec import Spec
 from tests.conftest import SPEC, AppFactory, RunningApp
 
 API = "/api/generations"
@@ -474,7 +476,8 @@ async def test_files_list_matches_the_file_saved_events_and_serves_their_content
             for file in files
         }
     saved = {event["seq"]: event for event in events if event["type"] == "file.saved"}
-    assert len(files) == len(saved) == 8
+    spec = Spec.model_validate(SPEC)
+    assert len(files) == len(saved) == sum(len(render_phase(spec, st)) for st in STAGES)
     assert [file["path"] for file in files] == sorted(file["path"] for file in files)
     for file in files:
         assert set(file) == {"path", "size", "sha256", "language", "seq"}

@@ -262,7 +262,7 @@ async def test_a_stream_opened_mid_run_gets_every_event_once_in_order(
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with (
-        app_factory(offline_delay_s=0.05) as running,
+        app_factory(offline_delay_s=0.004) as running,
         running.client(api_key) as client,
     ):
         generation_id = (await create_generation(client))["id"]
@@ -575,7 +575,7 @@ async def test_many_concurrent_streams_follow_a_real_run(
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with (
-        app_factory(offline_delay_s=0.01) as running,
+        app_factory(offline_delay_s=0.002) as running,
         running.client(api_key) as client,
     ):
         generation_id = (await create_generation(client))["id"]

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -11,15 +10,18 @@ from uuid import UUID
 import pytest
 
 from service.events import EventType, NewEvent, Status
-from service.generation import offline, runs
-from service.generation.emitter import Emitter, RunCancelled
-from service.generation.runner import Generate, LogEmitter, Worker
+from service.generation import runs
+from service.generation.emitter import Emitter, Generate, Job, RunCancelled
+from service.generation.generator import make_generate
+from service.generation.providers.offline import STAGES, render_phase
+from service.generation.runner import LogEmitter, Worker
+from service.settings import Settings
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool
 from tests.conftest import SPEC
 
-OFFLINE: Generate = functools.partial(offline.generate, delay_s=0)
+OFFLINE: Generate = make_generate(Settings(offline_delay_s=0.0, delta_flush_s=0.0))
 TERMINAL = {EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED}
 
 
@@ -89,7 +91,7 @@ async def test_a_created_generation_is_claimed_and_run_to_success(pool: Pool) ->
 
     events = await events_of(pool, generation_id)
     assert_well_formed(events, EventType.SUCCEEDED)
-    assert events[1]["data"] == {"worker": worker.worker_id}
+    assert events[1]["data"] == {"worker": worker.worker_id, "provider": "offline", "model": None}
 
     phases = [
         (event["type"], event["data"]["phase"])
@@ -102,7 +104,7 @@ async def test_a_created_generation_is_claimed_and_run_to_success(pool: Pool) ->
         for kind in (EventType.PHASE_STARTED, EventType.PHASE_COMPLETED)
     ]
 
-    planned = [f for phase in offline.plan(Spec.model_validate(SPEC)) for f in phase.files]
+    planned = [f for stage in STAGES for f in render_phase(Spec.model_validate(SPEC), stage)]
     saved = [event["data"] for event in events if event["type"] == EventType.FILE_SAVED]
     assert [data["path"] for data in saved] == [file.path for file in planned]
 
@@ -136,10 +138,9 @@ async def test_generated_files_keep_the_field_order_of_the_spec(pool: Pool) -> N
         content, _ = await generations.select_file(
             conn, "alice", generation_id, "app/models/user.py"
         )
-    fields = [line.strip() for line in content.splitlines() if line.startswith("    ")][1:]
-    assert fields == ["id: UUID", "email: str", "age: int", "id_2: UUID"]
-    planned = offline.plan(Spec.model_validate(spec))[1].files[0]
-    assert content == planned.content
+    assert content.index("email") < content.index("age") < content.index("id_2")
+    planned = render_phase(Spec.model_validate(spec), "models")
+    assert content == next(f.content for f in planned if f.path == "app/models/user.py")
 
 
 async def test_a_generation_created_while_the_worker_idles_is_run_once_woken(
@@ -173,7 +174,7 @@ async def test_two_workers_never_run_the_same_generation_twice(pool: Pool) -> No
 async def test_a_worker_runs_at_most_its_concurrency_at_once(pool: Pool) -> None:
     release = asyncio.Event()
 
-    async def blocked(spec: Spec, emitter: Emitter) -> None:
+    async def blocked(job: Job, emitter: Emitter) -> None:
         await release.wait()
 
     ids = [await create(pool) for _ in range(5)]
@@ -191,7 +192,7 @@ async def test_a_worker_runs_at_most_its_concurrency_at_once(pool: Pool) -> None
 async def test_a_generator_that_raises_ends_the_run_as_failed_with_its_error(
     pool: Pool,
 ) -> None:
-    async def exploding(spec: Spec, emitter: Emitter) -> None:
+    async def exploding(job: Job, emitter: Emitter) -> None:
         await emitter.emit(NewEvent(EventType.PHASE_STARTED, "models", 0.3, "Phase 2 of 4"))
         raise RuntimeError("the model said no")
 
@@ -215,7 +216,7 @@ async def test_a_generator_that_raises_ends_the_run_as_failed_with_its_error(
 
 
 async def test_an_error_without_a_message_is_named_by_its_type(pool: Pool) -> None:
-    async def exploding(spec: Spec, emitter: Emitter) -> None:
+    async def exploding(job: Job, emitter: Emitter) -> None:
         raise KeyError
 
     async with started_worker(pool, exploding) as worker:
@@ -234,7 +235,7 @@ async def test_a_cancel_while_running_ends_the_run_as_cancelled(pool: Pool) -> N
     go_on = asyncio.Event()
     emitted_after_cancel: list[int] = []
 
-    async def slow(spec: Spec, emitter: Emitter) -> None:
+    async def slow(job: Job, emitter: Emitter) -> None:
         await emitter.emit(NewEvent(EventType.PHASE_STARTED, "core", 0.1, "Phase 1 of 4"))
         started.set()
         await go_on.wait()

@@ -1,0 +1,56 @@
+"""LLM providers: each streams text for one phase's prompt, then says what it used.
+
+``gemini`` (the only importer of google.genai) and ``offline`` (deterministic templates) both
+answer in the file-block format of ``generation/parsing.py``, so one parser serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from service.spec import Spec
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one provider call, reported after its last chunk."""
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What one phase asks for. ``system``/``user`` are the words a model reads; ``spec``,
+    ``stage`` and ``files`` are the same request in structured form (the offline provider
+    uses those instead of reading prose)."""
+
+    stage: str
+    system: str
+    user: str
+    spec: Spec
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """The provider could not answer (after its own retries); the run fails with this text."""
+
+
+class StreamBroken(ProviderError):
+    """The answer had started when the stream failed: the phase must restart from scratch,
+    because half an answer cannot be resumed."""
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+
+    def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage]:
+        """Text chunks as they arrive, then exactly one ``Usage`` last.
+
+        Raises ProviderError when no answer could be had (retries are the provider's job, and
+        only before any text was yielded), StreamBroken when it broke after text was yielded.
+        """
+        ...

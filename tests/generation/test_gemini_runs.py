@@ -1,0 +1,194 @@
+"""Whole generations with provider "gemini": the real service, the real google-genai SDK, a
+fake Gemini HTTP server. What the model answered is exactly what the log and files hold."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import SecretStr
+
+from service.events import NewFile
+from service.generation.parsing import render_block
+from service.generation.phases import PHASES
+from tests.conftest import SPEC, AppFactory, RunningApp
+from tests.generation.fake_gemini import Drop, FakeGemini, Hang, Stream
+
+
+def phase_answer(stage: str) -> tuple[list[NewFile], list[str]]:
+    files = [
+        NewFile(f"{stage}/module_{i}.py", f'"""{stage} {i}"""\n\nVALUE = {i}\n', "python")
+        for i in range(3)
+    ]
+    text = f"Here is the {stage} phase.\n" + "".join(render_block(f) for f in files)
+    return files, [text[i : i + 40] for i in range(0, len(text), 40)]
+
+
+ANSWERS = {phase.stage: phase_answer(phase.stage) for phase in PHASES}
+
+
+@asynccontextmanager
+async def gemini_app(
+    app_factory: AppFactory, **overrides: Any
+) -> AsyncIterator[tuple[RunningApp, FakeGemini]]:
+    async with FakeGemini() as fake:
+        settings = {
+            "gemini_api_key": SecretStr("test-gemini-key"),
+            "gemini_base_url": fake.base_url,
+            "gemini_backoff_s": 0.0,
+            "gemini_timeout_s": 5.0,
+            "delta_flush_s": 0.0,
+            **overrides,
+        }
+        async with app_factory(**settings) as running:
+            yield running, fake
+
+
+async def run_to_end(running: RunningApp, key: str, body: dict[str, Any]) -> tuple[str, list[Any]]:
+    async with running.client(key) as client:
+        created = await client.post("/api/generations", json=body)
+        assert created.status_code == 201, created.text
+        generation_id = created.json()["id"]
+        async with asyncio.timeout(30):
+            while True:
+                state = (await client.get(f"/api/generations/{generation_id}")).json()
+                if state["status"] not in ("queued", "running"):
+                    break
+                await asyncio.sleep(0.05)
+        page = await client.get(f"/api/generations/{generation_id}/events?limit=1000")
+    return generation_id, page.json()["events"]
+
+
+def of_type(events: list[Any], kind: str) -> list[Any]:
+    return [event for event in events if event["type"] == kind]
+
+
+async def test_a_gemini_run_stores_exactly_what_the_model_answered(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    async with gemini_app(app_factory) as (running, fake):
+        fake.script(*(Stream(ANSWERS[p.stage][1], 120, 80) for p in PHASES))
+        generation_id, events = await run_to_end(
+            running, api_key, {"spec": SPEC, "provider": "gemini"}
+        )
+        assert events[-1]["type"] == "generation.succeeded"
+        expected = [f for p in PHASES for f in ANSWERS[p.stage][0]]
+        saved = of_type(events, "file.saved")
+        assert [e["data"]["path"] for e in saved] == [f.path for f in expected]
+        assert [e["data"]["sha256"] for e in saved] == [f.sha256 for f in expected]
+        for phase in PHASES:
+            deltas = [e for e in of_type(events, "llm.delta") if e["stage"] == phase.stage]
+            assert "".join(e["data"]["text"] for e in deltas) == "".join(ANSWERS[phase.stage][1])
+        for completed in of_type(events, "phase.completed"):
+            assert completed["data"]["prompt_tokens"] == 120
+            assert completed["data"]["output_tokens"] == 80
+            assert completed["data"]["provider"] == "gemini"
+        async with running.client(api_key) as client:
+            archive = await client.get(f"/api/generations/{generation_id}/archive")
+            one = await client.get(f"/api/generations/{generation_id}/files/{expected[0].path}")
+        assert archive.headers["content-type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as unpacked:
+            assert {name: unpacked.read(name).decode() for name in unpacked.namelist()} == {
+                f.path: f.content for f in expected
+            }
+        assert one.text == expected[0].content
+        assert all("gemini-3.8-flash" in r.path for r in fake.requests)
+        assert "Project specification" in fake.requests[0].user_text
+        assert "core/module_0.py" in fake.requests[1].user_text  # earlier files as context
+
+
+async def test_a_stream_that_drops_mid_answer_restarts_the_phase_without_mixing_files(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    broken_files = [NewFile("models/half_written.py", "X = 1\n", "python")]
+    broken = "".join(render_block(f) for f in broken_files)
+    async with gemini_app(app_factory) as (running, fake):
+        fake.script(
+            Stream(ANSWERS["core"][1]),
+            Drop([broken[:30], broken[30:]]),
+            Stream(ANSWERS["models"][1]),
+            Stream(ANSWERS["api"][1]),
+            Stream(ANSWERS["tests"][1]),
+        )
+        generation_id, events = await run_to_end(
+            running, api_key, {"spec": SPEC, "provider": "gemini"}
+        )
+        async with running.client(api_key) as client:
+            files = (await client.get(f"/api/generations/{generation_id}/files")).json()
+    assert events[-1]["type"] == "generation.succeeded"
+    restarted = [e for e in of_type(events, "phase.started") if e["stage"] == "models"]
+    assert [e["data"]["attempt"] for e in restarted] == [1, 2]
+    assert "broke off" in restarted[1]["message"]
+    paths = {f["path"] for f in files["files"]}
+    assert "models/half_written.py" not in paths
+    assert {f.path for f in ANSWERS["models"][0]} <= paths
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_model_that_answers_malformed_twice_fails_the_run_in_words(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    async with gemini_app(app_factory) as (running, fake):
+        fake.script(Stream(["I would rather explain."]), Stream(["Still no files, sorry."]))
+        generation_id, events = await run_to_end(
+            running, api_key, {"spec": SPEC, "provider": "gemini"}
+        )
+        async with running.client(api_key) as client:
+            state = (await client.get(f"/api/generations/{generation_id}")).json()
+    assert [e["type"] for e in events][-1] == "generation.failed"
+    assert len(of_type(events, "generation.failed")) == 1
+    assert state["status"] == "failed"
+    assert "malformed" in state["error"]
+    assert "no file blocks" in state["error"]
+    assert "could not be used" in fake.requests[1].user_text
+
+
+async def test_a_model_that_hangs_fails_the_run_with_a_timeout(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    async with gemini_app(app_factory, gemini_timeout_s=0.3, gemini_attempts=2) as (
+        running,
+        fake,
+    ):
+        fake.script(Hang(5), Hang(5))
+        _, events = await run_to_end(running, api_key, {"spec": SPEC, "provider": "gemini"})
+    assert events[-1]["type"] == "generation.failed"
+    assert "did not answer within" in events[-1]["data"]["error"]
+    assert not of_type(events, "file.saved")
+
+
+async def test_cancel_mid_phase_ends_the_run_with_no_file_after_it(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    slow = [ANSWERS["core"][1][0]] * 200
+    async with gemini_app(app_factory, delta_flush_s=0.0) as (running, fake):
+        fake.script(Stream(slow, delay_s=0.02))
+        async with running.client(api_key) as client:
+            created = (
+                await client.post("/api/generations", json={"spec": SPEC, "provider": "gemini"})
+            ).json()
+            url = f"/api/generations/{created['id']}"
+            async with asyncio.timeout(10):
+                while not (await client.get(f"{url}/events")).json()["events"][2:]:
+                    await asyncio.sleep(0.02)
+            assert (await client.post(f"{url}/cancel")).status_code == 202
+            async with asyncio.timeout(10):
+                while (await client.get(url)).json()["status"] == "running":
+                    await asyncio.sleep(0.02)
+            events = (await client.get(f"{url}/events?limit=1000")).json()["events"]
+    assert events[-1]["type"] == "generation.cancelled"
+    assert not of_type(events, "file.saved")
+    assert not of_type(events, "phase.completed")
+
+
+async def test_asking_for_gemini_without_a_key_is_a_clear_400(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        answer = await client.post("/api/generations", json={"spec": SPEC, "provider": "gemini"})
+    assert answer.status_code == 400
+    assert "GEMINI_API_KEY" in answer.json()["detail"]
