@@ -90,8 +90,17 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
             make_generate(settings),
             concurrency=max(1, settings.worker_concurrency),
             poll_s=settings.worker_poll_s,
+            lease_s=settings.lease_s,
+            attempts_max=settings.run_attempts_max,
         )
-        listener = Listener(url, {generations.JOBS_CHANNEL: worker.wake}, worker.wake)
+        listener = Listener(
+            url,
+            {
+                generations.JOBS_CHANNEL: worker.wake,
+                generations.CANCEL_CHANNEL: worker.request_cancel,
+            },
+            worker.wake,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -95,6 +95,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             make_generate(settings),
             concurrency=settings.worker_concurrency,
             poll_s=settings.worker_poll_s,
+            lease_s=settings.lease_s,
+            attempts_max=settings.run_attempts_max,
         )
 
         def on_event(payload: str) -> None:
@@ -107,7 +109,11 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
 
         listener = Listener(
             database_url,
-            {event_log.EVENTS_CHANNEL: on_event, generations.JOBS_CHANNEL: worker.wake},
+            {
+                event_log.EVENTS_CHANNEL: on_event,
+                generations.JOBS_CHANNEL: worker.wake,
+                generations.CANCEL_CHANNEL: worker.request_cancel,
+            },
             on_connect,
             reconnect_max_s=settings.listener_reconnect_max_s,
         )

@@ -36,5 +36,9 @@ class GenerationFinished(Conflict):
     """The generation already has its terminal event; the log refuses anything after it."""
 
 
+class LeaseLost(Conflict):
+    """Another worker holds the run now (a newer attempt): this one must stop writing."""
+
+
 class StoreUnavailable(GenstreamError):
     pass

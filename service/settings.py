@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         default=0.05, ge=0, description="Pause between chunks of the offline provider."
     )
     listener_reconnect_max_s: float = Field(default=5.0, gt=0)
+    lease_s: float = Field(
+        default=30.0, gt=0, description="A worker's hold on a run; renewed every third of it."
+    )
+    run_attempts_max: int = Field(
+        default=5, ge=1, description="Claims of one run before it ends as failed."
+    )
     delta_flush_s: float = Field(
         default=0.1, ge=0, description="Coalesce llm.delta text for at most this long..."
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 from uuid import UUID
 
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, StoreUnavailable
 from service.store import event_log
 from service.store.db import Pool, connection
 from service.store.event_log import Head, StoredEvent
@@ -22,6 +22,7 @@ class Keepalive:
 
 
 KEEPALIVE: Final = Keepalive()
+OUTAGE_RETRY_MAX_S: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +70,22 @@ async def follow(
     subscription = settings.hub.subscribe(generation_id)
     try:
         last_sent = after
+        outage = 0.0
         while not subscription.closed:
             subscription.clear()
-            async with connection(settings.pool) as conn:
-                page = await event_log.select_events_after(
-                    conn, generation_id, last_sent, settings.page_size
-                )
+            try:
+                async with connection(settings.pool) as conn:
+                    page = await event_log.select_events_after(
+                        conn, generation_id, last_sent, settings.page_size
+                    )
+            except StoreUnavailable:
+                # PostgreSQL is restarting: keep the client (an EventSource that reconnects
+                # into a 503 gives up for good), and read again once it answers.
+                outage = min(max(outage * 2, 0.1), OUTAGE_RETRY_MAX_S)
+                await subscription.wait(outage)
+                yield KEEPALIVE
+                continue
+            outage = 0.0
             for event in page:
                 yield event
                 last_sent = event.seq

@@ -156,11 +156,16 @@ async def spawn(database_url: str, tmp_path: Path) -> AsyncIterator[Spawn]:
 
 
 async def insert_running_generation(pool: Pool, owner: str) -> UUID:
-    """A generation no worker will claim: queued and started in one commit."""
+    """A generation no worker will claim: started, and held by the test under a long lease."""
     generation_id = uuid4()
     async with pool.acquire() as conn, conn.transaction():
         await generations.insert_generation(
             conn, generation_id, owner, SMALL_SPEC, "offline", None, queued_event()
+        )
+        await conn.execute(
+            "UPDATE generations SET claimed_by = 'the test', attempt = 1, "
+            "lease_expires_at = clock_timestamp() + interval '1 hour' WHERE id = $1",
+            generation_id,
         )
         await event_log.append(
             conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started by hand")]

@@ -1,15 +1,13 @@
-"""The one seam between a generator and the log."""
+"""The one seam between a generator and the log, and what a generator is handed to run."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeAlias
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias
+from uuid import UUID
 
 from service.events import NewEvent, NewFile
-from service.store.generations import Claimed
-
-# A claimed generation, as the worker hands it to a generator.
-Job: TypeAlias = Claimed
 
 
 class RunCancelled(Exception):
@@ -20,6 +18,22 @@ class Emitter(Protocol):
     async def emit(self, *events: NewEvent, files: Sequence[NewFile] = ()) -> None:
         """Make the events durable (all or none, files with them) before returning."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed run. On a resumed run, ``completed_stages`` and ``files`` were rebuilt from the
+    log (files are only ever stored with their phase's ``phase.completed``, so they are exactly
+    the completed phases' output) and ``progress`` is where the bar stood."""
+
+    id: UUID
+    spec: Mapping[str, Any]
+    provider: str
+    model: str | None
+    attempt: int
+    completed_stages: tuple[str, ...] = ()
+    files: Mapping[str, str] = field(default_factory=dict)
+    progress: float = 0.0
 
 
 Generate: TypeAlias = Callable[[Job, Emitter], Awaitable[None]]

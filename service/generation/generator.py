@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from service.events import EventType, NewEvent, NewFile
@@ -40,7 +40,12 @@ def make_generate(settings: Settings) -> Generate:
     async def generate(job: Job, emitter: Emitter) -> None:
         provider = build_provider(job.provider, job.model, settings)
         try:
-            await PhasedGenerator(provider, emitter, tuning).run(Spec.model_validate(job.spec))
+            await PhasedGenerator(provider, emitter, tuning).run(
+                Spec.model_validate(job.spec),
+                completed=job.completed_stages,
+                files=job.files,
+                progress=job.progress,
+            )
         finally:
             if (close := getattr(provider, "aclose", None)) is not None:
                 await close()
@@ -84,11 +89,22 @@ class PhasedGenerator:
         self._progress = max(self._progress, round(min(progress, 1.0), 4))
         return self._progress
 
-    async def run(self, spec: Spec) -> None:
-        files: dict[str, str] = {}
+    async def run(
+        self,
+        spec: Spec,
+        *,
+        completed: Sequence[str] = (),
+        files: Mapping[str, str] | None = None,
+        progress: float = 0.0,
+    ) -> None:
+        """Run every phase not in ``completed``, seeing ``files`` (earlier output) as context."""
+        known = dict(files or {})
+        self._advance(progress)
         for phase in PHASES:
-            for file in await self._phase(spec, phase, files):
-                files[file.path] = file.content
+            if phase.stage in completed:
+                continue
+            for file in await self._phase(spec, phase, known):
+                known[file.path] = file.content
 
     async def _phase(self, spec: Spec, phase: Phase, files: dict[str, str]) -> tuple[NewFile, ...]:
         started = self._clock()

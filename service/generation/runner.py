@@ -1,7 +1,11 @@
-"""The worker: claims queued generations and runs them, emitting through the log.
+"""The worker: claims runs, holds them by a renewed lease, resumes them from their own log.
 
-A NOTIFY on the jobs channel wakes it the moment a generation is created; a slow poll is the
-fallback, so nothing depends on a notification arriving.
+* A NOTIFY on the jobs channel wakes workers the moment a run is created or released; a slow
+  poll is the fallback (it also finds runs whose worker died: their lease ran out).
+* Every append carries the claim's attempt (fencing) and per-event idempotency keys, and is
+  retried with backoff while PostgreSQL is unreachable: the keys make the retry safe.
+* On shutdown the worker stops its runs and releases their leases, so another worker resumes
+  them at once instead of after the lease runs out.
 """
 
 from __future__ import annotations
@@ -10,134 +14,250 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from service.errors import GenerationFinished
+from service.errors import GenerationFinished, LeaseLost, StoreUnavailable
 from service.events import EventType, NewEvent, NewFile
 from service.generation.emitter import Generate, Job, RunCancelled
 from service.generation.generator import GenerationFailed
 from service.generation.phases import STARTED
 from service.store import event_log, generations
 from service.store.db import Pool, connection
+from service.store.generations import Claimed
 
 log = logging.getLogger(__name__)
 
-LEASE_S = 60.0
-
 
 class LogEmitter:
-    """Appends a run's events to the log and remembers where the run stands."""
+    """Appends one run's events, fenced by its attempt, and remembers where the run stands."""
 
-    def __init__(self, pool: Pool, generation_id: UUID) -> None:
+    def __init__(
+        self, pool: Pool, job: Claimed, *, retry_s: float, stage: str = "starting"
+    ) -> None:
         self._pool = pool
-        self.generation_id = generation_id
-        self.stage = "starting"
-        self.progress = 0.0
+        self._retry_s = retry_s
+        self._batches = 0
+        self.generation_id = job.id
+        self.attempt = job.attempt
+        self.stage = stage
+        self.progress = job.progress
 
     async def emit(self, *events: NewEvent, files: Sequence[NewFile] = ()) -> None:
-        async with connection(self._pool) as conn:
-            appended = await event_log.append(conn, self.generation_id, events, files)
+        self._batches += 1
+        keys = [f"{self.attempt}.{self._batches}.{i}" for i in range(len(events))]
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + self._retry_s, 0.05
+        while True:
+            try:
+                async with connection(self._pool) as conn:
+                    appended = await event_log.append(
+                        conn, self.generation_id, events, files, fence=self.attempt, keys=keys
+                    )
+                break
+            except StoreUnavailable as exc:
+                # The COMMIT may or may not have happened: the same keys make a retry safe.
+                if loop.time() >= deadline:
+                    raise
+                log.warning("append failed (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
         self.stage, self.progress = events[-1].stage, events[-1].progress
         if appended.cancel_requested and not events[-1].is_terminal:
             raise RunCancelled
 
 
+@dataclass(slots=True)
+class _Run:
+    task: asyncio.Task[None]
+    cancel_requested: bool = False
+
+
 class Worker:
     """Runs up to ``concurrency`` generations at once in this process."""
 
-    def __init__(self, pool: Pool, generate: Generate, *, concurrency: int, poll_s: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        generate: Generate,
+        *,
+        concurrency: int,
+        poll_s: float,
+        lease_s: float = 30.0,
+        attempts_max: int = 5,
+    ) -> None:
         self._pool = pool
         self._generate = generate
         self._concurrency = concurrency
         self._poll_s = poll_s
+        self._lease_s = lease_s
+        self._attempts_max = attempts_max
         self._wakeup = asyncio.Event()
-        self._runs: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._runs: dict[UUID, _Run] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:8]}"
 
     def wake(self, _payload: str = "") -> None:
         self._wakeup.set()
 
+    def request_cancel(self, payload: str) -> None:
+        """A cancel NOTIFY: if this process runs that generation, stop it now."""
+        with contextlib.suppress(ValueError):
+            run = self._runs.get(UUID(payload))
+            if run is not None and not run.cancel_requested:
+                run.cancel_requested = True
+                run.task.cancel()
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="genstream-worker")
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="genstream-worker"),
+            asyncio.create_task(self._renew_loop(), name="genstream-leases"),
+        ]
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self._runs) if t is not None]
-        for task in tasks:
+        """Stop claiming, stop the runs, and release their leases for another worker."""
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
+        running = dict(self._runs)
+        for run in running.values():
+            run.task.cancel()
+        for task in [*self._tasks, *(run.task for run in running.values())]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if running:
+            try:
+                async with connection(self._pool) as conn:
+                    await generations.release_leases(conn, self.worker_id, list(running))
+                log.info("released %d run(s) for other workers", len(running))
+            except StoreUnavailable:
+                log.warning("could not release leases; they will expire instead")
 
-    async def _loop(self) -> None:
+    async def _claim_loop(self) -> None:
         while True:
             self._wakeup.clear()
             try:
                 while len(self._runs) < self._concurrency and await self._claim_one():
                     pass
+            except StoreUnavailable as exc:
+                log.warning("cannot claim runs: %s", exc)
             except Exception:
-                log.exception("claiming a generation failed; will retry")
+                log.exception("claiming a run failed; will retry")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._poll_s)
 
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            if not self._runs:
+                continue
+            try:
+                async with connection(self._pool) as conn:
+                    held = await generations.renew_leases(
+                        conn, self.worker_id, self._lease_s, list(self._runs)
+                    )
+            except StoreUnavailable as exc:
+                log.warning("cannot renew leases: %s", exc)
+                continue
+            for generation_id, run in list(self._runs.items()):
+                if generation_id not in held:
+                    log.warning("lost the lease on %s; stopping that run", generation_id)
+                    run.task.cancel()
+
     async def _claim_one(self) -> bool:
         async with connection(self._pool) as conn:
-            claimed = await generations.claim_next(conn, self.worker_id, LEASE_S)
+            claimed = await generations.claim_next(conn, self.worker_id, self._lease_s)
         if claimed is None:
             return False
-        task = asyncio.create_task(
-            self._run(claimed),
-            name=f"genstream-run-{claimed.id}",
-        )
-        self._runs.add(task)
-        task.add_done_callback(self._finished)
+        task = asyncio.create_task(self._run(claimed), name=f"genstream-run-{claimed.id}")
+        self._runs[claimed.id] = _Run(task)
+        task.add_done_callback(lambda _: self._finished(claimed.id))
         return True
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._runs.discard(task)
+    def _finished(self, generation_id: UUID) -> None:
+        self._runs.pop(generation_id, None)
         self.wake()  # a slot is free
 
-    async def _run(self, job: Job) -> None:
-        generation_id = job.id
-        emitter = LogEmitter(self._pool, generation_id)
+    async def _run(self, claimed: Claimed) -> None:
+        emitter = LogEmitter(self._pool, claimed, retry_s=self._lease_s, stage=claimed.stage)
         try:
+            await self._execute(claimed, emitter)
+        except RunCancelled:
+            await self._finish(emitter, EventType.CANCELLED, "Cancelled")
+        except asyncio.CancelledError:
+            run = self._runs.get(claimed.id)
+            if run is None or not run.cancel_requested:
+                raise  # shutdown or lease lost: the run stays for another worker
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._finish(emitter, EventType.CANCELLED, "Cancelled")
+        except (GenerationFinished, LeaseLost) as exc:
+            log.info("run %s stops: %s", claimed.id, exc)
+        except StoreUnavailable as exc:
+            log.warning("run %s stops, PostgreSQL unreachable: %s", claimed.id, exc)
+        except GenerationFailed as exc:
+            await self._finish(emitter, EventType.FAILED, f"Failed: {exc}", error=str(exc))
+        except Exception as exc:
+            log.exception("generation %s failed", claimed.id)
+            error = str(exc) or type(exc).__name__
+            await self._finish(emitter, EventType.FAILED, f"Failed: {error}", error=error)
+
+    async def _execute(self, claimed: Claimed, emitter: LogEmitter) -> None:
+        if claimed.cancel_requested:
+            raise RunCancelled
+        if claimed.attempt > self._attempts_max:
+            reason = (
+                f"gave up after {self._attempts_max} attempts: the workers running it kept "
+                "stopping (crashed, killed or lost their lease)"
+            )
+            raise GenerationFailed(reason)
+        async with connection(self._pool) as conn:
+            state = await event_log.select_run_state(conn, claimed.id)
+        details = {"worker": self.worker_id, "attempt": claimed.attempt}
+        if state.started:
+            done = len(state.completed_stages)
+            await emitter.emit(
+                NewEvent(
+                    EventType.RESUMED,
+                    claimed.stage,
+                    claimed.progress,
+                    f"Resumed by another worker (attempt {claimed.attempt}) after {done} of "
+                    "the phases",
+                    {**details, "completed_phases": list(state.completed_stages)},
+                )
+            )
+        else:
             await emitter.emit(
                 NewEvent(
                     EventType.STARTED,
                     "starting",
-                    STARTED,
-                    f"Started with the {job.provider} provider",
-                    {"worker": self.worker_id, "provider": job.provider, "model": job.model},
+                    max(STARTED, claimed.progress),
+                    f"Started with the {claimed.provider} provider",
+                    {**details, "provider": claimed.provider, "model": claimed.model},
                 )
             )
-            await self._generate(job, emitter)
-            await emitter.emit(NewEvent(EventType.SUCCEEDED, "done", 1.0, "Generation finished"))
-        except RunCancelled:
-            await emitter.emit(
-                NewEvent(EventType.CANCELLED, emitter.stage, emitter.progress, "Cancelled")
-            )
-        except GenerationFailed as exc:
-            await emitter.emit(
-                NewEvent(
-                    EventType.FAILED,
-                    emitter.stage,
-                    emitter.progress,
-                    f"Failed: {exc}",
-                    {"error": str(exc)},
-                )
-            )
-        except GenerationFinished:
-            log.info("generation %s was finished elsewhere; stopping", generation_id)
-        except Exception as exc:
-            log.exception("generation %s failed", generation_id)
-            await emitter.emit(
-                NewEvent(
-                    EventType.FAILED,
-                    emitter.stage,
-                    emitter.progress,
-                    f"Failed: {exc}",
-                    {"error": str(exc) or type(exc).__name__},
-                )
-            )
+        job = Job(
+            id=claimed.id,
+            spec=claimed.spec,
+            provider=claimed.provider,
+            model=claimed.model,
+            attempt=claimed.attempt,
+            completed_stages=state.completed_stages,
+            files=state.files,
+            progress=emitter.progress,
+        )
+        await self._generate(job, emitter)
+        await emitter.emit(NewEvent(EventType.SUCCEEDED, "done", 1.0, "Generation finished"))
+
+    async def _finish(
+        self, emitter: LogEmitter, kind: EventType, message: str, *, error: str | None = None
+    ) -> None:
+        """The terminal event; if even that cannot be written, the run is left to the lease."""
+        data = {"error": error} if error is not None else {}
+        try:
+            await emitter.emit(NewEvent(kind, emitter.stage, emitter.progress, message, data))
+        except (GenerationFinished, LeaseLost, StoreUnavailable) as exc:
+            log.warning("could not end run %s: %s", emitter.generation_id, exc)

@@ -11,6 +11,12 @@ Ordering, in one place:
   committed has already been able to see every seq below N.
 * The UPDATE refuses generations that are already terminal, so nothing is ever appended after
   the terminal event, whichever process tries.
+* Fencing: a worker passes the attempt it was granted when it claimed the run; the UPDATE only
+  matches while the row still carries that attempt. A worker that paused past its lease and
+  woke after another claimed the run cannot write a single event.
+* Idempotency: a worker gives every event a key, unique per generation. An append retried after
+  its COMMIT outcome was unknown hits that unique index and is recognised as already stored:
+  the batch is atomic, so one stored key means the whole batch is.
 * ``pg_notify`` is called in the same statement, so the wake-up is delivered on commit and
   never for a rolled-back append. Its payload is ``<generation id>:<last seq>`` (tiny; NOTIFY
   caps payloads at 8000 bytes), never the event body: listeners re-read the table.
@@ -25,7 +31,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from service.errors import GenerationFinished, NotFound
+import asyncpg
+
+from service.errors import GenerationFinished, LeaseLost, NotFound
 from service.events import EventType, NewEvent, NewFile, Status
 from service.store.db import Connection
 
@@ -48,6 +56,7 @@ WITH generation AS (
         updated_at = clock_timestamp()
     WHERE id = $1
       AND status NOT IN ('succeeded', 'failed', 'cancelled')
+      AND ($20::int IS NULL OR attempt = $20)
     RETURNING
         id,
         last_seq - cardinality($2::text[]) AS base_seq,
@@ -56,12 +65,14 @@ WITH generation AS (
 ),
 batch AS (
     SELECT *
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::jsonb[])
-        WITH ORDINALITY AS b(type, status, stage, progress, message, payload, ord)
+    FROM unnest(
+        $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::jsonb[], $21::text[]
+    ) WITH ORDINALITY AS b(type, status, stage, progress, message, payload, key, ord)
 ),
 inserted_events AS (
     INSERT INTO generation_events
-        (generation_id, seq, type, status, stage, progress, message, payload, created_at)
+        (generation_id, seq, type, status, stage, progress, message, payload, created_at,
+         idempotency_key)
     SELECT
         generation.id,
         generation.base_seq + batch.ord,
@@ -71,7 +82,8 @@ inserted_events AS (
         batch.progress,
         batch.message,
         batch.payload,
-        clock_timestamp()
+        clock_timestamp(),
+        batch.key
     FROM generation
     CROSS JOIN batch
 ),
@@ -105,9 +117,27 @@ FROM generation
 """
 
 SELECT_GENERATION_HEAD = """
-SELECT status, last_seq
+SELECT status, last_seq, attempt, cancel_requested_at IS NOT NULL AS cancel_requested
 FROM generations
 WHERE id = $1
+"""
+
+IDEMPOTENCY_INDEX = "generation_events_idempotency_key_idx"
+
+SELECT_RUN_STATE = """
+SELECT
+    array_agg(stage ORDER BY seq) FILTER (WHERE type = 'phase.completed') AS completed,
+    bool_or(type = 'generation.started') AS started
+FROM generation_events
+WHERE generation_id = $1
+  AND type IN ('generation.started', 'phase.completed')
+"""
+
+SELECT_RUN_FILES = """
+SELECT path, content
+FROM generated_files
+WHERE generation_id = $1
+ORDER BY seq, path
 """
 
 # The event as clients see it, rendered by PostgreSQL so the stream passes text straight
@@ -161,6 +191,8 @@ class StoredEvent:
 class Head:
     status: Status
     last_seq: int
+    attempt: int = 0
+    cancel_requested: bool = False
 
     @property
     def is_finished(self) -> bool:
@@ -196,15 +228,55 @@ async def append(
     generation_id: UUID,
     events: Sequence[NewEvent],
     files: Sequence[NewFile] = (),
+    *,
+    fence: int | None = None,
+    keys: Sequence[str] | None = None,
 ) -> Appended:
-    """Append events (and the files they announce) atomically; see the module docstring."""
+    """Append events (and the files they announce) atomically; see the module docstring.
+
+    ``fence``: the attempt the writer holds (None: no fencing, for API-side appends).
+    ``keys``: one idempotency key per event (None: no keys).
+    """
     if not events:
         raise ValueError("append needs at least one event")
+    if keys is not None and len(keys) != len(events):
+        raise ValueError("one idempotency key per event")
     if any(event.is_terminal for event in events[:-1]):
         raise ValueError("a terminal event can only be the last of a batch")
     last = events[-1]
     error = str(last.data.get("error")) if last.type is EventType.FAILED else None
-    row = await conn.fetchrow(
+    try:
+        row = await _insert(conn, generation_id, events, files, fence, keys, error, last)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != IDEMPOTENCY_INDEX:
+            raise
+        head = await select_head(conn, generation_id)
+        return Appended(last_seq=head.last_seq, cancel_requested=head.cancel_requested)
+    if row is None:
+        head = await select_head(conn, generation_id)
+        if head.is_finished:
+            raise GenerationFinished(
+                f"generation {generation_id} is {head.status}: nothing can follow its terminal "
+                "event"
+            )
+        raise LeaseLost(
+            f"generation {generation_id} is held by attempt {head.attempt}, not {fence}: "
+            "this worker lost its lease"
+        )
+    return Appended(last_seq=row["last_seq"], cancel_requested=row["cancel_requested"])
+
+
+async def _insert(
+    conn: Connection,
+    generation_id: UUID,
+    events: Sequence[NewEvent],
+    files: Sequence[NewFile],
+    fence: int | None,
+    keys: Sequence[str] | None,
+    error: str | None,
+    last: NewEvent,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
         INSERT_EVENTS,
         generation_id,
         [event.type.value for event in events],
@@ -220,20 +292,40 @@ async def append(
         error,
         last.is_terminal,
         *_file_columns(events, files),
+        fence,
+        list(keys) if keys is not None else [None] * len(events),
     )
-    if row is None:
-        head = await select_head(conn, generation_id)
-        raise GenerationFinished(
-            f"generation {generation_id} is {head.status}: nothing can follow its terminal event"
-        )
-    return Appended(last_seq=row["last_seq"], cancel_requested=row["cancel_requested"])
 
 
 async def select_head(conn: Connection, generation_id: UUID) -> Head:
     row = await conn.fetchrow(SELECT_GENERATION_HEAD, generation_id)
     if row is None:
         raise NotFound(f"generation {generation_id} not found")
-    return Head(status=Status(row["status"]), last_seq=row["last_seq"])
+    return Head(
+        status=Status(row["status"]),
+        last_seq=row["last_seq"],
+        attempt=row["attempt"],
+        cancel_requested=row["cancel_requested"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """Where a run stands, rebuilt from its own log: enough to resume it."""
+
+    started: bool
+    completed_stages: tuple[str, ...]
+    files: dict[str, str]
+
+
+async def select_run_state(conn: Connection, generation_id: UUID) -> RunState:
+    row = await conn.fetchrow(SELECT_RUN_STATE, generation_id)
+    files = await conn.fetch(SELECT_RUN_FILES, generation_id)
+    return RunState(
+        started=bool(row and row["started"]),
+        completed_stages=tuple(row["completed"] or ()) if row else (),
+        files={file["path"]: file["content"] for file in files},
+    )
 
 
 async def select_events_after(

@@ -21,6 +21,7 @@ from service.store import event_log
 from service.store.db import Connection
 
 JOBS_CHANNEL = "genstream_jobs"
+CANCEL_CHANNEL = "genstream_cancel"
 
 INSERT_GENERATION = f"""
 WITH generation AS (
@@ -62,28 +63,65 @@ WHERE id = $1
 FOR UPDATE
 """
 
-UPDATE_CANCEL_REQUESTED = """
-UPDATE generations
-SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp())
-WHERE id = $1
+# The NOTIFY reaches whichever process runs the generation (sent on commit).
+UPDATE_CANCEL_REQUESTED = f"""
+WITH flagged AS (
+    UPDATE generations
+    SET cancel_requested_at = coalesce(cancel_requested_at, clock_timestamp())
+    WHERE id = $1
+    RETURNING id
+)
+SELECT pg_notify('{CANCEL_CHANNEL}', flagged.id::text)
+FROM flagged
 """
 
-# SKIP LOCKED lets any number of workers poll the same queue without blocking each other.
+# A run is claimable when it is not finished and nobody holds a live lease on it: new runs,
+# runs released on shutdown, and runs whose worker died (its lease ran out). Each claim bumps
+# the attempt, which fences off every earlier holder (see event_log.append). SKIP LOCKED lets
+# any number of workers poll the same queue without blocking each other.
 UPDATE_CLAIM_NEXT = """
-UPDATE generations
-SET claimed_by = $1,
-    attempt = attempt + 1,
-    lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-WHERE id = (
-    SELECT id
-    FROM generations
-    WHERE status = 'queued'
-      AND claimed_by IS NULL
-    ORDER BY created_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
+WITH claimed AS (
+    UPDATE generations
+    SET claimed_by = $1,
+        attempt = attempt + 1,
+        lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+    WHERE id = (
+        SELECT id
+        FROM generations
+        WHERE status IN ('queued', 'running')
+          AND (claimed_by IS NULL OR lease_expires_at < clock_timestamp())
+        ORDER BY created_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, spec, provider, model, attempt, status, stage, progress,
+        cancel_requested_at IS NOT NULL AS cancel_requested
 )
-RETURNING id, spec::text AS spec, provider, model, attempt
+SELECT id, spec::text AS spec, provider, model, attempt, status, stage, progress,
+    cancel_requested
+FROM claimed
+"""
+
+UPDATE_RENEW_LEASES = """
+UPDATE generations
+SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+WHERE id = ANY($3::uuid[])
+  AND claimed_by = $1
+RETURNING id
+"""
+
+# Released runs are claimable at once; the NOTIFY wakes the other workers right away.
+UPDATE_RELEASE_LEASES = f"""
+WITH released AS (
+    UPDATE generations
+    SET claimed_by = NULL,
+        lease_expires_at = NULL
+    WHERE id = ANY($2::uuid[])
+      AND claimed_by = $1
+    RETURNING id
+)
+SELECT pg_notify('{JOBS_CHANNEL}', released.id::text)
+FROM released
 """
 
 SELECT_FILES = """
@@ -138,6 +176,10 @@ class Claimed:
     provider: str
     model: str | None
     attempt: int
+    status: Status
+    stage: str
+    progress: float
+    cancel_requested: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +262,23 @@ async def claim_next(conn: Connection, worker_id: str, lease_s: float) -> Claime
         provider=row["provider"],
         model=row["model"],
         attempt=row["attempt"],
+        status=Status(row["status"]),
+        stage=row["stage"],
+        progress=row["progress"],
+        cancel_requested=row["cancel_requested"],
     )
+
+
+async def renew_leases(
+    conn: Connection, worker_id: str, lease_s: float, generation_ids: list[UUID]
+) -> set[UUID]:
+    """Extend this worker's leases; the ids it still holds (the others were taken over)."""
+    rows = await conn.fetch(UPDATE_RENEW_LEASES, worker_id, lease_s, generation_ids)
+    return {row["id"] for row in rows}
+
+
+async def release_leases(conn: Connection, worker_id: str, generation_ids: list[UUID]) -> None:
+    await conn.execute(UPDATE_RELEASE_LEASES, worker_id, generation_ids)
 
 
 async def select_files(conn: Connection, owner: str, generation_id: UUID) -> list[FileInfo]:

@@ -43,9 +43,9 @@ generations = sa.Table(
         "generations_owner_created_idx", "owner", sa.text("created_at DESC"), sa.text("id DESC")
     ),
     sa.Index(
-        "generations_queued_idx",
+        "generations_claimable_idx",
         "created_at",
-        postgresql_where=sa.text("status = 'queued' AND claimed_by IS NULL"),
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
     ),
 )
 
@@ -66,7 +66,16 @@ generation_events = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("payload", JSONB, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Set by workers: an append retried after an unknown COMMIT outcome is not stored twice.
+    sa.Column("idempotency_key", sa.Text, nullable=True),
     sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
+    sa.Index(
+        "generation_events_idempotency_key_idx",
+        "generation_id",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
 )
 
 generated_files = sa.Table(

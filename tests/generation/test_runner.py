@@ -91,7 +91,12 @@ async def test_a_created_generation_is_claimed_and_run_to_success(pool: Pool) ->
 
     events = await events_of(pool, generation_id)
     assert_well_formed(events, EventType.SUCCEEDED)
-    assert events[1]["data"] == {"worker": worker.worker_id, "provider": "offline", "model": None}
+    assert events[1]["data"] == {
+        "worker": worker.worker_id,
+        "attempt": 1,
+        "provider": "offline",
+        "model": None,
+    }
 
     phases = [
         (event["type"], event["data"]["phase"])
@@ -271,7 +276,7 @@ async def test_log_emitter_raises_run_cancelled_once_cancel_was_requested(pool: 
     async with pool.acquire() as conn:
         claimed = await generations.claim_next(conn, "test-worker", 60)
     assert claimed is not None
-    emitter = LogEmitter(pool, generation_id)
+    emitter = LogEmitter(pool, claimed, retry_s=1.0)
     await emitter.emit(NewEvent(EventType.STARTED, "starting", 0.0, "Started"))
     await emitter.emit(NewEvent(EventType.PHASE_STARTED, "core", 0.1, "Phase 1"))
     assert (emitter.stage, emitter.progress) == ("core", 0.1)
