@@ -100,6 +100,17 @@ async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]
 
 
 @pytest.fixture
+async def empty_database_url(server_url: str) -> AsyncIterator[str]:
+    """A database with no schema at all (not even Alembic's table), dropped afterwards."""
+    name = f"test_empty_{uuid4().hex[:16]}"
+    await _admin(server_url, f"CREATE DATABASE {name}")
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        await _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[Pool]:
     pool = await create_pool(database_url, min_size=1, max_size=20)
     yield pool

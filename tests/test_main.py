@@ -7,11 +7,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import asyncpg
-import pytest
 
 from service import keys
 from service.events import EventType, NewEvent, NewFile
@@ -40,26 +38,6 @@ async def cli(*args: str, database_url: str | None) -> subprocess.CompletedProce
         timeout=CLI_TIMEOUT_S,
         check=False,
     )
-
-
-async def admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def empty_database_url(server_url: str) -> AsyncIterator[str]:
-    """A database with no schema at all, dropped afterwards."""
-    name = f"test_cli_{uuid4().hex[:16]}"
-    await admin(server_url, f"CREATE DATABASE {name}")
-    base, _, _ = asyncpg_dsn(server_url).rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        await admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def finished_generation(pool: Pool) -> UUID:

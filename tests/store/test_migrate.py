@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from uuid import uuid4
 
 import asyncpg
-import pytest
 from alembic import command
 
 from service.store.db import asyncpg_dsn
 from service.store.migrate import alembic_config, current_revisions, head_revisions, upgrade
 
 TABLES = ("generations", "generation_events", "generated_files", "api_keys")
-
-
-async def admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def empty_database_url(server_url: str) -> AsyncIterator[str]:
-    name = f"test_migrate_{uuid4().hex[:16]}"
-    await admin(server_url, f"CREATE DATABASE {name}")
-    base, _, _ = asyncpg_dsn(server_url).rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        await admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def state(url: str) -> tuple[frozenset[str], set[str]]:
