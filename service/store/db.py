@@ -30,6 +30,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
+    # A query sent to a pooled connection whose backend was just terminated can meet asyncpg's
+    # "cannot switch to state" race instead of a clean connection error (asyncpg #1069).
+    asyncpg.InternalClientError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
 )

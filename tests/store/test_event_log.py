@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 
-from service.errors import GenerationFinished, NotFound
+from service.errors import GenerationFinished, LeaseLost, NotFound
 from service.events import EventType, NewEvent, NewFile
+from service.generation.runner import LogEmitter
 from service.generation.runs import queued_event
 from service.store import event_log, generations
-from service.store.db import Pool
+from service.store.db import Connection, Pool, asyncpg_dsn
 
 
 async def new_generation(pool: Pool, owner: str = "alice") -> UUID:
@@ -146,3 +149,177 @@ async def test_keyset_pages_cover_the_log_exactly_once(pool: Pool) -> None:
             seen.extend(e.seq for e in page)
             after = page[-1].seq
     assert seen == list(range(1, 22))
+
+
+# -- idempotency keys, fencing, run state, and an ambiguous COMMIT -----------------------------
+
+
+async def claimed_by(pool: Pool, worker: str, lease_s: float = 60.0) -> generations.Claimed:
+    async with pool.acquire() as conn:
+        claimed = await generations.claim_next(conn, worker, lease_s)
+    assert claimed is not None
+    return claimed
+
+
+async def test_an_append_retried_with_the_same_keys_is_stored_once(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    keys = ["1.1.0", "1.1.1"]
+    async with pool.acquire() as conn:
+        first = await event_log.append(conn, generation_id, [delta(1), delta(2)], keys=keys)
+        again = await event_log.append(conn, generation_id, [delta(1), delta(2)], keys=keys)
+        head = await event_log.select_head(conn, generation_id)
+    assert first.last_seq == 3
+    assert again.last_seq == 3
+    assert head.last_seq == 3
+    assert await all_seqs(pool, generation_id) == [1, 2, 3]
+
+
+async def test_a_batch_sharing_any_key_with_a_stored_batch_counts_as_stored(pool: Pool) -> None:
+    """The batch is one transaction: one of its keys in the log means all of it is."""
+    generation_id = await new_generation(pool)
+    async with pool.acquire() as conn:
+        await event_log.append(conn, generation_id, [delta(1), delta(2)], keys=["a", "b"])
+        overlapping = await event_log.append(
+            conn, generation_id, [delta(2), delta(3)], keys=["b", "c"]
+        )
+        fresh = await event_log.append(conn, generation_id, [delta(4)], keys=["d"])
+        events = await event_log.select_events_after(conn, generation_id, 0, 100)
+    assert overlapping.last_seq == 3
+    assert fresh.last_seq == 4
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert [json.loads(e.json)["data"] for e in events[1:]] == [{"n": 1}, {"n": 2}, {"n": 4}]
+
+
+async def test_the_same_keys_on_another_generation_are_a_different_batch(pool: Pool) -> None:
+    one, other = await new_generation(pool), await new_generation(pool)
+    async with pool.acquire() as conn:
+        await event_log.append(conn, one, [delta(1)], keys=["1.1.0"])
+        appended = await event_log.append(conn, other, [delta(1)], keys=["1.1.0"])
+    assert appended.last_seq == 2
+    assert await all_seqs(pool, other) == [1, 2]
+
+
+async def test_an_append_fenced_by_the_current_attempt_is_stored(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    claimed = await claimed_by(pool, "worker-a")
+    assert (claimed.id, claimed.attempt) == (generation_id, 1)
+    async with pool.acquire() as conn:
+        appended = await event_log.append(conn, generation_id, [delta(1)], fence=1)
+    assert appended.last_seq == 2
+
+
+async def test_an_append_fenced_by_an_older_attempt_raises_lease_lost_and_stores_nothing(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    old = await claimed_by(pool, "worker-a", lease_s=0.0)
+    new = await claimed_by(pool, "worker-b")  # A's lease ran out at once: B takes over
+    assert (old.attempt, new.attempt) == (1, 2)
+    async with pool.acquire() as conn:
+        with pytest.raises(LeaseLost):
+            await event_log.append(conn, generation_id, [delta(1), delta(2)], fence=old.attempt)
+        head = await event_log.select_head(conn, generation_id)
+        await event_log.append(conn, generation_id, [delta(3)], fence=new.attempt)
+    assert head.last_seq == 1
+    assert head.attempt == 2
+    assert await all_seqs(pool, generation_id) == [1, 2]
+
+
+async def test_a_fenced_append_after_the_terminal_event_raises_generation_finished(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    claimed = await claimed_by(pool, "worker-a")
+    done = NewEvent(EventType.SUCCEEDED, "done", 1.0, "done")
+    async with pool.acquire() as conn:
+        await event_log.append(conn, generation_id, [done], fence=claimed.attempt)
+        with pytest.raises(GenerationFinished):
+            await event_log.append(conn, generation_id, [delta(1)], fence=claimed.attempt)
+    assert await all_seqs(pool, generation_id) == [1, 2]
+
+
+async def test_run_state_lists_completed_phases_in_order_and_exactly_their_files(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    core = NewFile("pyproject.toml", "[project]\n", "toml")
+    model = NewFile("app/models/user.py", "class User: ...\n", "python")
+    async with pool.acquire() as conn:
+        before = await event_log.select_run_state(conn, generation_id)
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started")]
+        )
+        for stage, file in (("core", core), ("models", model)):
+            await event_log.append(
+                conn,
+                generation_id,
+                [
+                    NewEvent(EventType.PHASE_STARTED, stage, 0.1, f"{stage} starts"),
+                    file.saved(stage, 0.2),
+                    NewEvent(EventType.PHASE_COMPLETED, stage, 0.3, f"{stage} done"),
+                ],
+                [file],
+            )
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.PHASE_STARTED, "api", 0.4, "api starts")]
+        )
+        state = await event_log.select_run_state(conn, generation_id)
+    assert before == event_log.RunState(started=False, completed_stages=(), files={})
+    assert state.started is True
+    assert state.completed_stages == ("core", "models")
+    assert state.files == {core.path: core.content, model.path: model.content}
+
+
+async def test_an_append_whose_commit_outcome_was_lost_is_retried_and_stored_once(
+    pool: Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first append really commits, then its backend is killed before the worker hears
+    back: the emitter sees a real connection error, retries with the same keys, and the log
+    holds the batch once."""
+    generation_id = await new_generation(pool)
+    claimed = await claimed_by(pool, "worker-a")
+    real_append = event_log.append
+    calls: list[int] = []
+    killed_pids: list[int] = []
+
+    async def append_then_lose_the_connection(
+        conn: Connection, *args: Any, **kwargs: Any
+    ) -> event_log.Appended:
+        appended = await real_append(conn, *args, **kwargs)
+        calls.append(appended.last_seq)
+        if len(calls) == 1:
+            pid = conn.get_server_pid()
+            admin = await asyncpg.connect(asyncpg_dsn(database_url))
+            try:
+                assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            finally:
+                await admin.close()
+            killed_pids.append(pid)
+            # Let the driver take in the FATAL and the EOF (a query issued between the two
+            # meets asyncpg's InternalClientError instead), then hear of the dead backend.
+            async with asyncio.timeout(5):
+                while not conn.is_closed():
+                    await asyncio.sleep(0.01)
+            await conn.fetchval("SELECT 1")
+            raise AssertionError("the terminated backend still answered")
+        return appended
+
+    monkeypatch.setattr(event_log, "append", append_then_lose_the_connection)
+    emitter = LogEmitter(pool, claimed, retry_s=10.0)
+    files = [NewFile("a.py", "a = 1\n", "python")]
+    async with asyncio.timeout(15):
+        await emitter.emit(delta(1), files[0].saved("core", 0.5), delta(2), files=files)
+        await emitter.emit(delta(3))
+    monkeypatch.undo()
+
+    assert len(killed_pids) == 1
+    # The first call committed (seq 4), the retry found its keys and reported the same head.
+    assert calls == [4, 4, 5]
+    async with pool.acquire() as conn:
+        events = await event_log.select_events_after(conn, generation_id, 0, 100)
+        stored_files = await generations.select_files(conn, "alice", generation_id)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert [e.type for e in events] == [
+        "generation.queued", "llm.delta", "file.saved", "llm.delta", "llm.delta",
+    ]  # fmt: skip
+    assert [(f.path, f.seq) for f in stored_files] == [("a.py", 3)]

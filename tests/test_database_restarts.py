@@ -1,0 +1,373 @@
+"""PostgreSQL goes away mid-run: streams, runs and the server process ride it out.
+
+Real processes, real restarts: a ``python -m service serve`` subprocess (HTTP + worker) runs
+three generations against a DEDICATED throwaway cluster (restarting it must not disturb the
+other tests' server), while this test stops and starts PostgreSQL, or kills every backend of
+the database, in the middle of the runs. Whatever happens, every stream must deliver every
+event exactly once (seq 1..N, ending in ``generation.succeeded``), and the server must live on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import asyncpg
+import httpx
+import pytest
+from httpx_sse import aconnect_sse
+
+from service import keys
+from service.settings import PROJECT_ROOT
+from service.store import event_log
+from service.store.db import asyncpg_dsn, create_pool
+from service.store.embedded import EmbeddedCluster, throwaway_cluster
+from service.store.migrate import upgrade
+from tests.conftest import SPEC
+
+READY_TIMEOUT_S = 30.0
+RECOVERY_TIMEOUT_S = 30.0
+RUNS_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+TERMINAL = {"generation.succeeded", "generation.failed", "generation.cancelled"}
+
+# SPEC streams ~460 chunks of 64 characters: at 8 ms a chunk a run lasts ~3.7 s, long enough to
+# be cut in the middle, short enough to keep the test quick.
+OFFLINE_DELAY_S = "0.008"
+LEASE_S = "3"
+
+
+@dataclass
+class Database:
+    cluster: EmbeddedCluster
+    url: str
+
+
+@pytest.fixture
+def database() -> Iterator[Database]:
+    """A cluster of the test's own, migrated (sync: Alembic runs its own event loop). Not shared
+    even within this module: a test that fails mid-restart must not leave the next one a
+    cluster that is down or on another port."""
+    cluster = throwaway_cluster()
+    try:
+        url = cluster.start()
+        upgrade(url)
+        yield Database(cluster, url)
+    finally:
+        cluster.destroy()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, key: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(30.0)
+        )
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
+    deadline = time.monotonic() + seconds
+    while (code := proc.poll()) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return code
+
+
+async def terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        if await wait_exit(proc, STOP_TIMEOUT_S) is None:
+            proc.kill()
+    await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
+
+
+async def readyz(server: Server, *, listener: bool = False) -> int:
+    """/readyz's status; with ``listener``, 200 only counts once LISTEN is connected too."""
+    async with server.client() as client:
+        try:
+            response = await client.get("/readyz", timeout=5.0)
+        except httpx.TransportError:
+            return 0
+    if listener and response.status_code == 200 and response.json().get("listener") is not True:
+        return 0
+    return response.status_code
+
+
+async def wait_ready(server: Server, seconds: float) -> None:
+    """Until /readyz is 200 with the LISTEN connection up (bounded)."""
+    deadline = time.monotonic() + seconds
+    while await readyz(server, listener=True) != 200:
+        if server.proc.poll() is not None:
+            pytest.fail(f"serve exited:\n{server.log()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"serve not ready in {seconds}s:\n{server.log()}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def server(database: Database, tmp_path: Path) -> AsyncIterator[Server]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database.url,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "GENSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "GENSTREAM_STREAM_TOKEN_SECRET": "restarts-test-secret",
+        "GENSTREAM_OFFLINE_DELAY_S": OFFLINE_DELAY_S,
+        "GENSTREAM_LEASE_S": LEASE_S,
+        "GENSTREAM_WORKER_CONCURRENCY": "4",
+        "GENSTREAM_WORKER_POLL_S": "0.5",
+        "GENSTREAM_LISTENER_RECONNECT_MAX_S": "0.5",
+    }
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    running = Server(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        await wait_ready(running, READY_TIMEOUT_S)
+        yield running
+    finally:
+        await terminate(proc)
+
+
+async def new_key(database: Database, owner: str) -> str:
+    pool = await create_pool(database.url, min_size=1, max_size=1)
+    try:
+        return await keys.create_key(pool, owner)
+    finally:
+        await pool.close()
+
+
+async def stored_events(database: Database, generation_id: UUID) -> list[dict[str, Any]]:
+    conn = await asyncpg.connect(asyncpg_dsn(database.url))
+    try:
+        stored = await event_log.select_events_after(conn, generation_id, 0, 100_000)
+    finally:
+        await conn.close()
+    return [json.loads(event.json) for event in stored]
+
+
+@dataclass
+class Follower:
+    """One generation's stream, read like EventSource does: reconnect after a drop with
+    ``Last-Event-ID``; stop after the terminal event (or on 204)."""
+
+    generation_id: UUID
+    events: list[dict[str, Any]] = field(default_factory=list)
+    connections: int = 0
+    refused: list[int] = field(default_factory=list)  # statuses of failed (re)connects
+    drops: list[str] = field(default_factory=list)  # why a connection ended early
+    mid_run: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.events[-1]["seq"]) if self.events else 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.events) and self.events[-1]["type"] in TERMINAL
+
+    async def run(self, client: httpx.AsyncClient) -> None:
+        url = f"/api/generations/{self.generation_id}/stream"
+        while not self.finished:
+            headers = {"Last-Event-ID": str(self.last_seq)} if self.events else {}
+            try:
+                async with aconnect_sse(client, "GET", url, headers=headers) as source:
+                    status = source.response.status_code
+                    if status == 204:
+                        return
+                    if status != 200:
+                        self.refused.append(status)
+                        await asyncio.sleep(0.2)
+                        continue
+                    self.connections += 1
+                    async for sse in source.aiter_sse():
+                        if not sse.id:
+                            continue  # the leading retry: frame
+                        event = json.loads(sse.data)
+                        assert sse.id == str(event["seq"])
+                        assert sse.event == event["type"]
+                        self.events.append(event)
+                        if event["type"] not in ("generation.queued", "generation.started"):
+                            self.mid_run.set()
+                        if event["type"] in TERMINAL:
+                            return
+                    self.drops.append("closed before the terminal event")
+            except httpx.TransportError as exc:
+                self.drops.append(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.2)
+
+
+async def check_complete(database: Database, follower: Follower) -> None:
+    """Every event exactly once, in order, ending in success, and just what the log holds."""
+    seqs = [event["seq"] for event in follower.events]
+    assert seqs == list(range(1, len(seqs) + 1)), (follower.generation_id, seqs)
+    assert follower.events[-1]["type"] == "generation.succeeded", follower.events[-1]
+    assert [e["type"] for e in follower.events if e["type"] in TERMINAL] == ["generation.succeeded"]
+    assert follower.events == await stored_events(database, follower.generation_id)
+
+
+Disruption = Callable[[Database, Server, list[Follower]], Awaitable[None]]
+
+
+async def run_through(database: Database, server: Server, disrupt: Disruption) -> list[Follower]:
+    """Start three generations, follow their streams, disrupt PostgreSQL mid-run, and return
+    the followers once every stream has ended."""
+    key = await new_key(database, "alice")
+    async with server.client(key) as client:
+        followers: list[Follower] = []
+        for _ in range(3):
+            created = await client.post("/api/generations", json={"spec": SPEC})
+            assert created.status_code == 201, created.text
+            followers.append(Follower(UUID(created.json()["id"])))
+        tasks = [asyncio.create_task(f.run(client)) for f in followers]
+        try:
+            async with asyncio.timeout(RUNS_TIMEOUT_S):
+                await asyncio.gather(*(f.mid_run.wait() for f in followers))
+                assert not any(f.finished for f in followers), "runs ended before the outage"
+                await disrupt(database, server, followers)
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return followers
+
+
+def report(name: str, followers: list[Follower], **extra: object) -> None:
+    """What happened, for ``pytest -s`` (and for the failure output)."""
+    for f in followers:
+        types = [e["type"] for e in f.events]
+        print(
+            f"{name}: {f.generation_id} events={len(f.events)} connections={f.connections} "
+            f"refused={f.refused} drops={f.drops} resumed={types.count('generation.resumed')}"
+        )
+    for key, value in extra.items():
+        print(f"{name}: {key}={value}")
+
+
+async def test_a_restarted_cluster_comes_back_on_the_port_its_clients_know(
+    database: Database,
+) -> None:
+    """A fast shutdown closes the clients' connections from the server's side, which leaves
+    TIME_WAIT sockets on the server's port for a minute. PostgreSQL binds with SO_REUSEADDR, so
+    the port is usable; a cluster that moves elsewhere strands every running process, whose
+    DATABASE_URL still names the old port."""
+    conns = [await asyncpg.connect(asyncpg_dsn(database.url)) for _ in range(3)]
+    try:
+        for conn in conns:
+            assert await conn.fetchval("SELECT 1") == 1
+        await asyncio.to_thread(database.cluster.stop, "fast")
+        await asyncio.sleep(0.2)  # the clients see the close and answer it
+    finally:
+        for conn in conns:
+            conn.terminate()
+    restarted = await asyncio.to_thread(database.cluster.start)
+    assert restarted == database.url
+    conn = await asyncpg.connect(asyncpg_dsn(database.url))
+    try:
+        assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await conn.close()
+
+
+async def test_streams_and_runs_ride_out_a_postgresql_restart(
+    database: Database, server: Server
+) -> None:
+    port = urlsplit(database.url).port
+    during_outage: list[int] = []
+    after_outage: list[int] = []
+    restarted_url: list[str] = []
+
+    async def restart(database: Database, server: Server, followers: list[Follower]) -> None:
+        await asyncio.to_thread(database.cluster.stop, "fast")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            during_outage.append(await readyz(server))
+            await asyncio.sleep(0.1)
+        assert not all(f.finished for f in followers), "every run ended during the outage"
+        restarted_url.append(await asyncio.to_thread(database.cluster.start))
+        # The server keeps its DATABASE_URL: PostgreSQL must come back on the same port.
+        assert restarted_url[0] == database.url, (restarted_url[0], database.url)
+        deadline = time.monotonic() + RECOVERY_TIMEOUT_S
+        while (status := await readyz(server, listener=True)) != 200:
+            assert time.monotonic() < deadline, f"/readyz still {status}:\n{server.log()}"
+            await asyncio.sleep(0.1)
+        after_outage.append(status)
+
+    followers = await run_through(database, server, restart)
+    report("restart", followers, port=port, readyz_during=during_outage)
+
+    assert during_outage, "/readyz was never asked during the outage"
+    assert set(during_outage) == {503}, during_outage
+    assert after_outage == [200]
+    for follower in followers:
+        await check_complete(database, follower)
+    assert server.proc.poll() is None, server.log()
+    assert await readyz(server, listener=True) == 200
+
+
+async def test_streams_and_runs_ride_out_killed_database_connections(
+    database: Database, server: Server
+) -> None:
+    killed: list[int] = []
+
+    async def kill_backends(database: Database, server: Server, followers: list[Follower]) -> None:
+        admin = await asyncpg.connect(asyncpg_dsn(database.url))
+        try:
+            for n in range(3):
+                if n:
+                    await asyncio.sleep(0.5)
+                killed.append(
+                    await admin.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                    )
+                )
+        finally:
+            await admin.close()
+        assert not all(f.finished for f in followers), "every run ended before the last kill"
+
+    followers = await run_through(database, server, kill_backends)
+    report("kill", followers, killed=killed)
+
+    assert len(killed) == 3
+    assert all(count >= 1 for count in killed), killed  # at least the LISTEN connection
+    for follower in followers:
+        await check_complete(database, follower)
+    assert server.proc.poll() is None, server.log()
+    async with asyncio.timeout(RECOVERY_TIMEOUT_S):
+        await wait_ready(server, RECOVERY_TIMEOUT_S)
