@@ -36,6 +36,10 @@ migrate: $(STAMP) ## apply the Alembic migrations up to head
 test: $(STAMP) ## the whole suite against a real PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: $(STAMP) ## benchmarks beside their references: tables, bench/results/*.json (BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH_ARGS)
+
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff check .

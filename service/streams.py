@@ -58,8 +58,9 @@ def check_resume_point(head: Head, after: int) -> bool:
 
 async def follow(
     settings: Follow, generation_id: UUID, after: int
-) -> AsyncIterator[StoredEvent | Keepalive]:
-    """Every event with seq > ``after`` in order, then live ones, ending with the terminal one.
+) -> AsyncIterator[list[StoredEvent] | Keepalive]:
+    """Every event with seq > ``after`` in order, then live ones, ending with the terminal one;
+    in pages (one per read), so the caller can write a page to the socket in one send.
 
     Holds a database connection only while reading a page: an idle follower costs a
     subscription and a flag.
@@ -86,11 +87,13 @@ async def follow(
                 yield KEEPALIVE
                 continue
             outage = 0.0
-            for event in page:
-                yield event
-                last_sent = event.seq
+            for index, event in enumerate(page):
                 if event.is_terminal:
+                    yield page[: index + 1]
                     return
+            if page:
+                yield page
+                last_sent = page[-1].seq
             if len(page) == settings.page_size:
                 continue  # more is stored: keep reading before waiting
             if not await subscription.wait(settings.keepalive_s):

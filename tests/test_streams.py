@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncGenerator
 from uuid import UUID, uuid4
@@ -42,12 +43,19 @@ async def append(pool: Pool, generation_id: UUID, *events: NewEvent) -> int:
         return (await event_log.append(conn, generation_id, events)).last_seq
 
 
-def open_follow(
+async def open_follow(
     pool: Pool, hub: Hub, generation_id: UUID, after: int, *, page_size: int, keepalive_s: float
 ) -> AsyncGenerator[Item, None]:
-    stream = follow(Follow(pool, hub, page_size, keepalive_s), generation_id, after)
-    assert isinstance(stream, AsyncGenerator)
-    return stream
+    """``follow`` flattened to one item per event (it yields pages)."""
+    pages = follow(Follow(pool, hub, page_size, keepalive_s), generation_id, after)
+    assert isinstance(pages, AsyncGenerator)
+    async with contextlib.aclosing(pages):
+        async for page in pages:
+            if isinstance(page, Keepalive):
+                yield page
+            else:
+                for event in page:
+                    yield event
 
 
 async def collect(stream: AsyncGenerator[Item, None], seconds: float = 5.0) -> list[Item]:

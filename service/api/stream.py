@@ -74,7 +74,10 @@ async def frames(services: Services, generation_id: UUID, after: int) -> AsyncIt
         if isinstance(item, streams.Keepalive):
             yield b": keepalive\n\n"
         else:
-            yield f"id: {item.seq}\nevent: {item.type}\ndata: {item.json}\n\n".encode()
+            # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
+            yield "".join(
+                f"id: {event.seq}\nevent: {event.type}\ndata: {event.json}\n\n" for event in item
+            ).encode()
 
 
 @get("/api/generations/{generation_id:uuid}/stream")

@@ -255,9 +255,15 @@ class Worker:
     async def _finish(
         self, emitter: LogEmitter, kind: EventType, message: str, *, error: str | None = None
     ) -> None:
-        """The terminal event; if even that cannot be written, the run is left to the lease."""
+        """The terminal event; if even that cannot be written, the run is left to the lease.
+
+        Its stage and progress are read back from the row: an append interrupted by a cancel
+        may have committed without the emitter hearing of it, and the bar must not move back.
+        """
         data = {"error": error} if error is not None else {}
         try:
-            await emitter.emit(NewEvent(kind, emitter.stage, emitter.progress, message, data))
+            async with connection(self._pool) as conn:
+                head = await event_log.select_head(conn, emitter.generation_id)
+            await emitter.emit(NewEvent(kind, head.stage, head.progress, message, data))
         except (GenerationFinished, LeaseLost, StoreUnavailable) as exc:
             log.warning("could not end run %s: %s", emitter.generation_id, exc)

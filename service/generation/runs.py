@@ -44,17 +44,19 @@ async def create_generation(
 
 
 async def cancel_generation(pool: Pool, owner: str, generation_id: UUID) -> Status:
-    """Ask a run to stop. A queued run nobody holds is cancelled here and now; a running one
-    is stopped by its worker at its next emit (it sees the flag in the append's answer)."""
+    """Ask a run to stop. A run nobody holds is cancelled here and now; a held one is stopped
+    by its worker at once (the NOTIFY sent on commit reaches it wherever it runs)."""
     async with connection(pool) as conn, conn.transaction():
-        status, claimed = await generations.lock_for_cancel(conn, owner, generation_id)
-        if status in TERMINAL_STATUSES:
-            raise Conflict(f"generation {generation_id} already {status}")
-        if status is Status.QUEUED and not claimed:
+        target = await generations.lock_for_cancel(conn, owner, generation_id)
+        if target.status in TERMINAL_STATUSES:
+            raise Conflict(f"generation {generation_id} already {target.status}")
+        if not target.held:
+            # Nobody runs it (never claimed, or its worker died): end it here and now. A
+            # worker that claims it later finds it finished; a stale one is refused.
             await event_log.append(
                 conn,
                 generation_id,
-                [NewEvent(EventType.CANCELLED, "cancelled", 0.0, "Cancelled before it started")],
+                [NewEvent(EventType.CANCELLED, target.stage, target.progress, "Cancelled")],
             )
             return Status.CANCELLED
-    return status
+    return target.status

@@ -117,7 +117,8 @@ FROM generation
 """
 
 SELECT_GENERATION_HEAD = """
-SELECT status, last_seq, attempt, cancel_requested_at IS NOT NULL AS cancel_requested
+SELECT status, stage, progress, last_seq, attempt,
+    cancel_requested_at IS NOT NULL AS cancel_requested
 FROM generations
 WHERE id = $1
 """
@@ -193,6 +194,8 @@ class Head:
     last_seq: int
     attempt: int = 0
     cancel_requested: bool = False
+    stage: str = ""
+    progress: float = 0.0
 
     @property
     def is_finished(self) -> bool:
@@ -306,6 +309,8 @@ async def select_head(conn: Connection, generation_id: UUID) -> Head:
         last_seq=row["last_seq"],
         attempt=row["attempt"],
         cancel_requested=row["cancel_requested"],
+        stage=row["stage"],
+        progress=row["progress"],
     )
 
 

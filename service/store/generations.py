@@ -56,7 +56,11 @@ LIMIT $5
 """
 
 SELECT_GENERATION_FOR_CANCEL = """
-SELECT status, claimed_by
+SELECT
+    status,
+    stage,
+    progress,
+    claimed_by IS NOT NULL AND lease_expires_at > clock_timestamp() AS held
 FROM generations
 WHERE id = $1
   AND owner = $2
@@ -239,8 +243,16 @@ async def select_generations(
     return [_generation(row) for row in rows]
 
 
-async def lock_for_cancel(conn: Connection, owner: str, generation_id: UUID) -> tuple[Status, bool]:
-    """Lock the row, flag the cancel, and say (status, whether a worker holds the run).
+@dataclass(frozen=True, slots=True)
+class CancelTarget:
+    status: Status
+    stage: str
+    progress: float
+    held: bool  # a worker holds a live lease on the run
+
+
+async def lock_for_cancel(conn: Connection, owner: str, generation_id: UUID) -> CancelTarget:
+    """Lock the row, flag the cancel (NOTIFY to the process running it), say where it stands.
 
     Call inside a transaction: the lock keeps a worker from claiming the run until the caller
     has decided (and possibly appended ``generation.cancelled`` itself).
@@ -249,7 +261,7 @@ async def lock_for_cancel(conn: Connection, owner: str, generation_id: UUID) -> 
     if row is None:
         raise NotFound(f"generation {generation_id} not found")
     await conn.execute(UPDATE_CANCEL_REQUESTED, generation_id)
-    return Status(row["status"]), row["claimed_by"] is not None
+    return CancelTarget(Status(row["status"]), row["stage"], row["progress"], row["held"])
 
 
 async def claim_next(conn: Connection, worker_id: str, lease_s: float) -> Claimed | None:

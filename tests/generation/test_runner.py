@@ -9,8 +9,9 @@ from uuid import UUID
 
 import pytest
 
-from service.events import EventType, NewEvent, Status
-from service.generation import runs
+from service.errors import StoreUnavailable
+from service.events import EventType, NewEvent, NewFile, Status
+from service.generation import runner, runs
 from service.generation.emitter import Emitter, Generate, Job, RunCancelled
 from service.generation.generator import make_generate
 from service.generation.providers.offline import STAGES, render_phase
@@ -18,7 +19,7 @@ from service.generation.runner import LogEmitter, Worker
 from service.settings import Settings
 from service.spec import Spec
 from service.store import event_log, generations
-from service.store.db import Pool
+from service.store.db import Pool, connection
 from tests.conftest import SPEC
 
 OFFLINE: Generate = make_generate(Settings(offline_delay_s=0.0, delta_flush_s=0.0))
@@ -295,3 +296,103 @@ async def test_log_emitter_raises_run_cancelled_once_cancel_was_requested(pool: 
         EventType.LLM_DELTA, EventType.CANCELLED,
     ]  # fmt: skip
     assert events[-1]["progress"] == 0.3
+
+
+class FlakyConnection:
+    """``runner.connection`` that fails the first ``failures`` times: before the append
+    (``after_commit=False``) or after it committed, its answer lost (``after_commit=True``)."""
+
+    def __init__(self, failures: int, *, after_commit: bool = False) -> None:
+        self.failures = failures
+        self.after_commit = after_commit
+        self.calls = 0
+
+    @asynccontextmanager
+    async def __call__(self, pool: Pool) -> AsyncIterator[Any]:
+        self.calls += 1
+        failing = self.calls <= self.failures
+        if failing and not self.after_commit:
+            raise StoreUnavailable("PostgreSQL is unavailable: simulated outage")
+        async with connection(pool) as conn:
+            yield conn
+        if failing:
+            raise StoreUnavailable("PostgreSQL is unavailable: the COMMIT's answer was lost")
+
+
+async def claimed_emitter(pool: Pool, retry_s: float) -> tuple[UUID, LogEmitter]:
+    generation_id = await create(pool)
+    async with pool.acquire() as conn:
+        claimed = await generations.claim_next(conn, "test-worker", 60)
+    assert claimed is not None
+    return generation_id, LogEmitter(pool, claimed, retry_s=retry_s)
+
+
+async def test_log_emitter_retries_while_the_store_is_unavailable_and_appends_once(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generation_id, emitter = await claimed_emitter(pool, retry_s=5.0)
+    flaky = FlakyConnection(2)
+    monkeypatch.setattr(runner, "connection", flaky)
+
+    await asyncio.wait_for(
+        emitter.emit(
+            NewEvent(EventType.STARTED, "starting", 0.01, "Started"),
+            NewEvent(EventType.PHASE_STARTED, "core", 0.1, "Phase 1"),
+        ),
+        5,
+    )
+
+    assert flaky.calls == 3
+    events = await events_of(pool, generation_id)
+    assert types(events) == [EventType.QUEUED, EventType.STARTED, EventType.PHASE_STARTED]
+    assert [event["seq"] for event in events] == [1, 2, 3]
+    assert (emitter.stage, emitter.progress) == ("core", 0.1)
+
+
+async def test_log_emitter_retry_after_a_lost_commit_answer_stores_the_batch_once(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generation_id, emitter = await claimed_emitter(pool, retry_s=5.0)
+    await emitter.emit(NewEvent(EventType.STARTED, "starting", 0.01, "Started"))
+    flaky = FlakyConnection(2, after_commit=True)
+    monkeypatch.setattr(runner, "connection", flaky)
+    file = NewFile("app/main.py", "print('hi')\n", "python")
+
+    await asyncio.wait_for(
+        emitter.emit(
+            file.saved("core", 0.2),
+            NewEvent(EventType.PHASE_COMPLETED, "core", 0.25, "Core done", {"phase": "core"}),
+            files=[file],
+        ),
+        5,
+    )
+    await emitter.emit(NewEvent(EventType.PHASE_STARTED, "models", 0.3, "Phase 2"))
+
+    assert flaky.calls == 4  # two lost answers, the retry that found the batch stored, one more
+    events = await events_of(pool, generation_id)
+    assert types(events) == [
+        EventType.QUEUED, EventType.STARTED, EventType.FILE_SAVED, EventType.PHASE_COMPLETED,
+        EventType.PHASE_STARTED,
+    ]  # fmt: skip
+    assert [event["seq"] for event in events] == [1, 2, 3, 4, 5]
+    async with pool.acquire() as conn:
+        [stored] = await generations.select_files(conn, "alice", generation_id)
+        head = await event_log.select_head(conn, generation_id)
+    assert (stored.path, stored.seq, stored.sha256) == (file.path, 3, file.sha256)
+    assert head.last_seq == 5
+
+
+async def test_log_emitter_gives_up_after_its_retry_window_and_stores_nothing(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generation_id, emitter = await claimed_emitter(pool, retry_s=0.3)
+    flaky = FlakyConnection(10**6)
+    monkeypatch.setattr(runner, "connection", flaky)
+
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(
+            emitter.emit(NewEvent(EventType.STARTED, "starting", 0.01, "Started")), 5
+        )
+
+    assert flaky.calls >= 2, "it never retried"
+    assert types(await events_of(pool, generation_id)) == [EventType.QUEUED]

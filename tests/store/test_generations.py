@@ -150,15 +150,15 @@ async def test_lock_for_cancel_notifies_the_cancel_channel_on_commit_only(
         async with pool.acquire() as conn:
             transaction = conn.transaction()
             await transaction.start()
-            status, claimed = await generations.lock_for_cancel(conn, "alice", rolled_back)
-            assert (status, claimed) == (Status.QUEUED, True)
+            target = await generations.lock_for_cancel(conn, "alice", rolled_back)
+            assert (target.status, target.held) == (Status.QUEUED, True)
             await asyncio.sleep(0.2)
             assert heard.empty()  # nothing before the commit
             await transaction.rollback()
 
             async with conn.transaction():
-                status, claimed = await generations.lock_for_cancel(conn, "alice", committed)
-            assert (status, claimed) == (Status.QUEUED, False)
+                target = await generations.lock_for_cancel(conn, "alice", committed)
+            assert (target.status, target.held) == (Status.QUEUED, False)
         # Notifications arrive in commit order: had the rolled-back one been sent, it would
         # come first.
         assert await heard.get() == str(committed)

@@ -1,0 +1,67 @@
+"""The case registry, numbered as in issue 5. ``run=None`` marks a case not implemented yet."""
+
+from __future__ import annotations
+
+from bench.cases import append, catchup, ceiling, delivery, peer
+from bench.core import Case
+
+CASES: tuple[Case, ...] = (
+    Case(
+        "append",
+        1,
+        "Append throughput",
+        append.run,
+        "events/s through genstream's append path at 1/4/16 concurrent generations, 1 and "
+        "10 events per append, beside a bare asyncpg INSERT + pg_notify loop",
+    ),
+    Case(
+        "delivery",
+        2,
+        "Delivery latency",
+        delivery.run,
+        "start of append -> SSE client has it, p50/p95/p99/max, beside the in-memory ceiling "
+        "and the old polling design; memory per idle stream",
+    ),
+    # TODO(case 3): streams-scale - 1,000/5,000/10,000 streams on one serve process: database
+    # connections in use (pool + 1 listener), memory per stream, delivery p99 at the largest
+    # count that holds. Not implemented yet: it prints "not yet implemented", no numbers.
+    Case(
+        "streams-scale",
+        3,
+        "Concurrent streams",
+        None,
+        "1,000/5,000/10,000 streams on one serve process: connections, memory, p99",
+    ),
+    Case(
+        "catch-up",
+        4,
+        "Catch-up",
+        catchup.run,
+        "a 100,000-event generation read over SSE from after=0, beside a bare keyset read",
+    ),
+    # TODO(case 5): end-to-end - 50 concurrent offline generations (zero-delay provider): wall
+    # time, events/s, and that every stream got every event. Not implemented yet.
+    Case(
+        "end-to-end",
+        5,
+        "End to end",
+        None,
+        "50 concurrent offline generations: wall time, events/s, every stream got every event",
+    ),
+    Case(
+        "peer",
+        6,
+        "The peer (eventsourcing)",
+        peer.run,
+        "the eventsourcing library's PostgreSQL recorder, 1 and 4 writers, beside genstream",
+    ),
+    Case(
+        "sse-ceiling",
+        7,
+        "The SSE ceiling",
+        ceiling.run,
+        "a minimal in-memory SSE fan-out on one uvicorn process: latency, sends, memory",
+    ),
+)
+
+BY_NAME = {case.name: case for case in CASES}

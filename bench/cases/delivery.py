@@ -1,0 +1,218 @@
+"""Case 2: delivery latency, start of append -> an SSE client has the event.
+
+genstream (a ``serve`` subprocess, worker off; the bench appends through the worker's
+``LogEmitter``) beside the in-memory ceiling (case 7's server) and the old polling design
+(``bench/polling_server.py``), under the same load shapes, interleaved within each repetition
+(the order rotates between repetitions). Then resident memory per idle stream of each, on
+freshly started processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from bench.cases.streaming import LATENCY_COLUMNS, latency_cells, measurement_row, summary
+from bench.core import Context, Outcome, Summary, Table, fmt_summary, ratio, row
+from bench.genstream import claimed_generations, finish
+from bench.load import (
+    Measurement,
+    Shape,
+    Target,
+    idle_memory_kib_per_stream,
+    idle_streams,
+    load_shapes,
+    measure,
+)
+from bench.load import timing as load_timing
+from bench.targets import GenstreamTarget, ReferenceTarget, bench_pool
+from service.generation.runner import LogEmitter
+from service.store.db import Pool
+from service.store.generations import Claimed
+
+CEILING = "bench.ceiling_server"
+POLLING = "bench.polling_server"
+NAMES = ("ceiling", "genstream", "polling")
+
+
+def _metric(results: Sequence[Measurement], metric: str) -> list[float]:
+    return list(summary(results, metric).values)
+
+
+def _targets_table(
+    shapes: Sequence[Shape], results: dict[tuple[int, str], list[Measurement]]
+) -> Table:
+    """The issue's delivery targets, where this run has the shape for them (never asserted)."""
+    table = Table("Delivery targets (medians)", ["target", "measured", "met"])
+
+    def find(kind: str, streams: int, rate: float | None = None) -> int | None:
+        for index, shape in enumerate(shapes):
+            if shape.kind == kind and shape.streams == streams and rate in (None, shape.rate):
+                return index
+        return None
+
+    checks: list[tuple[str, int | None, str, Callable[[float], bool]]] = [
+        ("p99 < 5 ms, 100 streams @ 1,000 ev/s", find("spread", 100, 1000), "p99_ms",
+         lambda v: v < 5),
+        ("p99 < 10 ms, 1,000 streams @ 1,000 ev/s", find("spread", 1000, 1000), "p99_ms",
+         lambda v: v < 10),
+        ("p99 < 50 ms, 1,000 streams on one generation", find("fanout", 1000), "p99_ms",
+         lambda v: v < 50),
+        ("event-sends/s >= 20,000 per process (saturate)", find("saturate", 100), "sends_per_s",
+         lambda v: v >= 20_000),
+    ]  # fmt: skip
+    for label, index, metric, ok in checks:
+        if index is None:
+            continue
+        value = summary(results[(index, "genstream")], metric).median
+        table.add(label, fmt_summary(Summary.of([value])), "yes" if ok(value) else "NO")
+    saturate = find("saturate", 100)
+    if saturate is not None:
+        # Independent of whether the appends or the client kept up: sends per CPU-second.
+        per_cpu_s = 1e6 / summary(results[(saturate, "genstream")], "server_cpu_us_per_send").median
+        table.add(
+            "event-sends per serve CPU-second >= 20,000 (saturate)",
+            fmt_summary(Summary.of([per_cpu_s])),
+            "yes" if per_cpu_s >= 20_000 else "NO",
+        )
+    for index, shape in enumerate(shapes):
+        if shape.kind == "saturate":
+            continue
+        better = ratio(
+            _metric(results[(index, "polling")], "p50_ms"),
+            _metric(results[(index, "genstream")], "p50_ms"),
+        ).median
+        table.add(
+            f"p50 >= 50x better than polling: {shape.label}",
+            f"{fmt_summary(Summary.of([better]))}x",
+            "yes" if better >= 50 else "NO",
+        )
+    return table
+
+
+async def _idle_memory(
+    ctx: Context, streams: int, pool: Pool, claims: list[Claimed], writers: list[LogEmitter]
+) -> dict[str, float]:
+    """KiB per idle stream of each server, each freshly started."""
+    shape = Shape("spread", streams, 0, 0)
+    memory: dict[str, float] = {}
+    for name in NAMES:
+        target: GenstreamTarget | ReferenceTarget
+        if name == "genstream":
+            target = await GenstreamTarget.start(
+                ctx.database_url, ctx.work_dir, pool, claims, writers
+            )
+        else:
+            module = CEILING if name == "ceiling" else POLLING
+            target = await ReferenceTarget.start(f"{name}-idle", module, ctx.work_dir)
+        try:
+            paths = await target.stream_paths(shape)
+            memory[name] = await idle_memory_kib_per_stream(target, paths)
+        finally:
+            await target.stop()
+    return memory
+
+
+async def run(ctx: Context) -> Outcome:
+    shapes = load_shapes(ctx.quick)
+    warm_s, drain_s = load_timing(ctx.quick)
+    idle = idle_streams(ctx.quick)
+    outcome = Outcome(
+        parameters={
+            "shapes": [shape.as_json() for shape in shapes],
+            "warm_s": warm_s,
+            "drain_s": drain_s,
+            "idle_streams": idle,
+            "genstream": "serve subprocess, worker off, default settings (pool 10)",
+            "appends": "LogEmitter.emit (event_log.append with fence and keys), 8 in flight",
+        }
+    )
+    pool = await bench_pool(ctx.database_url)
+    results: dict[tuple[int, str], list[Measurement]] = {}
+    memory: dict[str, list[float]] = {name: [] for name in NAMES}
+    try:
+        claims = await claimed_generations(pool, max(idle, *(shape.channels for shape in shapes)))
+        targets: list[Target] = []
+        try:
+            targets.append(await ReferenceTarget.start("ceiling", CEILING, ctx.work_dir))
+            genstream = await GenstreamTarget.start(ctx.database_url, ctx.work_dir, pool, claims)
+            targets.append(genstream)
+            targets.append(await ReferenceTarget.start("polling", POLLING, ctx.work_dir))
+            for rep in ctx.reps():
+                for index, shape in enumerate(shapes):
+                    shift = rep % len(targets)
+                    for target in targets[shift:] + targets[:shift]:
+                        m = await measure(target, shape, warm_s=warm_s, drain_s=drain_s)
+                        results.setdefault((index, target.name), []).append(m)
+        finally:
+            for target in targets:
+                await target.stop()
+        for _ in ctx.reps():
+            measured = await _idle_memory(ctx, idle, pool, claims, genstream.writers)
+            for name, kib_per_stream in measured.items():
+                memory[name].append(kib_per_stream)
+        await finish(genstream.writers)
+    finally:
+        await pool.close()
+
+    table = Table(
+        "Delivery: start of append/publish -> client has it (median (min-max) over repetitions)",
+        ["shape", "server", *LATENCY_COLUMNS],
+    )
+    ratios = Table(
+        "Delivery ratios (per repetition, then median (min-max))",
+        [
+            "shape",
+            "genstream/ceiling p50",
+            "genstream/ceiling p99",
+            "polling/genstream p50",
+            "genstream/ceiling sends/s",
+            "genstream/ceiling CPU/send",
+        ],
+    )
+    for index, shape in enumerate(shapes):
+        for name in NAMES:
+            table.add(shape.label, name, *latency_cells(shape, results[(index, name)]))
+            outcome.rows.append(measurement_row(shape, name, results[(index, name)]))
+        g, c, p = (results[(index, name)] for name in ("genstream", "ceiling", "polling"))
+        p50 = ratio(_metric(g, "p50_ms"), _metric(c, "p50_ms"))
+        p99 = ratio(_metric(g, "p99_ms"), _metric(c, "p99_ms"))
+        better = ratio(_metric(p, "p50_ms"), _metric(g, "p50_ms"))
+        sends = ratio(_metric(g, "sends_per_s"), _metric(c, "sends_per_s"))
+        cpu = ratio(_metric(g, "server_cpu_us_per_send"), _metric(c, "server_cpu_us_per_send"))
+        latency_ratios = ("-", "-", "-") if shape.kind == "saturate" else (
+            fmt_summary(p50), fmt_summary(p99), fmt_summary(better)
+        )  # fmt: skip
+        ratios.add(shape.label, *latency_ratios, fmt_summary(sends), fmt_summary(cpu))
+        outcome.rows.append(
+            row(
+                {"ratios": True, **shape.as_json()},
+                ratio_genstream_to_ceiling_p50=p50,
+                ratio_genstream_to_ceiling_p99=p99,
+                ratio_polling_to_genstream_p50=better,
+                ratio_genstream_to_ceiling_sends_per_s=sends,
+                cpu_per_send_genstream_to_ceiling=cpu,
+            )
+        )
+    outcome.tables += [table, ratios, _targets_table(shapes, results)]
+
+    memory_table = Table(
+        f"Resident memory per idle stream ({idle:,} streams, fresh processes)",
+        ["server", "KiB/stream", "vs ceiling"],
+    )
+    for name in NAMES:
+        kib = Summary.of(memory[name])
+        relative = ratio(memory[name], memory["ceiling"])
+        memory_table.add(name, fmt_summary(kib), fmt_summary(relative))
+        outcome.rows.append(
+            row(
+                {"target": name, "idle_streams": idle},
+                kib_per_idle_stream=kib,
+                memory_vs_ceiling=relative,
+            )
+        )
+    outcome.tables.append(memory_table)
+    outcome.notes.append(
+        "undelivered = events not received within drain_s after the last publish "
+        "(late or lost); latencies cover the events that did arrive."
+    )
+    return outcome

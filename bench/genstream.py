@@ -1,0 +1,183 @@
+"""genstream as the cases drive it: generations claimed as a worker claims them, appends through
+the worker's own ``LogEmitter`` (fenced, with idempotency keys), and ``serve`` subprocesses.
+
+The only SQL of the bench's own outside the bare references is ``CLAIM_BY_ID``: the service's
+claim (``generations.UPDATE_CLAIM_NEXT``) for one given generation, because ``claim_next``
+takes the oldest claimable run and the bench must not claim anyone else's (``BENCH_DATABASE_URL``
+may point at a database with real runs in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+from bench.asgi import DELTA_TEXT
+from bench.processes import ServerProcess
+from service import tokens
+from service.events import EventType, NewEvent, Status
+from service.generation.runner import LogEmitter
+from service.generation.runs import queued_event
+from service.store import generations
+from service.store.db import Pool, connection
+from service.store.generations import Claimed
+
+OWNER = "bench"
+SPEC: dict[str, Any] = {
+    "project": "bench",
+    "entities": [{"name": "User", "fields": {"email": "str", "age": "int"}}],
+}
+LEASE_S = 86_400.0  # nobody else may take over a bench run while a case uses it
+TOKEN_TTL_S = 86_400
+
+CLAIM_BY_ID = """
+UPDATE generations
+SET claimed_by = $1,
+    attempt = attempt + 1,
+    lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+WHERE id = $3
+RETURNING id, spec::text AS spec, provider, model, attempt, status, stage, progress,
+    cancel_requested_at IS NOT NULL AS cancel_requested
+"""
+
+# The bare reference of case 1: the same rows, INSERT + pg_notify as ONE statement, seq counted
+# by the writer itself. No generation row to lock and bump, no idempotency keys: what
+# PostgreSQL costs for storing these events durably and signalling them, and no more.
+BARE_INSERT = """
+WITH inserted AS (
+    INSERT INTO generation_events
+        (generation_id, seq, type, status, stage, progress, message, payload, created_at)
+    SELECT $1, $2 + b.ord, b.type, b.status, b.stage, b.progress, b.message, b.payload,
+        clock_timestamp()
+    FROM unnest($3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::jsonb[])
+        WITH ORDINALITY AS b(type, status, stage, progress, message, payload, ord)
+    RETURNING seq
+)
+SELECT pg_notify('genstream_events', $1::text || ':' || max(seq)::text)
+FROM inserted
+"""
+
+# Leaving a bare reference's generation as the service would: a terminal event last (stored by
+# BARE_INSERT), then the row's status and last_seq to match. Only the bench's own rows.
+BARE_FINISH = """
+UPDATE generations
+SET status = 'succeeded',
+    stage = 'done',
+    progress = 1,
+    message = 'Benchmark finished',
+    last_seq = $2,
+    finished_at = clock_timestamp(),
+    updated_at = clock_timestamp(),
+    claimed_by = NULL,
+    lease_expires_at = NULL
+WHERE id = $1
+  AND owner = 'bench'
+"""
+
+BARE_KEYSET = """
+SELECT generation_id, seq, type, status, stage, progress, message, payload, created_at
+FROM generation_events
+WHERE generation_id = $1
+  AND seq > $2
+ORDER BY seq
+LIMIT $3
+"""
+
+
+def delta(data: dict[str, Any] | None = None) -> NewEvent:
+    """An ``llm.delta`` event as the generator emits them (a line or two of code)."""
+    return NewEvent(
+        EventType.LLM_DELTA, "models", 0.5, "Writing models", data or {"text": DELTA_TEXT}
+    )
+
+
+async def claimed_generations(pool: Pool, count: int, *, concurrency: int = 8) -> list[Claimed]:
+    """``count`` new generations, each created as the API creates them (row + queued event)
+    and claimed as a worker claims a run (attempt bumped: the fence its appends carry)."""
+    gate = asyncio.Semaphore(concurrency)
+    worker_id = f"bench-{uuid4().hex[:8]}"
+
+    async def one() -> Claimed:
+        generation_id = uuid4()
+        async with gate, connection(pool) as conn:
+            await generations.insert_generation(
+                conn, generation_id, OWNER, SPEC, "offline", None, queued_event()
+            )
+            row = await conn.fetchrow(CLAIM_BY_ID, worker_id, LEASE_S, generation_id)
+        assert row is not None
+        return Claimed(
+            id=row["id"],
+            spec=json.loads(row["spec"]),
+            provider=row["provider"],
+            model=row["model"],
+            attempt=row["attempt"],
+            status=Status(row["status"]),
+            stage=row["stage"],
+            progress=row["progress"],
+            cancel_requested=row["cancel_requested"],
+        )
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def emitters(pool: Pool, claims: Sequence[Claimed]) -> list[LogEmitter]:
+    return [LogEmitter(pool, claim, retry_s=30.0, stage=claim.stage) for claim in claims]
+
+
+def finished() -> NewEvent:
+    return NewEvent(EventType.SUCCEEDED, "done", 1.0, "Benchmark finished")
+
+
+async def finish(writers: Sequence[LogEmitter], *, concurrency: int = 8) -> None:
+    """End the bench's runs with a terminal event, through the same path, so that nothing is
+    left running (in a shared database a worker would otherwise pick them up one day)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(writer: LogEmitter) -> None:
+        async with gate:
+            await writer.emit(finished())
+
+    await asyncio.gather(*(one(writer) for writer in writers))
+
+
+async def last_seqs(pool: Pool, ids: Sequence[UUID]) -> dict[UUID, int]:
+    async with connection(pool) as conn:
+        rows = await conn.fetch(
+            "SELECT id, last_seq FROM generations WHERE id = ANY($1::uuid[])", list(ids)
+        )
+    return {row["id"]: row["last_seq"] for row in rows}
+
+
+class Serve:
+    """A ``python -m service serve`` subprocess with its worker off, and stream tokens for it."""
+
+    def __init__(self, server: ServerProcess, secret: str) -> None:
+        self.server = server
+        self._secret = secret
+
+    @classmethod
+    async def start(cls, database_url: str, work_dir: Path, **settings: str) -> Serve:
+        secret = secrets.token_urlsafe(32)
+        env = {
+            "DATABASE_URL": database_url,
+            "GENSTREAM_WORKER_CONCURRENCY": "0",
+            "GENSTREAM_STREAM_TOKEN_SECRET": secret,
+            "GENSTREAM_DATA_DIR": str(work_dir / "serve-data"),
+            **{f"GENSTREAM_{name.upper()}": value for name, value in settings.items()},
+        }
+        server = await ServerProcess.start(
+            "genstream-serve", ["-m", "service", "serve"], log_dir=work_dir, env=env
+        )
+        return cls(server, secret)
+
+    def stream_path(self, generation_id: UUID, after: int) -> str:
+        token = tokens.issue(self._secret, generation_id, TOKEN_TTL_S)
+        return f"/api/generations/{generation_id}/stream?token={token}&after={after}"
+
+    async def stop(self) -> None:
+        await self.server.stop()

@@ -1,0 +1,144 @@
+"""The benchmark suite's smoke run: ``python -m bench --quick`` completes and its numbers are sane.
+
+Never a time limit on what the bench measured: only that every implemented case ran, printed
+its table and wrote its JSON, that rates are positive, percentiles ordered, and that every
+event published in the stream cases reached every stream that followed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from bench.cases import CASES
+from service.settings import PROJECT_ROOT
+from service.store.db import asyncpg_dsn
+
+BENCH_TIMEOUT_S = 300.0
+IMPLEMENTED = [case for case in CASES if case.run is not None]
+PENDING = [case for case in CASES if case.run is None]
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _bench_env(request: pytest.FixtureRequest) -> tuple[dict[str, str], str | None]:
+    """The bench's environment, and the database to drop afterwards (if we made one).
+
+    Without TEST_DATABASE_URL the bench starts its own throwaway cluster, as ``make bench``
+    does. With it (a server, perhaps without local PostgreSQL binaries), a fresh database on
+    that server.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BENCH_DATABASE_URL")}
+    if not os.environ.get("TEST_DATABASE_URL"):
+        return env, None
+    server_url: str = request.getfixturevalue("server_url")
+    name = f"bench_{uuid4().hex[:12]}"
+    await _admin(server_url, f"CREATE DATABASE {name}")
+    base, _, _ = asyncpg_dsn(server_url).rpartition("/")
+    env["BENCH_DATABASE_URL"] = f"{base}/{name}"
+    return env, name
+
+
+def _sections(output: str) -> dict[str, str]:
+    """The printed output split per case (``## <number>. <name>: <title>`` headings)."""
+    sections: dict[str, str] = {}
+    for part in output.split("\n## ")[1:]:
+        heading, _, body = part.partition("\n")
+        name = heading.split(" ", 1)[1].split(":", 1)[0]
+        sections[name] = body
+    return sections
+
+
+def _metrics(document: dict[str, Any]) -> Iterator[tuple[str, list[float]]]:
+    for result in document["results"]:
+        for name, value in result["metrics"].items():
+            if isinstance(value, dict):
+                yield name, [float(v) for v in value["values"]]
+            elif isinstance(value, int | float):
+                yield name, [float(value)]
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 120)
+async def test_quick_bench_runs_every_implemented_case_and_writes_sane_results(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env, database = await _bench_env(request)
+    out = tmp_path / "results"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench", "--quick", "--out", str(out),
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        raw, _ = await asyncio.wait_for(proc.communicate(), BENCH_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        pytest.fail(f"python -m bench --quick did not finish in {BENCH_TIMEOUT_S:.0f}s")
+    finally:
+        if database is not None:
+            await _admin(
+                request.getfixturevalue("server_url"),
+                f"DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+            )
+    output = raw.decode(errors="replace")
+    assert proc.returncode == 0, output[-6000:]
+
+    sections = _sections(output)
+    for case in PENDING:
+        assert "not yet implemented" in sections[case.name]
+        assert not (out / f"{case.name}.json").exists()
+    for case in IMPLEMENTED:
+        document = json.loads((out / f"{case.name}.json").read_text())
+        assert document["mode"] == "quick"
+        assert "--quick" in document["command"]
+        assert document["machine"]["cpu_count"] >= 1
+        assert document["machine"]["python"]
+        assert document["machine"]["postgres"]["server_version"]
+        if document["status"] == "skipped":  # only the peer may be: its install can fail
+            assert case.name == "peer", document["reason"]
+            assert document["reason"]
+            assert f"skipped: {document['reason']}" in sections[case.name]
+            continue
+        assert document["status"] == "ok", document["reason"]
+        lines = sections[case.name].splitlines()
+        assert any(line.startswith("| ") for line in lines), sections[case.name]
+        assert any(line.startswith("|---") for line in lines), sections[case.name]
+        assert document["results"], case.name
+
+        for name, values in _metrics(document):
+            if name.endswith("_per_s") or name.startswith("ratio"):
+                assert all(v > 0 for v in values), (case.name, name, values)
+            if name == "undelivered":
+                assert values == [0.0], (case.name, "events did not reach their streams")
+            if name == "kib_per_idle_stream":
+                assert all(math.isfinite(v) for v in values), (case.name, name, values)
+        for result in document["results"]:
+            found = result["metrics"]
+            if "p50_ms" in found:
+                for p50, p95, p99, top in zip(
+                    found["p50_ms"]["values"],
+                    found["p95_ms"]["values"],
+                    found["p99_ms"]["values"],
+                    found["max_ms"]["values"],
+                    strict=True,
+                ):
+                    assert 0 < p50 <= p95 <= p99 <= top, (case.name, result["params"])
