@@ -152,5 +152,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             Exception: _unexpected_error,
         },
         request_max_body_size=settings.max_body_bytes,
+        # Plain logging (configured by the command line): Litestar's default queues records
+        # and flushes at exit, which uvicorn's SIGTERM re-raise skips, losing the last lines.
+        logging_config=None,
         openapi_config=OpenAPIConfig(title="genstream", version="0.1.0", path="/schema"),
     )
