@@ -291,3 +291,31 @@ async def test_sigterm_closes_open_streams_and_the_process_exits_promptly(
     # A clean shutdown: uvicorn re-raises the SIGTERM it handled once shutdown is complete.
     assert code in (0, -signal.SIGTERM), solo.log()
     assert "Application shutdown complete" in solo.log()
+
+
+async def test_a_cancel_posted_to_one_process_stops_a_run_held_by_another(
+    spawn: Spawn, make_key: KeyFactory, pool: Pool
+) -> None:
+    a, b = await asyncio.gather(spawn("a", worker_concurrency=2), spawn("b", worker_concurrency=0))
+    key = await make_key("alice")
+    async with a.client(key) as on_a, b.client(key) as on_b:
+        created = await on_a.post("/api/generations", json={"spec": BIG_SPEC})
+        generation_id = UUID(created.json()["id"])
+        url = f"/api/generations/{generation_id}"
+        async with asyncio.timeout(20):
+            while len((await on_b.get(f"{url}/events")).json()["events"]) < 5:
+                await asyncio.sleep(0.02)
+        cancelled_at = time.monotonic()
+        answer = await on_b.post(f"{url}/cancel")
+        assert answer.status_code == 202, answer.text
+        async with asyncio.timeout(10):
+            while (await on_b.get(url)).json()["status"] == "running":
+                await asyncio.sleep(0.02)
+        took = time.monotonic() - cancelled_at
+        events = (await on_b.get(f"{url}/events?limit=1000")).json()["events"]
+    assert took < 2.0, f"the run on A took {took:.2f}s to stop"
+    assert events[-1]["type"] == "generation.cancelled"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events].count("generation.cancelled") == 1
+    started = next(e for e in events if e["type"] == "generation.started")
+    assert f":{a.proc.pid}:" in started["data"]["worker"]
