@@ -215,8 +215,11 @@ class Follower:
                         continue
                     self.connections += 1
                     async for sse in source.aiter_sse():
-                        if not sse.id:
-                            continue  # the leading retry: frame
+                        if not sse.data:
+                            # The leading retry: frame, or a keepalive comment: httpx-sse
+                            # dispatches an empty event on it once an id was seen (browsers
+                            # do not: an event with no data is never fired).
+                            continue
                         event = json.loads(sse.data)
                         assert sse.id == str(event["seq"])
                         assert sse.event == event["type"]

@@ -76,12 +76,12 @@ Spawn = Callable[..., Awaitable[ServeProcess]]
 
 
 async def event_frames(source: EventSource) -> AsyncIterator[ServerSentEvent]:
-    """The stream's event frames; the bare ``retry:`` frame it starts with is skipped."""
+    """The stream's event frames. Skipped: the bare ``retry:`` frame it starts with, and the
+    empty events httpx-sse dispatches on keepalive comments once an id was seen (a browser
+    fires no event without data)."""
     async for sse in source.aiter_sse():
-        if sse.data or sse.id:
+        if sse.data:
             yield sse
-        else:
-            assert sse.retry is not None, sse
 
 
 async def wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
