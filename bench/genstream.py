@@ -10,7 +10,6 @@ may point at a database with real runs in it).
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from uuid import UUID, uuid4
 from bench.asgi import DELTA_TEXT
 from bench.processes import ServerProcess
 from service import tokens
-from service.events import EventType, NewEvent, Status
+from service.events import EventType, NewEvent
 from service.generation.runner import LogEmitter
 from service.generation.runs import queued_event
 from service.store import generations
@@ -110,17 +109,7 @@ async def claimed_generations(pool: Pool, count: int, *, concurrency: int = 8) -
             )
             row = await conn.fetchrow(CLAIM_BY_ID, worker_id, LEASE_S, generation_id)
         assert row is not None
-        return Claimed(
-            id=row["id"],
-            spec=json.loads(row["spec"]),
-            provider=row["provider"],
-            model=row["model"],
-            attempt=row["attempt"],
-            status=Status(row["status"]),
-            stage=row["stage"],
-            progress=row["progress"],
-            cancel_requested=row["cancel_requested"],
-        )
+        return generations.claimed_from_row(row)
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
 

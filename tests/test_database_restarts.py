@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,11 +34,11 @@ from service.store.db import asyncpg_dsn, create_pool
 from service.store.embedded import EmbeddedCluster, throwaway_cluster
 from service.store.migrate import upgrade
 from tests.conftest import SPEC
+from tests.processes import free_port, terminate
 
 READY_TIMEOUT_S = 30.0
 RECOVERY_TIMEOUT_S = 30.0
 RUNS_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 TERMINAL = {"generation.succeeded", "generation.failed", "generation.cancelled"}
 
 # SPEC streams ~460 chunks of 64 characters: at 8 ms a chunk a run lasts ~3.7 s, long enough to
@@ -69,13 +67,6 @@ def database() -> Iterator[Database]:
         cluster.destroy()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Server:
     proc: subprocess.Popen[bytes]
@@ -90,21 +81,6 @@ class Server:
         return httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=httpx.Timeout(30.0)
         )
-
-
-async def wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
-    deadline = time.monotonic() + seconds
-    while (code := proc.poll()) is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return code
-
-
-async def terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        if await wait_exit(proc, STOP_TIMEOUT_S) is None:
-            proc.kill()
-    await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
 
 
 async def readyz(server: Server, *, listener: bool = False) -> int:

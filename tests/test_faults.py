@@ -19,7 +19,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,9 +42,9 @@ from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool
 from tests.conftest import SPEC, KeyFactory
+from tests.processes import STOP_TIMEOUT_S, free_port, wait_exit
 
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 TERMINAL = frozenset({"generation.succeeded", "generation.failed", "generation.cancelled"})
 STAGES = tuple(phase.stage for phase in PHASES)
 WORKER_RUNNING = re.compile(r"worker \S+ running")
@@ -56,13 +55,6 @@ Event = dict[str, Any]
 
 
 # -- processes ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -175,14 +167,6 @@ async def wait_ready(child: Child) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{child.name} not ready in {READY_TIMEOUT_S}s:\n{child.log()}")
             await asyncio.sleep(0.05)
-
-
-async def wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
-    """The exit code, or None if the process is still running after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while (code := proc.poll()) is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return code
 
 
 async def eventually(what: str, check: Callable[[], Awaitable[bool]], seconds: float) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,9 +29,9 @@ from service.settings import PROJECT_ROOT
 from service.store import event_log, generations
 from service.store.db import Pool
 from tests.conftest import KeyFactory
+from tests.processes import STOP_TIMEOUT_S, free_port, terminate, wait_exit
 
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 
 # Big enough that the offline run (0.02 s per chunk) lasts well over a second, so a stream
 # opened right after creating the generation is certainly open before the run ends.
@@ -46,13 +45,6 @@ SMALL_SPEC: dict[str, Any] = {
     "project": "p",
     "entities": [{"name": "User", "fields": {"email": "str"}}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -82,23 +74,6 @@ async def event_frames(source: EventSource) -> AsyncIterator[ServerSentEvent]:
     async for sse in source.aiter_sse():
         if sse.data:
             yield sse
-
-
-async def wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
-    """The exit code, or None if the process is still running after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while (code := proc.poll()) is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return code
-
-
-async def terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it is still there after STOP_TIMEOUT_S."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        if await wait_exit(proc, STOP_TIMEOUT_S) is None:
-            proc.kill()
-    await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
 
 
 async def wait_ready(process: ServeProcess) -> None:

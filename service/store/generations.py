@@ -268,6 +268,11 @@ async def claim_next(conn: Connection, worker_id: str, lease_s: float) -> Claime
     row = await conn.fetchrow(UPDATE_CLAIM_NEXT, worker_id, lease_s)
     if row is None:
         return None
+    return claimed_from_row(row)
+
+
+def claimed_from_row(row: asyncpg.Record) -> Claimed:
+    """A claim's row (the columns UPDATE_CLAIM_NEXT returns) as a Claimed."""
     return Claimed(
         id=row["id"],
         spec=json.loads(row["spec"]),
