@@ -21,10 +21,11 @@ from service.api.stream import stream
 from service.generation.generator import make_generate
 from service.generation.providers.registry import available_providers
 from service.generation.runner import Worker
+from service.hub import Hub
 from service.settings import Settings
 from service.store import event_log, generations
 from service.store.db import create_pool
-from service.store.listener import Hub, Listener, parse_event_payload
+from service.store.listener import Listener
 from service.store.migrate import head_revisions
 from service.streams import Follow
 from service.tokens import load_or_create_secret
@@ -89,7 +90,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         pool = await create_pool(
             database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
         )
-        hub = Hub()
+        hub = Hub(pool, page_size=settings.stream_page_size)
         worker = Worker(
             pool,
             make_generate(settings),
@@ -100,8 +101,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         )
 
         def on_event(payload: str) -> None:
-            if (generation_id := parse_event_payload(payload)) is not None:
-                hub.wake(generation_id)
+            if (notified := event_log.parse_notification(payload)) is not None:
+                hub.wake(*notified)
 
         def on_connect() -> None:
             hub.wake_all()  # anything appended while we were not listening
@@ -122,19 +123,21 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             pool=pool,
             hub=hub,
             listener=listener,
-            follow=Follow(pool, hub, settings.stream_page_size, settings.keepalive_s),
+            follow=Follow(hub, settings.keepalive_s),
             token_secret=settings.stream_token_secret
             or load_or_create_secret(settings.secret_file),
             providers=available_providers(settings),
             head_revisions=head_revisions(),
         )
         listener.start()
+        hub.start_checking(settings.wakeup_check_s)
         if settings.worker_concurrency > 0:
             worker.start()
         try:
             yield
         finally:
             hub.close()
+            await hub.stop_checking()
             await worker.stop()
             await listener.stop()
             await pool.close()

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     stream_token_ttl_s: int = Field(default=3600, gt=0)
     keepalive_s: float = Field(default=15.0, gt=0, description="Idle SSE comment interval.")
     sse_retry_ms: int = Field(default=2000, ge=0, description="The SSE `retry:` hint.")
+    wakeup_check_s: float = Field(
+        default=5.0, gt=0, description="How often streams check for a lost wake-up."
+    )
     stream_page_size: int = Field(default=500, ge=1, le=10_000)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     pool_min_size: int = Field(default=1, ge=0)

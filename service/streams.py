@@ -5,16 +5,17 @@ This is application logic with no HTTP in it; ``api/stream.py`` turns what it yi
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 from uuid import UUID
 
 from service.errors import InvalidRequest, StoreUnavailable
+from service.hub import Hub
 from service.store import event_log
 from service.store.db import Pool, connection
 from service.store.event_log import Head, StoredEvent
-from service.store.listener import Hub
 
 
 class Keepalive:
@@ -23,14 +24,18 @@ class Keepalive:
 
 KEEPALIVE: Final = Keepalive()
 OUTAGE_RETRY_MAX_S: Final = 2.0
+KEEPALIVE_JITTER: Final = 0.2
 
 
 @dataclass(frozen=True, slots=True)
 class Follow:
-    pool: Pool
     hub: Hub
-    page_size: int
     keepalive_s: float
+
+    def keepalive_wait_s(self) -> float:
+        """A little under the interval, at random: streams opened together (a deploy, a
+        reconnect storm) drift apart instead of all sending keepalives in the same tick."""
+        return self.keepalive_s * (1.0 - KEEPALIVE_JITTER * random.random())
 
 
 async def head(pool: Pool, generation_id: UUID) -> Head:
@@ -62,23 +67,21 @@ async def follow(
     """Every event with seq > ``after`` in order, then live ones, ending with the terminal one;
     in pages (one per read), so the caller can write a page to the socket in one send.
 
-    Holds a database connection only while reading a page: an idle follower costs a
+    Holds a database connection only while reading a page, and at the live edge not even
+    that: the hub reads once for all followers of a generation. An idle follower costs a
     subscription and a flag.
     """
+    hub = settings.hub
     # Subscribe BEFORE the first read: an event committed after our read but before we
     # subscribed would otherwise wake nobody. And clear the flag BEFORE each read: a wake-up
     # that lands while we read stays set, so the next wait returns at once and we re-read.
-    subscription = settings.hub.subscribe(generation_id)
+    subscription = hub.subscribe(generation_id, after)
     try:
-        last_sent = after
         outage = 0.0
         while not subscription.closed:
             subscription.clear()
             try:
-                async with connection(settings.pool) as conn:
-                    page = await event_log.select_events_after(
-                        conn, generation_id, last_sent, settings.page_size
-                    )
+                page = await hub.page_after(subscription, subscription.feed.version)
             except StoreUnavailable:
                 # PostgreSQL is restarting: keep the client (an EventSource that reconnects
                 # into a 503 gives up for good), and read again once it answers.
@@ -87,16 +90,15 @@ async def follow(
                 yield KEEPALIVE
                 continue
             outage = 0.0
-            for index, event in enumerate(page):
-                if event.is_terminal:
-                    yield page[: index + 1]
-                    return
             if page:
+                subscription.position = page[-1].seq
+                for index, event in enumerate(page):
+                    if event.is_terminal:
+                        yield page[: index + 1]
+                        return
                 yield page
-                last_sent = page[-1].seq
-            if len(page) == settings.page_size:
-                continue  # more is stored: keep reading before waiting
-            if not await subscription.wait(settings.keepalive_s):
+                continue  # there may be more: ask again before waiting
+            if not await subscription.wait(settings.keepalive_wait_s()):
                 yield KEEPALIVE
     finally:
-        settings.hub.unsubscribe(subscription)
+        hub.unsubscribe(subscription)

@@ -11,10 +11,10 @@ import pytest
 from service.errors import InvalidRequest
 from service.events import EventType, NewEvent, Status
 from service.generation.runs import queued_event
+from service.hub import Hub
 from service.store import event_log, generations
 from service.store.db import Pool
 from service.store.event_log import Head, StoredEvent
-from service.store.listener import Hub
 from service.streams import KEEPALIVE, Follow, Keepalive, check_resume_point, follow
 
 Item = StoredEvent | Keepalive
@@ -44,10 +44,10 @@ async def append(pool: Pool, generation_id: UUID, *events: NewEvent) -> int:
 
 
 async def open_follow(
-    pool: Pool, hub: Hub, generation_id: UUID, after: int, *, page_size: int, keepalive_s: float
+    hub: Hub, generation_id: UUID, after: int, *, keepalive_s: float
 ) -> AsyncGenerator[Item, None]:
     """``follow`` flattened to one item per event (it yields pages)."""
-    pages = follow(Follow(pool, hub, page_size, keepalive_s), generation_id, after)
+    pages = follow(Follow(hub, keepalive_s), generation_id, after)
     assert isinstance(pages, AsyncGenerator)
     async with contextlib.aclosing(pages):
         async for page in pages:
@@ -87,9 +87,9 @@ async def test_follow_replays_stored_events_after_the_resume_point_then_ends_at_
 ) -> None:
     generation_id = await new_generation(pool)
     await append(pool, generation_id, *(delta(i) for i in range(5)), DONE)
-    hub = Hub()
+    hub = Hub(pool)
 
-    items = await collect(open_follow(pool, hub, generation_id, 3, page_size=100, keepalive_s=LONG))
+    items = await collect(open_follow(hub, generation_id, 3, keepalive_s=LONG))
 
     assert seqs(items) == [4, 5, 6, 7]
     assert all(isinstance(item, StoredEvent) for item in items)
@@ -106,9 +106,7 @@ async def test_follow_from_zero_replays_everything_in_order(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     await append(pool, generation_id, delta(1), DONE)
 
-    items = await collect(
-        open_follow(pool, Hub(), generation_id, 0, page_size=100, keepalive_s=LONG)
-    )
+    items = await collect(open_follow(Hub(pool, page_size=100), generation_id, 0, keepalive_s=LONG))
 
     assert [(e.seq, e.type) for e in items if isinstance(e, StoredEvent)] == [
         (1, EventType.QUEUED),
@@ -124,7 +122,7 @@ async def test_follow_pages_through_more_events_than_a_page_without_waiting(pool
     # A full page must be followed by another read at once, not by a wait for a wake-up
     # (which would take the keepalive interval, far beyond the timeout).
     items = await collect(
-        open_follow(pool, Hub(), generation_id, 0, page_size=3, keepalive_s=LONG), seconds=5
+        open_follow(Hub(pool, page_size=3), generation_id, 0, keepalive_s=LONG), seconds=5
     )
 
     assert seqs(items) == list(range(1, 23))
@@ -137,15 +135,15 @@ async def test_follow_pages_exactly_when_the_log_is_a_multiple_of_the_page_size(
     generation_id = await new_generation(pool)
     await append(pool, generation_id, delta(1), delta(2), delta(3), delta(4), DONE)  # 6 events
 
-    items = await collect(open_follow(pool, Hub(), generation_id, 0, page_size=3, keepalive_s=LONG))
+    items = await collect(open_follow(Hub(pool, page_size=3), generation_id, 0, keepalive_s=LONG))
 
     assert seqs(items) == [1, 2, 3, 4, 5, 6]
 
 
 async def test_follow_yields_keepalive_while_idle(pool: Pool) -> None:
     generation_id = await new_generation(pool)
-    hub = Hub()
-    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=0.05)
+    hub = Hub(pool)
+    stream = open_follow(hub, generation_id, 0, keepalive_s=0.05)
     try:
         async with asyncio.timeout(5):
             first = await anext(stream)
@@ -161,8 +159,8 @@ async def test_follow_sends_live_events_once_woken_and_ends_after_the_terminal_o
     pool: Pool,
 ) -> None:
     generation_id = await new_generation(pool)
-    hub = Hub()
-    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    hub = Hub(pool)
+    stream = open_follow(hub, generation_id, 0, keepalive_s=LONG)
     try:
         assert (await next_event(stream)).seq == 1
 
@@ -195,8 +193,8 @@ async def test_follow_sends_live_events_once_woken_and_ends_after_the_terminal_o
 async def test_an_event_appended_and_woken_between_two_reads_is_not_missed(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     await append(pool, generation_id, delta(1))
-    hub = Hub()
-    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    hub = Hub(pool)
+    stream = open_follow(hub, generation_id, 0, keepalive_s=LONG)
     try:
         assert (await next_event(stream)).seq == 1
         # The stream is now past its read of seqs 1..2 and suspended handing them out; the
@@ -211,8 +209,8 @@ async def test_an_event_appended_and_woken_between_two_reads_is_not_missed(pool:
 
 async def test_an_event_appended_before_following_starts_needs_no_wake(pool: Pool) -> None:
     generation_id = await new_generation(pool)
-    hub = Hub()
-    stream = open_follow(pool, hub, generation_id, 1, page_size=100, keepalive_s=LONG)
+    hub = Hub(pool)
+    stream = open_follow(hub, generation_id, 1, keepalive_s=LONG)
     try:
         await append(pool, generation_id, delta(1))  # no wake-up at all
         assert (await next_event(stream)).seq == 2
@@ -222,8 +220,8 @@ async def test_an_event_appended_before_following_starts_needs_no_wake(pool: Poo
 
 async def test_follow_ends_when_the_hub_closes(pool: Pool) -> None:
     generation_id = await new_generation(pool)
-    hub = Hub()
-    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    hub = Hub(pool)
+    stream = open_follow(hub, generation_id, 0, keepalive_s=LONG)
     try:
         assert (await next_event(stream)).seq == 1
         pending = asyncio.ensure_future(anext(stream))
@@ -239,17 +237,17 @@ async def test_follow_ends_when_the_hub_closes(pool: Pool) -> None:
 
 async def test_follow_started_after_the_hub_closed_ends_at_once(pool: Pool) -> None:
     generation_id = await new_generation(pool)
-    hub = Hub()
+    hub = Hub(pool)
     hub.close()
-    items = await collect(open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG))
+    items = await collect(open_follow(hub, generation_id, 0, keepalive_s=LONG))
     assert items == []
     assert len(hub) == 0
 
 
 async def test_the_subscription_is_removed_when_the_consumer_stops(pool: Pool) -> None:
     generation_id = await new_generation(pool)
-    hub = Hub()
-    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    hub = Hub(pool)
+    stream = open_follow(hub, generation_id, 0, keepalive_s=LONG)
     await next_event(stream)
     assert len(hub) == 1
     await stream.aclose()
@@ -258,8 +256,8 @@ async def test_the_subscription_is_removed_when_the_consumer_stops(pool: Pool) -
 
 async def test_the_subscription_is_removed_when_the_consumer_is_cancelled(pool: Pool) -> None:
     generation_id = await new_generation(pool)
-    hub = Hub()
-    stream = open_follow(pool, hub, generation_id, 0, page_size=100, keepalive_s=LONG)
+    hub = Hub(pool)
+    stream = open_follow(hub, generation_id, 0, keepalive_s=LONG)
     try:
         await next_event(stream)
         waiting = asyncio.ensure_future(anext(stream))
@@ -274,8 +272,8 @@ async def test_the_subscription_is_removed_when_the_consumer_is_cancelled(pool: 
 
 
 async def test_follow_of_an_unknown_generation_yields_only_keepalives(pool: Pool) -> None:
-    hub = Hub()
-    stream = open_follow(pool, hub, uuid4(), 0, page_size=100, keepalive_s=0.05)
+    hub = Hub(pool)
+    stream = open_follow(hub, uuid4(), 0, keepalive_s=0.05)
     try:
         assert await asyncio.wait_for(anext(stream), 5) is KEEPALIVE
     finally:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from litestar.datastructures import State
 
+from service.hub import Hub
 from service.settings import Settings
 from service.store.db import Pool
-from service.store.listener import Hub, Listener
+from service.store.listener import Listener
 from service.streams import Follow
 
 

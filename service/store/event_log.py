@@ -116,6 +116,12 @@ SELECT
 FROM generation
 """
 
+SELECT_LAST_SEQS = """
+SELECT id, last_seq
+FROM generations
+WHERE id = ANY($1::uuid[])
+"""
+
 SELECT_GENERATION_HEAD = """
 SELECT status, stage, progress, last_seq, attempt,
     cancel_requested_at IS NOT NULL AS cancel_requested
@@ -298,6 +304,23 @@ async def _insert(
         fence,
         list(keys) if keys is not None else [None] * len(events),
     )
+
+
+def parse_notification(payload: str) -> tuple[UUID, int] | None:
+    """``<generation id>:<last seq>``, as the append's ``pg_notify`` writes it (None if not)."""
+    generation_id, _, last_seq = payload.partition(":")
+    if not last_seq.isdigit():
+        return None
+    try:
+        return UUID(generation_id), int(last_seq)
+    except ValueError:
+        return None
+
+
+async def select_last_seqs(conn: Connection, generation_ids: list[UUID]) -> dict[UUID, int]:
+    """The newest seq of each generation (from its row, kept in step by every append)."""
+    rows = await conn.fetch(SELECT_LAST_SEQS, generation_ids)
+    return {row["id"]: row["last_seq"] for row in rows}
 
 
 async def select_head(conn: Connection, generation_id: UUID) -> Head:

@@ -1,9 +1,7 @@
-"""One LISTEN connection per process, and the in-process hub that fans its wake-ups out.
+"""One LISTEN connection per process, shared by everything in it that waits for the database.
 
-A notification is only a wake-up: whoever is woken re-reads the table after the last seq it
-has, so nothing depends on a notification arriving. Wake-ups are level-triggered flags (an
-``asyncio.Event`` per subscriber), not queues: a slow stream never makes the hub wait or
-buffer, it just finds its flag set and reads everything it missed in one page.
+Its handlers only wake things up (``service.hub``, the worker); nothing depends on a
+notification arriving, which is why a reconnect just calls ``on_connect`` to wake everyone.
 """
 
 from __future__ import annotations
@@ -14,80 +12,12 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from functools import partial
-from uuid import UUID
 
 import asyncpg
 
 from service.store.db import UNAVAILABLE_ERRORS, asyncpg_dsn
 
 log = logging.getLogger(__name__)
-
-
-class Subscription:
-    """One stream's interest in one generation."""
-
-    __slots__ = ("_flag", "closed", "generation_id")
-
-    def __init__(self, generation_id: UUID) -> None:
-        self.generation_id = generation_id
-        self._flag = asyncio.Event()
-        self.closed = False
-
-    def wake(self) -> None:
-        self._flag.set()
-
-    def clear(self) -> None:
-        self._flag.clear()
-
-    async def wait(self, seconds: float) -> bool:
-        """Wait for a wake-up; False when ``seconds`` passed without one."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._flag.wait()
-        except TimeoutError:
-            return False
-        return True
-
-
-class Hub:
-    """Subscriptions keyed by generation id; costs nothing for generations nobody follows."""
-
-    def __init__(self) -> None:
-        self._subscriptions: dict[UUID, set[Subscription]] = {}
-        self.closing = False
-
-    def subscribe(self, generation_id: UUID) -> Subscription:
-        subscription = Subscription(generation_id)
-        subscription.closed = self.closing
-        self._subscriptions.setdefault(generation_id, set()).add(subscription)
-        return subscription
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        subscribers = self._subscriptions.get(subscription.generation_id)
-        if subscribers is not None:
-            subscribers.discard(subscription)
-            if not subscribers:
-                del self._subscriptions[subscription.generation_id]
-
-    def wake(self, generation_id: UUID) -> None:
-        for subscription in self._subscriptions.get(generation_id, ()):
-            subscription.wake()
-
-    def wake_all(self) -> None:
-        for subscribers in self._subscriptions.values():
-            for subscription in subscribers:
-                subscription.wake()
-
-    def close(self) -> None:
-        """Shutting down: every stream ends after its current page; new ones end at once."""
-        self.closing = True
-        for subscribers in self._subscriptions.values():
-            for subscription in subscribers:
-                subscription.closed = True
-        self.wake_all()
-
-    def __len__(self) -> int:
-        return sum(len(subscribers) for subscribers in self._subscriptions.values())
 
 
 class Listener:
@@ -162,12 +92,3 @@ class Listener:
 
 def _set_event(event: asyncio.Event, _conn: object) -> None:
     event.set()
-
-
-def parse_event_payload(payload: str) -> UUID | None:
-    """``<generation id>:<last seq>`` -> the generation id (None for anything malformed)."""
-    generation_id, _, _ = payload.partition(":")
-    try:
-        return UUID(generation_id)
-    except ValueError:
-        return None

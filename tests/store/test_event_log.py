@@ -137,6 +137,23 @@ async def test_append_notifies_with_generation_and_last_seq_only(pool: Pool) -> 
         finally:
             await listener.remove_listener(event_log.EVENTS_CHANNEL, on_notify)
     assert payload == f"{generation_id}:3"
+    assert event_log.parse_notification(str(payload)) == (generation_id, 3)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["", ":", ":3", "garbage", "not-a-uuid:3", "12345:6", "\x00", f"{uuid4()}:", f"{uuid4()}:-1"],
+)
+def test_parse_notification_rejects_garbage(payload: str) -> None:
+    assert event_log.parse_notification(payload) is None
+
+
+async def test_last_seqs_are_those_of_the_generation_rows(pool: Pool) -> None:
+    first, second = await new_generation(pool), await new_generation(pool)
+    async with pool.acquire() as conn:
+        await event_log.append(conn, first, [delta(1), delta(2)])
+        last_seqs = await event_log.select_last_seqs(conn, [first, second, uuid4()])
+    assert last_seqs == {first: 3, second: 1}
 
 
 async def test_keyset_pages_cover_the_log_exactly_once(pool: Pool) -> None:

@@ -3,128 +3,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from uuid import uuid4
 
 import pytest
 
 from service.store.db import Pool
-from service.store.listener import Hub, Listener, parse_event_payload
+from service.store.listener import Listener
 
 CHANNEL = "test_channel"
-
-
-# --- Hub --------------------------------------------------------------------------------------
-
-
-async def test_a_woken_subscription_returns_true_from_wait() -> None:
-    hub = Hub()
-    generation_id = uuid4()
-    subscription = hub.subscribe(generation_id)
-    hub.wake(generation_id)
-    assert await subscription.wait(5) is True
-
-
-async def test_wait_returns_false_after_the_timeout_without_a_wake() -> None:
-    hub = Hub()
-    subscription = hub.subscribe(uuid4())
-    assert await subscription.wait(0.05) is False
-
-
-async def test_a_wake_while_waiting_ends_the_wait() -> None:
-    hub = Hub()
-    generation_id = uuid4()
-    subscription = hub.subscribe(generation_id)
-    waiting = asyncio.ensure_future(subscription.wait(5))
-    await asyncio.sleep(0.05)
-    assert not waiting.done()
-    hub.wake(generation_id)
-    assert await asyncio.wait_for(waiting, 5) is True
-
-
-async def test_wake_reaches_only_that_generations_subscriptions() -> None:
-    hub = Hub()
-    first, other = uuid4(), uuid4()
-    a, b = hub.subscribe(first), hub.subscribe(first)
-    c = hub.subscribe(other)
-    hub.wake(first)
-    assert await a.wait(1) is True
-    assert await b.wait(1) is True
-    assert await c.wait(0.05) is False
-
-
-async def test_a_wake_stays_set_until_cleared() -> None:
-    hub = Hub()
-    generation_id = uuid4()
-    subscription = hub.subscribe(generation_id)
-    hub.wake(generation_id)
-    assert await subscription.wait(1) is True
-    assert await subscription.wait(1) is True  # level-triggered: still set
-    subscription.clear()
-    assert await subscription.wait(0.05) is False
-
-
-async def test_wake_all_wakes_every_subscription() -> None:
-    hub = Hub()
-    subscriptions = [hub.subscribe(uuid4()) for _ in range(3)] + [hub.subscribe(uuid4())]
-    hub.wake_all()
-    for subscription in subscriptions:
-        assert await subscription.wait(1) is True
-
-
-def test_wake_of_a_generation_nobody_follows_is_harmless() -> None:
-    hub = Hub()
-    hub.wake(uuid4())
-    hub.wake_all()
-    assert len(hub) == 0
-
-
-def test_unsubscribing_the_last_subscription_removes_the_generation() -> None:
-    hub = Hub()
-    generation_id = uuid4()
-    a, b = hub.subscribe(generation_id), hub.subscribe(generation_id)
-    assert len(hub) == 2
-    hub.unsubscribe(a)
-    assert len(hub) == 1
-    assert generation_id in hub._subscriptions
-    hub.unsubscribe(b)
-    assert len(hub) == 0
-    assert generation_id not in hub._subscriptions
-    hub.unsubscribe(b)  # twice is harmless
-    assert len(hub) == 0
-
-
-async def test_an_unsubscribed_subscription_is_no_longer_woken() -> None:
-    hub = Hub()
-    generation_id = uuid4()
-    subscription = hub.subscribe(generation_id)
-    hub.unsubscribe(subscription)
-    hub.wake(generation_id)
-    assert await subscription.wait(0.05) is False
-
-
-async def test_close_marks_existing_and_future_subscriptions_closed_and_wakes_them() -> None:
-    hub = Hub()
-    existing = hub.subscribe(uuid4())
-    assert not existing.closed
-    hub.close()
-    assert existing.closed
-    assert await existing.wait(1) is True
-    later = hub.subscribe(uuid4())
-    assert later.closed
-
-
-# --- parse_event_payload ----------------------------------------------------------------------
-
-
-def test_parse_event_payload_takes_the_generation_id() -> None:
-    generation_id = uuid4()
-    assert parse_event_payload(f"{generation_id}:42") == generation_id
-    assert parse_event_payload(f"{generation_id}:1") == generation_id
-
-
-@pytest.mark.parametrize("payload", ["", ":", ":3", "garbage", "not-a-uuid:3", "12345:6", "\x00"])
-def test_parse_event_payload_rejects_garbage(payload: str) -> None:
-    assert parse_event_payload(payload) is None
 
 
 # --- Listener against the real database -------------------------------------------------------

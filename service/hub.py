@@ -1,0 +1,279 @@
+"""The in-process hub: who follows which generation here, and the reads they share.
+
+A notification is only a wake-up: whoever is woken re-reads the log after the last seq it
+has, so nothing depends on a notification arriving. Wake-ups are level-triggered flags (an
+``asyncio.Event`` per subscriber), not queues: a slow stream never makes the hub wait or
+buffer, it just finds its flag set and reads everything it missed in one page.
+
+What a wake-up costs is one query per generation, not one per follower: a generation's
+followers share a ``Feed``, which keeps the few newest events (the live edge) and reads the
+log at most once at a time for all of them. A thousand browsers watching one generation are
+one keyset read per append. A follower behind the live edge (resuming from long ago) reads
+its own pages until it catches up; one ahead of it (the edge moved on while nobody read)
+moves the edge. And because a wake-up can be lost while the LISTEN connection is down or
+being replaced, ``check`` compares every followed generation's last seq with what its feed
+has seen, one query for all of them, and wakes the ones that fell behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+from uuid import UUID
+
+from service.errors import StoreUnavailable
+from service.store import event_log
+from service.store.db import Pool, connection
+from service.store.event_log import StoredEvent
+
+log = logging.getLogger(__name__)
+
+CACHE_MAX_EVENTS: Final = 1_000
+
+
+class Subscription:
+    """One stream's interest in one generation; ``position`` is the last seq it was given."""
+
+    __slots__ = ("_flag", "closed", "feed", "position")
+
+    def __init__(self, feed: Feed, position: int) -> None:
+        self.feed = feed
+        self.position = position
+        self._flag = asyncio.Event()
+        self.closed = False
+
+    @property
+    def generation_id(self) -> UUID:
+        return self.feed.generation_id
+
+    def wake(self) -> None:
+        self._flag.set()
+
+    def clear(self) -> None:
+        self._flag.clear()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait for a wake-up; False when ``seconds`` passed without one."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._flag.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class Feed:
+    """One generation's followers in this process and the newest events they share.
+
+    ``events`` holds the consecutive seqs ``base + 1 .. tail`` as read from the log. A read
+    that started after wake-up number ``version`` has seen every event whose notification
+    arrived before it (NOTIFY is delivered after commit); ``fresh_version`` is the wake-up
+    count when the newest complete read (one that reached the end of the log) started.
+    """
+
+    __slots__ = (
+        "_reading",
+        "base",
+        "events",
+        "fresh_version",
+        "generation_id",
+        "notified_seq",
+        "subscribers",
+        "version",
+    )
+
+    def __init__(self, generation_id: UUID) -> None:
+        self.generation_id = generation_id
+        self.subscribers: set[Subscription] = set()
+        self.version = 0
+        self.fresh_version = -1
+        self.notified_seq = 0
+        self.base: int | None = None
+        self.events: list[StoredEvent] = []
+        self._reading: asyncio.Task[None] | None = None
+
+    @property
+    def tail(self) -> int | None:
+        return None if self.base is None else self.base + len(self.events)
+
+    def wake(self) -> None:
+        self.version += 1
+        for subscription in self.subscribers:
+            subscription.wake()
+
+    def seen_seq(self) -> int:
+        return max(self.notified_seq, self.tail or 0)
+
+
+class Hub:
+    """Feeds keyed by generation id; costs nothing for generations nobody follows."""
+
+    def __init__(
+        self, pool: Pool, *, page_size: int = 500, cache_max: int = CACHE_MAX_EVENTS
+    ) -> None:
+        self._pool = pool
+        self._page_size = page_size
+        self._cache_max = max(cache_max, page_size)
+        self._feeds: dict[UUID, Feed] = {}
+        self._checking: asyncio.Task[None] | None = None
+        self.closing = False
+        self.reads = 0  # shared and own reads of the log, for tests and benchmarks
+
+    @property
+    def page_size(self) -> int:
+        return self._page_size
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def subscribe(self, generation_id: UUID, position: int = 0) -> Subscription:
+        feed = self._feeds.get(generation_id)
+        if feed is None:
+            feed = self._feeds[generation_id] = Feed(generation_id)
+        subscription = Subscription(feed, position)
+        subscription.closed = self.closing
+        feed.subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        feed = subscription.feed
+        feed.subscribers.discard(subscription)
+        if not feed.subscribers and self._feeds.get(feed.generation_id) is feed:
+            del self._feeds[feed.generation_id]
+
+    def wake(self, generation_id: UUID, last_seq: int | None = None) -> None:
+        """A notification: ``last_seq`` (when known) is the newest seq it announces.
+
+        A wake-up for events the feed has already read is dropped: every follower short of
+        them was woken by the read that brought them in.
+        """
+        feed = self._feeds.get(generation_id)
+        if feed is None:
+            return
+        if last_seq is not None:
+            tail = feed.tail
+            if tail is not None and last_seq <= tail:
+                return
+            feed.notified_seq = max(feed.notified_seq, last_seq)
+        feed.wake()
+
+    def wake_all(self) -> None:
+        for feed in self._feeds.values():
+            feed.wake()
+
+    def close(self) -> None:
+        """Shutting down: every stream ends after its current page; new ones end at once."""
+        self.closing = True
+        for feed in self._feeds.values():
+            for subscription in feed.subscribers:
+                subscription.closed = True
+        self.wake_all()
+
+    def __len__(self) -> int:
+        return sum(len(feed.subscribers) for feed in self._feeds.values())
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def page_after(self, subscription: Subscription, version: int) -> list[StoredEvent]:
+        """The next page after ``subscription.position``, at least as new as wake-up
+        ``version`` (taken by the caller when it cleared its flag): empty only when the log
+        has nothing after it as of then."""
+        feed = subscription.feed
+        after = subscription.position
+        while True:
+            base, tail = feed.base, feed.tail
+            if base is not None and tail is not None:
+                if after < base:
+                    return await self._read(feed.generation_id, after)  # behind the edge
+                if after < tail:
+                    start = after - base
+                    return feed.events[start : start + self._page_size]
+                if after == tail and feed.fresh_version >= version:
+                    return []
+            # At or past the edge, and the edge may be stale: read it again (once for all).
+            await self._refresh(feed, after)
+
+    async def _refresh(self, feed: Feed, after: int) -> None:
+        reading = feed._reading
+        if reading is None:
+            reading = feed._reading = asyncio.create_task(self._advance(feed, after))
+        # A follower that goes away must not cancel the read the others wait for.
+        await asyncio.shield(reading)
+
+    async def _advance(self, feed: Feed, after: int) -> None:
+        """One shared read: extends the edge from its tail, or starts it at ``after`` when
+        the caller is past it (or there is none yet)."""
+        try:
+            started_at = feed.version
+            tail = feed.tail
+            start = tail if tail is not None and after <= tail else after
+            page = await self._read(feed.generation_id, start)
+            if start == tail:
+                feed.events.extend(page)
+                self._trim(feed)
+            else:
+                feed.base, feed.events = start, page
+            if len(page) < self._page_size:
+                feed.fresh_version = started_at
+            if page or start != tail:
+                # Anyone waiting short of these events must look; their flags also make a
+                # wake-up for events already read here safe to drop (see ``wake``).
+                for subscription in feed.subscribers:
+                    subscription.wake()
+        finally:
+            feed._reading = None
+
+    def _trim(self, feed: Feed) -> None:
+        """Drop the events every follower at the edge has already been given."""
+        base = feed.base
+        assert base is not None
+        positions = [s.position for s in feed.subscribers if s.position >= base]
+        keep_after = min(positions, default=base)
+        keep_after = max(keep_after, base + len(feed.events) - self._cache_max)
+        if keep_after > base:
+            del feed.events[: keep_after - base]
+            feed.base = keep_after
+
+    async def _read(self, generation_id: UUID, after: int) -> list[StoredEvent]:
+        self.reads += 1
+        async with connection(self._pool) as conn:
+            return await event_log.select_events_after(conn, generation_id, after, self._page_size)
+
+    # --- the check for lost wake-ups ----------------------------------------------------------
+
+    async def check(self) -> int:
+        """Wake every feed whose generation has events it has not heard of; returns how many.
+
+        One query for every generation followed here, so that it can run often.
+        """
+        feeds = list(self._feeds.values())
+        if not feeds:
+            return 0
+        async with connection(self._pool) as conn:
+            last_seqs = await event_log.select_last_seqs(conn, [f.generation_id for f in feeds])
+        behind = 0
+        for feed in feeds:
+            if last_seqs.get(feed.generation_id, 0) > feed.seen_seq():
+                behind += 1
+                feed.wake()
+        return behind
+
+    def start_checking(self, every_s: float) -> None:
+        self._checking = asyncio.create_task(self._check_forever(every_s), name="genstream-hub")
+
+    async def stop_checking(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checking
+
+    async def _check_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                # Usually a race with a notification still in flight, so only at debug level.
+                if behind := await self.check():
+                    log.debug("woke %d generation(s) behind their log", behind)
+            except StoreUnavailable as exc:
+                log.info("lost wake-up check skipped: %s", exc)

@@ -1,0 +1,331 @@
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID, uuid4
+
+import pytest
+
+from service.events import EventType, NewEvent
+from service.generation.runs import queued_event
+from service.hub import Hub, Subscription
+from service.store import event_log, generations
+from service.store.db import Pool
+from service.store.event_log import StoredEvent
+
+
+async def new_generation(pool: Pool) -> UUID:
+    generation_id = uuid4()
+    async with pool.acquire() as conn:
+        await generations.insert_generation(
+            conn, generation_id, "alice", {"project": "p", "entities": []}, "offline", None,
+            queued_event(),
+        )  # fmt: skip
+    return generation_id
+
+
+def delta(n: int) -> NewEvent:
+    return NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
+
+
+async def append(pool: Pool, generation_id: UUID, *events: NewEvent) -> int:
+    async with pool.acquire() as conn:
+        return (await event_log.append(conn, generation_id, events)).last_seq
+
+
+async def take(hub: Hub, subscription: Subscription) -> list[int]:
+    """What a follower does once woken: clear, read after its position, move past the page."""
+    subscription.clear()
+    page = await hub.page_after(subscription, subscription.feed.version)
+    if page:
+        subscription.position = page[-1].seq
+    return [event.seq for event in page]
+
+
+# --- wake-ups ---------------------------------------------------------------------------------
+
+
+async def test_a_woken_subscription_returns_true_from_wait(pool: Pool) -> None:
+    hub = Hub(pool)
+    generation_id = uuid4()
+    subscription = hub.subscribe(generation_id)
+    hub.wake(generation_id)
+    assert await subscription.wait(5) is True
+
+
+async def test_wait_returns_false_after_the_timeout_without_a_wake(pool: Pool) -> None:
+    subscription = Hub(pool).subscribe(uuid4())
+    assert await subscription.wait(0.05) is False
+
+
+async def test_a_wake_while_waiting_ends_the_wait(pool: Pool) -> None:
+    hub = Hub(pool)
+    generation_id = uuid4()
+    subscription = hub.subscribe(generation_id)
+    waiting = asyncio.ensure_future(subscription.wait(5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    hub.wake(generation_id)
+    assert await asyncio.wait_for(waiting, 5) is True
+
+
+async def test_wake_reaches_only_that_generations_subscriptions(pool: Pool) -> None:
+    hub = Hub(pool)
+    first, other = uuid4(), uuid4()
+    a, b = hub.subscribe(first), hub.subscribe(first)
+    c = hub.subscribe(other)
+    hub.wake(first)
+    assert await a.wait(1) is True
+    assert await b.wait(1) is True
+    assert await c.wait(0.05) is False
+
+
+async def test_a_wake_stays_set_until_cleared(pool: Pool) -> None:
+    hub = Hub(pool)
+    generation_id = uuid4()
+    subscription = hub.subscribe(generation_id)
+    hub.wake(generation_id)
+    assert await subscription.wait(1) is True
+    assert await subscription.wait(1) is True  # level-triggered: still set
+    subscription.clear()
+    assert await subscription.wait(0.05) is False
+
+
+async def test_wake_all_wakes_every_subscription(pool: Pool) -> None:
+    hub = Hub(pool)
+    subscriptions = [hub.subscribe(uuid4()) for _ in range(3)] + [hub.subscribe(uuid4())]
+    hub.wake_all()
+    for subscription in subscriptions:
+        assert await subscription.wait(1) is True
+
+
+def test_wake_of_a_generation_nobody_follows_is_harmless(pool: Pool) -> None:
+    hub = Hub(pool)
+    hub.wake(uuid4())
+    hub.wake(uuid4(), 7)
+    hub.wake_all()
+    assert len(hub) == 0
+
+
+def test_unsubscribing_the_last_subscription_removes_the_generation(pool: Pool) -> None:
+    hub = Hub(pool)
+    generation_id = uuid4()
+    a, b = hub.subscribe(generation_id), hub.subscribe(generation_id)
+    assert len(hub) == 2
+    hub.unsubscribe(a)
+    assert len(hub) == 1
+    assert generation_id in hub._feeds
+    hub.unsubscribe(b)
+    assert len(hub) == 0
+    assert generation_id not in hub._feeds
+    hub.unsubscribe(b)  # twice is harmless
+    assert len(hub) == 0
+
+
+async def test_an_unsubscribed_subscription_is_no_longer_woken(pool: Pool) -> None:
+    hub = Hub(pool)
+    generation_id = uuid4()
+    subscription = hub.subscribe(generation_id)
+    hub.unsubscribe(subscription)
+    hub.wake(generation_id)
+    assert await subscription.wait(0.05) is False
+
+
+async def test_close_marks_existing_and_future_subscriptions_closed_and_wakes_them(
+    pool: Pool,
+) -> None:
+    hub = Hub(pool)
+    existing = hub.subscribe(uuid4())
+    assert not existing.closed
+    hub.close()
+    assert existing.closed
+    assert await existing.wait(1) is True
+    later = hub.subscribe(uuid4())
+    assert later.closed
+
+
+# --- shared reads -----------------------------------------------------------------------------
+
+
+async def test_followers_of_one_generation_share_one_read_per_wake_up(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    followers = [hub.subscribe(generation_id) for _ in range(50)]
+    assert [await take(hub, f) for f in followers] == [[1]] * 50
+    assert hub.reads == 1
+
+    last_seq = await append(pool, generation_id, delta(1), delta(2))
+    hub.wake(generation_id, last_seq)
+    pages = await asyncio.gather(*(take(hub, f) for f in followers))
+
+    assert pages == [[2, 3]] * 50
+    assert hub.reads == 2
+    assert await asyncio.gather(*(take(hub, f) for f in followers)) == [[]] * 50
+    assert hub.reads == 2  # nothing new was announced: the edge is fresh
+
+
+async def test_a_wake_up_for_events_already_read_costs_nothing(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    follower = hub.subscribe(generation_id)
+    first = await append(pool, generation_id, delta(1))
+    second = await append(pool, generation_id, delta(2))
+    hub.wake(generation_id, first)
+    assert await take(hub, follower) == [1, 2, 3]
+    reads, version = hub.reads, follower.feed.version
+    follower.clear()  # the read that brought 2 and 3 in set it: it wakes everyone
+
+    hub.wake(generation_id, second)  # the second append's notification, arriving late
+
+    assert follower.feed.version == version
+    assert await follower.wait(0.01) is False
+    assert await take(hub, follower) == []
+    assert hub.reads == reads
+
+
+async def test_a_wake_up_that_lands_during_a_shared_read_makes_the_next_read_happen(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    follower = hub.subscribe(generation_id)
+    assert await take(hub, follower) == [1]
+    follower.clear()
+    version = follower.feed.version
+    reading = asyncio.ensure_future(hub.page_after(follower, version))
+    last_seq = await append(pool, generation_id, delta(1))
+    hub.wake(generation_id, last_seq)  # may land before or after the read started
+    page = await reading
+    follower.position = page[-1].seq if page else follower.position
+    assert await follower.wait(1) is True  # either way the flag says: look again
+    seen = [event.seq for event in page] + await take(hub, follower)
+    assert seen == [2]
+
+
+async def test_a_follower_far_behind_the_edge_reads_its_own_pages_and_catches_up(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, *(delta(i) for i in range(20)))  # seqs 1..21
+    hub = Hub(pool, page_size=5, cache_max=5)
+    live = hub.subscribe(generation_id, 21)
+    assert await take(hub, live) == []
+    behind = hub.subscribe(generation_id, 0)
+
+    pages = [await take(hub, behind) for _ in range(5)]
+
+    assert pages == [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10],
+        [11, 12, 13, 14, 15],
+        [16, 17, 18, 19, 20],
+        [21],
+    ]
+    assert await take(hub, behind) == []
+    last_seq = await append(pool, generation_id, delta(99))
+    hub.wake(generation_id, last_seq)
+    assert await take(hub, behind) == [22]
+    assert await take(hub, live) == [22]
+
+
+async def test_a_follower_ahead_of_the_edge_moves_it_and_wakes_the_followers_left_behind(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    waiting = hub.subscribe(generation_id)
+    assert await take(hub, waiting) == [1]  # the edge is at 1 and fresh
+    last_seq = await append(pool, generation_id, delta(1), delta(2))
+    ahead = hub.subscribe(generation_id, last_seq)  # resumed from seq 3, which it already had
+
+    assert await take(hub, ahead) == []
+    assert await waiting.wait(1) is True
+    hub.wake(generation_id, last_seq)  # the notification, late: dropped, 3 is at the edge
+    assert await take(hub, waiting) == [2, 3]
+
+
+async def test_the_edge_keeps_only_what_a_follower_at_it_has_not_been_given(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    follower = hub.subscribe(generation_id)
+    for n in range(10):
+        last_seq = await append(pool, generation_id, delta(n))
+        hub.wake(generation_id, last_seq)
+        assert await take(hub, follower) == ([1, 2] if n == 0 else [n + 2])
+    assert len(follower.feed.events) <= 1
+
+
+async def test_the_edge_is_capped_even_when_a_follower_stalls(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool, page_size=3, cache_max=6)
+    stalled, reader = hub.subscribe(generation_id), hub.subscribe(generation_id)
+    seen: list[int] = []
+    for n in range(12):
+        last_seq = await append(pool, generation_id, delta(n))
+        hub.wake(generation_id, last_seq)
+        while page := await take(hub, reader):
+            seen += page
+    assert seen == list(range(1, 14))
+    assert len(reader.feed.events) <= 6
+    caught_up: list[int] = []
+    while page := await take(hub, stalled):
+        caught_up += page
+    assert caught_up == list(range(1, 14))  # from its own reads, then the edge
+
+
+async def test_a_follower_going_away_does_not_cancel_the_read_the_others_wait_for(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    leaving, staying = hub.subscribe(generation_id), hub.subscribe(generation_id)
+    first = asyncio.ensure_future(hub.page_after(leaving, 0))
+    second = asyncio.ensure_future(hub.page_after(staying, 0))
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    page = await asyncio.wait_for(second, 5)
+    assert [event.seq for event in page] == [1]
+    assert isinstance(page[0], StoredEvent)
+
+
+# --- the check for lost wake-ups --------------------------------------------------------------
+
+
+async def test_check_wakes_a_feed_whose_wake_up_was_lost_and_only_that_one(pool: Pool) -> None:
+    lost, heard = await new_generation(pool), await new_generation(pool)
+    hub = Hub(pool)
+    lost_follower, heard_follower = hub.subscribe(lost), hub.subscribe(heard)
+    assert await take(hub, lost_follower) == [1]
+    assert await take(hub, heard_follower) == [1]
+    assert await hub.check() == 0
+
+    await append(pool, lost, delta(1))  # its notification never arrives
+    hub.wake(heard, await append(pool, heard, delta(1)))
+    assert await take(hub, heard_follower) == [2]
+    heard_follower.clear()  # set by the read that brought 2 in
+
+    assert await hub.check() == 1
+    assert await lost_follower.wait(0.01) is True
+    assert await heard_follower.wait(0.01) is False
+    assert await take(hub, lost_follower) == [2]
+    assert await hub.check() == 0
+
+
+async def test_the_check_runs_by_itself_once_started(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    follower = hub.subscribe(generation_id)
+    assert await take(hub, follower) == [1]
+    follower.clear()
+    await append(pool, generation_id, delta(1))  # no wake-up
+    hub.start_checking(0.05)
+    try:
+        assert await follower.wait(5) is True
+        assert await take(hub, follower) == [2]
+    finally:
+        await hub.stop_checking()
+
+
+async def test_check_with_nobody_following_asks_nothing(pool: Pool) -> None:
+    assert await Hub(pool).check() == 0
