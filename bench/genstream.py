@@ -134,14 +134,6 @@ async def finish(writers: Sequence[LogEmitter], *, concurrency: int = 8) -> None
     await asyncio.gather(*(one(writer) for writer in writers))
 
 
-async def last_seqs(pool: Pool, ids: Sequence[UUID]) -> dict[UUID, int]:
-    async with connection(pool) as conn:
-        rows = await conn.fetch(
-            "SELECT id, last_seq FROM generations WHERE id = ANY($1::uuid[])", list(ids)
-        )
-    return {row["id"]: row["last_seq"] for row in rows}
-
-
 class Serve:
     """A ``python -m service serve`` subprocess with its worker off, and stream tokens for it."""
 

@@ -12,6 +12,9 @@ Shapes:
 * ``fanout``: S streams all following ONE generation; each event is sent S times.
 * ``saturate``: S streams on one generation and publishers appending back to back (closed
   loop): event-sends/s received, and server CPU per send.
+* ``throughput``: S streams, one generation each, publishers appending batches of B events
+  back to back (closed loop), round-robin: durable events/s through append + stream, the
+  way the generator's coalesced ``llm.delta`` batches arrive (genstream only).
 
 Every event carries ``t`` (``time.time_ns()`` at the start of its publish/append: one clock for
 all the processes on this machine) and ``i`` (its index). Latency = the client's
@@ -40,25 +43,32 @@ PUBLISH_IN_FLIGHT = 8
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    kind: str  # spread | fanout | saturate
+    kind: str  # spread | fanout | saturate | throughput
     streams: int
-    rate: float  # events/s published; 0 for saturate (closed loop)
+    rate: float  # events/s published; 0 for the closed loops (saturate, throughput)
     duration_s: float
+    batch: int = 1  # events per publish
+
+    @property
+    def closed_loop(self) -> bool:
+        return self.kind in ("saturate", "throughput")
 
     @property
     def channels(self) -> int:
-        return self.streams if self.kind == "spread" else 1
+        return self.streams if self.kind in ("spread", "throughput") else 1
 
     @property
     def fan(self) -> int:
         """How many streams receive each event."""
-        return 1 if self.kind == "spread" else self.streams
+        return 1 if self.kind in ("spread", "throughput") else self.streams
 
     @property
     def label(self) -> str:
         streams = f"{self.streams:,} stream{'s' if self.streams != 1 else ''}"
         if self.kind == "saturate":
             return f"saturate, {streams} on 1 generation"
+        if self.kind == "throughput":
+            return f"throughput, {streams} (1 generation each), batches of {self.batch}"
         on = "1 generation" if self.kind == "fanout" else "1 generation each"
         return f"{self.kind}, {streams} ({on}) @ {self.rate:,.0f} ev/s"
 
@@ -68,6 +78,7 @@ class Shape:
             "streams": self.streams,
             "events_per_s": self.rate,
             "duration_s": self.duration_s,
+            "batch": self.batch,
         }
 
 
@@ -79,8 +90,8 @@ class Target(Protocol):
         """One path per stream; stream k follows channel ``k % shape.channels``."""
         ...
 
-    async def publish(self, channel: int, i: int) -> None:
-        """Publish event ``i`` on ``channel``, stamping ``t`` at the start."""
+    async def publish(self, channel: int, i: int, batch: int) -> None:
+        """Publish ``batch`` events numbered ``i`` on ``channel``, stamping ``t`` at the start."""
         ...
 
     async def settle(self) -> None:
@@ -187,7 +198,7 @@ class _Publisher:
 
     async def _fire(self, i: int) -> None:
         try:
-            await self._target.publish(i % self._shape.channels, i)
+            await self._target.publish(i % self._shape.channels, i, self._shape.batch)
         finally:
             self._gate.release()
 
@@ -247,7 +258,7 @@ async def measure(target: Target, shape: Shape, *, warm_s: float, drain_s: float
     publisher = _Publisher(target, shape)
     try:
         await asyncio.sleep(0.2)  # let the replay/first frames of every stream pass
-        if shape.kind == "saturate":
+        if shape.closed_loop:
             await publisher.closed_loop(warm_s)
         else:
             await publisher.paced(warm_s)
@@ -255,7 +266,7 @@ async def measure(target: Target, shape: Shape, *, warm_s: float, drain_s: float
         server_cpu, client_cpu = target.server.cpu_seconds(), own_cpu_seconds()
         started = time.perf_counter()
         collector.window_start = time.time_ns()
-        if shape.kind == "saturate":
+        if shape.closed_loop:
             published = await publisher.closed_loop(shape.duration_s)
         else:
             published = await publisher.paced(shape.duration_s)
@@ -263,7 +274,7 @@ async def measure(target: Target, shape: Shape, *, warm_s: float, drain_s: float
         wall = time.perf_counter() - started
         server_cpu = target.server.cpu_seconds() - server_cpu
         client_cpu = own_cpu_seconds() - client_cpu
-        expected = collector.expected = published * shape.fan
+        expected = collector.expected = published * shape.fan * shape.batch
         if collector.received < expected:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(collector.complete.wait(), drain_s)

@@ -7,15 +7,17 @@ import json
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
 from bench.asgi import DELTA_TEXT
-from bench.genstream import Serve, delta, emitters, last_seqs
+from bench.genstream import Serve, delta, emitters
 from bench.load import PUBLISH_IN_FLIGHT, Shape
 from bench.processes import ServerProcess, free_port
 from bench.sse import HttpConnection
 from service.generation.runner import LogEmitter
-from service.store.db import Pool, create_pool
+from service.store import event_log
+from service.store.db import Pool, asyncpg_dsn, connection
 from service.store.generations import Claimed
 
 SETTLE_TIMEOUT_S = 10.0
@@ -33,10 +35,12 @@ class ReferenceTarget:
         self._connections = connections
 
     @classmethod
-    async def start(cls, name: str, module: str, work_dir: Path) -> ReferenceTarget:
+    async def start(
+        cls, name: str, module: str, work_dir: Path, env: dict[str, str] | None = None
+    ) -> ReferenceTarget:
         port = free_port()
         server = await ServerProcess.start(
-            name, ["-m", module, "--port", str(port)], log_dir=work_dir, port=port
+            name, ["-m", module, "--port", str(port)], log_dir=work_dir, port=port, env=env
         )
         try:
             connections = [
@@ -51,7 +55,9 @@ class ReferenceTarget:
     async def stream_paths(self, shape: Shape) -> list[str]:
         return [f"/stream?channel={k % shape.channels}" for k in range(shape.streams)]
 
-    async def publish(self, channel: int, i: int) -> None:
+    async def publish(self, channel: int, i: int, batch: int) -> None:
+        if batch != 1:
+            raise ValueError(f"{self.name} publishes one event at a time")
         conn = await self._idle.get()
         try:
             t = time.time_ns()
@@ -100,13 +106,14 @@ class GenstreamTarget:
         pool: Pool,
         claims: list[Claimed],
         writers: list[LogEmitter] | None = None,
+        **settings: str,
     ) -> GenstreamTarget:
         """Streams follow ``claims`` (see ``genstream.claimed_generations``). Several targets
         over the same claims must share ``writers``: a LogEmitter numbers its idempotency keys
         from its own count, and a second one would repeat keys (its appends would be taken
-        for retries and skipped)."""
+        for retries and skipped). ``settings``: GENSTREAM_* for the serve process."""
         writers = writers if writers is not None else emitters(pool, claims)
-        return cls(await Serve.start(database_url, work_dir), pool, claims, writers)
+        return cls(await Serve.start(database_url, work_dir, **settings), pool, claims, writers)
 
     @property
     def writers(self) -> list[LogEmitter]:
@@ -115,15 +122,17 @@ class GenstreamTarget:
     async def stream_paths(self, shape: Shape) -> list[str]:
         """Streams resume after each generation's current last seq: live events only."""
         ids = [claim.id for claim in self._claims[: shape.channels]]
-        seqs = await last_seqs(self._pool, ids)
+        async with connection(self._pool) as conn:
+            seqs = await event_log.select_last_seqs(conn, ids)
         return [
             self.serve.stream_path(ids[k % shape.channels], seqs[ids[k % shape.channels]])
             for k in range(shape.streams)
         ]
 
-    async def publish(self, channel: int, i: int) -> None:
-        # t is taken as the event is made, right before the append starts.
-        await self._emitters[channel].emit(delta({"t": time.time_ns(), "i": i, "text": DELTA_TEXT}))
+    async def publish(self, channel: int, i: int, batch: int) -> None:
+        # t is taken as the events are made, right before the append starts.
+        event = delta({"t": time.time_ns(), "i": i, "text": DELTA_TEXT})
+        await self._emitters[channel].emit(*[event] * batch)
 
     async def settle(self) -> None:
         # genstream has no stream count endpoint: give it a moment to see the disconnects.
@@ -133,5 +142,31 @@ class GenstreamTarget:
         await self.serve.stop()
 
 
+BENCH_APPLICATION = "genstream-bench"
+
+
 async def bench_pool(database_url: str) -> Pool:
-    return await create_pool(database_url, min_size=1, max_size=PUBLISH_IN_FLIGHT)
+    """The bench's own connections, named so that ``server_connections`` leaves them out."""
+    return await asyncpg.create_pool(
+        asyncpg_dsn(database_url),
+        min_size=1,
+        max_size=PUBLISH_IN_FLIGHT,
+        server_settings={"application_name": BENCH_APPLICATION},
+    )
+
+
+async def server_connections(pool: Pool) -> int:
+    """Client connections to the bench database other than the bench's own: the serve
+    process's pool and its LISTEN connection, when it is the only other client."""
+    async with connection(pool) as conn:
+        count: int = await conn.fetchval(
+            """
+            SELECT count(*)
+            FROM pg_stat_activity
+            WHERE datname = current_database()
+              AND backend_type = 'client backend'
+              AND application_name <> $1
+            """,
+            BENCH_APPLICATION,
+        )
+    return count

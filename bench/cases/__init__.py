@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.cases import append, catchup, ceiling, delivery, peer
+from bench.cases import append, catchup, ceiling, delivery, endtoend, peer, scale
 from bench.core import Case
 
 CASES: tuple[Case, ...] = (
@@ -22,15 +22,13 @@ CASES: tuple[Case, ...] = (
         "start of append -> SSE client has it, p50/p95/p99/max, beside the in-memory ceiling "
         "and the old polling design; memory per idle stream",
     ),
-    # TODO(case 3): streams-scale - 1,000/5,000/10,000 streams on one serve process: database
-    # connections in use (pool + 1 listener), memory per stream, delivery p99 at the largest
-    # count that holds. Not implemented yet: it prints "not yet implemented", no numbers.
     Case(
         "streams-scale",
         3,
         "Concurrent streams",
-        None,
-        "1,000/5,000/10,000 streams on one serve process: connections, memory, p99",
+        scale.run,
+        "1,000/5,000/10,000 streams on one serve process: connections, memory, p99, beside "
+        "the in-memory ceiling",
     ),
     Case(
         "catch-up",
@@ -39,13 +37,11 @@ CASES: tuple[Case, ...] = (
         catchup.run,
         "a 100,000-event generation read over SSE from after=0, beside a bare keyset read",
     ),
-    # TODO(case 5): end-to-end - 50 concurrent offline generations (zero-delay provider): wall
-    # time, events/s, and that every stream got every event. Not implemented yet.
     Case(
         "end-to-end",
         5,
         "End to end",
-        None,
+        endtoend.run,
         "50 concurrent offline generations: wall time, events/s, every stream got every event",
     ),
     Case(

@@ -42,7 +42,7 @@ def undelivered(measurements: Sequence[Measurement]) -> str:
 
 
 def latency_cells(shape: Shape, measurements: Sequence[Measurement]) -> list[str]:
-    if shape.kind == "saturate":  # closed loop: queues fill, latency says nothing
+    if shape.closed_loop:  # queues fill, latency says nothing
         latency = ["-"] * 4
     else:
         latency = [
