@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import resource
 import signal
+import socket
 import sys
 from types import FrameType
 from uuid import UUID
@@ -53,6 +55,18 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     app = create_app(settings, url)
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            # A full collection walks every live object with the loop stopped: 60-80 ms with
+            # 1,000 open streams, the slowest 1% of deliveries to 1,000 followers of one
+            # generation (measured, bench case 2). What is alive now (modules, the app, the
+            # pool) lives as long as the process, so it leaves the collector's sight; and
+            # young collections run every 20,000 allocations instead of 700, so that a full
+            # one comes every few million allocations (minutes under load), not every second.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(20_000, 20, 50)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Streams are endless: tell them to end, or uvicorn waits on them forever.
             services = getattr(app.state, "services", None)

@@ -5,14 +5,15 @@ has, so nothing depends on a notification arriving. Wake-ups are level-triggered
 ``asyncio.Event`` per subscriber), not queues: a slow stream never makes the hub wait or
 buffer, it just finds its flag set and reads everything it missed in one page.
 
-What a wake-up costs is one query per generation, not one per follower: a generation's
-followers share a ``Feed``, which keeps the few newest events (the live edge) and reads the
-log at most once at a time for all of them. A thousand browsers watching one generation are
-one keyset read per append. A follower behind the live edge (resuming from long ago) reads
-its own pages until it catches up; one ahead of it (the edge moved on while nobody read)
-moves the edge. And because a wake-up can be lost while the LISTEN connection is down or
-being replaced, ``check`` compares every followed generation's last seq with what its feed
-has seen, one query for all of them, and wakes the ones that fell behind.
+What a wake-up costs is one query per generation, not one per follower: a generation's followers
+share a ``Feed``, which keeps the few newest events (the live edge) and reads the log at most
+once at a time for all of them. A notification starts that read at once, and the followers are
+woken when its events are in hand, so each wakes once per append and finds them waiting: a
+thousand browsers watching one generation are one keyset read per append. A follower behind the
+live edge (resuming from long ago) reads its own pages until it catches up; one ahead of it (the
+edge moved on while nobody read) moves the edge. And because a wake-up can be lost while the
+LISTEN connection is down or being replaced, ``check`` compares every followed generation's last
+seq with what its feed has seen, one query for all of them, and wakes the ones that fell behind.
 """
 
 from __future__ import annotations
@@ -34,15 +35,25 @@ CACHE_MAX_EVENTS: Final = 1_000
 
 
 class Subscription:
-    """One stream's interest in one generation; ``position`` is the last seq it was given."""
+    """One stream's interest in one generation; ``position`` is the last seq it was given.
 
-    __slots__ = ("_flag", "closed", "feed", "position")
+    ``wait`` times out without a timer per call: a stream that sends an event every
+    millisecond would otherwise arm and cancel a timer every millisecond (with thousands of
+    streams, an eighth of the process's CPU went to asyncio's timer heap). One timer per
+    subscription instead, armed for the newest deadline; when it fires early (there was a
+    wait since), it re-arms itself for the rest.
+    """
+
+    __slots__ = ("_due", "_flag", "_timed_out", "_timer", "closed", "feed", "position")
 
     def __init__(self, feed: Feed, position: int) -> None:
         self.feed = feed
         self.position = position
-        self._flag = asyncio.Event()
         self.closed = False
+        self._flag = asyncio.Event()
+        self._due = 0.0
+        self._timed_out = False
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def generation_id(self) -> UUID:
@@ -53,15 +64,47 @@ class Subscription:
 
     def clear(self) -> None:
         self._flag.clear()
+        self._timed_out = False
 
     async def wait(self, seconds: float) -> bool:
         """Wait for a wake-up; False when ``seconds`` passed without one."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._flag.wait()
-        except TimeoutError:
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + seconds
+        if not self._flag.is_set():
+            timer = self._timer
+            if timer is None or timer.when() > self._due:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(self._due, self._on_timer, loop)
+            await self._flag.wait()
+        if self._timed_out:
+            self._timed_out = False
             return False
         return True
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop.time() < self._due:
+            self._timer = loop.call_at(self._due, self._on_timer, loop)
+            return
+        self._timer = None
+        self._timed_out = True
+        self._flag.set()
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _Read:
+    """One shared read in flight: followers wait for ``done``; ``error`` is how it failed."""
+
+    __slots__ = ("done", "error", "task")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.error: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
 
 
 class Feed:
@@ -92,14 +135,13 @@ class Feed:
         self.notified_seq = 0
         self.base: int | None = None
         self.events: list[StoredEvent] = []
-        self._reading: asyncio.Task[None] | None = None
+        self._reading: _Read | None = None
 
     @property
     def tail(self) -> int | None:
         return None if self.base is None else self.base + len(self.events)
 
     def wake(self) -> None:
-        self.version += 1
         for subscription in self.subscribers:
             subscription.wake()
 
@@ -137,6 +179,7 @@ class Hub:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.cancel_timer()
         feed = subscription.feed
         feed.subscribers.discard(subscription)
         if not feed.subscribers and self._feeds.get(feed.generation_id) is feed:
@@ -156,11 +199,20 @@ class Hub:
             if tail is not None and last_seq <= tail:
                 return
             feed.notified_seq = max(feed.notified_seq, last_seq)
-        feed.wake()
+        self._announce(feed)
 
     def wake_all(self) -> None:
         for feed in self._feeds.values():
-            feed.wake()
+            self._announce(feed)
+
+    def _announce(self, feed: Feed) -> None:
+        """Something may have been appended: read it now, and wake the followers with it."""
+        feed.version += 1
+        if feed.base is None:
+            feed.wake()  # nobody has read yet; their first reads will see it
+        elif feed._reading is None:
+            self._start_read(feed, feed.base + len(feed.events))
+        # else: the read in flight sees the new version when it ends, and reads again
 
     def close(self) -> None:
         """Shutting down: every stream ends after its current page; new ones end at once."""
@@ -168,7 +220,7 @@ class Hub:
         for feed in self._feeds.values():
             for subscription in feed.subscribers:
                 subscription.closed = True
-        self.wake_all()
+            feed.wake()
 
     def __len__(self) -> int:
         return sum(len(feed.subscribers) for feed in self._feeds.values())
@@ -195,34 +247,51 @@ class Hub:
             await self._refresh(feed, after)
 
     async def _refresh(self, feed: Feed, after: int) -> None:
-        reading = feed._reading
-        if reading is None:
-            reading = feed._reading = asyncio.create_task(self._advance(feed, after))
-        # A follower that goes away must not cancel the read the others wait for.
-        await asyncio.shield(reading)
+        read = feed._reading or self._start_read(feed, after)
+        # Waiting on an event, not on the task: a follower that goes away must not cancel
+        # the read the others wait for (and asyncio.shield costs O(waiters) per waiter).
+        await read.done.wait()
+        if read.error is not None:
+            raise StoreUnavailable(f"reading the log failed: {read.error}") from read.error
 
-    async def _advance(self, feed: Feed, after: int) -> None:
-        """One shared read: extends the edge from its tail, or starts it at ``after`` when
-        the caller is past it (or there is none yet)."""
+    def _start_read(self, feed: Feed, after: int) -> _Read:
+        read = feed._reading = _Read()
+        read.task = asyncio.create_task(self._advance(feed, after, read))
+        return read
+
+    async def _advance(self, feed: Feed, after: int, read: _Read) -> None:
+        """The shared read: extends the edge from its tail, or starts it at ``after`` when
+        that is past it (or there is none yet); again while wake-ups came in meanwhile."""
         try:
-            started_at = feed.version
-            tail = feed.tail
-            start = tail if tail is not None and after <= tail else after
-            page = await self._read(feed.generation_id, start)
-            if start == tail:
-                feed.events.extend(page)
-                self._trim(feed)
-            else:
-                feed.base, feed.events = start, page
-            if len(page) < self._page_size:
-                feed.fresh_version = started_at
-            if page or start != tail:
-                # Anyone waiting short of these events must look; their flags also make a
-                # wake-up for events already read here safe to drop (see ``wake``).
-                for subscription in feed.subscribers:
-                    subscription.wake()
+            while True:
+                started_at = feed.version
+                tail = feed.tail
+                start = tail if tail is not None and after <= tail else after
+                page = await self._read(feed.generation_id, start)
+                if start == tail:
+                    feed.events.extend(page)
+                    self._trim(feed)
+                else:
+                    feed.base, feed.events = start, page
+                if len(page) < self._page_size:
+                    feed.fresh_version = started_at
+                if page or start != tail:
+                    # Anyone waiting short of these events must look; their flags also make
+                    # a wake-up for events already read here safe to drop (see ``wake``).
+                    feed.wake()
+                if feed.version == started_at or not feed.subscribers:
+                    return
+                after = start + len(page)
+        except BaseException as exc:
+            read.error = exc
+            if not isinstance(exc, StoreUnavailable | asyncio.CancelledError):
+                log.exception("shared read of generation %s failed", feed.generation_id)
+            feed.wake()  # followers find out by reading for themselves
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             feed._reading = None
+            read.done.set()
 
     def _trim(self, feed: Feed) -> None:
         """Drop the events every follower at the edge has already been given."""
@@ -256,7 +325,7 @@ class Hub:
         for feed in feeds:
             if last_seqs.get(feed.generation_id, 0) > feed.seen_seq():
                 behind += 1
-                feed.wake()
+                self._announce(feed)
         return behind
 
     def start_checking(self, every_s: float) -> None:

@@ -72,6 +72,7 @@ async def follow(
     subscription and a flag.
     """
     hub = settings.hub
+    keepalive_s = settings.keepalive_wait_s()  # one draw per stream: its deadlines only grow
     # Subscribe BEFORE the first read: an event committed after our read but before we
     # subscribed would otherwise wake nobody. And clear the flag BEFORE each read: a wake-up
     # that lands while we read stays set, so the next wait returns at once and we re-read.
@@ -98,7 +99,7 @@ async def follow(
                         return
                 yield page
                 continue  # there may be more: ask again before waiting
-            if not await subscription.wait(settings.keepalive_wait_s()):
+            if not await subscription.wait(keepalive_s):
                 yield KEEPALIVE
     finally:
         hub.unsubscribe(subscription)

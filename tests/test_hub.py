@@ -57,6 +57,35 @@ async def test_wait_returns_false_after_the_timeout_without_a_wake(pool: Pool) -
     assert await subscription.wait(0.05) is False
 
 
+async def test_a_timeout_comes_at_the_newest_deadline_whether_it_is_sooner_or_later(
+    pool: Pool,
+) -> None:
+    loop = asyncio.get_running_loop()
+    hub = Hub(pool)
+    generation_id = uuid4()
+    subscription = hub.subscribe(generation_id)
+    waiting = asyncio.ensure_future(subscription.wait(5))
+    await asyncio.sleep(0.05)
+    hub.wake(generation_id)
+    assert await waiting is True
+    subscription.clear()
+
+    started = loop.time()
+    assert await subscription.wait(0.1) is False  # sooner than the 5 s armed before
+    assert 0.09 < loop.time() - started < 2
+
+    subscription.clear()
+    first = asyncio.ensure_future(subscription.wait(0.1))
+    await asyncio.sleep(0.05)
+    hub.wake(generation_id)
+    assert await first is True
+    subscription.clear()
+    started = loop.time()
+    assert await subscription.wait(0.3) is False  # later than the 0.1 s armed before
+    assert loop.time() - started > 0.29
+    hub.unsubscribe(subscription)
+
+
 async def test_a_wake_while_waiting_ends_the_wait(pool: Pool) -> None:
     hub = Hub(pool)
     generation_id = uuid4()
