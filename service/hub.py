@@ -32,6 +32,8 @@ from service.store.event_log import StoredEvent
 log = logging.getLogger(__name__)
 
 CACHE_MAX_EVENTS: Final = 1_000
+CHECK_CHUNK: Final = 1_000
+TIMER_SLACK_S: Final = 0.005
 
 
 class Subscription:
@@ -83,7 +85,10 @@ class Subscription:
         return True
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop.time() < self._due:
+        # uvloop's timers keep milliseconds and may fire a little early: without the slack,
+        # a timer re-armed for "the rest" fires again at once, over and over (measured: a
+        # fifth of the CPU with 10,000 streams).
+        if loop.time() < self._due - TIMER_SLACK_S:
             self._timer = loop.call_at(self._due, self._on_timer, loop)
             return
         self._timer = None
@@ -314,18 +319,21 @@ class Hub:
     async def check(self) -> int:
         """Wake every feed whose generation has events it has not heard of; returns how many.
 
-        One query for every generation followed here, so that it can run often.
+        A query per ``CHECK_CHUNK`` followed generations, comparing in SQL: with 10,000 of
+        them, one query returning every row stalled the loop long enough to show in p99.
         """
         feeds = list(self._feeds.values())
-        if not feeds:
-            return 0
-        async with connection(self._pool) as conn:
-            last_seqs = await event_log.select_last_seqs(conn, [f.generation_id for f in feeds])
         behind = 0
-        for feed in feeds:
-            if last_seqs.get(feed.generation_id, 0) > feed.seen_seq():
-                behind += 1
-                self._announce(feed)
+        for start in range(0, len(feeds), CHECK_CHUNK):
+            chunk = {feed.generation_id: feed for feed in feeds[start : start + CHECK_CHUNK]}
+            seen = [(generation_id, feed.seen_seq()) for generation_id, feed in chunk.items()]
+            async with connection(self._pool) as conn:
+                ahead = await event_log.select_generations_ahead(conn, seen)
+            for generation_id in ahead:
+                feed = chunk[generation_id]
+                if self._feeds.get(generation_id) is feed:
+                    behind += 1
+                    self._announce(feed)
         return behind
 
     def start_checking(self, every_s: float) -> None:

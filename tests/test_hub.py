@@ -5,6 +5,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from service import hub as hub_module
 from service.events import EventType, NewEvent
 from service.generation.runs import queued_event
 from service.hub import Hub, Subscription
@@ -339,6 +340,23 @@ async def test_check_wakes_a_feed_whose_wake_up_was_lost_and_only_that_one(pool:
     assert await heard_follower.wait(0.01) is False
     assert await take(hub, lost_follower) == [2]
     assert await hub.check() == 0
+
+
+async def test_check_covers_every_followed_generation_a_chunk_at_a_time(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "CHECK_CHUNK", 2)
+    generation_ids = [await new_generation(pool) for _ in range(5)]
+    hub = Hub(pool)
+    followers = [hub.subscribe(generation_id) for generation_id in generation_ids]
+    for follower in followers:
+        assert await take(hub, follower) == [1]
+    for generation_id in generation_ids[1:4]:  # three lost wake-ups, across two chunks
+        await append(pool, generation_id, delta(1))
+
+    assert await hub.check() == 3
+
+    assert [await take(hub, follower) for follower in followers] == [[], [2], [2], [2], []]
 
 
 async def test_the_check_runs_by_itself_once_started(pool: Pool) -> None:

@@ -122,6 +122,13 @@ FROM generations
 WHERE id = ANY($1::uuid[])
 """
 
+SELECT_GENERATIONS_AHEAD = """
+SELECT g.id
+FROM unnest($1::uuid[], $2::bigint[]) AS seen(id, last_seq)
+JOIN generations AS g ON g.id = seen.id
+WHERE g.last_seq > seen.last_seq
+"""
+
 SELECT_GENERATION_HEAD = """
 SELECT status, stage, progress, last_seq, attempt,
     cancel_requested_at IS NOT NULL AS cancel_requested
@@ -321,6 +328,17 @@ async def select_last_seqs(conn: Connection, generation_ids: list[UUID]) -> dict
     """The newest seq of each generation (from its row, kept in step by every append)."""
     rows = await conn.fetch(SELECT_LAST_SEQS, generation_ids)
     return {row["id"]: row["last_seq"] for row in rows}
+
+
+async def select_generations_ahead(
+    conn: Connection, seen: Sequence[tuple[UUID, int]]
+) -> list[UUID]:
+    """Of ``(generation id, seq seen)`` pairs, the generations whose log has gone further:
+    compared in SQL, so that only those few come back."""
+    rows = await conn.fetch(
+        SELECT_GENERATIONS_AHEAD, [pair[0] for pair in seen], [pair[1] for pair in seen]
+    )
+    return [row["id"] for row in rows]
 
 
 async def select_head(conn: Connection, generation_id: UUID) -> Head:

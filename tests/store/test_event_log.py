@@ -156,6 +156,17 @@ async def test_last_seqs_are_those_of_the_generation_rows(pool: Pool) -> None:
     assert last_seqs == {first: 3, second: 1}
 
 
+async def test_generations_ahead_are_those_whose_log_went_past_the_seq_seen(pool: Pool) -> None:
+    first, second, third = [await new_generation(pool) for _ in range(3)]
+    async with pool.acquire() as conn:
+        await event_log.append(conn, first, [delta(1), delta(2)])  # last seq 3
+        await event_log.append(conn, second, [delta(1)])  # last seq 2
+        ahead = await event_log.select_generations_ahead(
+            conn, [(first, 2), (second, 2), (third, 0), (uuid4(), 0)]
+        )
+    assert sorted(ahead) == sorted([first, third])
+
+
 async def test_keyset_pages_cover_the_log_exactly_once(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     async with pool.acquire() as conn:
