@@ -137,7 +137,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             yield
         finally:
             hub.close()
-            await hub.stop_checking()
+            await hub.stop()
             await worker.stop()
             await listener.stop()
             await pool.close()

@@ -69,7 +69,8 @@ class Subscription:
         self._timed_out = False
 
     async def wait(self, seconds: float) -> bool:
-        """Wait for a wake-up; False when ``seconds`` passed without one."""
+        """Wait for a wake-up; False when ``seconds`` passed without one (up to
+        ``TIMER_SLACK_S`` early; or at once, when the deadline passed outside any wait)."""
         loop = asyncio.get_running_loop()
         self._due = loop.time() + seconds
         if not self._flag.is_set():
@@ -104,12 +105,11 @@ class Subscription:
 class _Read:
     """One shared read in flight: followers wait for ``done``; ``error`` is how it failed."""
 
-    __slots__ = ("done", "error", "task")
+    __slots__ = ("done", "error")
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
         self.error: BaseException | None = None
-        self.task: asyncio.Task[None] | None = None
 
 
 class Feed:
@@ -151,6 +151,8 @@ class Feed:
             subscription.wake()
 
     def seen_seq(self) -> int:
+        """The newest seq this process knows exists: read, or announced by a notification
+        (whose read may not have happened yet). The check wakes feeds behind the log."""
         return max(self.notified_seq, self.tail or 0)
 
 
@@ -165,6 +167,7 @@ class Hub:
         self._cache_max = max(cache_max, page_size)
         self._feeds: dict[UUID, Feed] = {}
         self._checking: asyncio.Task[None] | None = None
+        self._read_tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self.reads = 0  # shared and own reads of the log, for tests and benchmarks
 
@@ -217,7 +220,7 @@ class Hub:
             feed.wake()  # nobody has read yet; their first reads will see it
         elif feed._reading is None:
             self._start_read(feed, feed.base + len(feed.events))
-        # else: the read in flight sees the new version when it ends, and reads again
+        # else: the read in flight sees the new version when it ends and starts another
 
     def close(self) -> None:
         """Shutting down: every stream ends after its current page; new ones end at once."""
@@ -256,55 +259,66 @@ class Hub:
         # Waiting on an event, not on the task: a follower that goes away must not cancel
         # the read the others wait for (and asyncio.shield costs O(waiters) per waiter).
         await read.done.wait()
-        if read.error is not None:
-            raise StoreUnavailable(f"reading the log failed: {read.error}") from read.error
+        error = read.error
+        if error is None:
+            return
+        if isinstance(error, StoreUnavailable | asyncio.CancelledError):
+            raise StoreUnavailable(f"reading the log failed: {error!r}") from error
+        raise RuntimeError(f"the shared read of generation {feed.generation_id} failed") from error
 
     def _start_read(self, feed: Feed, after: int) -> _Read:
         read = feed._reading = _Read()
-        read.task = asyncio.create_task(self._advance(feed, after, read))
+        task = asyncio.create_task(self._advance(feed, after, read))
+        self._read_tasks.add(task)  # a reference until it ends, and for ``stop``
+        task.add_done_callback(self._read_tasks.discard)
         return read
 
     async def _advance(self, feed: Feed, after: int, read: _Read) -> None:
-        """The shared read: extends the edge from its tail, or starts it at ``after`` when
-        that is past it (or there is none yet); again while wake-ups came in meanwhile."""
+        """One shared read: extends the edge from its tail, or starts it at ``after`` when
+        that is past it (or there is none yet). Each read releases its waiters when it ends;
+        wake-ups that came in meanwhile start the next one (a read that looped until quiet
+        would keep followers at the edge waiting through a burst)."""
+        again = False
         try:
-            while True:
-                started_at = feed.version
-                tail = feed.tail
-                start = tail if tail is not None and after <= tail else after
-                page = await self._read(feed.generation_id, start)
-                if start == tail:
-                    feed.events.extend(page)
-                    self._trim(feed)
-                else:
-                    feed.base, feed.events = start, page
-                if len(page) < self._page_size:
-                    feed.fresh_version = started_at
-                if page or start != tail:
-                    # Anyone waiting short of these events must look; their flags also make
-                    # a wake-up for events already read here safe to drop (see ``wake``).
-                    feed.wake()
-                if feed.version == started_at or not feed.subscribers:
-                    return
-                after = start + len(page)
-        except BaseException as exc:
+            started_at = feed.version
+            tail = feed.tail
+            start = tail if tail is not None and after <= tail else after
+            page = await self._read(feed.generation_id, start)
+            if start == tail:
+                feed.events.extend(page)
+                self._trim(feed)
+            else:
+                feed.base, feed.events = start, page
+            if len(page) < self._page_size:
+                feed.fresh_version = started_at
+            if page or start != tail:
+                # Anyone waiting short of these events must look; their flags also make a
+                # wake-up for events already read here safe to drop (see ``wake``).
+                feed.wake()
+            again = feed.version != started_at and bool(feed.subscribers)
+        except (Exception, asyncio.CancelledError) as exc:
             read.error = exc
             if not isinstance(exc, StoreUnavailable | asyncio.CancelledError):
                 log.exception("shared read of generation %s failed", feed.generation_id)
-            feed.wake()  # followers find out by reading for themselves
+            feed.wake()  # events may be waiting: followers find out by reading themselves
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
             feed._reading = None
             read.done.set()
+            if again and (tail := feed.tail) is not None:
+                self._start_read(feed, tail)
 
     def _trim(self, feed: Feed) -> None:
-        """Drop the events every follower at the edge has already been given."""
+        """Drop the events every follower at the edge has already been given (a follower
+        mid-page holds its own slice), and beyond ``cache_max`` the oldest: a follower
+        left behind by that reads its own pages, as one resuming from long ago does."""
         base = feed.base
         assert base is not None
+        tail = base + len(feed.events)
         positions = [s.position for s in feed.subscribers if s.position >= base]
-        keep_after = min(positions, default=base)
-        keep_after = max(keep_after, base + len(feed.events) - self._cache_max)
+        keep_after = min(min(positions, default=base), tail)
+        keep_after = max(keep_after, tail - self._cache_max)
         if keep_after > base:
             del feed.events[: keep_after - base]
             feed.base = keep_after
@@ -339,11 +353,14 @@ class Hub:
     def start_checking(self, every_s: float) -> None:
         self._checking = asyncio.create_task(self._check_forever(every_s), name="genstream-hub")
 
-    async def stop_checking(self) -> None:
-        if self._checking is not None:
-            self._checking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checking
+    async def stop(self) -> None:
+        """The check and any shared read still in flight (before the pool closes)."""
+        tasks = [*self._read_tasks, *([self._checking] if self._checking else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, StoreUnavailable):
+                await task
 
     async def _check_forever(self, every_s: float) -> None:
         while True:

@@ -87,6 +87,10 @@ async def follow(
                 # PostgreSQL is restarting: keep the client (an EventSource that reconnects
                 # into a 503 gives up for good), and read again once it answers.
                 outage = min(max(outage * 2, 0.1), OUTAGE_RETRY_MAX_S)
+                if not subscription.closed:
+                    # The failed read woke everyone, us too: a set flag would end the
+                    # backoff at once. We read again after it anyway, so nothing is missed.
+                    subscription.clear()
                 await subscription.wait(outage)
                 yield KEEPALIVE
                 continue

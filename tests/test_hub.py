@@ -1,17 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
 from uuid import UUID, uuid4
 
 import pytest
 
 from service import hub as hub_module
+from service.errors import StoreUnavailable
 from service.events import EventType, NewEvent
 from service.generation.runs import queued_event
 from service.hub import Hub, Subscription
 from service.store import event_log, generations
 from service.store.db import Pool
 from service.store.event_log import StoredEvent
+from service.streams import KEEPALIVE, Follow, follow
 
 
 async def new_generation(pool: Pool) -> UUID:
@@ -319,6 +323,73 @@ async def test_a_follower_going_away_does_not_cancel_the_read_the_others_wait_fo
     assert isinstance(page[0], StoredEvent)
 
 
+class SlowHub(Hub):
+    """Reads take 50 ms, so that notifications land while a shared read is in flight."""
+
+    async def _read(self, generation_id: UUID, after: int) -> list[StoredEvent]:
+        await asyncio.sleep(0.05)
+        return await super()._read(generation_id, after)
+
+
+async def test_followers_keep_receiving_through_a_burst_of_wake_ups_during_reads(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    hub = SlowHub(pool)
+    follower = hub.subscribe(generation_id)
+    assert await take(hub, follower) == [1]
+
+    async def burst() -> None:
+        for n in range(40):  # 0.8 s of appends, each announced, faster than a read
+            hub.wake(generation_id, await append(pool, generation_id, delta(n)))
+            await asyncio.sleep(0.02)
+
+    appending = asyncio.ensure_future(burst())
+    seen: list[int] = []
+    loop = asyncio.get_running_loop()
+    halfway = loop.time() + 0.5
+    while loop.time() < halfway:
+        if await follower.wait(0.1):
+            seen += await take(hub, follower)
+    assert not appending.done()
+    assert len(seen) >= 10  # not parked until the burst ends
+    await appending
+    while page := await take(hub, follower):
+        seen += page
+    assert seen == list(range(2, 42))
+
+
+class FailingHub(Hub):
+    """PostgreSQL is down: every read fails, and we count the attempts."""
+
+    attempts = 0
+
+    async def _read(self, generation_id: UUID, after: int) -> list[StoredEvent]:
+        self.attempts += 1
+        raise StoreUnavailable("PostgreSQL is unavailable: connection refused")
+
+
+async def test_a_follower_backs_off_while_reads_fail(pool: Pool) -> None:
+    hub = FailingHub(pool)
+    stream = follow(Follow(hub, keepalive_s=30), uuid4(), 0)
+    assert isinstance(stream, AsyncGenerator)
+    items: list[object] = []
+
+    async def consume() -> None:
+        async for item in stream:
+            items.append(item)
+
+    consuming = asyncio.ensure_future(consume())
+    await asyncio.sleep(1.0)
+    consuming.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consuming
+    await stream.aclose()
+    # Backoff 0.1, 0.2, 0.4 s... : a handful of tries in a second, never a busy loop.
+    assert 2 <= hub.attempts <= 6
+    assert all(item is KEEPALIVE for item in items)
+
+
 # --- the check for lost wake-ups --------------------------------------------------------------
 
 
@@ -371,7 +442,7 @@ async def test_the_check_runs_by_itself_once_started(pool: Pool) -> None:
         assert await follower.wait(5) is True
         assert await take(hub, follower) == [2]
     finally:
-        await hub.stop_checking()
+        await hub.stop()
 
 
 async def test_check_with_nobody_following_asks_nothing(pool: Pool) -> None:
