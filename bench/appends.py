@@ -17,6 +17,7 @@ import asyncpg
 from bench.genstream import (
     BARE_FINISH,
     BARE_INSERT,
+    LOCKED_INSERT,
     claimed_generations,
     delta,
     emitters,
@@ -24,6 +25,7 @@ from bench.genstream import (
     finished,
 )
 from service.events import NewEvent
+from service.store import event_log
 from service.store.db import asyncpg_dsn, create_pool
 
 WARM_S = 0.3
@@ -72,6 +74,13 @@ async def service_rate(database_url: str, writers: int, batch: int, seconds: flo
         await pool.close()
 
 
+def bare_columns(event: NewEvent, batch: int) -> tuple[list[object], ...]:
+    """``BARE_INSERT``'s column arrays for ``batch`` copies of ``event``."""
+    payload = json.dumps(dict(event.data), separators=(",", ":"))
+    values = (event.type.value, event.status.value, event.stage, event.progress, event.message)
+    return tuple([value] * batch for value in (*values, payload))
+
+
 async def bare_rate(database_url: str, writers: int, batch: int, seconds: float) -> float:
     """The reference: a bare asyncpg connection per writer looping ``BARE_INSERT`` (INSERT +
     pg_notify in one statement) into the same table, for generations of its own."""
@@ -80,16 +89,7 @@ async def bare_rate(database_url: str, writers: int, batch: int, seconds: float)
         claims = await claimed_generations(pool, writers)
     finally:
         await pool.close()
-    event = delta()
-    payload = json.dumps(dict(event.data), separators=(",", ":"))
-    columns = (
-        [event.type.value] * batch,
-        [event.status.value] * batch,
-        [event.stage] * batch,
-        [event.progress] * batch,
-        [event.message] * batch,
-        [payload] * batch,
-    )
+    columns = bare_columns(delta(), batch)
     conns = [await asyncpg.connect(asyncpg_dsn(database_url)) for _ in range(writers)]
     seqs = [1] * writers  # seq 1 is the generation's queued event
     try:
@@ -100,9 +100,7 @@ async def bare_rate(database_url: str, writers: int, batch: int, seconds: float)
             return batch
 
         rate = await run_writers(writers, append_once, seconds)
-        end = finished()
-        terminal = ([end.type.value], [end.status.value], [end.stage], [end.progress],
-                    [end.message], ["{}"])  # fmt: skip
+        terminal = bare_columns(finished(), 1)
         for k, conn in enumerate(conns):
             await conn.fetchval(BARE_INSERT, claims[k].id, seqs[k], *terminal)
             await conn.execute(BARE_FINISH, claims[k].id, seqs[k] + 1)
@@ -110,3 +108,60 @@ async def bare_rate(database_url: str, writers: int, batch: int, seconds: float)
     finally:
         for conn in conns:
             await conn.close()
+
+
+LAYERS = (
+    "bare INSERT + NOTIFY",
+    "+ seq from the generation row (UPDATE, row lock)",
+    "genstream's statement (+ projection, fence, keys)",
+    "genstream's path (+ pool, LogEmitter)",
+)
+
+
+async def layer_rates(database_url: str, seconds: float) -> dict[str, float]:
+    """One writer, one event per append, the append built up a layer at a time (``LAYERS``),
+    each on a generation of its own: appends/s of each, measured back to back."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        claims = await claimed_generations(pool, len(LAYERS))
+        emitter = emitters(pool, claims[3:])[0]
+        event = delta()
+        columns = bare_columns(event, 1)
+        fields = (event.type.value, event.status.value, event.stage, event.progress, event.message)
+        payload = json.dumps(dict(event.data), separators=(",", ":"))
+        seq = [1]
+        keys = [0]
+
+        async def bare(_k: int) -> int:
+            await conn.fetchval(BARE_INSERT, claims[0].id, seq[0], *columns)
+            seq[0] += 1
+            return 1
+
+        async def locked(_k: int) -> int:
+            await conn.fetchval(LOCKED_INSERT, claims[1].id, *fields, payload)
+            return 1
+
+        async def statement(_k: int) -> int:
+            keys[0] += 1
+            await event_log.append(
+                conn, claims[2].id, [event], fence=claims[2].attempt, keys=[f"b.{keys[0]}"]
+            )
+            return 1
+
+        async def service(_k: int) -> int:
+            await emitter.emit(event)
+            return 1
+
+        rates = {}
+        for layer, append_once in zip(LAYERS, (bare, locked, statement, service), strict=True):
+            rates[layer] = await run_writers(1, append_once, seconds)
+        await conn.fetchval(BARE_INSERT, claims[0].id, seq[0], *bare_columns(finished(), 1))
+        await conn.execute(BARE_FINISH, claims[0].id, seq[0] + 1)
+        for claim in claims[1:3]:
+            await event_log.append(conn, claim.id, [finished()])
+        await finish([emitter])
+        return rates
+    finally:
+        await conn.close()
+        await pool.close()

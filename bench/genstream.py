@@ -61,6 +61,26 @@ SELECT pg_notify('genstream_events', $1::text || ':' || max(seq)::text)
 FROM inserted
 """
 
+# The bare reference plus what genstream needs most: the seq taken from the generation row
+# under its row lock (an UPDATE bumping last_seq), so that seq is gap-free and commit order is
+# seq order. No projection, fence or idempotency key: case 1's breakdown of an append's cost.
+LOCKED_INSERT = """
+WITH generation AS (
+    UPDATE generations
+    SET last_seq = last_seq + 1
+    WHERE id = $1
+    RETURNING id, last_seq
+),
+inserted AS (
+    INSERT INTO generation_events
+        (generation_id, seq, type, status, stage, progress, message, payload, created_at)
+    SELECT generation.id, generation.last_seq, $2, $3, $4, $5, $6, $7::jsonb, clock_timestamp()
+    FROM generation
+)
+SELECT pg_notify('genstream_events', generation.id::text || ':' || generation.last_seq::text)
+FROM generation
+"""
+
 # Leaving a bare reference's generation as the service would: a terminal event last (stored by
 # BARE_INSERT), then the row's status and last_seq to match. Only the bench's own rows.
 BARE_FINISH = """

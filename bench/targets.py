@@ -97,6 +97,7 @@ class GenstreamTarget:
         self._pool = pool
         self._claims = claims
         self._emitters = writers
+        self.append_ns: list[int] = []  # how long each append took (start -> COMMIT returned)
 
     @classmethod
     async def start(
@@ -131,8 +132,10 @@ class GenstreamTarget:
 
     async def publish(self, channel: int, i: int, batch: int) -> None:
         # t is taken as the events are made, right before the append starts.
-        event = delta({"t": time.time_ns(), "i": i, "text": DELTA_TEXT})
+        started = time.time_ns()
+        event = delta({"t": started, "i": i, "text": DELTA_TEXT})
         await self._emitters[channel].emit(*[event] * batch)
+        self.append_ns.append(time.time_ns() - started)
 
     async def settle(self) -> None:
         # genstream has no stream count endpoint: give it a moment to see the disconnects.

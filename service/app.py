@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
@@ -158,5 +159,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         # Plain logging (configured by the command line): Litestar's default queues records
         # and flushes at exit, which uvicorn's SIGTERM re-raise skips, losing the last lines.
         logging_config=None,
-        openapi_config=OpenAPIConfig(title="genstream", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="genstream", version=version("genstream"), path="/schema"
+        ),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.appends import bare_rate, service_rate
+from bench.appends import LAYERS, bare_rate, layer_rates, service_rate
 from bench.core import Context, Outcome, Summary, Table, fmt_summary, ratio, row
 
 TARGET_RATIO = 0.90
@@ -21,7 +21,10 @@ async def run(ctx: Context) -> Outcome:
         }
     )
     rates: dict[tuple[int, int, str], list[float]] = {}
+    layers: dict[str, list[float]] = {layer: [] for layer in LAYERS}
     for rep in ctx.reps():
+        for layer, rate in (await layer_rates(ctx.database_url, seconds)).items():
+            layers[layer].append(rate)
         for writers in concurrencies:
             for batch in batches:
                 # Alternate which goes first, so neither always gets the warmer cache.
@@ -59,6 +62,13 @@ async def run(ctx: Context) -> Outcome:
                 )
             )
     outcome.tables.append(table)
+    outcome.tables.append(_breakdown(layers))
+    outcome.rows += [
+        row({"layer": layer, "writers": 1, "events_per_append": 1},
+            appends_per_s=Summary.of(layers[layer]),
+            us_per_append=Summary.of([1e6 / rate for rate in layers[layer]]))
+        for layer in LAYERS
+    ]  # fmt: skip
     outcome.notes.append(
         "genstream = LogEmitter.emit -> event_log.append (pool acquire, fence, idempotency "
         "keys, generation row UPDATE, INSERT, pg_notify: one statement). bare = one asyncpg "
@@ -69,3 +79,24 @@ async def run(ctx: Context) -> Outcome:
         + ("met" if not missed else "missed at " + ", ".join(missed))
     )
     return outcome
+
+
+def _breakdown(layers: dict[str, list[float]]) -> Table:
+    """Where one writer's append time goes: each layer's µs per append, and what it adds."""
+    table = Table(
+        "Where one writer's single-event append goes (each layer adds to the one above; "
+        "median (min-max) over repetitions)",
+        ["layer", "appends/s", "µs per append", "µs added"],
+    )
+    previous: list[float] | None = None
+    for layer in LAYERS:
+        micros = [1e6 / rate for rate in layers[layer]]
+        added = (
+            fmt_summary(Summary.of([m - p for m, p in zip(micros, previous, strict=True)]))
+            if previous is not None
+            else "-"
+        )
+        table.add(layer, fmt_summary(Summary.of(layers[layer])), fmt_summary(Summary.of(micros)),
+                  added)  # fmt: skip
+        previous = micros
+    return table

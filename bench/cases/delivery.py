@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from bench.cases.streaming import LATENCY_COLUMNS, latency_cells, measurement_row, summary
-from bench.core import Context, Outcome, Summary, Table, fmt_summary, ratio, row
+from bench.core import Context, Distribution, Outcome, Summary, Table, fmt_summary, ratio, row
 from bench.genstream import claimed_generations, finish
 from bench.load import (
     Measurement,
@@ -36,6 +36,30 @@ NAMES = ("ceiling", "genstream", "polling")
 
 def _metric(results: Sequence[Measurement], metric: str) -> list[float]:
     return list(summary(results, metric).values)
+
+
+def _appends_table(
+    shapes: Sequence[Shape],
+    results: dict[tuple[int, str], list[Measurement]],
+    appends: dict[int, list[Distribution]],
+) -> Table:
+    """How much of genstream's delivery time is the durable append itself (its COMMIT waits
+    for the WAL to reach the disk): the part no stream path can take away."""
+    table = Table(
+        "genstream: the append alone (start -> COMMIT returned) beside delivery, same "
+        "appends (median (min-max) over repetitions)",
+        ["shape", "append p50 ms", "append p99 ms", "delivery p50 ms", "delivery p99 ms"],
+    )
+    for index, distributions in appends.items():
+        delivered = results[(index, "genstream")]
+        table.add(
+            shapes[index].label,
+            fmt_summary(Summary.of([d.p50 for d in distributions])),
+            fmt_summary(Summary.of([d.p99 for d in distributions])),
+            fmt_summary(summary(delivered, "p50_ms")),
+            fmt_summary(summary(delivered, "p99_ms")),
+        )
+    return table
 
 
 def _targets_table(
@@ -128,6 +152,7 @@ async def run(ctx: Context) -> Outcome:
     )
     pool = await bench_pool(ctx.database_url)
     results: dict[tuple[int, str], list[Measurement]] = {}
+    appends: dict[int, list[Distribution]] = {}
     memory: dict[str, list[float]] = {name: [] for name in NAMES}
     try:
         claims = await claimed_generations(pool, max(idle, *(shape.channels for shape in shapes)))
@@ -141,8 +166,13 @@ async def run(ctx: Context) -> Outcome:
                 for index, shape in enumerate(shapes):
                     shift = rep % len(targets)
                     for target in targets[shift:] + targets[:shift]:
+                        genstream.append_ns.clear()
                         m = await measure(target, shape, warm_s=warm_s, drain_s=drain_s)
                         results.setdefault((index, target.name), []).append(m)
+                        if target is genstream and not shape.closed_loop:
+                            appends.setdefault(index, []).append(
+                                Distribution.of_ns(genstream.append_ns)
+                            )
         finally:
             for target in targets:
                 await target.stop()
@@ -193,7 +223,16 @@ async def run(ctx: Context) -> Outcome:
                 cpu_per_send_genstream_to_ceiling=cpu,
             )
         )
-    outcome.tables += [table, ratios, _targets_table(shapes, results)]
+    outcome.tables += [table, ratios, _appends_table(shapes, results, appends)]
+    outcome.tables.append(_targets_table(shapes, results))
+    for index, distributions in appends.items():
+        outcome.rows.append(
+            row(
+                {"append_alone": True, **shapes[index].as_json()},
+                append_p50_ms=Summary.of([d.p50 for d in distributions]),
+                append_p99_ms=Summary.of([d.p99 for d in distributions]),
+            )
+        )
 
     memory_table = Table(
         f"Resident memory per idle stream ({idle:,} streams, fresh processes)",
