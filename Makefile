@@ -32,8 +32,17 @@ worker: $(STAMP) ## run generations only (no HTTP)
 migrate: $(STAMP) ## apply the Alembic migrations up to head
 	$(PY) -m service migrate
 
+.PHONY: browser
+browser: ## Debian's chromium for the web page's tests (installed when run as root)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The web page's tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
 .PHONY: test
-test: $(STAMP) ## the whole suite against a real PostgreSQL
+test: $(STAMP) browser ## the whole suite against a real PostgreSQL and a real Chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench

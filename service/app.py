@@ -18,6 +18,7 @@ from service import errors
 from service.api.context import Services, provide_services
 from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
+from service.api.page import index, static_files
 from service.api.stream import stream
 from service.generation.generator import make_generate
 from service.generation.providers.registry import available_providers
@@ -144,7 +145,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[GenerationsController, stream, healthz, readyz],
+        route_handlers=[GenerationsController, stream, healthz, readyz, index, static_files],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={

@@ -134,10 +134,10 @@ def settings(tmp_path: Any) -> Settings:
     )
 
 
-def free_socket() -> socket.socket:
+def free_socket(port: int = 0) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -154,9 +154,10 @@ class RunningApp:
 
 
 @asynccontextmanager
-async def serve(app: Litestar) -> AsyncIterator[RunningApp]:
-    """A real uvicorn server on a free port, in this test's event loop."""
-    sock = free_socket()
+async def serve(app: Litestar, port: int = 0) -> AsyncIterator[RunningApp]:
+    """A real uvicorn server on a free port (or ``port``: a restart where clients expect it),
+    in this test's event loop."""
+    sock = free_socket(port)
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2)
@@ -182,10 +183,11 @@ AppFactory = Callable[..., AbstractAsyncContextManager[RunningApp]]
 
 @pytest.fixture
 def app_factory(settings: Settings, database_url: str) -> AppFactory:
-    """``async with app_factory(worker_concurrency=0) as running: ...``"""
+    """``async with app_factory(worker_concurrency=0) as running: ...`` (``port=`` to serve on
+    a given port; everything else overrides a setting)."""
 
-    def factory(**overrides: Any) -> AbstractAsyncContextManager[RunningApp]:
-        return serve(create_app(settings.model_copy(update=overrides), database_url))
+    def factory(port: int = 0, **overrides: Any) -> AbstractAsyncContextManager[RunningApp]:
+        return serve(create_app(settings.model_copy(update=overrides), database_url), port)
 
     return factory
 

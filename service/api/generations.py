@@ -27,6 +27,7 @@ from service.api.schemas import (
     FileList,
     GenerationPage,
     GenerationState,
+    StreamToken,
 )
 from service.errors import InvalidRequest
 from service.events import Status
@@ -116,6 +117,25 @@ class GenerationsController(Controller):
         async with connection(services.pool) as conn:
             row = await generations.select_generation(conn, caller.owner, generation_id)
         return GenerationState.of(row)
+
+    @post("/{generation_id:uuid}/stream-token", status_code=HTTP_201_CREATED)
+    async def stream_token(
+        self,
+        generation_id: FromPath[UUID],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
+    ) -> StreamToken:
+        """A fresh stream token for a generation of the caller's: a page reopening a
+        generation (after a reload, from the list) has its API key but no token, and
+        EventSource cannot send the key in a header."""
+        async with connection(services.pool) as conn:
+            await generations.select_generation(conn, caller.owner, generation_id)
+        ttl = services.settings.stream_token_ttl_s
+        return StreamToken(
+            stream_url=f"{self.path}/{generation_id}/stream",
+            stream_token=tokens.issue(services.token_secret, generation_id, ttl),
+            expires_in=ttl,
+        )
 
     @post("/{generation_id:uuid}/cancel", status_code=HTTP_202_ACCEPTED)
     async def cancel(

@@ -29,6 +29,12 @@ class Created(BaseModel):
     events_url: str
 
 
+class StreamToken(BaseModel):
+    stream_url: str
+    stream_token: str
+    expires_in: int
+
+
 class GenerationState(BaseModel):
     id: UUID
     status: Status

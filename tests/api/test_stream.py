@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
@@ -21,7 +21,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from service.events import EventType, NewEvent
 from service.store import event_log
 from service.store.db import Pool
-from tests.conftest import SPEC, AppFactory, RunningApp
+from tests.conftest import SPEC, AppFactory, KeyFactory, RunningApp
 
 CONTRACT_FIELDS = [
     "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp", "data",
@@ -613,3 +613,28 @@ async def test_the_stream_token_opens_the_stream_without_an_authorization_header
     assert received.closed_by_server
     assert no_credentials[0] == 401
     assert wrong_generation[0] == 401
+
+
+async def test_a_fresh_stream_token_reopens_a_generation_of_the_callers_only(
+    running: RunningApp, api_key: str, make_key: KeyFactory
+) -> None:
+    async with running.client(api_key) as owner:
+        created = await create_generation(owner)
+        last_seq = await wait_until_finished(owner, created["id"])
+        response = await owner.post(f"/api/generations/{created['id']}/stream-token")
+        unknown = await owner.post(f"/api/generations/{uuid4()}/stream-token")
+    async with running.client(await make_key("mallory")) as stranger:
+        refused = await stranger.post(f"/api/generations/{created['id']}/stream-token")
+    async with running.client() as anonymous:
+        unauthenticated = await anonymous.post(f"/api/generations/{created['id']}/stream-token")
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["stream_url"] == f"/api/generations/{created['id']}/stream"
+        assert body["expires_in"] > 0
+        received = await read_stream(
+            anonymous, created["id"], params={"token": body["stream_token"]}
+        )
+    assert received.seqs == list(range(1, last_seq + 1))
+    assert unknown.status_code == 404
+    assert refused.status_code == 404
+    assert unauthenticated.status_code == 401

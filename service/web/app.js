@@ -1,0 +1,321 @@
+// genstream's page: start a generation and follow it live; rebuild any generation from its log.
+// Renders strictly by seq: an event already rendered is ignored, and a gap is filled from the
+// events endpoint before anything after it is shown. The stream itself resumes by
+// Last-Event-ID (the browser's EventSource does that on reconnect).
+"use strict";
+
+const TYPES = [
+  "generation.queued", "generation.started", "generation.resumed", "phase.started",
+  "llm.delta", "file.saved", "phase.completed",
+  "generation.succeeded", "generation.failed", "generation.cancelled",
+];
+const TERMINAL = { "generation.succeeded": "finished", "generation.failed": "failed", "generation.cancelled": "cancelled" };
+const KEY_STORAGE = "genstream.apiKey";
+const $ = (id) => document.getElementById(id);
+
+let run = null; // the generation on screen
+
+function apiKey() { return localStorage.getItem(KEY_STORAGE) || ""; }
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { "Authorization": `Bearer ${apiKey()}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!response.ok) {
+    let detail = `${response.status}`;
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new Error(detail);
+  }
+  return response.status === 204 ? null : response;
+}
+
+function parseEntities(text) {
+  return text.split("\n").map((line) => line.trim()).filter(Boolean).map((line) => {
+    const [name, rest = ""] = line.split(":");
+    const fields = {};
+    for (const part of rest.split(",").map((p) => p.trim()).filter(Boolean)) {
+      const [field, type = "str"] = part.split(/\s+/);
+      fields[field] = type;
+    }
+    return { name: name.trim(), fields };
+  });
+}
+
+function setState(state, detail) {
+  const el = $("state");
+  el.className = `state ${state}`;
+  el.textContent = detail ? `${state} (${detail})` : state;
+  $("cancel").hidden = !["connecting", "live", "reconnecting"].includes(state);
+}
+
+class Run {
+  constructor(id) {
+    this.id = id;
+    this.lastSeq = 0;
+    this.progress = 0;
+    this.pending = new Map(); // seq -> event that arrived ahead of a gap
+    this.filling = false;
+    this.source = null;
+    this.attempts = 0;
+    this.phases = new Map();
+    this.done = false;
+  }
+
+  reset() {
+    $("run").hidden = false;
+    $("run-id").textContent = this.id;
+    for (const id of ["phases", "files", "log"]) $(id).replaceChildren();
+    for (const id of ["model", "viewer", "viewer-path", "stage", "run-error"]) $(id).textContent = "";
+    $("zip").hidden = true;
+    this.setProgress(0);
+    setState("connecting");
+    history.replaceState(null, "", `#${this.id}`);
+  }
+
+  setProgress(value) {
+    this.progress = Math.max(this.progress, value); // only ever forward
+    const percent = Math.round(this.progress * 100);
+    $("progress-fill").style.width = `${percent}%`;
+    $("progress").setAttribute("aria-valuenow", String(percent));
+  }
+
+  // Every event goes through here, in any order; it renders in seq order exactly once.
+  accept(event) {
+    if (event.seq <= this.lastSeq) return;
+    this.pending.set(event.seq, event);
+    this.drain();
+    if (this.pending.size && !this.filling) this.fillGap();
+  }
+
+  drain() {
+    while (this.pending.has(this.lastSeq + 1)) {
+      const event = this.pending.get(this.lastSeq + 1);
+      this.pending.delete(event.seq);
+      this.lastSeq = event.seq;
+      this.render(event);
+    }
+  }
+
+  async fillGap() {
+    this.filling = true;
+    try {
+      while (this.pending.size) {
+        const page = await (await api("GET", `/api/generations/${this.id}/events?after=${this.lastSeq}&limit=1000`)).json();
+        if (!page.events.length) break;
+        for (const event of page.events) if (event.seq > this.lastSeq) this.pending.set(event.seq, event);
+        this.drain();
+      }
+    } catch (error) {
+      $("run-error").textContent = `Could not fetch missing events: ${error.message}`;
+    } finally {
+      this.filling = false;
+    }
+  }
+
+  render(event) {
+    const row = document.createElement("tr");
+    for (const text of [event.seq, event.type, event.message]) {
+      const cell = document.createElement("td");
+      cell.textContent = String(text);
+      row.append(cell);
+    }
+    $("log").append(row);
+    $("stage").textContent = event.message ? `${event.stage}: ${event.message}` : event.stage;
+    this.setProgress(event.progress || 0);
+    const data = event.data || {};
+    if (event.type === "llm.delta" && data.text) {
+      const model = $("model");
+      const atBottom = model.scrollTop + model.clientHeight >= model.scrollHeight - 4;
+      model.textContent += data.text;
+      if (atBottom) model.scrollTop = model.scrollHeight;
+    } else if (event.type === "phase.started") {
+      const item = this.phases.get(event.stage) || document.createElement("li");
+      item.textContent = `${event.stage}: running`;
+      item.dataset.started = event.timestamp;
+      this.phases.set(event.stage, item);
+      $("phases").append(item);
+    } else if (event.type === "phase.completed") {
+      const item = this.phases.get(event.stage);
+      if (item) {
+        const seconds = (Date.parse(event.timestamp) - Date.parse(item.dataset.started)) / 1000;
+        item.textContent = `${event.stage}: done in ${seconds.toFixed(2)} s`;
+      }
+    } else if (event.type === "file.saved" && data.path) {
+      this.addFile(data.path);
+    }
+    if (event.type in TERMINAL) this.finish(event);
+  }
+
+  addFile(path) {
+    for (const item of $("files").children) if (item.dataset.path === path) return;
+    const item = document.createElement("li");
+    item.dataset.path = path;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = path;
+    button.addEventListener("click", () => this.show(path));
+    item.append(button);
+    $("files").append(item);
+    $("zip").hidden = false;
+  }
+
+  async show(path) {
+    $("viewer-path").textContent = path;
+    try {
+      const response = await api("GET", `/api/generations/${this.id}/files/${path}`);
+      $("viewer").textContent = await response.text();
+    } catch (error) {
+      $("viewer").textContent = `Could not load ${path}: ${error.message}`;
+    }
+  }
+
+  finish(event) {
+    this.done = true;
+    if (this.source) { this.source.close(); this.source = null; }
+    const state = TERMINAL[event.type];
+    setState(state);
+    if (state === "finished") this.setProgress(1);
+    if (state === "failed") $("run-error").textContent = `Failed: ${(event.data && event.data.error) || event.message}`;
+    listGenerations();
+  }
+
+  // Rebuild from the stored log first (a reload, an old generation), then follow live.
+  async open(token) {
+    this.reset();
+    try {
+      await this.catchUp();
+      if (this.done) return;
+      if (!token) token = (await (await api("POST", `/api/generations/${this.id}/stream-token`)).json()).stream_token;
+      this.follow(token);
+    } catch (error) {
+      setState("failed", "could not load");
+      $("run-error").textContent = error.message;
+    }
+  }
+
+  async catchUp() {
+    for (;;) {
+      const page = await (await api("GET", `/api/generations/${this.id}/events?after=${this.lastSeq}&limit=1000`)).json();
+      for (const event of page.events) this.accept(event);
+      if (!page.has_more) return;
+    }
+  }
+
+  follow(token) {
+    const url = `/api/generations/${this.id}/stream?token=${encodeURIComponent(token)}&after=${this.lastSeq}`;
+    const source = new EventSource(url);
+    this.source = source;
+    source.onopen = () => { this.attempts = 0; if (!this.done) setState("live"); };
+    source.onerror = () => {
+      if (this.done || this.source !== source) return;
+      if (source.readyState === EventSource.CLOSED) {
+        // The server ended it for good (a 204 after the end, an expired token): look it up.
+        this.source = null;
+        this.recover();
+      } else {
+        this.attempts += 1;
+        setState("reconnecting", `attempt ${this.attempts}`);
+      }
+    };
+    for (const type of TYPES) {
+      source.addEventListener(type, (message) => {
+        if (!message.data) return;
+        this.accept(JSON.parse(message.data));
+      });
+    }
+  }
+
+  async recover() {
+    try {
+      await this.catchUp();
+      if (!this.done) {
+        const token = (await (await api("POST", `/api/generations/${this.id}/stream-token`)).json()).stream_token;
+        this.follow(token);
+      }
+    } catch (error) {
+      setState("reconnecting", error.message);
+      setTimeout(() => this.recover(), 2000);
+    }
+  }
+}
+
+function openRun(id, token) {
+  if (run && run.source) run.source.close();
+  run = new Run(id);
+  run.open(token);
+}
+
+async function listGenerations() {
+  if (!apiKey()) return;
+  try {
+    const page = await (await api("GET", "/api/generations?limit=20")).json();
+    const list = $("generations");
+    list.replaceChildren();
+    for (const item of page.items) {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "open";
+      button.addEventListener("click", () => openRun(item.id));
+      li.append(button, ` ${item.id.slice(0, 8)} · ${item.status} · ${new Date(item.created_at).toLocaleString()}`);
+      list.append(li);
+    }
+  } catch (error) {
+    $("generations").textContent = `Could not list generations: ${error.message}`;
+  }
+}
+
+function showKeyState() {
+  $("key-state").textContent = apiKey() ? "key saved in this browser" : "no key yet";
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  showKeyState();
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    localStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
+    $("api-key").value = "";
+    showKeyState();
+    listGenerations();
+  });
+  $("spec-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("form-error").textContent = "";
+    let spec;
+    try {
+      spec = $("spec-json").value.trim()
+        ? JSON.parse($("spec-json").value)
+        : { project: $("project").value.trim(), entities: parseEntities($("entities").value) };
+    } catch (error) {
+      $("form-error").textContent = `The spec is not valid JSON: ${error.message}`;
+      return;
+    }
+    try {
+      const provider = $("provider").value;
+      const created = await (await api("POST", "/api/generations", { spec, provider })).json();
+      openRun(created.id, created.stream_token);
+    } catch (error) {
+      $("form-error").textContent = `Could not start: ${error.message}`;
+    }
+  });
+  $("cancel").addEventListener("click", async () => {
+    if (!run) return;
+    try { await api("POST", `/api/generations/${run.id}/cancel`); } catch (error) { $("run-error").textContent = error.message; }
+  });
+  $("zip").addEventListener("click", async (e) => {
+    e.preventDefault();
+    if (!run) return;
+    const blob = await (await api("GET", `/api/generations/${run.id}/archive`)).blob();
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = `${run.id}.zip`;
+    link.click();
+    URL.revokeObjectURL(link.href);
+  });
+  $("refresh").addEventListener("click", listGenerations);
+  listGenerations();
+  const id = location.hash.slice(1);
+  if (/^[0-9a-f-]{36}$/.test(id) && apiKey()) openRun(id);
+});

@@ -1,0 +1,253 @@
+"""The web page in a real Chromium (Debian's, driven by Playwright; no browser download).
+
+Each test serves the app on a real port, types into the page as a person would, and reads
+what the page shows; the stored log is the reference. Screenshots go to
+``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, async_playwright
+from pydantic import SecretStr
+
+from service.settings import PROJECT_ROOT
+from tests.conftest import AppFactory, RunningApp, free_socket
+
+SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # required as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ENTITIES = "\n".join(f"Thing{n}: title str, count int, note str" for n in range(4))
+RUN_S = 60_000  # ms: the longest any run here may take to show its end
+
+
+def chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("the web page's tests need Debian's chromium: `make browser` installs it")
+    return path
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1200, "height": 1000})
+            yield await context.new_page()
+        finally:
+            await browser.close()
+
+
+def screenshot_path(name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{name}.png"
+
+
+async def sign_in(page: Page, running: RunningApp, key: str) -> None:
+    await page.goto(running.base_url + "/")
+    await page.fill("#api-key", key)
+    await page.click("#key-form button[type=submit]")
+    await page.wait_for_selector("#key-state:has-text('key saved')")
+
+
+async def generate(page: Page, entities: str = ENTITIES, provider: str = "offline") -> str:
+    await page.fill("#entities", entities)
+    await page.select_option("#provider", provider)
+    await page.click("#generate")
+    await page.wait_for_function("document.getElementById('run-id').textContent.length === 36")
+    return await page.text_content("#run-id") or ""
+
+
+async def wait_state(page: Page, state: str, timeout_ms: int = RUN_S) -> None:
+    await page.wait_for_function(
+        "s => document.getElementById('state').textContent.startsWith(s)",
+        arg=state,
+        timeout=timeout_ms,
+    )
+
+
+async def wait_seq(page: Page, at_least: int) -> None:
+    await page.wait_for_function(
+        "n => document.querySelectorAll('#log tr').length >= n", arg=at_least, timeout=RUN_S
+    )
+
+
+async def shown(page: Page) -> dict[str, Any]:
+    """What the page shows: the log's seqs, the files, the progress, the state."""
+    return {
+        "seqs": await page.eval_on_selector_all(
+            "#log tr td:first-child", "cells => cells.map(c => Number(c.textContent))"
+        ),
+        "files": await page.eval_on_selector_all(
+            "#files li", "items => items.map(i => i.dataset.path)"
+        ),
+        "progress": await page.get_attribute("#progress", "aria-valuenow"),
+        "state": await page.text_content("#state"),
+    }
+
+
+async def stored(running: RunningApp, key: str, generation_id: str) -> dict[str, Any]:
+    async with running.client(key) as client:
+        response = await client.get(
+            f"/api/generations/{generation_id}/events", params={"limit": 1000}
+        )
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["events"]
+    return {
+        "seqs": [event["seq"] for event in events],
+        "files": [event["data"]["path"] for event in events if event["type"] == "file.saved"],
+        "last": events[-1],
+    }
+
+
+async def test_the_page_is_served_with_its_script_and_style(running: RunningApp) -> None:
+    async with running.client() as client:
+        index = await client.get("/")
+        script = await client.get("/static/app.js")
+        style = await client.get("/static/app.css")
+    assert index.status_code == 200
+    assert index.headers["content-type"].startswith("text/html")
+    assert '<script src="/static/app.js"' in index.text
+    assert script.status_code == 200
+    assert "EventSource" in script.text
+    assert style.status_code == 200
+
+
+async def test_a_full_run_shows_every_event_once_every_file_and_the_end(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.01) as running:
+        await sign_in(page, running, api_key)
+        generation_id = await generate(page)
+        await wait_seq(page, 10)
+        await page.screenshot(path=screenshot_path("mid-run"), full_page=True)
+        await wait_state(page, "finished")
+        await page.screenshot(path=screenshot_path("finished"), full_page=True)
+        view = await shown(page)
+        log = await stored(running, api_key, generation_id)
+    assert view["seqs"] == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
+    assert view["files"] == log["files"]
+    assert len(view["files"]) >= 4
+    assert view["progress"] == "100"
+    assert view["state"] == "finished"
+    assert log["last"]["type"] == "generation.succeeded"
+
+
+async def test_the_page_resumes_exactly_where_it_was_after_the_server_restarts(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    settings = {"offline_delay_s": 0.03, "sse_retry_ms": 300}
+    async with app_factory(port=port, **settings) as first:
+        await sign_in(page, first, api_key)
+        generation_id = await generate(page)
+        await wait_seq(page, 8)
+    # The server is gone mid-run: its streams were closed and its run handed back.
+    await wait_state(page, "reconnecting", timeout_ms=10_000)
+    await page.screenshot(path=screenshot_path("reconnecting"), full_page=True)
+    async with app_factory(port=port, **settings) as second:
+        await wait_state(page, "finished")
+        view = await shown(page)
+        log = await stored(second, api_key, generation_id)
+    assert view["seqs"] == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
+    assert view["files"] == log["files"]
+    assert log["last"]["type"] == "generation.succeeded"
+
+
+async def test_a_reload_mid_run_and_after_the_end_rebuilds_the_same_view(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.02) as running:
+        await sign_in(page, running, api_key)
+        generation_id = await generate(page)
+        await wait_seq(page, 6)
+        await page.reload()
+        await wait_state(page, "finished")
+        after_mid_run_reload = await shown(page)
+        await page.reload()
+        await wait_state(page, "finished")
+        after_end_reload = await shown(page)
+        log = await stored(running, api_key, generation_id)
+    assert after_mid_run_reload == after_end_reload
+    assert after_end_reload["seqs"] == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
+    assert after_end_reload["files"] == log["files"]
+    assert after_end_reload["progress"] == "100"
+
+
+async def test_a_past_generation_opens_from_the_list(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    await sign_in(page, running, api_key)
+    generation_id = await generate(page, "User: email str")
+    await wait_state(page, "finished")
+    first = await shown(page)
+    await page.goto(running.base_url + "/")  # a fresh page, nothing on screen
+    await page.click("#refresh")
+    await page.click(f"#generations li:has-text('{generation_id[:8]}') button")
+    await wait_state(page, "finished")
+    assert await shown(page) == first
+
+
+async def test_a_failed_run_says_why_in_words(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    closed = free_socket()  # a Gemini endpoint that refuses every connection
+    unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    async with app_factory(
+        gemini_api_key=SecretStr("test-key"), gemini_base_url=unreachable, gemini_attempts=1
+    ) as running:
+        await sign_in(page, running, api_key)
+        await generate(page, "User: email str", provider="gemini")
+        await wait_state(page, "failed")
+        await page.screenshot(path=screenshot_path("failed"), full_page=True)
+        error = await page.text_content("#run-error") or ""
+    assert error.startswith("Failed: ")
+    assert len(error) > len("Failed: ") + 10
+
+
+async def test_cancel_stops_the_run_and_the_page_says_so(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.05) as running:
+        await sign_in(page, running, api_key)
+        generation_id = await generate(page)
+        await wait_seq(page, 3)
+        await page.click("#cancel")
+        await wait_state(page, "cancelled")
+        log = await stored(running, api_key, generation_id)
+        view = await shown(page)
+    assert log["last"]["type"] == "generation.cancelled"
+    assert view["seqs"] == log["seqs"]
+    assert await page.is_hidden("#cancel")
+
+
+async def test_the_page_is_usable_at_320_pixels_wide(running: RunningApp, page: Page) -> None:
+    await page.set_viewport_size({"width": 320, "height": 800})
+    await page.goto(running.base_url + "/")
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    await page.screenshot(path=screenshot_path("narrow"), full_page=True)
+    assert overflow <= 0
+    # Keyboard only: Tab reaches the key field and the Generate button.
+    focused: set[str] = set()
+    for _ in range(12):
+        await page.keyboard.press("Tab")
+        focused.add(await page.evaluate("document.activeElement.id"))
+    assert {"api-key", "project", "entities"} <= focused
