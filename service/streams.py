@@ -5,13 +5,16 @@ This is application logic with no HTTP in it; ``api/stream.py`` turns what it yi
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 from uuid import UUID
 
-from service.errors import InvalidRequest, StoreUnavailable
+from service.errors import Conflict, InvalidRequest, StoreUnavailable
 from service.hub import Hub
 from service.store import event_log
 from service.store.db import Pool, connection
@@ -24,6 +27,8 @@ class Keepalive:
 
 KEEPALIVE: Final = Keepalive()
 OUTAGE_RETRY_MAX_S: Final = 2.0
+REPLAY_GAP_MAX_S: Final = 2.0  # a pause longer than this in the recording is cut to it
+REPLAY_SPEED_MAX: Final = 100.0
 KEEPALIVE_JITTER: Final = 0.2
 
 
@@ -107,3 +112,40 @@ async def follow(
                 yield KEEPALIVE
     finally:
         hub.unsubscribe(subscription)
+
+
+def check_replay(head: Head, speed: float) -> None:
+    """Replaying at the recorded pace is for finished generations: a running one is
+    followed live, and its pace is the real one already."""
+    if not 0 < speed <= REPLAY_SPEED_MAX:
+        raise InvalidRequest(f"speed must be above 0 and at most {REPLAY_SPEED_MAX:g}")
+    if not head.is_finished:
+        raise Conflict(
+            "pace=recorded replays finished generations; this one is "
+            f"{head.status}: follow it without pace"
+        )
+
+
+async def paced(
+    pages: AsyncIterator[list[StoredEvent] | Keepalive], speed: float
+) -> AsyncIterator[list[StoredEvent] | Keepalive]:
+    """The same events one at a time, each after the pause that preceded it when it was
+    recorded (divided by ``speed``, at most ``REPLAY_GAP_MAX_S``): a past run as it
+    happened, for demos and for watching what a run did."""
+    previous: float | None = None
+    async for page in pages:
+        if isinstance(page, Keepalive):
+            yield page
+            continue
+        for event in page:
+            recorded = _timestamp(event)
+            if previous is not None:
+                await asyncio.sleep(min(max(recorded - previous, 0.0), REPLAY_GAP_MAX_S) / speed)
+            previous = recorded
+            yield [event]
+
+
+def _timestamp(event: StoredEvent) -> float:
+    """Seconds since the epoch of the event's ``timestamp`` (the contract's ISO-8601 UTC)."""
+    stamp: str = json.loads(event.json)["timestamp"]
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Request, Response, get
@@ -68,9 +68,14 @@ async def authorize(
         await generations.select_generation(conn, caller.owner, generation_id)
 
 
-async def frames(services: Services, generation_id: UUID, after: int) -> AsyncIterator[bytes]:
+async def frames(
+    services: Services, generation_id: UUID, after: int, speed: float | None = None
+) -> AsyncIterator[bytes]:
     yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
-    async for item in streams.follow(services.follow, generation_id, after):
+    items = streams.follow(services.follow, generation_id, after)
+    if speed is not None:
+        items = streams.paced(items, speed)
+    async for item in items:
         if isinstance(item, streams.Keepalive):
             yield b": keepalive\n\n"
         else:
@@ -88,14 +93,18 @@ async def stream(
     token: Annotated[str | None, QueryParameter()] = None,
     after: Annotated[str | None, QueryParameter()] = None,
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    pace: Annotated[Literal["live", "recorded"], QueryParameter()] = "live",
+    speed: Annotated[float, QueryParameter()] = 1.0,
 ) -> Response[bytes] | Stream:
     await authorize(request, services, generation_id, token)
     start = resume_point(last_event_id, after)
     head = await streams.head(services.pool, generation_id)
+    if pace == "recorded":
+        streams.check_replay(head, speed)
     if not streams.check_resume_point(head, start):
         return Response(b"", status_code=HTTP_204_NO_CONTENT)
     return Stream(
-        frames(services, generation_id, start),
+        frames(services, generation_id, start, speed if pace == "recorded" else None),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

@@ -203,11 +203,24 @@ class Run {
     }
   }
 
-  follow(token) {
-    const url = `/api/generations/${this.id}/stream?token=${encodeURIComponent(token)}&after=${this.lastSeq}`;
+  // A finished generation again, at the pace it was recorded (the server paces it).
+  async replay(speed) {
+    this.reset();
+    try {
+      const token = (await (await api("POST", `/api/generations/${this.id}/stream-token`)).json()).stream_token;
+      this.follow(token, `&pace=recorded&speed=${speed}`);
+    } catch (error) {
+      setState("failed", "could not replay");
+      $("run-error").textContent = error.message;
+    }
+  }
+
+  follow(token, extra = "") {
+    const url = `/api/generations/${this.id}/stream?token=${encodeURIComponent(token)}&after=${this.lastSeq}${extra}`;
     const source = new EventSource(url);
     this.source = source;
-    source.onopen = () => { this.attempts = 0; if (!this.done) setState("live"); };
+    const streaming = extra ? "replaying" : "live";
+    source.onopen = () => { this.attempts = 0; if (!this.done) setState(streaming); };
     source.onerror = () => {
       if (this.done || this.source !== source) return;
       if (source.readyState === EventSource.CLOSED) {
@@ -247,6 +260,12 @@ function openRun(id, token) {
   run.open(token);
 }
 
+function replayRun(id) {
+  if (run && run.source) run.source.close();
+  run = new Run(id);
+  run.replay($("replay-speed").value);
+}
+
 async function listGenerations() {
   if (!apiKey()) return;
   try {
@@ -259,7 +278,15 @@ async function listGenerations() {
       button.type = "button";
       button.textContent = "open";
       button.addEventListener("click", () => openRun(item.id));
-      li.append(button, ` ${item.id.slice(0, 8)} · ${item.status} · ${new Date(item.created_at).toLocaleString()}`);
+      li.append(button);
+      if (["succeeded", "failed", "cancelled"].includes(item.status)) {
+        const replay = document.createElement("button");
+        replay.type = "button";
+        replay.textContent = "replay";
+        replay.addEventListener("click", () => replayRun(item.id));
+        li.append(replay);
+      }
+      li.append(` ${item.id.slice(0, 8)} · ${item.status} · ${new Date(item.created_at).toLocaleString()}`);
       list.append(li);
     }
   } catch (error) {

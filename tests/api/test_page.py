@@ -251,3 +251,22 @@ async def test_the_page_is_usable_at_320_pixels_wide(running: RunningApp, page: 
         await page.keyboard.press("Tab")
         focused.add(await page.evaluate("document.activeElement.id"))
     assert {"api-key", "project", "entities"} <= focused
+
+
+async def test_a_finished_generation_replays_at_its_recorded_pace_to_the_same_view(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.01) as running:
+        await sign_in(page, running, api_key)
+        generation_id = await generate(page, "User: email str")
+        await wait_state(page, "finished")
+        original = await shown(page)
+        await page.click("#refresh")
+        await page.select_option("#replay-speed", "2")
+        await page.click(
+            f"#generations li:has-text('{generation_id[:8]}') button:has-text('replay')"
+        )
+        await wait_state(page, "replaying")
+        await wait_state(page, "finished")
+        replayed = await shown(page)
+    assert replayed == original

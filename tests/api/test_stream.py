@@ -8,6 +8,7 @@ itself through the event log, as a worker in another process would.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Mapping
@@ -16,10 +17,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from service import streams
 from service.events import EventType, NewEvent
-from service.store import event_log
+from service.generation.runs import queued_event
+from service.store import event_log, generations
 from service.store.db import Pool
 from tests.conftest import SPEC, AppFactory, KeyFactory, RunningApp
 
@@ -638,3 +642,88 @@ async def test_a_fresh_stream_token_reopens_a_generation_of_the_callers_only(
     assert unknown.status_code == 404
     assert refused.status_code == 404
     assert unauthenticated.status_code == 401
+
+
+# --- replay at the recorded pace --------------------------------------------------------------
+
+
+async def recorded_generation(pool: Pool, gaps_s: list[float]) -> UUID:
+    """A finished generation of alice's whose events were appended ``gaps_s`` apart."""
+    generation_id = uuid4()
+    async with pool.acquire() as conn:
+        await generations.insert_generation(
+            conn, generation_id, "alice", SPEC, "offline", None, queued_event()
+        )
+        for n, gap in enumerate(gaps_s):
+            await asyncio.sleep(gap)
+            await event_log.append(
+                conn, generation_id, [NewEvent(EventType.LLM_DELTA, "models", 0.5, f"{n}")]
+            )
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.SUCCEEDED, "done", 1.0, "Done")]
+        )
+    return generation_id
+
+
+async def arrival_times(
+    client: httpx.AsyncClient, generation_id: UUID, params: Mapping[str, str | int]
+) -> list[tuple[int, float]]:
+    arrivals: list[tuple[int, float]] = []
+    async with (
+        asyncio.timeout(20),
+        aconnect_sse(client, "GET", stream_url(str(generation_id)), params=dict(params)) as source,
+    ):
+        assert source.response.status_code == 200, (await source.response.aread()).decode()
+        async for sse in source.aiter_sse():
+            if sse.data:
+                arrivals.append((int(sse.id), time.monotonic()))
+    return arrivals
+
+
+async def test_a_finished_generation_replays_at_its_recorded_pace_with_a_speed_factor(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    generation_id = await recorded_generation(pool, [0.6, 0.6])  # seqs 2 and 3, 0.6 s apart
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        paced = await arrival_times(client, generation_id, {"pace": "recorded", "speed": 2})
+        live = await arrival_times(client, generation_id, {})
+    assert [seq for seq, _ in paced] == [seq for seq, _ in live] == [1, 2, 3, 4]
+    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(paced)]
+    assert gaps[0] > 0.2  # 0.6 s recorded, at twice the speed: ~0.3 s
+    assert gaps[1] > 0.2
+    assert gaps[2] < gaps[1]  # the terminal event was recorded right after seq 3
+    assert live[-1][1] - live[0][1] < (paced[-1][1] - paced[0][1]) / 2  # without pace: at once
+
+
+async def test_replay_cuts_long_pauses_and_resumes_after_last_event_id(
+    app_factory: AppFactory, api_key: str, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "REPLAY_GAP_MAX_S", 0.1)
+    generation_id = await recorded_generation(pool, [0.8])
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        paced = await arrival_times(client, generation_id, {"pace": "recorded"})
+        resumed = await arrival_times(client, generation_id, {"pace": "recorded", "after": 1})
+    assert [seq for seq, _ in paced] == [1, 2, 3]
+    assert paced[1][1] - paced[0][1] < 0.5  # 0.8 s recorded, cut to 0.1 s
+    assert [seq for seq, _ in resumed] == [2, 3]
+
+
+async def test_replay_refuses_a_running_generation_and_a_bad_speed(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    running_id = uuid4()
+    async with pool.acquire() as conn:
+        await generations.insert_generation(
+            conn, running_id, "alice", SPEC, "offline", None, queued_event()
+        )
+    finished_id = await recorded_generation(pool, [])
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        not_finished = await status_of(client, str(running_id), params={"pace": "recorded"})
+        too_fast = await status_of(
+            client, str(finished_id), params={"pace": "recorded", "speed": 1000}
+        )
+        zero = await status_of(client, str(finished_id), params={"pace": "recorded", "speed": 0})
+        unknown_pace = await status_of(client, str(finished_id), params={"pace": "fast"})
+    assert not_finished[0] == 409
+    assert b"finished" in not_finished[2]
+    assert too_fast[0] == zero[0] == unknown_pace[0] == 400
