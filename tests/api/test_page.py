@@ -270,3 +270,34 @@ async def test_a_finished_generation_replays_at_its_recorded_pace_to_the_same_vi
         await wait_state(page, "finished")
         replayed = await shown(page)
     assert replayed == original
+
+
+async def test_an_event_past_a_gap_waits_for_the_gap_to_be_fetched_and_repeats_are_ignored(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    await sign_in(page, running, api_key)
+    generation_id = await generate(page, "User: email str")
+    await wait_state(page, "finished")
+    log = await stored(running, api_key, generation_id)
+    async with running.client(api_key) as client:
+        events = (
+            await client.get(f"/api/generations/{generation_id}/events", params={"limit": 1000})
+        ).json()["events"]
+    # A fresh view of the same generation, fed by hand: seq 5 first (a gap of 1..4), then
+    # seq 5 and seq 2 again. The page must fetch 1..4, show 1..N once each, in order.
+    await page.evaluate(
+        """([id, fifth, second]) => {
+            run = new Run(id);
+            run.reset();
+            run.accept(fifth);
+            run.accept(fifth);
+            run.accept(second);
+        }""",
+        [generation_id, events[4], events[1]],
+    )
+    await wait_state(page, "finished")
+    await page.wait_for_function(
+        "n => document.querySelectorAll('#log tr').length >= n", arg=len(events)
+    )
+    view = await shown(page)
+    assert view["seqs"] == log["seqs"] == list(range(1, len(events) + 1))
