@@ -148,16 +148,32 @@ class Run {
     if (event.type in TERMINAL) this.finish(event);
   }
 
+  // Files as a tree: one nested list per folder, files in the order they were saved.
   addFile(path) {
-    for (const item of $("files").children) if (item.dataset.path === path) return;
+    if ($("files").querySelector(`li[data-path="${CSS.escape(path)}"]`)) return;
+    let list = $("files");
+    const parts = path.split("/");
+    for (const folder of parts.slice(0, -1)) {
+      let node = [...list.children].find((li) => li.dataset.folder === folder);
+      if (!node) {
+        node = document.createElement("li");
+        node.dataset.folder = folder;
+        const name = document.createElement("span");
+        name.textContent = `${folder}/`;
+        node.append(name, document.createElement("ul"));
+        list.append(node);
+      }
+      list = node.querySelector(":scope > ul");
+    }
     const item = document.createElement("li");
     item.dataset.path = path;
     const button = document.createElement("button");
     button.type = "button";
-    button.textContent = path;
+    button.textContent = parts[parts.length - 1];
+    button.title = path;
     button.addEventListener("click", () => this.show(path));
     item.append(button);
-    $("files").append(item);
+    list.append(item);
     $("zip").hidden = false;
   }
 
@@ -176,6 +192,9 @@ class Run {
     if (this.source) { this.source.close(); this.source = null; }
     const state = TERMINAL[event.type];
     setState(state);
+    for (const [stage, item] of this.phases) {
+      if (item.textContent.endsWith("running")) item.textContent = `${stage}: ${state === "failed" ? "failed" : "stopped"}`;
+    }
     if (state === "finished") this.setProgress(1);
     if (state === "failed") $("run-error").textContent = `Failed: ${(event.data && event.data.error) || event.message}`;
     listGenerations();

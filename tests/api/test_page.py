@@ -8,6 +8,7 @@ what the page shows; the stored log is the reference. Screenshots go to
 from __future__ import annotations
 
 import shutil
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ async def shown(page: Page) -> dict[str, Any]:
             "#log tr td:first-child", "cells => cells.map(c => Number(c.textContent))"
         ),
         "files": await page.eval_on_selector_all(
-            "#files li", "items => items.map(i => i.dataset.path)"
+            "#files li[data-path]", "items => items.map(i => i.dataset.path)"
         ),
         "progress": await page.get_attribute("#progress", "aria-valuenow"),
         "state": await page.text_content("#state"),
@@ -135,15 +136,28 @@ async def test_a_full_run_shows_every_event_once_every_file_and_the_end(
         await wait_seq(page, 10)
         await page.screenshot(path=screenshot_path("mid-run"), full_page=True)
         await wait_state(page, "finished")
+        await page.click("#files li[data-path='app/main.py'] button")
+        await page.wait_for_function(
+            "document.getElementById('viewer').textContent.length > 0", timeout=10_000
+        )
         await page.screenshot(path=screenshot_path("finished"), full_page=True)
+        viewer = await page.text_content("#viewer") or ""
+        async with page.expect_download() as download_info:
+            await page.click("#zip")
+        archive = await (await download_info.value).path()
         view = await shown(page)
         log = await stored(running, api_key, generation_id)
+        async with running.client(api_key) as client:
+            main_py = await client.get(f"/api/generations/{generation_id}/files/app/main.py")
     assert view["seqs"] == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
     assert view["files"] == log["files"]
     assert len(view["files"]) >= 4
     assert view["progress"] == "100"
     assert view["state"] == "finished"
     assert log["last"]["type"] == "generation.succeeded"
+    assert viewer == main_py.text
+    with zipfile.ZipFile(archive) as zipped:
+        assert sorted(zipped.namelist()) == sorted(log["files"])
 
 
 async def test_the_page_resumes_exactly_where_it_was_after_the_server_restarts(
@@ -217,6 +231,8 @@ async def test_a_failed_run_says_why_in_words(
         await wait_state(page, "failed")
         await page.screenshot(path=screenshot_path("failed"), full_page=True)
         error = await page.text_content("#run-error") or ""
+        phases = await page.text_content("#phases") or ""
+    assert "core: failed" in phases
     assert error.startswith("Failed: ")
     assert len(error) > len("Failed: ") + 10
 
