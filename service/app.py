@@ -16,6 +16,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from service import errors
 from service.api.context import Services, provide_services
+from service.api.feed import feed
 from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
 from service.api.page import index, static_files
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 STATUS_OF: dict[type[errors.GenstreamError], int] = {
     errors.InvalidRequest: 400,
     errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.StoreUnavailable: 503,
@@ -145,7 +147,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[GenerationsController, stream, healthz, readyz, index, static_files],
+        route_handlers=[GenerationsController, stream, feed, healthz, readyz, index, static_files],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={

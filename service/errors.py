@@ -28,6 +28,10 @@ class NotFound(GenstreamError):
     pass
 
 
+class Forbidden(GenstreamError):
+    """Authenticated, but this key may not do that (an admin-only endpoint)."""
+
+
 class Conflict(GenstreamError):
     pass
 

@@ -38,6 +38,7 @@ from service.events import EventType, NewEvent, NewFile, Status
 from service.store.db import Connection
 
 EVENTS_CHANNEL = "genstream_events"
+NIL_UUID = UUID(int=0)
 
 INSERT_EVENTS = f"""
 WITH generation AS (
@@ -181,6 +182,18 @@ ORDER BY seq
 LIMIT $3
 """
 
+# The global feed (see migration 0003): only events whose transaction is older than every
+# transaction still running, so none can commit behind the cursor later; paged by
+# (transaction, generation, seq) on generation_events_feed_idx.
+SELECT_FEED = f"""
+SELECT tx_id, generation_id, seq, {EVENT_JSON} AS json
+FROM generation_events
+WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+  AND (tx_id, generation_id, seq) > ($1, $2, $3)
+ORDER BY tx_id, generation_id, seq
+LIMIT $4
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Appended:
@@ -199,6 +212,21 @@ class StoredEvent:
     @property
     def is_terminal(self) -> bool:
         return self.type in (EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPosition:
+    """Where a reader of the global feed is: after this event (all zero: the start)."""
+
+    tx_id: int = 0
+    generation_id: UUID = NIL_UUID
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    position: FeedPosition
+    json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +350,16 @@ def parse_notification(payload: str) -> tuple[UUID, int] | None:
         return UUID(generation_id), int(last_seq)
     except ValueError:
         return None
+
+
+async def select_feed(conn: Connection, after: FeedPosition, limit: int) -> list[FeedEvent]:
+    """Every generation's events after ``after``, in an order no later commit can get
+    behind: a reader that pages through this never skips an event nor sees one twice."""
+    rows = await conn.fetch(SELECT_FEED, after.tx_id, after.generation_id, after.seq, limit)
+    return [
+        FeedEvent(FeedPosition(row["tx_id"], row["generation_id"], row["seq"]), row["json"])
+        for row in rows
+    ]
 
 
 async def select_last_seqs(conn: Connection, generation_ids: list[UUID]) -> dict[UUID, int]:

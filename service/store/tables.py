@@ -68,7 +68,15 @@ generation_events = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     # Set by workers: an append retried after an unknown COMMIT outcome is not stored twice.
     sa.Column("idempotency_key", sa.Text, nullable=True),
+    # The storing transaction (pg_current_xact_id()): the global feed's commit-safe order.
+    sa.Column(
+        "tx_id",
+        sa.BigInteger,
+        nullable=False,
+        server_default=sa.text("(pg_current_xact_id())::text::bigint"),
+    ),
     sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
+    sa.Index("generation_events_feed_idx", "tx_id", "generation_id", "seq"),
     sa.Index(
         "generation_events_idempotency_key_idx",
         "generation_id",

@@ -351,3 +351,100 @@ async def test_an_append_whose_commit_outcome_was_lost_is_retried_and_stored_onc
         "generation.queued", "llm.delta", "file.saved", "llm.delta", "llm.delta",
     ]  # fmt: skip
     assert [(f.path, f.seq) for f in stored_files] == [("a.py", 3)]
+
+
+# --- the global feed ---------------------------------------------------------------------------
+
+
+async def read_feed(pool: Pool, after: event_log.FeedPosition, limit: int = 1000) -> list[Any]:
+    async with pool.acquire() as conn:
+        return await event_log.select_feed(conn, after, limit)
+
+
+async def test_the_feed_pages_through_every_generations_events_once_in_commit_safe_order(
+    pool: Pool,
+) -> None:
+    first, second = await new_generation(pool), await new_generation(pool)
+    async with pool.acquire() as conn:
+        await event_log.append(conn, first, [delta(1), delta(2)])
+        await event_log.append(conn, second, [delta(3)])
+        await event_log.append(conn, first, [delta(4)])
+    seen: list[tuple[UUID, int]] = []
+    position = event_log.FeedPosition()
+    while page := await read_feed(pool, position, limit=2):
+        for event in page:
+            body = json.loads(event.json)
+            assert (UUID(body["generation_id"]), body["seq"]) == (
+                event.position.generation_id,
+                event.position.seq,
+            )
+            seen.append((event.position.generation_id, event.position.seq))
+        position = page[-1].position
+    mine = [pair for pair in seen if pair[0] in (first, second)]
+    assert sorted(mine) == sorted(
+        [(first, 1), (first, 2), (first, 3), (first, 4), (second, 1), (second, 2)]
+    )
+    assert len(seen) == len(set(seen))
+    # Within one generation the feed keeps seq order (its appends commit in seq order).
+    assert [seq for generation, seq in mine if generation == first] == [1, 2, 3, 4]
+
+
+async def test_an_event_committed_behind_a_running_transaction_waits_for_it(
+    pool: Pool,
+) -> None:
+    slow, fast = await new_generation(pool), await new_generation(pool)
+    start = await read_feed(pool, event_log.FeedPosition())
+    position = start[-1].position if start else event_log.FeedPosition()
+    async with pool.acquire() as slow_conn:
+        transaction = slow_conn.transaction()
+        await transaction.start()
+        await event_log.append(slow_conn, slow, [delta(1)])  # an older transaction id...
+        async with pool.acquire() as fast_conn:
+            await event_log.append(fast_conn, fast, [delta(2)])  # ...committed after a newer
+        held = await read_feed(pool, position)
+        await transaction.commit()
+    released = await read_feed(pool, position)
+
+    assert (fast, 2) not in [(e.position.generation_id, e.position.seq) for e in held]
+    order = [(e.position.generation_id, e.position.seq) for e in released]
+    assert order.index((slow, 2)) < order.index((fast, 2))
+
+
+async def test_a_reader_tailing_racing_writers_sees_every_event_exactly_once(
+    pool: Pool,
+) -> None:
+    generation_ids = [await new_generation(pool) for _ in range(6)]
+    start = await read_feed(pool, event_log.FeedPosition())
+    position = start[-1].position if start else event_log.FeedPosition()
+    writing = True
+
+    async def writer(generation_id: UUID, salt: int) -> None:
+        for n in range(25):
+            async with pool.acquire() as conn, conn.transaction():
+                await event_log.append(conn, generation_id, [delta(n)])
+                # Commit late, at random: transactions finish out of their id order.
+                await asyncio.sleep(((n * 7 + salt * 13) % 5) / 500)
+
+    seen: list[tuple[UUID, int]] = []
+
+    async def reader() -> None:
+        nonlocal position
+        while True:
+            done = not writing
+            page = await read_feed(pool, position, limit=7)
+            seen.extend((e.position.generation_id, e.position.seq) for e in page)
+            if page:
+                position = page[-1].position
+            elif done:
+                return
+            await asyncio.sleep(0.001)
+
+    tailing = asyncio.ensure_future(reader())
+    await asyncio.gather(*(writer(g, k) for k, g in enumerate(generation_ids)))
+    writing = False
+    await asyncio.wait_for(tailing, 30)
+
+    expected = {(g, seq) for g in generation_ids for seq in range(2, 27)}
+    mine = [pair for pair in seen if pair[0] in set(generation_ids)]
+    assert len(mine) == len(set(mine))  # never twice
+    assert set(mine) == expected  # never skipped
