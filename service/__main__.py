@@ -10,7 +10,10 @@ import resource
 import signal
 import socket
 import sys
+from datetime import datetime
+from pathlib import Path
 from types import FrameType
+from typing import TextIO
 from uuid import UUID
 
 import uvicorn
@@ -174,6 +177,55 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from service.store.db import create_pool
+    from service.transfer import export_lines
+
+    url = database_url(settings)
+
+    async def main(out: TextIO) -> None:
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            ids = args.generation_ids or None
+            async for line in export_lines(pool, ids, args.since, args.until):
+                out.write(line)
+        finally:
+            await pool.close()
+
+    if args.output is None:
+        asyncio.run(main(sys.stdout))
+    else:
+        with open(args.output, "w") as out:
+            asyncio.run(main(out))
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from service.store.db import create_pool
+    from service.transfer import import_lines
+
+    url = database_url(settings)
+
+    async def main(source: TextIO) -> None:
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            result = await import_lines(pool, source)
+        finally:
+            await pool.close()
+        print(
+            f"imported {len(result.stored)} generation(s); "
+            f"skipped {len(result.skipped)} already present",
+            file=sys.stderr,
+        )
+
+    if args.file is None:
+        asyncio.run(main(sys.stdin))
+    else:
+        with open(args.file) as source:
+            asyncio.run(main(source))
+    return 0
+
+
 def cmd_db_stop(settings: Settings, _args: argparse.Namespace) -> int:
     from service.store.embedded import EmbeddedCluster
 
@@ -207,6 +259,19 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("generation_id", type=UUID)
     replay.add_argument("--after", type=int, default=0, help="start after this seq")
     replay.set_defaults(run=cmd_replay)
+    export = commands.add_parser(
+        "export", help="write generations as NDJSON: all, the ids given, or created in a range"
+    )
+    export.add_argument("generation_ids", nargs="*", type=UUID, metavar="GENERATION_ID")
+    export.add_argument("--since", type=datetime.fromisoformat, help="created at or after (ISO)")
+    export.add_argument("--until", type=datetime.fromisoformat, help="created before (ISO)")
+    export.add_argument("--output", "-o", type=Path, help="a file instead of stdout")
+    export.set_defaults(run=cmd_export)
+    load = commands.add_parser(
+        "import", help="store the generations of an export (a file, or stdin)"
+    )
+    load.add_argument("file", nargs="?", type=Path)
+    load.set_defaults(run=cmd_import)
     db = commands.add_parser("db", help="the embedded PostgreSQL cluster").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"
     )

@@ -100,6 +100,15 @@ async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]
 
 
 @pytest.fixture
+async def other_database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
+    """A second migrated database: another genstream, for moving generations between two."""
+    name = f"test_other_{uuid4().hex[:16]}"
+    await _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield _with_database(server_url, name)
+    await _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 async def empty_database_url(server_url: str) -> AsyncIterator[str]:
     """A database with no schema at all (not even Alembic's table), dropped afterwards."""
     name = f"test_empty_{uuid4().hex[:16]}"

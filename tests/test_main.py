@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -17,7 +18,7 @@ from service.generation import runs
 from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store import event_log
-from service.store.db import Pool, asyncpg_dsn
+from service.store.db import Pool, asyncpg_dsn, create_pool
 from service.store.migrate import current_revisions, head_revisions
 from tests.conftest import SPEC
 
@@ -149,3 +150,27 @@ async def test_replay_of_an_unknown_generation_fails_with_a_clear_message(
     assert result.stdout == ""
     assert f"generation {unknown} not found" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+async def test_export_then_import_moves_a_generation_to_another_database(
+    database_url: str, other_database_url: str, pool: Pool, tmp_path: Path
+) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+    export_file = tmp_path / "export.ndjson"
+
+    exported = await cli(
+        "export", str(generation_id), "-o", str(export_file), database_url=database_url
+    )
+    imported = await cli("import", str(export_file), database_url=other_database_url)
+    again = await cli("import", str(export_file), database_url=other_database_url)
+
+    assert exported.returncode == 0, exported.stderr
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 1 generation(s); skipped 0" in imported.stderr
+    assert "imported 0 generation(s); skipped 1" in again.stderr
+    other = await create_pool(other_database_url, min_size=1, max_size=1)
+    try:
+        assert await stored_json(other, generation_id) == expected
+    finally:
+        await other.close()

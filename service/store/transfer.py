@@ -1,0 +1,115 @@
+"""All SQL of moving whole generations between genstreams: their rows, events and files, each
+as the JSON of its row (``row_to_json``), read back with ``jsonb_populate_record``.
+
+Going through the row's JSON rather than a column list keeps export and import exact (every
+column, timestamps to the microsecond, ``payload`` as stored) and in step with the schema
+without a list to maintain. Two columns are this database's own and are not carried over:
+``tx_id`` (a transaction id of the other cluster would order the global feed wrongly; an
+imported event takes the importing transaction's) and a run's claim and lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from uuid import UUID
+
+from service.store.db import Connection
+
+SELECT_GENERATION_IDS = """
+SELECT id
+FROM generations
+WHERE ($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
+  AND ($2::timestamptz IS NULL OR created_at >= $2)
+  AND ($3::timestamptz IS NULL OR created_at < $3)
+ORDER BY created_at, id
+"""
+
+SELECT_GENERATION_ROW = """
+SELECT to_jsonb(g)::text
+FROM generations AS g
+WHERE id = $1
+"""
+
+SELECT_EVENT_ROWS = """
+SELECT (to_jsonb(e) - 'tx_id')::text
+FROM generation_events AS e
+WHERE generation_id = $1
+  AND seq > $2
+ORDER BY seq
+LIMIT $3
+"""
+
+SELECT_FILE_ROWS = """
+SELECT to_jsonb(f)::text
+FROM generated_files AS f
+WHERE generation_id = $1
+ORDER BY seq, path
+"""
+
+INSERT_GENERATION_ROW = """
+INSERT INTO generations
+SELECT *
+FROM jsonb_populate_record(
+    NULL::generations,
+    $1::jsonb || '{"claimed_by": null, "lease_expires_at": null}'::jsonb
+)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+INSERT_EVENT_ROW = """
+INSERT INTO generation_events
+SELECT *
+FROM jsonb_populate_record(
+    NULL::generation_events,
+    $1::jsonb || jsonb_build_object('tx_id', pg_current_xact_id()::text::bigint)
+)
+"""
+
+INSERT_FILE_ROW = """
+INSERT INTO generated_files
+SELECT *
+FROM jsonb_populate_record(NULL::generated_files, $1::jsonb)
+"""
+
+EVENT_PAGE = 1000
+
+
+async def select_generation_ids(
+    conn: Connection,
+    ids: Sequence[UUID] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[UUID]:
+    rows = await conn.fetch(SELECT_GENERATION_IDS, list(ids) if ids else None, since, until)
+    return [row["id"] for row in rows]
+
+
+async def select_generation_row(conn: Connection, generation_id: UUID) -> str | None:
+    row: str | None = await conn.fetchval(SELECT_GENERATION_ROW, generation_id)
+    return row
+
+
+async def event_rows(conn: Connection, generation_id: UUID) -> AsyncIterator[str]:
+    after = 0
+    while rows := await conn.fetch(SELECT_EVENT_ROWS, generation_id, after, EVENT_PAGE):
+        for row in rows:
+            yield row[0]
+        after += len(rows)
+
+
+async def select_file_rows(conn: Connection, generation_id: UUID) -> list[str]:
+    return [row[0] for row in await conn.fetch(SELECT_FILE_ROWS, generation_id)]
+
+
+async def insert_generation(
+    conn: Connection, generation: str, events: Sequence[str], files: Sequence[str]
+) -> bool:
+    """One generation, whole, in one transaction; False (nothing written) if its id exists."""
+    async with conn.transaction():
+        if await conn.fetchval(INSERT_GENERATION_ROW, generation) is None:
+            return False
+        await conn.executemany(INSERT_EVENT_ROW, [(event,) for event in events])
+        await conn.executemany(INSERT_FILE_ROW, [(file,) for file in files])
+    return True
