@@ -226,6 +226,31 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from service.store import projections
+    from service.store.db import connection, create_pool
+
+    url = database_url(settings)
+
+    async def main() -> int:
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            async with connection(pool) as conn:
+                if not args.check:
+                    changed = await projections.rebuild(conn)
+                    print(f"rebuilt {changed} generation row(s) from their events")
+                    return 0
+                differences = await projections.select_differences(conn)
+        finally:
+            await pool.close()
+        for d in differences:
+            print(f"{d.generation_id} {d.column}: row says {d.projected!r}, log says {d.rebuilt!r}")
+        print(f"{len(differences)} difference(s)", file=sys.stderr)
+        return 1 if differences else 0
+
+    return asyncio.run(main())
+
+
 def cmd_db_stop(settings: Settings, _args: argparse.Namespace) -> int:
     from service.store.embedded import EmbeddedCluster
 
@@ -272,6 +297,13 @@ def parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file", nargs="?", type=Path)
     load.set_defaults(run=cmd_import)
+    rebuild = commands.add_parser(
+        "rebuild", help="recompute every generation row's projected state from its events"
+    )
+    rebuild.add_argument(
+        "--check", action="store_true", help="only report differences (exit 1 if any)"
+    )
+    rebuild.set_defaults(run=cmd_rebuild)
     db = commands.add_parser("db", help="the embedded PostgreSQL cluster").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"
     )

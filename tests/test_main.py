@@ -174,3 +174,22 @@ async def test_export_then_import_moves_a_generation_to_another_database(
         assert await stored_json(other, generation_id) == expected
     finally:
         await other.close()
+
+
+async def test_rebuild_check_reports_a_planted_difference_and_rebuild_repairs_it(
+    database_url: str, pool: Pool
+) -> None:
+    generation_id = await finished_generation(pool)
+    clean = await cli("rebuild", "--check", database_url=database_url)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE generations SET stage = 'nowhere' WHERE id = $1", generation_id)
+    dirty = await cli("rebuild", "--check", database_url=database_url)
+    repaired = await cli("rebuild", database_url=database_url)
+    after = await cli("rebuild", "--check", database_url=database_url)
+
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert dirty.returncode == 1
+    assert f"{generation_id} stage: row says 'nowhere', log says 'done'" in dirty.stdout
+    assert repaired.returncode == 0
+    assert "rebuilt 1 generation row(s)" in repaired.stdout
+    assert after.returncode == 0

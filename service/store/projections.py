@@ -1,0 +1,137 @@
+"""All SQL of rebuilding the generations' projected state from their events alone.
+
+Every append sets the generation row's status, stage, progress and message to its last
+event's, ``last_seq`` to that event's seq, ``error`` from a ``generation.failed`` event's
+``data.error``, and stamps ``started_at`` (at the first event past queued) and
+``finished_at`` (at the terminal event). ``REBUILT`` computes the same from the log, so an
+operator can check that the rows still say what the log says, or make them say it again.
+The two timestamps are compared for presence only: the append stamps them with its own
+clock reading, a few microseconds from the event's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from service.store.db import Connection
+
+REBUILT = """
+WITH last_event AS (
+    SELECT DISTINCT ON (generation_id)
+        generation_id, seq, status, stage, progress, message, type
+    FROM generation_events
+    ORDER BY generation_id, seq DESC
+),
+failure AS (
+    SELECT DISTINCT ON (generation_id)
+        generation_id, payload ->> 'error' AS error
+    FROM generation_events
+    WHERE type = 'generation.failed'
+    ORDER BY generation_id, seq DESC
+),
+progressed AS (
+    SELECT generation_id, bool_or(status <> 'queued') AS started
+    FROM generation_events
+    GROUP BY generation_id
+),
+rebuilt AS (
+    SELECT
+        g.id,
+        coalesce(e.status, 'queued') AS status,
+        coalesce(e.stage, 'queued') AS stage,
+        coalesce(e.progress, 0) AS progress,
+        coalesce(e.message, '') AS message,
+        coalesce(e.seq, 0) AS last_seq,
+        f.error,
+        coalesce(p.started, false) AS started,
+        coalesce(e.type IN ('generation.succeeded', 'generation.failed', 'generation.cancelled'),
+            false) AS finished
+    FROM generations AS g
+    LEFT JOIN last_event AS e ON e.generation_id = g.id
+    LEFT JOIN failure AS f ON f.generation_id = g.id
+    LEFT JOIN progressed AS p ON p.generation_id = g.id
+)
+"""
+
+SELECT_DIFFERENCES = (
+    REBUILT
+    + """
+SELECT g.id,
+    g.status, r.status AS rebuilt_status,
+    g.stage, r.stage AS rebuilt_stage,
+    g.progress, r.progress AS rebuilt_progress,
+    g.message, r.message AS rebuilt_message,
+    g.last_seq, r.last_seq AS rebuilt_last_seq,
+    g.error, r.error AS rebuilt_error,
+    g.started_at IS NOT NULL AS started, r.started AS rebuilt_started,
+    g.finished_at IS NOT NULL AS finished, r.finished AS rebuilt_finished
+FROM generations AS g
+JOIN rebuilt AS r ON r.id = g.id
+WHERE (g.status, g.stage, g.progress, g.message, g.last_seq,
+       g.started_at IS NOT NULL, g.finished_at IS NOT NULL)
+      IS DISTINCT FROM
+      (r.status, r.stage, r.progress, r.message, r.last_seq, r.started, r.finished)
+   OR g.error IS DISTINCT FROM r.error
+ORDER BY g.created_at, g.id
+"""
+)
+
+UPDATE_FROM_LOG = (
+    REBUILT
+    + """
+UPDATE generations AS g
+SET status = r.status,
+    stage = r.stage,
+    progress = r.progress,
+    message = r.message,
+    last_seq = r.last_seq,
+    error = r.error,
+    started_at = CASE
+        WHEN NOT r.started THEN NULL
+        ELSE coalesce(g.started_at, (SELECT min(created_at) FROM generation_events AS e
+                                     WHERE e.generation_id = g.id AND e.status <> 'queued'))
+    END,
+    finished_at = CASE
+        WHEN NOT r.finished THEN NULL
+        ELSE coalesce(g.finished_at, (SELECT max(created_at) FROM generation_events AS e
+                                      WHERE e.generation_id = g.id))
+    END,
+    updated_at = clock_timestamp()
+FROM rebuilt AS r
+WHERE r.id = g.id
+  AND ((g.status, g.stage, g.progress, g.message, g.last_seq,
+        g.started_at IS NOT NULL, g.finished_at IS NOT NULL)
+       IS DISTINCT FROM
+       (r.status, r.stage, r.progress, r.message, r.last_seq, r.started, r.finished)
+    OR g.error IS DISTINCT FROM r.error)
+"""
+)
+
+COLUMNS = ("status", "stage", "progress", "message", "last_seq", "error", "started", "finished")
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    generation_id: UUID
+    column: str
+    projected: object
+    rebuilt: object
+
+
+async def select_differences(conn: Connection) -> list[Difference]:
+    """Where a generation row disagrees with its log, column by column."""
+    differences: list[Difference] = []
+    for row in await conn.fetch(SELECT_DIFFERENCES):
+        for column in COLUMNS:
+            if row[column] != row[f"rebuilt_{column}"]:
+                differences.append(
+                    Difference(row["id"], column, row[column], row[f"rebuilt_{column}"])
+                )
+    return differences
+
+
+async def rebuild(conn: Connection) -> int:
+    """Make every row say what its log says; returns how many rows changed."""
+    status: str = await conn.execute(UPDATE_FROM_LOG)
+    return int(status.rsplit(" ", 1)[-1])
