@@ -154,8 +154,12 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from collections.abc import AsyncIterator
+
+    from service import streams
     from service.store import event_log
     from service.store.db import connection, create_pool
+    from service.store.event_log import StoredEvent
 
     url = database_url(settings)
 
@@ -163,13 +167,25 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         pool = await create_pool(url, min_size=1, max_size=1)
         try:
             async with connection(pool) as conn:
-                await event_log.select_head(conn, args.generation_id)
-                after = args.after
-                while page := await event_log.select_events_after(
-                    conn, args.generation_id, after, 1000
-                ):
-                    sys.stdout.write("".join(event.json + "\n" for event in page))
-                    after = page[-1].seq
+                head = await event_log.select_head(conn, args.generation_id)
+                if args.pace == "recorded":
+                    streams.check_replay(head, args.speed)
+
+                async def pages() -> AsyncIterator[list[StoredEvent] | streams.Keepalive]:
+                    after = args.after
+                    while page := await event_log.select_events_after(
+                        conn, args.generation_id, after, 1000
+                    ):
+                        yield page
+                        after = page[-1].seq
+
+                items = pages()
+                if args.pace == "recorded":
+                    items = streams.paced(items, args.speed)
+                async for page in items:
+                    if isinstance(page, list):
+                        sys.stdout.write("".join(event.json + "\n" for event in page))
+                        sys.stdout.flush()
         finally:
             await pool.close()
 
@@ -283,6 +299,13 @@ def parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="print a generation's stored events as JSON lines")
     replay.add_argument("generation_id", type=UUID)
     replay.add_argument("--after", type=int, default=0, help="start after this seq")
+    replay.add_argument(
+        "--pace",
+        choices=("stored", "recorded"),
+        default="stored",
+        help="recorded: each event after the pause that preceded it (a finished generation)",
+    )
+    replay.add_argument("--speed", type=float, default=1.0, help="with --pace recorded")
     replay.set_defaults(run=cmd_replay)
     export = commands.add_parser(
         "export", help="write generations as NDJSON: all, the ids given, or created in a range"

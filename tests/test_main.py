@@ -193,3 +193,24 @@ async def test_rebuild_check_reports_a_planted_difference_and_rebuild_repairs_it
     assert repaired.returncode == 0
     assert "rebuilt 1 generation row(s)" in repaired.stdout
     assert after.returncode == 0
+
+
+async def test_replay_at_the_recorded_pace_prints_the_same_lines(
+    database_url: str, pool: Pool
+) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+
+    result = await cli(
+        "replay", str(generation_id), "--pace", "recorded", "--speed", "50",
+        database_url=database_url,
+    )  # fmt: skip
+    too_fast = await cli(
+        "replay", str(generation_id), "--pace", "recorded", "--speed", "500",
+        database_url=database_url,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
+    assert too_fast.returncode == 1
+    assert "speed" in too_fast.stderr
