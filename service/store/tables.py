@@ -77,6 +77,7 @@ generation_events = sa.Table(
     ),
     sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
     sa.Index("generation_events_feed_idx", "tx_id", "generation_id", "seq"),
+    sa.Index("generation_events_type_idx", "type", "created_at"),
     sa.Index(
         "generation_events_idempotency_key_idx",
         "generation_id",
