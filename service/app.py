@@ -20,6 +20,7 @@ from service.api.feed import feed
 from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
 from service.api.page import index, static_files
+from service.api.stats import stats
 from service.api.stream import stream
 from service.generation.generator import make_generate
 from service.generation.providers.registry import available_providers
@@ -147,7 +148,16 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[GenerationsController, stream, feed, healthz, readyz, index, static_files],
+        route_handlers=[
+            GenerationsController,
+            stream,
+            feed,
+            stats,
+            healthz,
+            readyz,
+            index,
+            static_files,
+        ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers={

@@ -74,3 +74,15 @@ class FileEntry(BaseModel):
 
 class FileList(BaseModel):
     files: list[FileEntry]
+
+
+class Stats(BaseModel):
+    """``GET /api/stats``: counts by outcome, seconds (null when nothing to measure yet),
+    tokens, and how often runs needed recovering."""
+
+    generations: dict[str, int]
+    duration_s: dict[str, float | None]
+    to_first_event_s: dict[str, float | None]
+    to_first_file_s: dict[str, float | None]
+    tokens: dict[str, int]
+    recoveries: dict[str, int]
