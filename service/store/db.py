@@ -51,17 +51,6 @@ def sqlalchemy_url(url: str) -> str:
     return "postgresql+asyncpg://" + rest if scheme.startswith("postgres") else url
 
 
-async def keep_session(_conn: Connection) -> None:
-    """The pool's reset on release, which genstream does not need.
-
-    asyncpg's default sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
-    ALL`` on every release: a round trip that cost 200 µs here, more than half of what an
-    append costs beyond a bare INSERT. Nothing in genstream leaves session state on a pooled
-    connection (no SET, LISTEN, advisory lock or cursor outside a transaction; the LISTEN
-    connection is not pooled), and asyncpg still rolls back a transaction left open.
-    """
-
-
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
     try:
         pool = await asyncpg.create_pool(
@@ -69,7 +58,6 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Poo
             min_size=min_size,
             max_size=max_size,
             command_timeout=60,
-            reset=keep_session,
         )
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc

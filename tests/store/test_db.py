@@ -10,7 +10,7 @@ from service.store.db import asyncpg_dsn, connection, create_pool, sqlalchemy_ur
 async def test_a_transaction_left_open_is_rolled_back_when_its_connection_goes_back(
     database_url: str,
 ) -> None:
-    # The pool skips asyncpg's reset query (see keep_session); this is what must still hold.
+    # What asyncpg's pool guarantees on release, and genstream relies on.
     pool = await create_pool(database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
