@@ -9,32 +9,11 @@ import pytest
 
 from service import hub as hub_module
 from service.errors import StoreUnavailable
-from service.events import EventType, NewEvent
-from service.generation.runs import queued_event
 from service.hub import Hub, Subscription
-from service.store import event_log, generations
 from service.store.db import Pool
 from service.store.event_log import StoredEvent
 from service.streams import KEEPALIVE, Follow, follow
-
-
-async def new_generation(pool: Pool) -> UUID:
-    generation_id = uuid4()
-    async with pool.acquire() as conn:
-        await generations.insert_generation(
-            conn, generation_id, "alice", {"project": "p", "entities": []}, "offline", None,
-            queued_event(),
-        )  # fmt: skip
-    return generation_id
-
-
-def delta(n: int) -> NewEvent:
-    return NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
-
-
-async def append(pool: Pool, generation_id: UUID, *events: NewEvent) -> int:
-    async with pool.acquire() as conn:
-        return (await event_log.append(conn, generation_id, events)).last_seq
+from tests.test_streams import append, delta, new_generation
 
 
 async def take(hub: Hub, subscription: Subscription) -> list[int]:
