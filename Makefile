@@ -45,6 +45,10 @@ browser: ## Debian's chromium for the web page's tests (installed when run as ro
 test: $(STAMP) browser ## the whole suite against a real PostgreSQL and a real Chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-fast
+test-fast: $(STAMP) ## the inner loop: every test not marked slow (no browser, faults, bench)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
 .PHONY: bench
 bench: $(STAMP) ## benchmarks beside their references: tables, bench/results/*.json (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)

@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 
 from bench.asgi import DELTA_TEXT
 from bench.processes import ServerProcess
-from service import tokens
+from service.access import tokens
 from service.events import EventType, NewEvent
 from service.generation.runner import LogEmitter
 from service.generation.runs import queued_event

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def soak(url: str, args: argparse.Namespace) -> int:
-    from service import keys
+    from service.access import keys
     from service.store.db import create_pool
     from tests.test_faults import Children, SoakParams, sigkill_scenario
 

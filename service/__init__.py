@@ -6,8 +6,52 @@ that signals NOTIFY. Streams replay the table after the last sequence a client s
 follow live, so a client never misses, repeats or reorders an event, whichever process ran
 the generation and however often the client reconnected.
 
-Dependencies point one way: ``api`` (HTTP) -> ``generation`` (runs) -> ``store`` (all SQL).
-``api`` may read through ``store`` directly. ``events``, ``errors``, ``settings`` and ``spec``
-are leaves anyone may import. ``generation`` never imports Litestar; ``store`` imports neither
-Litestar nor ``generation``; only ``store`` speaks SQL.
+The packages, from the outside in; each may import only the ones ``LAYERS`` lists for it
+(``tests/test_layout.py`` checks every import, including those inside functions):
+
+    cli, server, app, runtime   composition: the command line, uvicorn, the ASGI app, and the
+                                one place a process's parts are built and wired
+    api                         HTTP only: parse, authorize, shape responses (Litestar)
+    operations                  what an operator does outside HTTP: export/import, rebuild,
+                                replay (``cli`` is the thin parser on top)
+    streams                     the read side: the hub, following one generation, paced replay
+    access                      who may do what: API keys, stream tokens
+    generation                  the run: worker, phases, providers (no HTTP, no SQL)
+    store                       the only SQL: the event log, runs, keys, the LISTEN connection
+    events errors settings spec leaves: the vocabulary, the error tree, configuration, the
+                                request's spec; anyone may import them
+
+Only ``api`` and the composition modules import Litestar; only ``store`` speaks SQL; only
+``generation/providers/gemini.py`` imports google-genai.
 """
+
+from __future__ import annotations
+
+from typing import Final
+
+_LEAVES: Final = frozenset({"events", "errors", "settings", "spec"})
+_BELOW_API: Final = frozenset({"access", "streams", "generation", "store"}) | _LEAVES
+_EVERYTHING: Final = (
+    frozenset({"app", "runtime", "server", "cli", "api", "operations", "web", "litestar"})
+    | _BELOW_API
+)
+
+LAYERS: Final[dict[str, frozenset[str]]] = {
+    "__main__": _EVERYTHING,
+    "cli": _EVERYTHING,
+    "server": _EVERYTHING,
+    "app": _EVERYTHING,
+    "runtime": _BELOW_API,
+    "api": _BELOW_API | {"litestar"},
+    "operations": frozenset({"streams", "store"}) | _LEAVES,
+    "streams": frozenset({"store"}) | _LEAVES,
+    "access": frozenset({"store"}) | _LEAVES,
+    "generation": frozenset({"store"}) | _LEAVES,
+    "store": _LEAVES,
+    "events": _LEAVES,
+    "errors": _LEAVES,
+    "settings": _LEAVES,
+    "spec": _LEAVES,
+    "web": frozenset(),  # the page's HTML, CSS and script: no Python
+}
+"""Layer -> the layers (and "litestar") its modules may import; its own is always allowed."""

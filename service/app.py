@@ -1,4 +1,5 @@
-"""The composition root: builds the process's parts, wires them, and maps errors to HTTP once."""
+"""The ASGI app: routes, the runtime's parts as request dependencies, and the one table that maps
+the error tree to HTTP statuses."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from service import errors
+from service.access.tokens import load_or_create_secret
 from service.api.context import Services, provide_services
 from service.api.feed import feed
 from service.api.generations import GenerationsController
@@ -22,17 +24,11 @@ from service.api.health import healthz, readyz
 from service.api.page import index, static_files
 from service.api.stats import stats
 from service.api.stream import stream
-from service.generation.generator import make_generate
 from service.generation.providers.registry import available_providers
-from service.generation.runner import Worker
-from service.hub import Hub
+from service.runtime import open_runtime
 from service.settings import Settings
-from service.store import event_log, generations
-from service.store.db import create_pool
-from service.store.listener import Listener
 from service.store.migrate import head_revisions
-from service.streams import Follow
-from service.tokens import load_or_create_secret
+from service.streams.follow import Streams
 
 log = logging.getLogger(__name__)
 
@@ -92,60 +88,20 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(
-            database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
-        )
-        hub = Hub(pool, page_size=settings.stream_page_size)
-        worker = Worker(
-            pool,
-            make_generate(settings),
-            concurrency=settings.worker_concurrency,
-            poll_s=settings.worker_poll_s,
-            lease_s=settings.lease_s,
-            attempts_max=settings.run_attempts_max,
-        )
-
-        def on_event(payload: str) -> None:
-            if (notified := event_log.parse_notification(payload)) is not None:
-                hub.wake(*notified)
-
-        def on_connect() -> None:
-            hub.wake_all()  # anything appended while we were not listening
-            worker.wake()
-
-        listener = Listener(
-            database_url,
-            {
-                event_log.EVENTS_CHANNEL: on_event,
-                generations.JOBS_CHANNEL: worker.wake,
-                generations.CANCEL_CHANNEL: worker.request_cancel,
-            },
-            on_connect,
-            reconnect_max_s=settings.listener_reconnect_max_s,
-        )
-        app.state.services = Services(
-            settings=settings,
-            pool=pool,
-            hub=hub,
-            listener=listener,
-            follow=Follow(hub, settings.keepalive_s),
-            token_secret=settings.stream_token_secret
-            or load_or_create_secret(settings.secret_file),
-            providers=available_providers(settings),
-            head_revisions=head_revisions(),
-        )
-        listener.start()
-        hub.start_checking(settings.wakeup_check_s)
-        if settings.worker_concurrency > 0:
-            worker.start()
-        try:
+        async with open_runtime(settings, database_url, serves_streams=True) as runtime:
+            assert runtime.hub is not None
+            app.state.services = Services(
+                settings=settings,
+                pool=runtime.pool,
+                hub=runtime.hub,
+                listener=runtime.listener,
+                streams=Streams(runtime.hub, settings.keepalive_s),
+                token_secret=settings.stream_token_secret
+                or load_or_create_secret(settings.secret_file),
+                providers=available_providers(settings),
+                head_revisions=head_revisions(),
+            )
             yield
-        finally:
-            hub.close()
-            await hub.stop()
-            await worker.stop()
-            await listener.stop()
-            await pool.close()
 
     return Litestar(
         route_handlers=[

@@ -90,8 +90,12 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _blank_is_unset(cls, value: str | None) -> str | None:
-        return value or None
+    def _postgres_url_or_unset(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # blank is unset
+        if not value.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL (or unset for the embedded cluster)")
+        return value
 
     @cached_property
     def secret_file(self) -> Path:
@@ -100,3 +104,13 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+def environment_variable(field: str) -> str:
+    """The variable a user sets for ``field``: its alias, or the prefixed name."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()

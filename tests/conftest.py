@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from litestar import Litestar
 
-from service import keys
+from service.access import keys
 from service.app import create_app
 from service.settings import Settings
 from service.store.db import Pool, asyncpg_dsn, create_pool
@@ -181,7 +181,7 @@ async def serve(app: Litestar, port: int = 0) -> AsyncIterator[RunningApp]:
     finally:
         services = getattr(app.state, "services", None)
         if services is not None:
-            services.hub.close()
+            services.hub.end_streams()
         server.should_exit = True
         await task
         sock.close()
@@ -221,12 +221,3 @@ def make_key(pool: Pool) -> KeyFactory:
 @pytest.fixture
 async def api_key(make_key: KeyFactory) -> str:
     return await make_key("alice")
-
-
-SPEC: dict[str, Any] = {
-    "project": "shop",
-    "entities": [
-        {"name": "User", "fields": {"email": "str", "age": "int"}},
-        {"name": "Order", "fields": {"user": "User", "total": "float"}},
-    ],
-}

@@ -24,6 +24,8 @@ from bench.cases import CASES
 from service.settings import PROJECT_ROOT
 from service.store.db import asyncpg_dsn
 
+pytestmark = pytest.mark.slow
+
 BENCH_TIMEOUT_S = 300.0
 IMPLEMENTED = [case for case in CASES if case.run is not None]
 PENDING = [case for case in CASES if case.run is None]

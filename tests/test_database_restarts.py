@@ -27,14 +27,16 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from service import keys
+from service.access import keys
 from service.settings import PROJECT_ROOT
 from service.store import event_log
 from service.store.db import asyncpg_dsn, create_pool
 from service.store.embedded import EmbeddedCluster, throwaway_cluster
 from service.store.migrate import upgrade
-from tests.conftest import SPEC
+from tests.helpers import SPEC
 from tests.processes import free_port, terminate
+
+pytestmark = pytest.mark.slow
 
 READY_TIMEOUT_S = 30.0
 RECOVERY_TIMEOUT_S = 30.0

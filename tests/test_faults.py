@@ -41,8 +41,11 @@ from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool
-from tests.conftest import SPEC, KeyFactory
+from tests.conftest import KeyFactory
+from tests.helpers import SPEC
 from tests.processes import STOP_TIMEOUT_S, free_port, wait_exit
+
+pytestmark = pytest.mark.slow
 
 READY_TIMEOUT_S = 30.0
 TERMINAL = frozenset({"generation.succeeded", "generation.failed", "generation.cancelled"})

@@ -39,7 +39,7 @@ from bench.genstream import Serve, claimed_generations, finish
 from bench.load import Measurement, Shape, measure
 from bench.sse import FrameParser, RawSSEStream
 from bench.targets import GenstreamTarget, bench_pool
-from service import keys
+from service.access import keys
 from service.events import EventType
 from service.store import event_log
 from service.store.db import Pool, connection

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request
 from litestar.di import NamedDependency
 
-from service import keys
+from service.access import keys
 from service.api.context import Services
 from service.errors import Unauthorized
 from service.store.keys import KeyOwner

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from litestar.datastructures import State
 
-from service.hub import Hub
 from service.settings import Settings
 from service.store.db import Pool
 from service.store.listener import Listener
-from service.streams import Follow
+from service.streams.follow import Streams
+from service.streams.hub import Hub
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,7 @@ class Services:
     pool: Pool
     hub: Hub
     listener: Listener
-    follow: Follow
+    streams: Streams
     token_secret: str
     providers: frozenset[str]
     head_revisions: frozenset[str]

@@ -9,46 +9,21 @@ transaction anywhere in the cluster delays the feed; it never makes it skip.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
-from uuid import UUID
 
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from service import keys
+from service.access import keys
 from service.api.auth import bearer_key
 from service.api.context import Services
-from service.errors import Forbidden, InvalidRequest, Unauthorized
+from service.api.cursors import decode_feed_cursor, encode_feed_cursor
+from service.errors import Forbidden, Unauthorized
 from service.store import event_log
 from service.store.db import connection
-from service.store.event_log import FeedPosition
 
 MAX_FEED_PAGE = 1000
-MAX_CURSOR_CHARS = 120
-
-
-def encode_cursor(position: FeedPosition) -> str:
-    raw = f"{position.tx_id}:{position.generation_id}:{position.seq}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> FeedPosition:
-    if not cursor:
-        return FeedPosition()
-    if len(cursor) > MAX_CURSOR_CHARS:
-        raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tx_id, generation_id, seq = raw.split(":")
-        position = FeedPosition(int(tx_id), UUID(generation_id), int(seq))
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received") from exc
-    if position.tx_id < 0 or position.seq < 0:
-        raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received")
-    return position
 
 
 @get("/api/events")
@@ -64,10 +39,10 @@ async def feed(
     caller = await keys.authenticate(services.pool, key)
     if not caller.is_admin:
         raise Forbidden("the global feed is for admin keys (python -m service keys create --admin)")
-    position = decode_cursor(after)
+    position = decode_feed_cursor(after)
     async with connection(services.pool) as conn:
         events = await event_log.select_feed(conn, position, limit)
-    next_cursor = encode_cursor(events[-1].position if events else position)
+    next_cursor = encode_feed_cursor(events[-1].position if events else position)
     # The stored JSON text goes out as is, as on the per-generation events endpoint.
     body = (
         '{"events":[' + ",".join(event.json for event in events)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import json
 import zipfile
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -16,9 +12,10 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
-from service import tokens
+from service.access import tokens
 from service.api.auth import provide_caller
 from service.api.context import Services
+from service.api.cursors import decode_list_cursor, encode_list_cursor
 from service.api.schemas import (
     CancelAccepted,
     Created,
@@ -29,7 +26,6 @@ from service.api.schemas import (
     GenerationState,
     StreamToken,
 )
-from service.errors import InvalidRequest
 from service.events import Status
 from service.generation import runs
 from service.store import event_log, generations
@@ -38,23 +34,6 @@ from service.store.keys import KeyOwner
 
 MAX_EVENTS_PAGE = 1000
 MAX_LIST_PAGE = 100
-MAX_CURSOR_CHARS = 200
-
-
-def encode_cursor(created_at: datetime, generation_id: UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(generation_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    if len(cursor) > MAX_CURSOR_CHARS:
-        raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received")
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, generation_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), UUID(generation_id)
-    except (binascii.Error, ValueError, TypeError, RecursionError) as exc:
-        raise InvalidRequest("invalid cursor: pass back next_cursor exactly as received") from exc
 
 
 class GenerationsController(Controller):
@@ -96,13 +75,13 @@ class GenerationsController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_PAGE)] = 20,
         cursor: Annotated[str | None, QueryParameter()] = None,
     ) -> GenerationPage:
-        before = decode_cursor(cursor) if cursor else None
+        before = decode_list_cursor(cursor) if cursor else None
         async with connection(services.pool) as conn:
             rows = await generations.select_generations(
                 conn, caller.owner, status=status, before=before, limit=limit + 1
             )
         items, more = rows[:limit], len(rows) > limit
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        next_cursor = encode_list_cursor(items[-1].created_at, items[-1].id) if more else None
         return GenerationPage(
             items=[GenerationState.of(row) for row in items], next_cursor=next_cursor
         )

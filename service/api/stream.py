@@ -18,12 +18,13 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import Stream
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from service import keys, streams, tokens
+from service.access import keys, tokens
 from service.api.auth import bearer_key
 from service.api.context import Services
 from service.errors import InvalidRequest, Unauthorized
 from service.store import generations
 from service.store.db import connection
+from service.streams import follow, pacing
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -72,11 +73,11 @@ async def frames(
     services: Services, generation_id: UUID, after: int, speed: float | None = None
 ) -> AsyncIterator[bytes]:
     yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
-    items = streams.follow(services.follow, generation_id, after)
+    items = follow.follow(services.streams, generation_id, after)
     if speed is not None:
-        items = streams.paced(items, speed)
+        items = pacing.paced(items, speed)
     async for item in items:
-        if isinstance(item, streams.Keepalive):
+        if isinstance(item, follow.Keepalive):
             yield b": keepalive\n\n"
         else:
             # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
@@ -98,10 +99,10 @@ async def stream(
 ) -> Response[bytes] | Stream:
     await authorize(request, services, generation_id, token)
     start = resume_point(last_event_id, after)
-    head = await streams.head(services.pool, generation_id)
+    head = await follow.head(services.pool, generation_id)
     if pace == "recorded":
-        streams.check_replay(head, speed)
-    if not streams.check_resume_point(head, start):
+        pacing.check_replayable(head, speed)
+    if not follow.has_events_after(head, start):
         return Response(b"", status_code=HTTP_204_NO_CONTENT)
     return Stream(
         frames(services, generation_id, start, speed if pace == "recorded" else None),

@@ -1,6 +1,6 @@
 """One LISTEN connection per process, shared by everything in it that waits for the database.
 
-Its handlers only wake things up (``service.hub``, the worker); nothing depends on a
+Its handlers only wake things up (``service.streams.hub``, the worker); nothing depends on a
 notification arriving, which is why a reconnect just calls ``on_connect`` to wake everyone.
 """
 

@@ -8,35 +8,15 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from service import tokens
+from service.access import tokens
 from service.settings import Settings
-from tests.conftest import SPEC, AppFactory, KeyFactory, RunningApp
-
-API = "/api/generations"
-
-
-async def create(client: httpx.AsyncClient) -> dict[str, Any]:
-    response = await client.post(API, json={"spec": SPEC})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def wait_for_status(
-    client: httpx.AsyncClient, generation_id: str, status: str, timeout_s: float = 20.0
-) -> None:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            response = await client.get(f"{API}/{generation_id}")
-            assert response.status_code == 200, response.text
-            if response.json()["status"] == status:
-                return
-            await asyncio.sleep(0.02)
+from tests.conftest import AppFactory, KeyFactory, RunningApp
+from tests.helpers import API, SPEC, create_via_api, wait_for_status
 
 
 async def finished(running: RunningApp, key: str) -> dict[str, Any]:
     async with running.client(key) as client:
-        created = await create(client)
+        created = await create_via_api(client)
         await wait_for_status(client, str(created["id"]), "succeeded")
     return created
 
@@ -147,7 +127,7 @@ async def test_another_owner_cannot_cancel_a_queued_generation(
     bob = await make_key("bob")
     async with app_factory(worker_concurrency=0) as app:
         async with app.client(api_key) as alice:
-            generation_id = str((await create(alice))["id"])
+            generation_id = str((await create_via_api(alice))["id"])
         async with app.client(bob) as client:
             response = await client.post(f"{API}/{generation_id}/cancel")
         async with app.client(api_key) as alice:
@@ -165,9 +145,9 @@ async def test_each_owner_lists_only_their_own_generations(
     alice_too = await make_key("alice")
     async with app_factory(worker_concurrency=0) as app:
         async with app.client(api_key) as client:
-            alices = {str((await create(client))["id"]) for _ in range(2)}
+            alices = {str((await create_via_api(client))["id"]) for _ in range(2)}
         async with app.client(bob) as client:
-            bobs = {str((await create(client))["id"])}
+            bobs = {str((await create_via_api(client))["id"])}
             bob_sees = {item["id"] for item in (await client.get(API)).json()["items"]}
         async with app.client(alice_too) as client:
             alice_sees = {item["id"] for item in (await client.get(API)).json()["items"]}

@@ -14,9 +14,9 @@ import pytest
 
 from service.generation.providers.offline import STAGES, render_phase
 from service.spec import Spec
-from tests.conftest import SPEC, AppFactory, RunningApp
+from tests.conftest import AppFactory, RunningApp
+from tests.helpers import API, SPEC, create_via_api, state_via_api, wait_for_status
 
-API = "/api/generations"
 TERMINAL = {"generation.succeeded", "generation.failed", "generation.cancelled"}
 EVENT_KEYS = [
     "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp", "data",
@@ -36,31 +36,6 @@ BIG_SPEC: dict[str, Any] = {
 }
 
 
-async def create(client: httpx.AsyncClient, spec: dict[str, Any] = SPEC) -> dict[str, Any]:
-    response = await client.post(API, json={"spec": spec})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def state(client: httpx.AsyncClient, generation_id: str) -> dict[str, Any]:
-    response = await client.get(f"{API}/{generation_id}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def wait_for_status(
-    client: httpx.AsyncClient, generation_id: str, *statuses: str, timeout_s: float = 20.0
-) -> dict[str, Any]:
-    async with asyncio.timeout(timeout_s):
-        while True:
-            current = await state(client, generation_id)
-            if current["status"] in statuses:
-                return current
-            await asyncio.sleep(0.02)
-
-
 async def all_events(client: httpx.AsyncClient, generation_id: str) -> list[dict[str, Any]]:
     response = await client.get(f"{API}/{generation_id}/events", params={"limit": 1000})
     assert response.status_code == 200, response.text
@@ -72,7 +47,7 @@ async def all_events(client: httpx.AsyncClient, generation_id: str) -> list[dict
 
 async def finished(running: RunningApp, api_key: str) -> str:
     async with running.client(api_key) as client:
-        generation_id = str((await create(client))["id"])
+        generation_id = str((await create_via_api(client))["id"])
         await wait_for_status(client, generation_id, "succeeded")
     return generation_id
 
@@ -110,8 +85,8 @@ async def test_a_created_generation_runs_to_success_with_a_complete_log(
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = str((await create(client))["id"])
-        done = await wait_for_status(client, generation_id, "succeeded", "failed", "cancelled")
+        generation_id = str((await create_via_api(client))["id"])
+        done = await wait_for_status(client, generation_id)
         events = await all_events(client, generation_id)
     assert done["status"] == "succeeded"
     assert set(done) >= STATE_KEYS
@@ -143,7 +118,7 @@ async def test_list_pages_through_every_generation_newest_first_exactly_once(
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
-        created = [str((await create(client))["id"]) for _ in range(5)]
+        created = [str((await create_via_api(client))["id"]) for _ in range(5)]
         seen: list[str] = []
         pages: list[int] = []
         cursor: str | None = None
@@ -175,7 +150,7 @@ async def test_list_with_an_exact_multiple_of_the_limit_ends_without_an_empty_pa
 ) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
         for _ in range(4):
-            await create(client)
+            await create_via_api(client)
         first = (await client.get(API, params={"limit": 2})).json()
         second = (await client.get(API, params={"limit": 2, "cursor": first["next_cursor"]})).json()
     assert len(second["items"]) == 2
@@ -186,7 +161,7 @@ async def test_list_filters_by_status_and_pages_within_the_filter(
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
-        created = [str((await create(client))["id"]) for _ in range(5)]
+        created = [str((await create_via_api(client))["id"]) for _ in range(5)]
         for generation_id in (created[0], created[2], created[4]):
             cancelled = await client.post(f"{API}/{generation_id}/cancel")
             assert cancelled.status_code == 202, cancelled.text
@@ -282,7 +257,7 @@ async def test_events_page_through_the_whole_log_in_order(
 ) -> None:
     generation_id = await finished(running, api_key)
     async with running.client(api_key) as client:
-        last_seq = (await state(client, generation_id))["last_seq"]
+        last_seq = (await state_via_api(client, generation_id))["last_seq"]
         seqs: list[int] = []
         after = 0
         requests = 0
@@ -313,7 +288,7 @@ async def test_an_events_page_that_ends_exactly_at_the_end_says_no_more(
 ) -> None:
     generation_id = await finished(running, api_key)
     async with running.client(api_key) as client:
-        last_seq = (await state(client, generation_id))["last_seq"]
+        last_seq = (await state_via_api(client, generation_id))["last_seq"]
         exact = await client.get(f"{API}/{generation_id}/events", params={"limit": last_seq})
         short = await client.get(f"{API}/{generation_id}/events", params={"limit": last_seq - 1})
     assert len(exact.json()["events"]) == last_seq
@@ -326,7 +301,7 @@ async def test_an_events_page_that_ends_exactly_at_the_end_says_no_more(
 async def test_events_after_the_end_are_an_empty_page(running: RunningApp, api_key: str) -> None:
     generation_id = await finished(running, api_key)
     async with running.client(api_key) as client:
-        last_seq = (await state(client, generation_id))["last_seq"]
+        last_seq = (await state_via_api(client, generation_id))["last_seq"]
         at_end = await client.get(f"{API}/{generation_id}/events", params={"after": last_seq})
         beyond = await client.get(f"{API}/{generation_id}/events", params={"after": last_seq + 50})
     assert at_end.json() == {"events": [], "next_after": last_seq, "has_more": False}
@@ -353,14 +328,14 @@ async def test_bad_events_parameters_are_400(
     running: RunningApp, api_key: str, params: dict[str, Any]
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = str((await create(client))["id"])
+        generation_id = str((await create_via_api(client))["id"])
         response = await client.get(f"{API}/{generation_id}/events", params=params)
     assert_problem(response, 400)
 
 
 async def test_events_accept_the_largest_page(running: RunningApp, api_key: str) -> None:
     async with running.client(api_key) as client:
-        generation_id = str((await create(client))["id"])
+        generation_id = str((await create_via_api(client))["id"])
         response = await client.get(f"{API}/{generation_id}/events", params={"limit": 1000})
     assert response.status_code == 200
     assert response.json()["events"][0]["type"] == "generation.queued"
@@ -373,10 +348,10 @@ async def test_cancelling_a_queued_generation_ends_its_log_with_one_cancelled_ev
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
-        generation_id = str((await create(client))["id"])
+        generation_id = str((await create_via_api(client))["id"])
         response = await client.post(f"{API}/{generation_id}/cancel")
         again = await client.post(f"{API}/{generation_id}/cancel")
-        after = await state(client, generation_id)
+        after = await state_via_api(client, generation_id)
         events = await all_events(client, generation_id)
     assert response.status_code == 202, response.text
     assert response.json() == {"id": generation_id, "status": "cancelled"}
@@ -391,23 +366,23 @@ async def test_a_cancelled_queued_generation_is_never_run_by_a_worker(
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
-        cancelled = str((await create(client))["id"])
+        cancelled = str((await create_via_api(client))["id"])
         assert (await client.post(f"{API}/{cancelled}/cancel")).status_code == 202
         before = await all_events(client, cancelled)
     async with app_factory() as app, app.client(api_key) as client:
         # A worker claims the oldest queued run first: once a newer one is done, the
         # cancelled one would have been claimed already if it were claimable.
-        later = str((await create(client))["id"])
+        later = str((await create_via_api(client))["id"])
         await wait_for_status(client, later, "succeeded")
         assert await all_events(client, cancelled) == before
-        assert (await state(client, cancelled))["status"] == "cancelled"
+        assert (await state_via_api(client, cancelled))["status"] == "cancelled"
 
 
 async def test_concurrent_cancels_of_a_queued_generation_append_one_terminal_event(
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
-        generation_id = str((await create(client))["id"])
+        generation_id = str((await create_via_api(client))["id"])
         responses = await asyncio.gather(
             *(client.post(f"{API}/{generation_id}/cancel") for _ in range(8))
         )
@@ -424,7 +399,7 @@ async def test_cancelling_a_finished_generation_is_409_and_changes_nothing(
         before = await all_events(client, generation_id)
         response = await client.post(f"{API}/{generation_id}/cancel")
         after = await all_events(client, generation_id)
-        current = await state(client, generation_id)
+        current = await state_via_api(client, generation_id)
     body = assert_problem(response, 409)
     assert "succeeded" in body["detail"]
     assert after == before
@@ -435,10 +410,10 @@ async def test_cancelling_a_running_generation_stops_it_with_nothing_after_the_c
     app_factory: AppFactory, api_key: str
 ) -> None:
     async with app_factory(offline_delay_s=0.05) as app, app.client(api_key) as client:
-        generation_id = str((await create(client, BIG_SPEC))["id"])
+        generation_id = str((await create_via_api(client, BIG_SPEC))["id"])
         await wait_for_status(client, generation_id, "running")
         response = await client.post(f"{API}/{generation_id}/cancel")
-        done = await wait_for_status(client, generation_id, "succeeded", "failed", "cancelled")
+        done = await wait_for_status(client, generation_id)
         events = await all_events(client, generation_id)
         files = (await client.get(f"{API}/{generation_id}/files")).json()["files"]
         # Let the worker try anything it still would, then look again.
@@ -504,7 +479,7 @@ async def test_an_unknown_file_path_is_404(running: RunningApp, api_key: str) ->
 
 async def test_a_queued_generation_has_no_files(app_factory: AppFactory, api_key: str) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
-        generation_id = str((await create(client))["id"])
+        generation_id = str((await create_via_api(client))["id"])
         response = await client.get(f"{API}/{generation_id}/files")
     assert response.status_code == 200
     assert response.json() == {"files": []}

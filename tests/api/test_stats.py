@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import SPEC, AppFactory, KeyFactory
+from tests.conftest import AppFactory, KeyFactory
+from tests.helpers import SPEC
 
 
 async def test_stats_count_the_callers_generations_only_with_their_timings_and_tokens(

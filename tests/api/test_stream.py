@@ -20,12 +20,13 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from service import streams
 from service.events import EventType, NewEvent
 from service.generation.runs import queued_event
 from service.store import event_log, generations
 from service.store.db import Pool
-from tests.conftest import SPEC, AppFactory, KeyFactory, RunningApp
+from service.streams import pacing
+from tests.conftest import AppFactory, KeyFactory, RunningApp
+from tests.helpers import SPEC, STARTED, append, delta
 
 CONTRACT_FIELDS = [
     "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp", "data",
@@ -172,18 +173,7 @@ def check_frames(received: Received, generation_id: str) -> None:
         assert body["timestamp"].endswith("Z")
 
 
-def delta(n: int) -> NewEvent:
-    return NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
-
-
-STARTED = NewEvent(EventType.STARTED, "starting", 0.0, "Started", {"worker": "test"})
 SUCCEEDED = NewEvent(EventType.SUCCEEDED, "done", 1.0, "Generation finished")
-
-
-async def append(pool: Pool, generation_id: str, *events: NewEvent) -> int:
-    async with pool.acquire() as conn:
-        appended = await event_log.append(conn, UUID(generation_id), events)
-    return appended.last_seq
 
 
 async def wait_for_frames(received: Received, count: int, timeout: float) -> None:
@@ -698,7 +688,7 @@ async def test_a_finished_generation_replays_at_its_recorded_pace_with_a_speed_f
 async def test_replay_cuts_long_pauses_and_resumes_after_last_event_id(
     app_factory: AppFactory, api_key: str, pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(streams, "REPLAY_GAP_MAX_S", 0.1)
+    monkeypatch.setattr(pacing, "REPLAY_GAP_MAX_S", 0.1)
     generation_id = await recorded_generation(pool, [0.8])
     async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
         paced = await arrival_times(client, generation_id, {"pace": "recorded"})

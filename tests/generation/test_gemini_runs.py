@@ -15,8 +15,9 @@ from pydantic import SecretStr
 from service.events import NewFile
 from service.generation.parsing import render_block
 from service.generation.phases import PHASES
-from tests.conftest import SPEC, AppFactory, RunningApp
+from tests.conftest import AppFactory, RunningApp
 from tests.generation.fake_gemini import Drop, FakeGemini, Hang, Stream
+from tests.helpers import SPEC
 
 
 def phase_answer(stage: str) -> tuple[list[NewFile], list[str]]:

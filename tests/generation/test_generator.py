@@ -16,7 +16,7 @@ from service.generation.parsing import render_block
 from service.generation.phases import PHASES
 from service.generation.providers import Prompt, ProviderError, StreamBroken, Usage
 from service.spec import Spec
-from tests.conftest import SPEC
+from tests.helpers import SPEC
 
 Step = list[str] | Exception | tuple[list[str], Exception]
 

@@ -11,7 +11,7 @@ from service.generation.phases import PHASES, Phase
 from service.generation.prompts import CONTEXT_CHARS, SYSTEM, phase_prompt, repair_prompt
 from service.generation.providers import Prompt
 from service.spec import Spec
-from tests.conftest import SPEC
+from tests.helpers import SPEC
 
 
 @pytest.fixture

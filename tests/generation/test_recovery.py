@@ -29,10 +29,10 @@ from service.store import generations
 from service.store.db import Pool
 from service.store.generations import Claimed
 from service.store.listener import Listener
-from tests.conftest import SPEC
-from tests.generation.test_runner import (
+from tests.helpers import (
+    SPEC,
     assert_well_formed,
-    create,
+    create_generation,
     events_of,
     generation,
     types,
@@ -185,7 +185,7 @@ async def test_a_stopped_worker_releases_its_run_and_another_resumes_it_at_once(
     first = Worker(pool, signalling(offline(0.002), phase_done), concurrency=2, poll_s=30.0)
     first.start()
     try:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         first.wake()
         await asyncio.wait_for(phase_done.wait(), 10)
     finally:
@@ -219,7 +219,7 @@ async def test_a_worker_released_by_shutdown_is_woken_by_the_release_notify(
         first = Worker(pool, signalling(offline(0.002), phase_done), concurrency=2, poll_s=30.0)
         first.start()
         try:
-            generation_id = await create(pool)
+            generation_id = await create_generation(pool)
             first.wake()
             await asyncio.wait_for(phase_done.wait(), 10)
             second.start()  # finds the run held by the first worker, then idles
@@ -264,7 +264,7 @@ async def test_a_dead_worker_keeps_its_run_until_the_lease_expires_and_is_fenced
 
     dead.start()
     try:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         dead.wake()
         await asyncio.wait_for(phase_done.wait(), 10)
     finally:
@@ -316,7 +316,7 @@ async def test_a_dead_worker_keeps_its_run_until_the_lease_expires_and_is_fenced
 
 
 async def test_a_run_abandoned_as_often_as_attempts_allow_ends_failed(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     first = await claim_by_hand(pool, "crashed-1", 0.1)
     await LogEmitter(pool, first, retry_s=1.0).emit(
         NewEvent(EventType.STARTED, "starting", 0.01, "Started")
@@ -343,7 +343,7 @@ async def test_a_run_abandoned_as_often_as_attempts_allow_ends_failed(pool: Pool
 
 
 async def test_a_run_abandoned_fewer_times_than_the_limit_is_resumed(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     first = await claim_by_hand(pool, "crashed-1", 0.1)
     await LogEmitter(pool, first, retry_s=1.0).emit(
         NewEvent(EventType.STARTED, "starting", 0.01, "Started")
@@ -363,7 +363,7 @@ async def test_a_run_abandoned_fewer_times_than_the_limit_is_resumed(pool: Pool)
 async def test_a_cancel_requested_while_nobody_held_the_run_ends_it_at_the_next_claim(
     pool: Pool, started: bool
 ) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     abandoned = await claim_by_hand(pool, "crashed", 0.2)
     if started:
         await LogEmitter(pool, abandoned, retry_s=1.0).emit(
@@ -397,7 +397,7 @@ async def test_a_cancel_notify_stops_a_run_between_appends_within_a_second(
     async with listening(database_url, {generations.CANCEL_CHANNEL: worker.request_cancel}):
         worker.start()
         try:
-            generation_id = await create(pool)
+            generation_id = await create_generation(pool)
             worker.wake()
             await wait_for_event(pool, generation_id, EventType.PHASE_STARTED)
             before = await events_of(pool, generation_id)
@@ -428,11 +428,11 @@ async def test_a_cancel_notify_for_a_run_this_worker_does_not_hold_changes_nothi
         await fast(job, emitter)
 
     async with running_worker(pool, gated) as worker:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         worker.wake()
         await wait_for_event(pool, generation_id, EventType.STARTED)
         worker.request_cancel("not-a-uuid")
-        worker.request_cancel(str(await create(pool)))  # queued, held by nobody here
+        worker.request_cancel(str(await create_generation(pool)))  # queued, held by nobody here
         worker.request_cancel(f"{generation_id}:7")
         gate.set()
         await wait_finished(pool, [generation_id], seconds=10)
@@ -445,7 +445,7 @@ async def test_a_worker_renewing_its_lease_keeps_its_run_from_an_idle_worker(
 ) -> None:
     lease_s = 0.5
     async with running_worker(pool, offline(0.005), lease_s=lease_s) as holder:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         holder.wake()
         await wait_for_event(pool, generation_id, EventType.STARTED)
         async with running_worker(pool, offline(0.0), lease_s=lease_s, poll_s=0.05) as idle:
@@ -477,14 +477,14 @@ async def test_a_cancel_notify_during_an_append_ends_where_the_log_stands(
         worker.start()
         try:
             for _ in range(5):
-                generation_id = await create(pool)
+                generation_id = await create_generation(pool)
                 worker.wake()
                 await wait_for_event(pool, generation_id, EventType.PHASE_STARTED)
                 await asyncio.sleep(0.05)  # the run appends one llm.delta after another
                 assert await runs.cancel_generation(pool, "alice", generation_id) is (
                     Status.RUNNING
                 )
-                await wait_finished(pool, [generation_id], seconds=5)
+                await wait_finished(pool, [generation_id], seconds=20)
                 events = await events_of(pool, generation_id)
                 assert_well_formed(events, EventType.CANCELLED)
                 ended.append([(e["type"], e["stage"], e["progress"]) for e in events[-2:]])
@@ -505,7 +505,7 @@ async def test_a_worker_whose_lease_was_taken_over_stops_that_run_and_frees_its_
     worker = Worker(pool, slow, concurrency=1, poll_s=0.1, lease_s=0.6)
     worker.start()
     try:
-        taken = await create(pool)
+        taken = await create_generation(pool)
         worker.wake()
         await wait_for_event(pool, taken, EventType.PHASE_STARTED)
         async with pool.acquire() as conn, conn.transaction():
@@ -519,7 +519,7 @@ async def test_a_worker_whose_lease_was_taken_over_stops_that_run_and_frees_its_
         assert (thief.id, thief.attempt) == (taken, 2)
         at_theft = await events_of(pool, taken)
 
-        waiting = await create(pool)  # runnable only once the worker's one slot is free
+        waiting = await create_generation(pool)  # runnable only once the worker's one slot is free
         await wait_for_event(pool, waiting, EventType.STARTED, seconds=2.0)
     finally:
         await worker.stop()

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
@@ -20,10 +19,17 @@ from service.settings import Settings
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool, connection
-from tests.conftest import SPEC
+from tests.helpers import (
+    SPEC,
+    assert_well_formed,
+    create_generation,
+    events_of,
+    generation,
+    types,
+    wait_finished,
+)
 
 OFFLINE: Generate = make_generate(Settings(offline_delay_s=0.0, delta_flush_s=0.0))
-TERMINAL = {EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED}
 
 
 @asynccontextmanager
@@ -38,55 +44,9 @@ async def started_worker(
         await worker.stop()
 
 
-async def create(pool: Pool, spec: dict[str, Any] = SPEC) -> UUID:
-    return await runs.create_generation(
-        pool,
-        "alice",
-        Spec.model_validate(spec),
-        provider=None,
-        model=None,
-        available_providers=frozenset({"offline"}),
-    )
-
-
-async def events_of(pool: Pool, generation_id: UUID) -> list[dict[str, Any]]:
-    async with pool.acquire() as conn:
-        stored = await event_log.select_events_after(conn, generation_id, 0, 100_000)
-    return [json.loads(event.json) for event in stored]
-
-
-async def generation(pool: Pool, generation_id: UUID) -> generations.Generation:
-    async with pool.acquire() as conn:
-        return await generations.select_generation(conn, "alice", generation_id)
-
-
-async def wait_finished(pool: Pool, ids: Sequence[UUID], seconds: float = 20.0) -> None:
-    async with asyncio.timeout(seconds):
-        for generation_id in ids:
-            while True:
-                async with pool.acquire() as conn:
-                    head = await event_log.select_head(conn, generation_id)
-                if head.is_finished:
-                    break
-                await asyncio.sleep(0.02)
-
-
-def types(events: Sequence[dict[str, Any]]) -> list[str]:
-    return [event["type"] for event in events]
-
-
-def assert_well_formed(events: Sequence[dict[str, Any]], terminal: EventType) -> None:
-    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
-    assert types(events)[:2] == [EventType.QUEUED, EventType.STARTED]
-    assert types(events).count(EventType.STARTED) == 1
-    assert [t for t in types(events) if t in TERMINAL] == [terminal]
-    assert events[-1]["type"] == terminal
-    assert events[-1]["status"] == terminal.removeprefix("generation.")
-
-
 async def test_a_created_generation_is_claimed_and_run_to_success(pool: Pool) -> None:
     async with started_worker(pool, OFFLINE) as worker:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         worker.wake()
         await wait_finished(pool, [generation_id])
 
@@ -136,7 +96,7 @@ async def test_generated_files_keep_the_field_order_of_the_spec(pool: Pool) -> N
         "entities": [{"name": "User", "fields": {"email": "str", "age": "int", "id_2": "uuid"}}],
     }
     async with started_worker(pool, OFFLINE) as worker:
-        generation_id = await create(pool, spec)
+        generation_id = await create_generation(pool, spec=spec)
         worker.wake()
         await wait_finished(pool, [generation_id])
 
@@ -154,14 +114,14 @@ async def test_a_generation_created_while_the_worker_idles_is_run_once_woken(
 ) -> None:
     async with started_worker(pool, OFFLINE, poll_s=60.0) as worker:
         await asyncio.sleep(0.1)  # the worker found nothing and now waits out its long poll
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         worker.wake()
         await wait_finished(pool, [generation_id], seconds=10)
     assert (await generation(pool, generation_id)).status is Status.SUCCEEDED
 
 
 async def test_two_workers_never_run_the_same_generation_twice(pool: Pool) -> None:
-    ids = [await create(pool) for _ in range(10)]
+    ids = [await create_generation(pool) for _ in range(10)]
     async with (
         started_worker(pool, OFFLINE, concurrency=3, poll_s=0.2) as first,
         started_worker(pool, OFFLINE, concurrency=3, poll_s=0.2) as second,
@@ -183,7 +143,7 @@ async def test_a_worker_runs_at_most_its_concurrency_at_once(pool: Pool) -> None
     async def blocked(job: Job, emitter: Emitter) -> None:
         await release.wait()
 
-    ids = [await create(pool) for _ in range(5)]
+    ids = [await create_generation(pool) for _ in range(5)]
     async with started_worker(pool, blocked, concurrency=2, poll_s=0.1) as worker:
         worker.wake()
         await asyncio.sleep(0.5)
@@ -203,7 +163,7 @@ async def test_a_generator_that_raises_ends_the_run_as_failed_with_its_error(
         raise RuntimeError("the model said no")
 
     async with started_worker(pool, exploding) as worker:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         worker.wake()
         await wait_finished(pool, [generation_id])
 
@@ -226,7 +186,7 @@ async def test_an_error_without_a_message_is_named_by_its_type(pool: Pool) -> No
         raise KeyError
 
     async with started_worker(pool, exploding) as worker:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         worker.wake()
         await wait_finished(pool, [generation_id])
 
@@ -252,7 +212,7 @@ async def test_a_cancel_while_running_ends_the_run_as_cancelled(pool: Pool) -> N
             )
 
     async with started_worker(pool, slow) as worker:
-        generation_id = await create(pool)
+        generation_id = await create_generation(pool)
         worker.wake()
         await asyncio.wait_for(started.wait(), 10)
         assert await runs.cancel_generation(pool, "alice", generation_id) is Status.RUNNING
@@ -273,7 +233,7 @@ async def test_a_cancel_while_running_ends_the_run_as_cancelled(pool: Pool) -> N
 
 
 async def test_log_emitter_raises_run_cancelled_once_cancel_was_requested(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     async with pool.acquire() as conn:
         claimed = await generations.claim_next(conn, "test-worker", 60)
     assert claimed is not None
@@ -320,7 +280,7 @@ class FlakyConnection:
 
 
 async def claimed_emitter(pool: Pool, retry_s: float) -> tuple[UUID, LogEmitter]:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     async with pool.acquire() as conn:
         claimed = await generations.claim_next(conn, "test-worker", 60)
     assert claimed is not None

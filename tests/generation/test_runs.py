@@ -11,20 +11,9 @@ from service.generation import runs
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool
-from tests.conftest import SPEC
+from tests.helpers import SPEC, create_generation
 
 OFFLINE_ONLY = frozenset({"offline"})
-
-
-async def create(pool: Pool, owner: str = "alice") -> UUID:
-    return await runs.create_generation(
-        pool,
-        owner,
-        Spec.model_validate(SPEC),
-        provider=None,
-        model=None,
-        available_providers=OFFLINE_ONLY,
-    )
 
 
 async def event_types(pool: Pool, generation_id: UUID) -> list[str]:
@@ -41,7 +30,7 @@ async def owned(pool: Pool, owner: str) -> list[generations.Generation]:
 
 
 async def test_create_generation_defaults_to_offline_and_queues_it(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     async with pool.acquire() as conn:
         generation = await generations.select_generation(conn, "alice", generation_id)
         events = await event_log.select_events_after(conn, generation_id, 0, 10)
@@ -83,7 +72,7 @@ async def test_create_generation_refuses_a_provider_unavailable_here_and_stores_
 
 
 async def test_cancelling_a_queued_unclaimed_generation_cancels_it_at_once(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
 
     status = await runs.cancel_generation(pool, "alice", generation_id)
 
@@ -98,7 +87,7 @@ async def test_cancelling_a_queued_unclaimed_generation_cancels_it_at_once(pool:
 
 
 async def test_cancelling_a_claimed_generation_only_flags_it_for_its_worker(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     async with pool.acquire() as conn:
         claimed = await generations.claim_next(conn, "worker-x", 60)
     assert claimed is not None
@@ -116,7 +105,7 @@ async def test_cancelling_a_claimed_generation_only_flags_it_for_its_worker(pool
 
 
 async def test_cancelling_a_finished_generation_is_a_conflict(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     async with pool.acquire() as conn:
         await event_log.append(
             conn, generation_id, [NewEvent(EventType.SUCCEEDED, "done", 1.0, "done")]
@@ -129,7 +118,7 @@ async def test_cancelling_a_finished_generation_is_a_conflict(pool: Pool) -> Non
 
 
 async def test_cancelling_twice_is_a_conflict_the_second_time(pool: Pool) -> None:
-    generation_id = await create(pool)
+    generation_id = await create_generation(pool)
     await runs.cancel_generation(pool, "alice", generation_id)
     with pytest.raises(Conflict, match="already cancelled"):
         await runs.cancel_generation(pool, "alice", generation_id)
@@ -139,7 +128,7 @@ async def test_cancelling_twice_is_a_conflict_the_second_time(pool: Pool) -> Non
 async def test_cancelling_another_owners_generation_is_not_found_and_changes_nothing(
     pool: Pool,
 ) -> None:
-    generation_id = await create(pool, owner="alice")
+    generation_id = await create_generation(pool, owner="alice")
 
     with pytest.raises(NotFound):
         await runs.cancel_generation(pool, "mallory", generation_id)

@@ -11,23 +11,9 @@ import pytest
 from service.errors import GenerationFinished, LeaseLost, NotFound
 from service.events import EventType, NewEvent, NewFile
 from service.generation.runner import LogEmitter
-from service.generation.runs import queued_event
 from service.store import event_log, generations
 from service.store.db import Connection, Pool, asyncpg_dsn
-
-
-async def new_generation(pool: Pool, owner: str = "alice") -> UUID:
-    generation_id = uuid4()
-    async with pool.acquire() as conn:
-        await generations.insert_generation(
-            conn, generation_id, owner, {"project": "p", "entities": []}, "offline", None,
-            queued_event(),
-        )  # fmt: skip
-    return generation_id
-
-
-def delta(n: int) -> NewEvent:
-    return NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
+from tests.helpers import delta, new_generation
 
 
 async def all_seqs(pool: Pool, generation_id: UUID) -> list[int]:

@@ -13,19 +13,9 @@ import pytest
 
 from service.errors import NotFound
 from service.events import EventType, NewEvent, NewFile, Status
-from service.generation.runs import queued_event
 from service.store import event_log, generations
 from service.store.db import Pool, asyncpg_dsn
-
-
-async def new_generation(pool: Pool, owner: str = "alice") -> UUID:
-    generation_id = uuid4()
-    async with pool.acquire() as conn:
-        await generations.insert_generation(
-            conn, generation_id, owner, {"project": "p", "entities": []}, "offline", None,
-            queued_event(),
-        )  # fmt: skip
-    return generation_id
+from tests.helpers import new_generation
 
 
 async def claim(pool: Pool, worker: str, lease_s: float = 60.0) -> generations.Claimed | None:

@@ -10,7 +10,8 @@ from service.events import EventType, NewEvent
 from service.generation.runs import queued_event
 from service.store import event_log, generations, projections
 from service.store.db import Pool
-from tests.conftest import SPEC, AppFactory, free_socket
+from tests.conftest import AppFactory, free_socket
+from tests.helpers import SPEC
 
 
 async def differences(pool: Pool) -> list[projections.Difference]:

@@ -13,8 +13,8 @@ import pytest
 from service.generation.providers import Prompt, ProviderError, StreamBroken, Usage
 from service.generation.providers.gemini import GeminiProvider
 from service.spec import Spec
-from tests.conftest import SPEC
 from tests.generation.fake_gemini import Blocked, Drop, Fail, FakeGemini, Hang, Stream
+from tests.helpers import SPEC
 
 MODEL = "gemini-test-model"
 API_KEY = "test-gemini-key"

@@ -9,10 +9,11 @@ from uuid import UUID
 import pytest
 
 from service.errors import InvalidRequest
+from service.operations.transfer import export_lines, import_lines
 from service.store import event_log
 from service.store.db import Pool, create_pool
-from service.transfer import export_lines, import_lines
-from tests.conftest import SPEC, AppFactory
+from tests.conftest import AppFactory
+from tests.helpers import SPEC
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from uuid import uuid4
 
-from service.errors import Unauthorized
+from service.errors import InvalidRequest, Unauthorized
 from service.store import keys
 from service.store.db import Pool, connection
 from service.store.keys import KeyOwner
@@ -24,7 +24,7 @@ def looks_like_api_key(value: str) -> bool:
 
 async def create_key(pool: Pool, owner: str, *, is_admin: bool = False) -> str:
     if not owner.strip():
-        raise ValueError("an API key needs a non-empty owner")
+        raise InvalidRequest("an API key needs a non-empty owner")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     async with connection(pool) as conn:
         await keys.insert_key(conn, uuid4(), owner, hash_key(key), key[:10], is_admin)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, NotFound
 from service.store import transfer
 from service.store.db import Pool, connection
 
@@ -28,9 +28,17 @@ async def export_lines(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> AsyncIterator[str]:
-    """NDJSON lines (each ending in a newline) for the chosen generations, oldest first."""
+    """NDJSON lines (each ending in a newline) for the chosen generations, oldest first.
+
+    An id asked for that does not exist is an error before the first line, so that an
+    export never looks complete when it is not.
+    """
     async with connection(pool) as conn:
         chosen = await transfer.select_generation_ids(conn, ids, since, until)
+        if ids and (missing := sorted(set(ids) - set(chosen), key=str)):
+            named = ", ".join(str(generation_id) for generation_id in missing)
+            where = " created in that range" if since or until else ""
+            raise NotFound(f"no generation {named}{where}")
         for generation_id in chosen:
             row = await transfer.select_generation_row(conn, generation_id)
             if row is None:

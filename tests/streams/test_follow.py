@@ -9,45 +9,22 @@ from uuid import UUID, uuid4
 import pytest
 
 from service.errors import InvalidRequest
-from service.events import EventType, NewEvent, Status
-from service.generation.runs import queued_event
-from service.hub import Hub
-from service.store import event_log, generations
+from service.events import EventType, Status
 from service.store.db import Pool
 from service.store.event_log import Head, StoredEvent
-from service.streams import KEEPALIVE, Follow, Keepalive, check_resume_point, follow
+from service.streams.follow import KEEPALIVE, Keepalive, Streams, follow, has_events_after
+from service.streams.hub import Hub
+from tests.helpers import DONE, append, delta, new_generation
 
 Item = StoredEvent | Keepalive
 LONG = 30.0  # a keepalive interval no test should ever reach
-
-
-async def new_generation(pool: Pool) -> UUID:
-    generation_id = uuid4()
-    async with pool.acquire() as conn:
-        await generations.insert_generation(
-            conn, generation_id, "alice", {"project": "p", "entities": []}, "offline", None,
-            queued_event(),
-        )  # fmt: skip
-    return generation_id
-
-
-def delta(n: int) -> NewEvent:
-    return NewEvent(EventType.LLM_DELTA, "models", 0.5, f"chunk {n}", {"n": n})
-
-
-DONE = NewEvent(EventType.SUCCEEDED, "done", 1.0, "done")
-
-
-async def append(pool: Pool, generation_id: UUID, *events: NewEvent) -> int:
-    async with pool.acquire() as conn:
-        return (await event_log.append(conn, generation_id, events)).last_seq
 
 
 async def open_follow(
     hub: Hub, generation_id: UUID, after: int, *, keepalive_s: float
 ) -> AsyncGenerator[Item, None]:
     """``follow`` flattened to one item per event (it yields pages)."""
-    pages = follow(Follow(hub, keepalive_s), generation_id, after)
+    pages = follow(Streams(hub, keepalive_s), generation_id, after)
     assert isinstance(pages, AsyncGenerator)
     async with contextlib.aclosing(pages):
         async for page in pages:
@@ -227,7 +204,7 @@ async def test_follow_ends_when_the_hub_closes(pool: Pool) -> None:
         pending = asyncio.ensure_future(anext(stream))
         await asyncio.sleep(0.1)
         assert not pending.done()
-        hub.close()
+        hub.end_streams()
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(pending, 5)
     finally:
@@ -238,7 +215,7 @@ async def test_follow_ends_when_the_hub_closes(pool: Pool) -> None:
 async def test_follow_started_after_the_hub_closed_ends_at_once(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     hub = Hub(pool)
-    hub.close()
+    hub.end_streams()
     items = await collect(open_follow(hub, generation_id, 0, keepalive_s=LONG))
     assert items == []
     assert len(hub) == 0
@@ -282,27 +259,27 @@ async def test_follow_of_an_unknown_generation_yields_only_keepalives(pool: Pool
 
 def test_resume_point_at_or_after_the_terminal_event_has_nothing_left() -> None:
     finished = Head(Status.SUCCEEDED, 5)
-    assert check_resume_point(finished, 5) is False
-    assert check_resume_point(finished, 9) is False
-    assert check_resume_point(finished, 4) is True
-    assert check_resume_point(finished, 0) is True
+    assert has_events_after(finished, 5) is False
+    assert has_events_after(finished, 9) is False
+    assert has_events_after(finished, 4) is True
+    assert has_events_after(finished, 0) is True
     for status in (Status.FAILED, Status.CANCELLED):
-        assert check_resume_point(Head(status, 3), 3) is False
+        assert has_events_after(Head(status, 3), 3) is False
 
 
 def test_resume_point_within_a_running_generation_has_more_to_come() -> None:
     running = Head(Status.RUNNING, 5)
-    assert check_resume_point(running, 0) is True
-    assert check_resume_point(running, 5) is True
-    assert check_resume_point(Head(Status.QUEUED, 1), 1) is True
+    assert has_events_after(running, 0) is True
+    assert has_events_after(running, 5) is True
+    assert has_events_after(Head(Status.QUEUED, 1), 1) is True
 
 
 def test_resume_point_beyond_the_last_event_of_a_running_generation_is_invalid() -> None:
     with pytest.raises(InvalidRequest, match="cannot resume after seq 6"):
-        check_resume_point(Head(Status.RUNNING, 5), 6)
+        has_events_after(Head(Status.RUNNING, 5), 6)
 
 
 @pytest.mark.parametrize("status", [Status.RUNNING, Status.SUCCEEDED])
 def test_a_negative_resume_point_is_invalid(status: Status) -> None:
     with pytest.raises(InvalidRequest, match="non-negative"):
-        check_resume_point(Head(status, 5), -1)
+        has_events_after(Head(status, 5), -1)

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from service import keys
-from service.errors import Unauthorized
+from service.access import keys
+from service.errors import InvalidRequest, Unauthorized
 from service.store.db import Pool
 
 KEY_FORMAT = re.compile(r"^gsk_[A-Za-z0-9_-]{43}$")
@@ -77,7 +77,7 @@ async def test_a_revoked_key_is_rejected(pool: Pool) -> None:
 
 @pytest.mark.parametrize("owner", ["", "   "])
 async def test_a_key_needs_a_non_empty_owner(pool: Pool, owner: str) -> None:
-    with pytest.raises(ValueError, match="owner"):
+    with pytest.raises(InvalidRequest, match="owner"):
         await keys.create_key(pool, owner)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM api_keys") == 0

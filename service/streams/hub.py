@@ -6,14 +6,14 @@ has, so nothing depends on a notification arriving. Wake-ups are level-triggered
 buffer, it just finds its flag set and reads everything it missed in one page.
 
 What a wake-up costs is one query per generation, not one per follower: a generation's followers
-share a ``Feed``, which keeps the few newest events (the live edge) and reads the log at most
-once at a time for all of them. A notification starts that read at once, and the followers are
+share a ``LiveEdge``, which keeps its few newest events and reads the log at most once at a time
+for all of them. A notification starts that read at once, and the followers are
 woken when its events are in hand, so each wakes once per append and finds them waiting: a
 thousand browsers watching one generation are one keyset read per append. A follower behind the
 live edge (resuming from long ago) reads its own pages until it catches up; one ahead of it (the
 edge moved on while nobody read) moves the edge. And because a wake-up can be lost while the
 LISTEN connection is down or being replaced, ``check`` compares every followed generation's last
-seq with what its feed has seen, one query for all of them, and wakes the ones that fell behind.
+seq with what its edge has seen, one query for all of them, and wakes the ones that fell behind.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ class Subscription:
     wait since), it re-arms itself for the rest.
     """
 
-    __slots__ = ("_due", "_flag", "_timed_out", "_timer", "closed", "feed", "position")
+    __slots__ = ("_due", "_flag", "_timed_out", "_timer", "closed", "edge", "position")
 
-    def __init__(self, feed: Feed, position: int) -> None:
-        self.feed = feed
+    def __init__(self, edge: LiveEdge, position: int) -> None:
+        self.edge = edge
         self.position = position
         self.closed = False
         self._flag = asyncio.Event()
@@ -59,7 +59,7 @@ class Subscription:
 
     @property
     def generation_id(self) -> UUID:
-        return self.feed.generation_id
+        return self.edge.generation_id
 
     def wake(self) -> None:
         self._flag.set()
@@ -112,7 +112,7 @@ class _Read:
         self.error: BaseException | None = None
 
 
-class Feed:
+class LiveEdge:
     """One generation's followers in this process and the newest events they share.
 
     ``events`` holds the consecutive seqs ``base + 1 .. tail`` as read from the log. A read
@@ -152,12 +152,12 @@ class Feed:
 
     def seen_seq(self) -> int:
         """The newest seq this process knows exists: read, or announced by a notification
-        (whose read may not have happened yet). The check wakes feeds behind the log."""
+        (whose read may not have happened yet). The check wakes edges behind the log."""
         return max(self.notified_seq, self.tail or 0)
 
 
 class Hub:
-    """Feeds keyed by generation id; costs nothing for generations nobody follows."""
+    """Live edges keyed by generation id; costs nothing for generations nobody follows."""
 
     def __init__(
         self, pool: Pool, *, page_size: int = 500, cache_max: int = CACHE_MAX_EVENTS
@@ -165,73 +165,69 @@ class Hub:
         self._pool = pool
         self._page_size = page_size
         self._cache_max = max(cache_max, page_size)
-        self._feeds: dict[UUID, Feed] = {}
+        self._edges: dict[UUID, LiveEdge] = {}
         self._checking: asyncio.Task[None] | None = None
         self._read_tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self.reads = 0  # shared and own reads of the log, for tests and benchmarks
 
-    @property
-    def page_size(self) -> int:
-        return self._page_size
-
     # --- subscriptions ------------------------------------------------------------------------
 
     def subscribe(self, generation_id: UUID, position: int = 0) -> Subscription:
-        feed = self._feeds.get(generation_id)
-        if feed is None:
-            feed = self._feeds[generation_id] = Feed(generation_id)
-        subscription = Subscription(feed, position)
+        edge = self._edges.get(generation_id)
+        if edge is None:
+            edge = self._edges[generation_id] = LiveEdge(generation_id)
+        subscription = Subscription(edge, position)
         subscription.closed = self.closing
-        feed.subscribers.add(subscription)
+        edge.subscribers.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.cancel_timer()
-        feed = subscription.feed
-        feed.subscribers.discard(subscription)
-        if not feed.subscribers and self._feeds.get(feed.generation_id) is feed:
-            del self._feeds[feed.generation_id]
+        edge = subscription.edge
+        edge.subscribers.discard(subscription)
+        if not edge.subscribers and self._edges.get(edge.generation_id) is edge:
+            del self._edges[edge.generation_id]
 
     def wake(self, generation_id: UUID, last_seq: int | None = None) -> None:
         """A notification: ``last_seq`` (when known) is the newest seq it announces.
 
-        A wake-up for events the feed has already read is dropped: every follower short of
+        A wake-up for events the edge has already read is dropped: every follower short of
         them was woken by the read that brought them in.
         """
-        feed = self._feeds.get(generation_id)
-        if feed is None:
+        edge = self._edges.get(generation_id)
+        if edge is None:
             return
         if last_seq is not None:
-            tail = feed.tail
+            tail = edge.tail
             if tail is not None and last_seq <= tail:
                 return
-            feed.notified_seq = max(feed.notified_seq, last_seq)
-        self._announce(feed)
+            edge.notified_seq = max(edge.notified_seq, last_seq)
+        self._announce(edge)
 
     def wake_all(self) -> None:
-        for feed in self._feeds.values():
-            self._announce(feed)
+        for edge in self._edges.values():
+            self._announce(edge)
 
-    def _announce(self, feed: Feed) -> None:
+    def _announce(self, edge: LiveEdge) -> None:
         """Something may have been appended: read it now, and wake the followers with it."""
-        feed.version += 1
-        if feed.base is None:
-            feed.wake()  # nobody has read yet; their first reads will see it
-        elif feed._reading is None:
-            self._start_read(feed, feed.base + len(feed.events))
+        edge.version += 1
+        if edge.base is None:
+            edge.wake()  # nobody has read yet; their first reads will see it
+        elif edge._reading is None:
+            self._start_read(edge, edge.base + len(edge.events))
         # else: the read in flight sees the new version when it ends and starts another
 
-    def close(self) -> None:
+    def end_streams(self) -> None:
         """Shutting down: every stream ends after its current page; new ones end at once."""
         self.closing = True
-        for feed in self._feeds.values():
-            for subscription in feed.subscribers:
+        for edge in self._edges.values():
+            for subscription in edge.subscribers:
                 subscription.closed = True
-            feed.wake()
+            edge.wake()
 
     def __len__(self) -> int:
-        return sum(len(feed.subscribers) for feed in self._feeds.values())
+        return sum(len(edge.subscribers) for edge in self._edges.values())
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -239,23 +235,23 @@ class Hub:
         """The next page after ``subscription.position``, at least as new as wake-up
         ``version`` (taken by the caller when it cleared its flag): empty only when the log
         has nothing after it as of then."""
-        feed = subscription.feed
+        edge = subscription.edge
         after = subscription.position
         while True:
-            base, tail = feed.base, feed.tail
+            base, tail = edge.base, edge.tail
             if base is not None and tail is not None:
                 if after < base:
-                    return await self._read(feed.generation_id, after)  # behind the edge
+                    return await self._read(edge.generation_id, after)  # behind the edge
                 if after < tail:
                     start = after - base
-                    return feed.events[start : start + self._page_size]
-                if after == tail and feed.fresh_version >= version:
+                    return edge.events[start : start + self._page_size]
+                if after == tail and edge.fresh_version >= version:
                     return []
             # At or past the edge, and the edge may be stale: read it again (once for all).
-            await self._refresh(feed, after)
+            await self._refresh(edge, after)
 
-    async def _refresh(self, feed: Feed, after: int) -> None:
-        read = feed._reading or self._start_read(feed, after)
+    async def _refresh(self, edge: LiveEdge, after: int) -> None:
+        read = edge._reading or self._start_read(edge, after)
         # Waiting on an event, not on the task: a follower that goes away must not cancel
         # the read the others wait for (and asyncio.shield costs O(waiters) per waiter).
         await read.done.wait()
@@ -264,64 +260,64 @@ class Hub:
             return
         if isinstance(error, StoreUnavailable | asyncio.CancelledError):
             raise StoreUnavailable(f"reading the log failed: {error!r}") from error
-        raise RuntimeError(f"the shared read of generation {feed.generation_id} failed") from error
+        raise RuntimeError(f"the shared read of generation {edge.generation_id} failed") from error
 
-    def _start_read(self, feed: Feed, after: int) -> _Read:
-        read = feed._reading = _Read()
-        task = asyncio.create_task(self._advance(feed, after, read))
+    def _start_read(self, edge: LiveEdge, after: int) -> _Read:
+        read = edge._reading = _Read()
+        task = asyncio.create_task(self._advance(edge, after, read))
         self._read_tasks.add(task)  # a reference until it ends, and for ``stop``
         task.add_done_callback(self._read_tasks.discard)
         return read
 
-    async def _advance(self, feed: Feed, after: int, read: _Read) -> None:
+    async def _advance(self, edge: LiveEdge, after: int, read: _Read) -> None:
         """One shared read: extends the edge from its tail, or starts it at ``after`` when
         that is past it (or there is none yet). Each read releases its waiters when it ends;
         wake-ups that came in meanwhile start the next one (a read that looped until quiet
         would keep followers at the edge waiting through a burst)."""
         again = False
         try:
-            started_at = feed.version
-            tail = feed.tail
+            started_at = edge.version
+            tail = edge.tail
             start = tail if tail is not None and after <= tail else after
-            page = await self._read(feed.generation_id, start)
+            page = await self._read(edge.generation_id, start)
             if start == tail:
-                feed.events.extend(page)
-                self._trim(feed)
+                edge.events.extend(page)
+                self._trim(edge)
             else:
-                feed.base, feed.events = start, page
+                edge.base, edge.events = start, page
             if len(page) < self._page_size:
-                feed.fresh_version = started_at
+                edge.fresh_version = started_at
             if page or start != tail:
                 # Anyone waiting short of these events must look; their flags also make a
                 # wake-up for events already read here safe to drop (see ``wake``).
-                feed.wake()
-            again = feed.version != started_at and bool(feed.subscribers)
+                edge.wake()
+            again = edge.version != started_at and bool(edge.subscribers)
         except (Exception, asyncio.CancelledError) as exc:
             read.error = exc
             if not isinstance(exc, StoreUnavailable | asyncio.CancelledError):
-                log.exception("shared read of generation %s failed", feed.generation_id)
-            feed.wake()  # events may be waiting: followers find out by reading themselves
+                log.exception("shared read of generation %s failed", edge.generation_id)
+            edge.wake()  # events may be waiting: followers find out by reading themselves
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
-            feed._reading = None
+            edge._reading = None
             read.done.set()
-            if again and (tail := feed.tail) is not None:
-                self._start_read(feed, tail)
+            if again and (tail := edge.tail) is not None:
+                self._start_read(edge, tail)
 
-    def _trim(self, feed: Feed) -> None:
+    def _trim(self, edge: LiveEdge) -> None:
         """Drop the events every follower at the edge has already been given (a follower
         mid-page holds its own slice), and beyond ``cache_max`` the oldest: a follower
         left behind by that reads its own pages, as one resuming from long ago does."""
-        base = feed.base
+        base = edge.base
         assert base is not None
-        tail = base + len(feed.events)
-        positions = [s.position for s in feed.subscribers if s.position >= base]
+        tail = base + len(edge.events)
+        positions = [s.position for s in edge.subscribers if s.position >= base]
         keep_after = min(min(positions, default=base), tail)
         keep_after = max(keep_after, tail - self._cache_max)
         if keep_after > base:
-            del feed.events[: keep_after - base]
-            feed.base = keep_after
+            del edge.events[: keep_after - base]
+            edge.base = keep_after
 
     async def _read(self, generation_id: UUID, after: int) -> list[StoredEvent]:
         self.reads += 1
@@ -331,30 +327,30 @@ class Hub:
     # --- the check for lost wake-ups ----------------------------------------------------------
 
     async def check(self) -> int:
-        """Wake every feed whose generation has events it has not heard of; returns how many.
+        """Wake every edge whose generation has events it has not heard of; returns how many.
 
         A query per ``CHECK_CHUNK`` followed generations, comparing in SQL: with 10,000 of
         them, one query returning every row stalled the loop long enough to show in p99.
         """
-        feeds = list(self._feeds.values())
+        edges = list(self._edges.values())
         behind = 0
-        for start in range(0, len(feeds), CHECK_CHUNK):
-            chunk = {feed.generation_id: feed for feed in feeds[start : start + CHECK_CHUNK]}
-            seen = [(generation_id, feed.seen_seq()) for generation_id, feed in chunk.items()]
+        for start in range(0, len(edges), CHECK_CHUNK):
+            chunk = {edge.generation_id: edge for edge in edges[start : start + CHECK_CHUNK]}
+            seen = [(generation_id, edge.seen_seq()) for generation_id, edge in chunk.items()]
             async with connection(self._pool) as conn:
                 ahead = await event_log.select_generations_ahead(conn, seen)
             for generation_id in ahead:
-                feed = chunk[generation_id]
-                if self._feeds.get(generation_id) is feed:
+                edge = chunk[generation_id]
+                if self._edges.get(generation_id) is edge:
                     behind += 1
-                    self._announce(feed)
+                    self._announce(edge)
         return behind
 
     def start_checking(self, every_s: float) -> None:
         self._checking = asyncio.create_task(self._check_forever(every_s), name="genstream-hub")
 
     async def stop(self) -> None:
-        """The check and any shared read still in flight (before the pool closes)."""
+        """Stop the check and any shared read still in flight (before the pool closes)."""
         tasks = [*self._read_tasks, *([self._checking] if self._checking else [])]
         for task in tasks:
             task.cancel()

@@ -7,19 +7,19 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from service import hub as hub_module
 from service.errors import StoreUnavailable
-from service.hub import Hub, Subscription
 from service.store.db import Pool
 from service.store.event_log import StoredEvent
-from service.streams import KEEPALIVE, Follow, follow
-from tests.test_streams import append, delta, new_generation
+from service.streams import hub as hub_module
+from service.streams.follow import KEEPALIVE, Streams, follow
+from service.streams.hub import Hub, Subscription
+from tests.helpers import append, delta, new_generation
 
 
 async def take(hub: Hub, subscription: Subscription) -> list[int]:
     """What a follower does once woken: clear, read after its position, move past the page."""
     subscription.clear()
-    page = await hub.page_after(subscription, subscription.feed.version)
+    page = await hub.page_after(subscription, subscription.edge.version)
     if page:
         subscription.position = page[-1].seq
     return [event.seq for event in page]
@@ -126,10 +126,10 @@ def test_unsubscribing_the_last_subscription_removes_the_generation(pool: Pool) 
     assert len(hub) == 2
     hub.unsubscribe(a)
     assert len(hub) == 1
-    assert generation_id in hub._feeds
+    assert generation_id in hub._edges
     hub.unsubscribe(b)
     assert len(hub) == 0
-    assert generation_id not in hub._feeds
+    assert generation_id not in hub._edges
     hub.unsubscribe(b)  # twice is harmless
     assert len(hub) == 0
 
@@ -149,7 +149,7 @@ async def test_close_marks_existing_and_future_subscriptions_closed_and_wakes_th
     hub = Hub(pool)
     existing = hub.subscribe(uuid4())
     assert not existing.closed
-    hub.close()
+    hub.end_streams()
     assert existing.closed
     assert await existing.wait(1) is True
     later = hub.subscribe(uuid4())
@@ -184,12 +184,12 @@ async def test_a_wake_up_for_events_already_read_costs_nothing(pool: Pool) -> No
     second = await append(pool, generation_id, delta(2))
     hub.wake(generation_id, first)
     assert await take(hub, follower) == [1, 2, 3]
-    reads, version = hub.reads, follower.feed.version
+    reads, version = hub.reads, follower.edge.version
     follower.clear()  # the read that brought 2 and 3 in set it: it wakes everyone
 
     hub.wake(generation_id, second)  # the second append's notification, arriving late
 
-    assert follower.feed.version == version
+    assert follower.edge.version == version
     assert await follower.wait(0.01) is False
     assert await take(hub, follower) == []
     assert hub.reads == reads
@@ -203,7 +203,7 @@ async def test_a_wake_up_that_lands_during_a_shared_read_makes_the_next_read_hap
     follower = hub.subscribe(generation_id)
     assert await take(hub, follower) == [1]
     follower.clear()
-    version = follower.feed.version
+    version = follower.edge.version
     reading = asyncio.ensure_future(hub.page_after(follower, version))
     last_seq = await append(pool, generation_id, delta(1))
     hub.wake(generation_id, last_seq)  # may land before or after the read started
@@ -264,7 +264,7 @@ async def test_the_edge_keeps_only_what_a_follower_at_it_has_not_been_given(pool
         last_seq = await append(pool, generation_id, delta(n))
         hub.wake(generation_id, last_seq)
         assert await take(hub, follower) == ([1, 2] if n == 0 else [n + 2])
-    assert len(follower.feed.events) <= 1
+    assert len(follower.edge.events) <= 1
 
 
 async def test_the_edge_is_capped_even_when_a_follower_stalls(pool: Pool) -> None:
@@ -278,7 +278,7 @@ async def test_the_edge_is_capped_even_when_a_follower_stalls(pool: Pool) -> Non
         while page := await take(hub, reader):
             seen += page
     assert seen == list(range(1, 14))
-    assert len(reader.feed.events) <= 6
+    assert len(reader.edge.events) <= 6
     caught_up: list[int] = []
     while page := await take(hub, stalled):
         caught_up += page
@@ -350,7 +350,7 @@ class FailingHub(Hub):
 
 async def test_a_follower_backs_off_while_reads_fail(pool: Pool) -> None:
     hub = FailingHub(pool)
-    stream = follow(Follow(hub, keepalive_s=30), uuid4(), 0)
+    stream = follow(Streams(hub, keepalive_s=30), uuid4(), 0)
     assert isinstance(stream, AsyncGenerator)
     items: list[object] = []
 
@@ -372,7 +372,7 @@ async def test_a_follower_backs_off_while_reads_fail(pool: Pool) -> None:
 # --- the check for lost wake-ups --------------------------------------------------------------
 
 
-async def test_check_wakes_a_feed_whose_wake_up_was_lost_and_only_that_one(pool: Pool) -> None:
+async def test_check_wakes_an_edge_whose_wake_up_was_lost_and_only_that_one(pool: Pool) -> None:
     lost, heard = await new_generation(pool), await new_generation(pool)
     hub = Hub(pool)
     lost_follower, heard_follower = hub.subscribe(lost), hub.subscribe(heard)

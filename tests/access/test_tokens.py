@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from service import tokens
+from service.access import tokens
 from service.errors import Unauthorized
 
 SECRET = "unit-test-secret"

@@ -1,0 +1,94 @@
+"""What a genstream process runs besides HTTP, built in one place: the pool, the worker, the
+one LISTEN connection that wakes them, and (when the process serves streams) the hub.
+
+``app.py`` opens it for ``serve``; the ``worker`` command opens it alone. Neither wires these
+parts by hand, so a new channel or a new part is added here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from service.generation.generator import make_generate
+from service.generation.runner import Worker
+from service.settings import Settings
+from service.store import event_log, generations
+from service.store.db import Pool, create_pool
+from service.store.listener import Listener
+from service.streams.hub import Hub
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    pool: Pool
+    worker: Worker
+    listener: Listener
+    hub: Hub | None  # None in a process that serves no streams
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, database_url: str, *, serves_streams: bool
+) -> AsyncIterator[Runtime]:
+    """Start every part, yield them, and stop them in the order that loses nothing: streams
+    are told to end first, the worker releases its runs' leases while the pool still
+    answers, and the pool closes last."""
+    if serves_streams:
+        pool = await create_pool(
+            database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        concurrency = settings.worker_concurrency
+    else:  # a worker-only process: one connection per run, one for claims and leases
+        concurrency = max(1, settings.worker_concurrency)
+        pool = await create_pool(database_url, max_size=max(2, concurrency + 1))
+    worker = Worker(
+        pool,
+        make_generate(settings),
+        concurrency=concurrency,
+        poll_s=settings.worker_poll_s,
+        lease_s=settings.lease_s,
+        attempts_max=settings.run_attempts_max,
+    )
+    hub = Hub(pool, page_size=settings.stream_page_size) if serves_streams else None
+    channels: dict[str, Callable[[str], None]] = {
+        generations.JOBS_CHANNEL: worker.wake,
+        generations.CANCEL_CHANNEL: worker.request_cancel,
+    }
+    if hub is not None:
+        channels[event_log.EVENTS_CHANNEL] = _wake_followers(hub)
+
+    def on_connect() -> None:
+        if hub is not None:
+            hub.wake_all()  # anything appended while we were not listening
+        worker.wake()
+
+    listener = Listener(
+        database_url,
+        channels,
+        on_connect,
+        reconnect_max_s=settings.listener_reconnect_max_s,
+    )
+    listener.start()
+    if hub is not None:
+        hub.start_checking(settings.wakeup_check_s)
+    if concurrency > 0:
+        worker.start()
+    try:
+        yield Runtime(pool=pool, worker=worker, listener=listener, hub=hub)
+    finally:
+        if hub is not None:
+            hub.end_streams()
+            await hub.stop()
+        await worker.stop()
+        await listener.stop()
+        await pool.close()
+
+
+def _wake_followers(hub: Hub) -> Callable[[str], None]:
+    def on_event(payload: str) -> None:
+        if (notified := event_log.parse_notification(payload)) is not None:
+            hub.wake(*notified)
+
+    return on_event

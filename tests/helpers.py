@@ -1,0 +1,209 @@
+"""What tests share: specs, generations written by hand or through the API, and waiting.
+
+Fixtures live in ``conftest.py``; plain functions live here, imported by name, so that a
+test reads as what it does and a helper is fixed in one place. A test waits for something
+to happen (``wait_until``, a terminal event), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+import httpx
+
+from service.events import TERMINAL_STATUSES, EventType, NewEvent, NewFile
+from service.generation import runs
+from service.generation.runs import queued_event
+from service.spec import Spec
+from service.store import event_log, generations
+from service.store.db import Pool
+from service.store.event_log import StoredEvent
+
+T = TypeVar("T")
+
+API = "/api/generations"
+
+SPEC: dict[str, Any] = {
+    "project": "shop",
+    "entities": [
+        {"name": "User", "fields": {"email": "str", "age": "int"}},
+        {"name": "Order", "fields": {"user": "User", "total": "float"}},
+    ],
+}
+
+EMPTY_SPEC: dict[str, Any] = {"project": "p", "entities": []}
+
+
+# --- generations written by hand -------------------------------------------------------------
+
+
+async def new_generation(
+    pool: Pool, owner: str = "alice", spec: dict[str, Any] = EMPTY_SPEC
+) -> UUID:
+    """A queued generation (its ``generation.queued`` is seq 1) that no worker will run unless
+    the test starts one: the row is written directly, as the API would."""
+    generation_id = uuid4()
+    async with pool.acquire() as conn:
+        await generations.insert_generation(
+            conn, generation_id, owner, spec, "offline", None, queued_event()
+        )
+    return generation_id
+
+
+async def create_generation(pool: Pool, owner: str = "alice", spec: dict[str, Any] = SPEC) -> UUID:
+    """A generation created as the API creates it (validated spec, offline provider)."""
+    return await runs.create_generation(
+        pool,
+        owner,
+        Spec.model_validate(spec),
+        provider=None,
+        model=None,
+        available_providers=frozenset({"offline"}),
+    )
+
+
+def delta(n: int, stage: str = "models") -> NewEvent:
+    return NewEvent(EventType.LLM_DELTA, stage, 0.5, f"chunk {n}", {"n": n})
+
+
+STARTED = NewEvent(EventType.STARTED, "starting", 0.0, "Started", {"worker": "test"})
+DONE = NewEvent(EventType.SUCCEEDED, "done", 1.0, "done")
+
+
+async def append(pool: Pool, generation_id: UUID | str, *events: NewEvent) -> int:
+    """Append ``events`` as one batch; returns the generation's last seq."""
+    async with pool.acquire() as conn:
+        appended = await event_log.append(conn, UUID(str(generation_id)), events)
+    return appended.last_seq
+
+
+async def finished_generation(pool: Pool, owner: str = "alice") -> UUID:
+    """Queued, started, a delta and a file, succeeded: seq 1..5."""
+    generation_id = await create_generation(pool, owner)
+    file = NewFile("app/main.py", 'print("hi \\u00e9 \\"quoted\\"")\n', "python")
+    async with pool.acquire() as conn:
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started")]
+        )
+        await event_log.append(
+            conn,
+            generation_id,
+            [
+                NewEvent(EventType.LLM_DELTA, "core", 0.3, "Writing", {"text": "line\nnext"}),
+                file.saved("core", 0.6),
+            ],
+            [file],
+        )
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.SUCCEEDED, "done", 1.0, "Finished")]
+        )
+    return generation_id
+
+
+async def stored_events(pool: Pool, generation_id: UUID) -> list[StoredEvent]:
+    async with pool.acquire() as conn:
+        return await event_log.select_events_after(conn, generation_id, 0, 100_000)
+
+
+async def stored_json(pool: Pool, generation_id: UUID) -> list[str]:
+    return [event.json for event in await stored_events(pool, generation_id)]
+
+
+# --- runs, as their logs show them -----------------------------------------------------------
+
+TERMINAL_TYPES = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED})
+
+
+async def events_of(pool: Pool, generation_id: UUID) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        stored = await event_log.select_events_after(conn, generation_id, 0, 100_000)
+    return [json.loads(event.json) for event in stored]
+
+
+async def generation(
+    pool: Pool, generation_id: UUID, owner: str = "alice"
+) -> generations.Generation:
+    async with pool.acquire() as conn:
+        return await generations.select_generation(conn, owner, generation_id)
+
+
+async def wait_finished(pool: Pool, ids: Sequence[UUID], seconds: float = 20.0) -> None:
+    async with asyncio.timeout(seconds):
+        for generation_id in ids:
+            while True:
+                async with pool.acquire() as conn:
+                    head = await event_log.select_head(conn, generation_id)
+                if head.is_finished:
+                    break
+                await asyncio.sleep(0.02)
+
+
+def types(events: Sequence[dict[str, Any]]) -> list[str]:
+    return [event["type"] for event in events]
+
+
+def assert_well_formed(events: Sequence[dict[str, Any]], terminal: EventType) -> None:
+    assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
+    assert types(events)[:2] == [EventType.QUEUED, EventType.STARTED]
+    assert types(events).count(EventType.STARTED) == 1
+    assert [t for t in types(events) if t in TERMINAL_TYPES] == [terminal]
+    assert events[-1]["type"] == terminal
+    assert events[-1]["status"] == terminal.removeprefix("generation.")
+
+
+# --- through the API -------------------------------------------------------------------------
+
+
+async def create_via_api(client: httpx.AsyncClient, spec: dict[str, Any] = SPEC) -> dict[str, Any]:
+    """``POST /api/generations``; the 201's body."""
+    response = await client.post(API, json={"spec": spec})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def state_via_api(client: httpx.AsyncClient, generation_id: UUID | str) -> dict[str, Any]:
+    response = await client.get(f"{API}/{generation_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient,
+    generation_id: UUID | str,
+    statuses: str | frozenset[str] = frozenset(TERMINAL_STATUSES),
+    seconds: float = 30.0,
+) -> dict[str, Any]:
+    """Poll the generation until its status is one of ``statuses`` (default: any terminal
+    one); its state then."""
+    wanted = frozenset({statuses}) if isinstance(statuses, str) else statuses
+
+    async def reached() -> dict[str, Any] | None:
+        state = await state_via_api(client, generation_id)
+        return state if state["status"] in wanted else None
+
+    return await wait_until(reached, f"generation {generation_id} {sorted(wanted)}", seconds)
+
+
+# --- waiting ---------------------------------------------------------------------------------
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T | None]], what: str, seconds: float = 10.0
+) -> T:
+    """Poll ``check`` every 20 ms until it returns something other than None or False;
+    that value. Fails with ``what`` after ``seconds``: a bound, never a pause."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = await check()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {seconds}s: {what}")
+        await asyncio.sleep(0.02)

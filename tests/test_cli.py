@@ -1,0 +1,337 @@
+"""The command line, run as real subprocesses against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+
+from service.access import keys
+from service.settings import PROJECT_ROOT
+from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.migrate import current_revisions, head_revisions
+from tests.helpers import finished_generation, stored_json
+from tests.processes import free_port
+
+CLI_TIMEOUT_S = 60
+
+
+async def cli(
+    *args: str,
+    database_url: str | None,
+    env: dict[str, str] | None = None,
+    program: Sequence[str] = (sys.executable, "-m", "service"),
+) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    if database_url is not None:
+        environment["DATABASE_URL"] = database_url
+    environment.update(env or {})
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*program, *args],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+async def test_help_lists_every_command() -> None:
+    result = await cli("--help", database_url=None)
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "worker", "migrate", "keys", "replay"):
+        assert command in result.stdout
+
+
+async def test_keys_create_prints_only_a_key_that_authenticates_its_owner(
+    database_url: str, pool: Pool
+) -> None:
+    result = await cli("keys", "create", "--owner", "bob", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    key = lines[0]
+    assert result.stdout == key + "\n"
+    assert key.strip() == key
+    assert key.startswith(keys.KEY_PREFIX)
+    owner = await keys.authenticate(pool, key)
+    assert owner.owner == "bob"
+    assert owner.is_admin is False
+
+
+async def test_migrate_brings_an_empty_database_to_head_and_is_idempotent(
+    empty_database_url: str,
+) -> None:
+    first = await cli("migrate", database_url=empty_database_url)
+    assert first.returncode == 0, first.stderr
+    second = await cli("migrate", database_url=empty_database_url)
+    assert second.returncode == 0, second.stderr
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database_url))
+    try:
+        assert await current_revisions(conn) == head_revisions()
+        assert await conn.fetchval("SELECT to_regclass('generation_events') IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+async def test_replay_prints_the_stored_events_as_json_lines(database_url: str, pool: Pool) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+    assert len(expected) == 5
+
+    result = await cli("replay", str(generation_id), database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n")
+    assert result.stdout.splitlines() == expected
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [event["seq"] for event in events] == [1, 2, 3, 4, 5]
+    assert events[-1]["type"] == "generation.succeeded"
+
+
+async def test_replay_after_n_skips_the_first_n_events(database_url: str, pool: Pool) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+
+    result = await cli("replay", str(generation_id), "--after", "2", database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected[2:]
+    assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [3, 4, 5]
+
+
+async def test_replay_of_an_unknown_generation_fails_with_a_clear_message(
+    database_url: str,
+) -> None:
+    unknown = uuid4()
+    result = await cli("replay", str(unknown), database_url=database_url)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert f"generation {unknown} not found" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+async def test_export_then_import_moves_a_generation_to_another_database(
+    database_url: str, other_database_url: str, pool: Pool, tmp_path: Path
+) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+    export_file = tmp_path / "export.ndjson"
+
+    exported = await cli(
+        "export", str(generation_id), "-o", str(export_file), database_url=database_url
+    )
+    imported = await cli("import", str(export_file), database_url=other_database_url)
+    again = await cli("import", str(export_file), database_url=other_database_url)
+
+    assert exported.returncode == 0, exported.stderr
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 1 generation(s); skipped 0" in imported.stderr
+    assert "imported 0 generation(s); skipped 1" in again.stderr
+    other = await create_pool(other_database_url, min_size=1, max_size=1)
+    try:
+        assert await stored_json(other, generation_id) == expected
+    finally:
+        await other.close()
+
+
+async def test_rebuild_check_reports_a_planted_difference_and_rebuild_repairs_it(
+    database_url: str, pool: Pool
+) -> None:
+    generation_id = await finished_generation(pool)
+    clean = await cli("rebuild", "--check", database_url=database_url)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE generations SET stage = 'nowhere' WHERE id = $1", generation_id)
+    dirty = await cli("rebuild", "--check", database_url=database_url)
+    repaired = await cli("rebuild", database_url=database_url)
+    after = await cli("rebuild", "--check", database_url=database_url)
+
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert dirty.returncode == 1
+    assert f"{generation_id} stage: row says 'nowhere', log says 'done'" in dirty.stdout
+    assert repaired.returncode == 0
+    assert "rebuilt 1 generation row(s)" in repaired.stdout
+    assert after.returncode == 0
+
+
+async def test_replay_at_the_recorded_pace_prints_the_same_lines(
+    database_url: str, pool: Pool
+) -> None:
+    generation_id = await finished_generation(pool)
+    expected = await stored_json(pool, generation_id)
+
+    result = await cli(
+        "replay", str(generation_id), "--pace", "recorded", "--speed", "50",
+        database_url=database_url,
+    )  # fmt: skip
+    too_fast = await cli(
+        "replay", str(generation_id), "--pace", "recorded", "--speed", "500",
+        database_url=database_url,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
+    assert too_fast.returncode == 2  # a usage error
+    assert "argument --speed: must be above 0 and at most 100" in too_fast.stderr
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], code: int, says: str) -> None:
+    """A user's mistake: the documented exit code, its message last on stderr, no traceback."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert says in result.stderr.splitlines()[-1], result.stderr
+    assert result.stdout == ""
+
+
+async def test_version_names_the_package_version() -> None:
+    result = await cli("--version", database_url=None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"genstream {version('genstream')}"
+
+
+async def test_every_subcommand_has_a_description_and_serve_names_host_and_port() -> None:
+    commands = [
+        ["serve"], ["worker"], ["migrate"], ["keys", "create"], ["replay"], ["export"],
+        ["import"], ["rebuild"], ["db", "stop"],
+    ]  # fmt: skip
+    helps = await asyncio.gather(
+        *(cli(*command, "--help", database_url=None) for command in commands)
+    )
+    for command, result in zip(commands, helps, strict=True):
+        assert result.returncode == 0, result.stderr
+        usage, _, rest = result.stdout.partition("\n\n")
+        description = rest.partition("\n\n")[0]
+        assert " ".join(command) in usage
+        assert not description.startswith(("positional arguments", "options")), command
+        assert len(description) > 20, (command, description)
+    serve = helps[0].stdout
+    assert "HOST" in serve
+    assert "PORT" in serve
+    assert "--pace {live,recorded}" in helps[4].stdout
+
+
+async def test_the_console_script_runs_the_same_command_line() -> None:
+    script = Path(sys.executable).parent / "genstream"
+    assert script.exists(), "pip install -e . installs the `genstream` console script"
+    result = await cli("--version", database_url=None, program=[str(script)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"genstream {version('genstream')}"
+    unknown = await cli("frobnicate", database_url=None, program=[str(script)])
+    assert_user_error(unknown, 2, "invalid choice: 'frobnicate'")
+    assert unknown.stderr.startswith("usage: genstream ")
+
+
+async def test_a_blank_owner_is_a_usage_error(database_url: str) -> None:
+    result = await cli("keys", "create", "--owner", " ", database_url=database_url)
+    assert_user_error(result, 2, "argument --owner: an owner must not be blank")
+
+
+async def test_a_bad_environment_value_names_the_variable_in_one_line() -> None:
+    result = await cli("migrate", database_url=None, env={"GENSTREAM_WORKER_CONCURRENCY": "-1"})
+    assert_user_error(result, 2, "GENSTREAM_WORKER_CONCURRENCY='-1'")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    bad_url = await cli("migrate", database_url="mysql://nope")
+    assert_user_error(bad_url, 2, "DATABASE_URL='mysql://nope'")
+
+
+async def test_bad_arguments_are_usage_errors(database_url: str) -> None:
+    cases = [
+        (["replay", "not-a-uuid"], "not a generation id"),
+        (["replay", str(uuid4()), "--after", "-1"], "argument --after"),
+        (["replay", str(uuid4()), "--pace", "stored"], "invalid choice: 'stored'"),
+        (["export", "--since", "yesterday"], "not an ISO 8601 time"),
+        (["serve", "--port", "70000"], "not a TCP port"),
+    ]
+    results = await asyncio.gather(*(cli(*args, database_url=database_url) for args, _ in cases))
+    for (_, says), result in zip(cases, results, strict=True):
+        assert_user_error(result, 2, says)
+
+
+async def test_commands_that_only_read_say_to_migrate_on_a_fresh_database(
+    empty_database_url: str,
+) -> None:
+    replay, rebuild, check, export = await asyncio.gather(
+        cli("replay", str(uuid4()), database_url=empty_database_url),
+        cli("rebuild", database_url=empty_database_url),
+        cli("rebuild", "--check", database_url=empty_database_url),
+        cli("export", database_url=empty_database_url),
+    )
+    for result in (replay, rebuild, check, export):
+        assert_user_error(result, 1, "the database has no genstream schema: run")
+        assert "python -m service migrate" in result.stderr
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database_url))
+    try:
+        assert await current_revisions(conn) == frozenset()  # left as it was
+    finally:
+        await conn.close()
+
+
+async def test_import_migrates_a_fresh_database_first(
+    database_url: str, empty_database_url: str, pool: Pool, tmp_path: Path
+) -> None:
+    generation_id = await finished_generation(pool)
+    export_file = tmp_path / "export.ndjson"
+    exported = await cli("export", "-o", str(export_file), database_url=database_url)
+    assert exported.returncode == 0, exported.stderr
+
+    imported = await cli("import", str(export_file), database_url=empty_database_url)
+
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 1 generation(s)" in imported.stderr
+    replayed = await cli("replay", str(generation_id), database_url=empty_database_url)
+    assert replayed.stdout.splitlines() == await stored_json(pool, generation_id)
+
+
+async def test_import_of_a_missing_or_unreadable_file_names_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.ndjson"
+    binary = tmp_path / "binary.ndjson"
+    binary.write_bytes(b"\xff\xfe not utf-8\n")
+    garbage = tmp_path / "garbage.ndjson"
+    garbage.write_text('{"generation": {"id": "x"}}\nnot json\n')
+
+    results = await asyncio.gather(
+        cli("import", str(missing), database_url=database_url),
+        cli("import", str(binary), database_url=database_url),
+        cli("import", str(garbage), database_url=database_url),
+    )
+
+    assert_user_error(results[0], 1, f"No such file or directory: {missing}")
+    assert_user_error(results[1], 1, "the input is not UTF-8 text")
+    assert_user_error(results[2], 1, "line 2: not an export line")
+
+
+async def test_export_of_an_unknown_id_fails_like_replay_and_writes_nothing(
+    database_url: str, pool: Pool, tmp_path: Path
+) -> None:
+    known = await finished_generation(pool)
+    unknown = uuid4()
+    output = tmp_path / "out.ndjson"
+
+    export = await cli(
+        "export", str(known), str(unknown), "-o", str(output), database_url=database_url
+    )
+    replay = await cli("replay", str(unknown), database_url=database_url)
+
+    assert_user_error(export, 1, f"no generation {unknown}")
+    assert_user_error(replay, 1, f"generation {unknown} not found")
+    assert not output.exists()
+
+
+async def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = await cli(
+        "replay", str(uuid4()), database_url=f"postgresql://nobody@127.0.0.1:{port}/none"
+    )
+    assert_user_error(result, 1, "cannot connect to PostgreSQL")
