@@ -81,8 +81,8 @@ def factories(plan: Plan) -> str:
 
 
 def _payload_item(plan: Plan, field: FieldPlan) -> list[str]:
-    """The ``name: value`` item of a payload; the two samples on lines of their own when one
-    line would be too long."""
+    """The ``name: value`` item of a payload, wrapped when one line would be too long: a value
+    made of two samples puts each on its own line; a reference keeps creating its row."""
     if field.nullable:
         value = "None"
     elif field.target:
@@ -94,6 +94,8 @@ def _payload_item(plan: Plan, field: FieldPlan) -> list[str]:
     line = f"        {key}: {value},"
     if len(line) <= LINE:
         return [line]
+    if field.target:
+        return [f"        {key}: (", f"            {value}", "        ),"]
     return [
         f"        {key}: (",
         f"            {field.sample(0)},",

@@ -16,6 +16,9 @@ from service.generation.providers.templates.fixtures import factories
 from service.generation.providers.templates.plan import plan_project
 from service.spec import Spec
 
+TARGET = "TargetEntityWithAQuiteLongNameIndeedForTheWrapTestXY"
+LONG_FIELD = "reference_to_the_target_entity_with_a_long_field_name_too_abcdef"
+
 
 @dataclass
 class FakeResponse:
@@ -47,6 +50,24 @@ def load_factories(spec: Spec) -> dict[str, Callable[..., dict[str, Any]]]:
     namespace: dict[str, Any] = {}
     exec(compile(text, "factories.py", "exec", dont_inherit=True), namespace)  # noqa: S102
     return namespace
+
+
+def test_a_reference_too_long_for_one_line_still_creates_its_row() -> None:
+    # A long reference line once fell back to two fixed UUID samples, which refer to no row.
+    spec = Spec.model_validate(
+        {
+            "project": "p",
+            "entities": [
+                {"name": TARGET, "fields": {"title": "str"}},
+                {"name": "Holder", "fields": {LONG_FIELD: TARGET, "n": "int"}},
+            ],
+        }
+    )
+    client = FakeClient()
+    payload = load_factories(spec)["payload_holder"](client)
+    ((path, target_row),) = client.created
+    assert path.endswith("_xys")
+    assert payload == {LONG_FIELD: target_row["id"], "n": 41}
 
 
 def test_variants_differ_and_cycle_references_stay_null() -> None:
