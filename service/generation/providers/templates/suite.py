@@ -203,13 +203,10 @@ def entity_tests(plan: Plan, entity: EntityPlan) -> str:
         ]
     for referrer_name, field in entity.referrers:
         referrer = plan.entity(referrer_name)
-        test = _unique(
-            f"test_delete_is_refused_while_{referrer.module}_{field.name}_refers_to_it", taken
-        )
         lines += [
             "",
             "",
-            f"def {test}(client: TestClient[Any]) -> None:",
+            *test_def(f"test_delete_is_refused_while_{referrer.module}_{field.name}_refers_to_it"),
             f"    row = factories.create_{module}(client)",
             f"    referrer = factories.create_{referrer.module}(",
             f"        client, overrides={{{py_str(field.name)}: row[KEY]}}",
