@@ -1,7 +1,7 @@
 """The offline provider: deterministic templates instead of a model, streamed like one.
 
 ``render_phase`` writes the files of one phase of a runnable Litestar + pydantic project for a
-spec (see ``templates.py`` for what it generates and the naming rules); ``OfflineProvider``
+spec (see the ``templates`` package for what it generates and the naming rules); ``OfflineProvider``
 streams them in the file-block format of ``generation/parsing.py``, in small chunks with an
 optional pause before each, then reports a ``Usage`` estimated at four characters a token.
 No network, no key, and the same spec always gives byte-identical files.
@@ -15,44 +15,50 @@ from collections.abc import AsyncIterator, Callable
 from service.events import NewFile
 from service.generation.parsing import CLOSE, OPEN, language_of, render_block
 from service.generation.providers import Prompt, Usage
-from service.generation.providers import templates as t
+from service.generation.providers.templates.api import api, api_init
+from service.generation.providers.templates.app import app_init, database, main, settings
+from service.generation.providers.templates.fixtures import conftest, factories, tests_init
+from service.generation.providers.templates.models import model, models_init
+from service.generation.providers.templates.plan import Plan, plan_project
+from service.generation.providers.templates.project import pyproject, readme
+from service.generation.providers.templates.suite import app_tests, entity_tests
 from service.spec import Spec
 
 STAGES = ("core", "models", "api", "tests")
 
-_Render = Callable[[t.Plan], list[tuple[str, str]]]
+_Render = Callable[[Plan], list[tuple[str, str]]]
 
 
-def _core(p: t.Plan) -> list[tuple[str, str]]:
+def _core(plan: Plan) -> list[tuple[str, str]]:
     return [
-        ("pyproject.toml", t.pyproject(p)),
-        ("README.md", t.readme(p)),
-        ("app/__init__.py", t.app_init(p)),
-        ("app/settings.py", t.settings(p)),
-        ("app/database.py", t.database(p)),
-        ("app/main.py", t.main(p)),
+        ("pyproject.toml", pyproject(plan)),
+        ("README.md", readme(plan)),
+        ("app/__init__.py", app_init(plan)),
+        ("app/settings.py", settings(plan)),
+        ("app/database.py", database(plan)),
+        ("app/main.py", main(plan)),
     ]
 
 
-def _models(p: t.Plan) -> list[tuple[str, str]]:
-    return [("app/models/__init__.py", t.models_init(p))] + [
-        (f"app/models/{e.module}.py", t.model(p, e)) for e in p.entities
+def _models(plan: Plan) -> list[tuple[str, str]]:
+    return [("app/models/__init__.py", models_init(plan))] + [
+        (f"app/models/{entity.module}.py", model(plan, entity)) for entity in plan.entities
     ]
 
 
-def _api(p: t.Plan) -> list[tuple[str, str]]:
-    return [("app/api/__init__.py", t.api_init(p))] + [
-        (f"app/api/{e.module}.py", t.api(p, e)) for e in p.entities
+def _api(plan: Plan) -> list[tuple[str, str]]:
+    return [("app/api/__init__.py", api_init(plan))] + [
+        (f"app/api/{entity.module}.py", api(plan, entity)) for entity in plan.entities
     ]
 
 
-def _tests(p: t.Plan) -> list[tuple[str, str]]:
+def _tests(plan: Plan) -> list[tuple[str, str]]:
     return [
-        ("tests/__init__.py", t.tests_init(p)),
-        ("tests/conftest.py", t.conftest(p)),
-        ("tests/factories.py", t.factories(p)),
-        ("tests/test_app.py", t.app_tests(p)),
-    ] + [(f"tests/test_{e.module}.py", t.entity_tests(p, e)) for e in p.entities]
+        ("tests/__init__.py", tests_init(plan)),
+        ("tests/conftest.py", conftest(plan)),
+        ("tests/factories.py", factories(plan)),
+        ("tests/test_app.py", app_tests(plan)),
+    ] + [(f"tests/test_{entity.module}.py", entity_tests(plan, entity)) for entity in plan.entities]
 
 
 _PHASES: dict[str, _Render] = {"core": _core, "models": _models, "api": _api, "tests": _tests}
@@ -64,7 +70,7 @@ def render_phase(spec: Spec, stage: str) -> list[NewFile]:
     if render is None:
         raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
     files = []
-    for path, content in render(t.plan(spec)):
+    for path, content in render(plan_project(spec)):
         if OPEN in content or CLOSE in content:  # the templates escape user text; never expected
             raise ValueError(f"{path} would contain a file-block marker")
         files.append(NewFile(path, content, language_of(path)))
