@@ -1,6 +1,7 @@
 """Soak: SIGKILL worker processes at random points while generations run; nothing may be lost.
 
-The scenario of ``tests/test_faults.py::test_sigkill_workers_at_random_points_loses_nothing``,
+The scenario of ``tests/test_faults.py::test_sigkill_workers_at_random_points_loses_nothing``
+(written once, in ``tests/faults.py``),
 longer: ``--workers`` `python -m service worker` processes (lease 1 s) run ``--generations``
 generations, created one a second, while a killer SIGKILLs a random running worker every
 0.3-0.8 s and starts a replacement at once, until ``--kills`` kills happened and every
@@ -13,7 +14,7 @@ exactly those announced by file.saved; and each stream saw exactly the stored ev
 Uses ``DATABASE_URL`` when set (migrated first), else a throwaway embedded PostgreSQL cluster
 that is deleted afterwards. Prints a summary; exits 1 on any violation.
 
-    .venv/bin/python scripts/soak.py --kills 60
+    .venv/bin/python -m scripts.soak --kills 60    # from the repository's root
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 KILL_INTERVAL_MEAN_S = 0.55
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="soak.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="python -m scripts.soak",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs at least (20)")
     parser.add_argument(
@@ -58,8 +60,6 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
-    sys.path.insert(0, str(ROOT))  # the scenario lives with its test, in tests/
-
     from service.store.embedded import EmbeddedCluster, throwaway_cluster
     from service.store.migrate import upgrade
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 async def soak(url: str, args: argparse.Namespace) -> int:
     from service.access import keys
     from service.store.db import create_pool
-    from tests.test_faults import Children, SoakParams, sigkill_scenario
+    from tests.faults import Children, SoakParams, sigkill_scenario
 
     generations = args.generations or max(8, round(args.kills / 2.5))
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)

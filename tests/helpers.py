@@ -8,10 +8,11 @@ to happen (``wait_until``, a terminal event), never for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from uuid import UUID, uuid4
 
 import httpx
@@ -194,14 +195,20 @@ async def wait_for_status(
 # --- waiting ---------------------------------------------------------------------------------
 
 
+@overload
 async def wait_until(
-    check: Callable[[], Awaitable[T | None]], what: str, seconds: float = 10.0
-) -> T:
-    """Poll ``check`` every 20 ms until it returns something other than None or False;
-    that value. Fails with ``what`` after ``seconds``: a bound, never a pause."""
+    check: Callable[[], Awaitable[T | None]], what: str, seconds: float = ...
+) -> T: ...
+@overload
+async def wait_until(check: Callable[[], T | None], what: str, seconds: float = ...) -> T: ...
+async def wait_until(check: Callable[[], Any], what: str, seconds: float = 10.0) -> Any:
+    """Poll ``check`` (sync or async) every 20 ms until it returns something other than None
+    or False; that value. Fails with ``what`` after ``seconds``: a bound, never a pause."""
     deadline = time.monotonic() + seconds
     while True:
-        value = await check()
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
         if value is not None and value is not False:
             return value
         if time.monotonic() > deadline:

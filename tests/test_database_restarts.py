@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,13 +25,12 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from service.access import keys
-from service.settings import PROJECT_ROOT
 from service.store import event_log
 from service.store.db import asyncpg_dsn, create_pool
 from service.store.embedded import EmbeddedCluster, throwaway_cluster
 from service.store.migrate import upgrade
 from tests.helpers import SPEC
-from tests.processes import free_port, terminate
+from tests.processes import ServiceProcess, readyz, spawn_service, terminate, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -69,76 +65,28 @@ def database() -> Iterator[Database]:
         cluster.destroy()
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self, key: str | None = None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(30.0)
-        )
-
-
-async def readyz(server: Server, *, listener: bool = False) -> int:
-    """/readyz's status; with ``listener``, 200 only counts once LISTEN is connected too."""
-    async with server.client() as client:
-        try:
-            response = await client.get("/readyz", timeout=5.0)
-        except httpx.TransportError:
-            return 0
-    if listener and response.status_code == 200 and response.json().get("listener") is not True:
-        return 0
-    return response.status_code
-
-
-async def wait_ready(server: Server, seconds: float) -> None:
-    """Until /readyz is 200 with the LISTEN connection up (bounded)."""
-    deadline = time.monotonic() + seconds
-    while await readyz(server, listener=True) != 200:
-        if server.proc.poll() is not None:
-            pytest.fail(f"serve exited:\n{server.log()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"serve not ready in {seconds}s:\n{server.log()}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
-async def server(database: Database, tmp_path: Path) -> AsyncIterator[Server]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database.url,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "GENSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "GENSTREAM_STREAM_TOKEN_SECRET": "restarts-test-secret",
-        "GENSTREAM_OFFLINE_DELAY_S": OFFLINE_DELAY_S,
-        "GENSTREAM_LEASE_S": LEASE_S,
-        "GENSTREAM_WORKER_CONCURRENCY": "4",
-        "GENSTREAM_WORKER_POLL_S": "0.5",
-        "GENSTREAM_LISTENER_RECONNECT_MAX_S": "0.5",
-    }
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    running = Server(proc, f"http://127.0.0.1:{port}", log_path)
+async def server(database: Database, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
+    process = spawn_service(
+        "serve",
+        "serve",
+        tmp_path,
+        {
+            "DATABASE_URL": database.url,
+            "GENSTREAM_DATA_DIR": str(tmp_path / "data"),
+            "GENSTREAM_STREAM_TOKEN_SECRET": "restarts-test-secret",
+            "GENSTREAM_OFFLINE_DELAY_S": OFFLINE_DELAY_S,
+            "GENSTREAM_LEASE_S": LEASE_S,
+            "GENSTREAM_WORKER_CONCURRENCY": "4",
+            "GENSTREAM_WORKER_POLL_S": "0.5",
+            "GENSTREAM_LISTENER_RECONNECT_MAX_S": "0.5",
+        },
+    )
     try:
-        await wait_ready(running, READY_TIMEOUT_S)
-        yield running
+        await wait_ready(process, READY_TIMEOUT_S)
+        yield process
     finally:
-        await terminate(proc)
+        await terminate(process.proc)
 
 
 async def new_key(database: Database, owner: str) -> str:
@@ -221,10 +169,12 @@ async def check_complete(database: Database, follower: Follower) -> None:
     assert follower.events == await stored_events(database, follower.generation_id)
 
 
-Disruption = Callable[[Database, Server, list[Follower]], Awaitable[None]]
+Disruption = Callable[[Database, ServiceProcess, list[Follower]], Awaitable[None]]
 
 
-async def run_through(database: Database, server: Server, disrupt: Disruption) -> list[Follower]:
+async def run_through(
+    database: Database, server: ServiceProcess, disrupt: Disruption
+) -> list[Follower]:
     """Start three generations, follow their streams, disrupt PostgreSQL mid-run, and return
     the followers once every stream has ended."""
     key = await new_key(database, "alice")
@@ -286,14 +236,16 @@ async def test_a_restarted_cluster_comes_back_on_the_port_its_clients_know(
 
 
 async def test_streams_and_runs_ride_out_a_postgresql_restart(
-    database: Database, server: Server
+    database: Database, server: ServiceProcess
 ) -> None:
     port = urlsplit(database.url).port
     during_outage: list[int] = []
     after_outage: list[int] = []
     restarted_url: list[str] = []
 
-    async def restart(database: Database, server: Server, followers: list[Follower]) -> None:
+    async def restart(
+        database: Database, server: ServiceProcess, followers: list[Follower]
+    ) -> None:
         await asyncio.to_thread(database.cluster.stop, "fast")
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:
@@ -322,11 +274,13 @@ async def test_streams_and_runs_ride_out_a_postgresql_restart(
 
 
 async def test_streams_and_runs_ride_out_killed_database_connections(
-    database: Database, server: Server
+    database: Database, server: ServiceProcess
 ) -> None:
     killed: list[int] = []
 
-    async def kill_backends(database: Database, server: Server, followers: list[Follower]) -> None:
+    async def kill_backends(
+        database: Database, server: ServiceProcess, followers: list[Follower]
+    ) -> None:
         admin = await asyncpg.connect(asyncpg_dsn(database.url))
         try:
             for n in range(3):

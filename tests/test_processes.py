@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,11 +21,17 @@ from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from service.events import EventType, NewEvent
 from service.generation.runs import queued_event
-from service.settings import PROJECT_ROOT
 from service.store import event_log, generations
 from service.store.db import Pool
 from tests.conftest import KeyFactory
-from tests.processes import STOP_TIMEOUT_S, free_port, terminate, wait_exit
+from tests.processes import (
+    STOP_TIMEOUT_S,
+    ServiceProcess,
+    spawn_service,
+    terminate,
+    wait_exit,
+    wait_ready,
+)
 
 READY_TIMEOUT_S = 30.0
 
@@ -47,24 +49,7 @@ SMALL_SPEC: dict[str, Any] = {
 }
 
 
-@dataclass
-class ServeProcess:
-    name: str
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self, key: str | None = None) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(30.0)
-        )
-
-
-Spawn = Callable[..., Awaitable[ServeProcess]]
+Spawn = Callable[..., Awaitable[ServiceProcess]]
 
 
 async def event_frames(source: EventSource) -> AsyncIterator[ServerSentEvent]:
@@ -76,52 +61,25 @@ async def event_frames(source: EventSource) -> AsyncIterator[ServerSentEvent]:
             yield sse
 
 
-async def wait_ready(process: ServeProcess) -> None:
-    """Until /readyz is 200 with the LISTEN connection up (bounded)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    async with process.client() as client:
-        while True:
-            if process.proc.poll() is not None:
-                pytest.fail(f"{process.name} exited early:\n{process.log()}")
-            try:
-                response = await client.get("/readyz", timeout=2.0)
-                if response.status_code == 200 and response.json().get("listener") is True:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{process.name} not ready in {READY_TIMEOUT_S}s:\n{process.log()}")
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def spawn(database_url: str, tmp_path: Path) -> AsyncIterator[Spawn]:
     """``await spawn("a", worker_concurrency=2)``: a ready `serve` process on the test database,
     terminated (SIGTERM, then SIGKILL after 10 s) at the end of the test."""
-    started: list[ServeProcess] = []
+    started: list[ServiceProcess] = []
 
-    async def start(name: str, *, worker_concurrency: int) -> ServeProcess:
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "GENSTREAM_STREAM_TOKEN_SECRET": "processes-test-secret",
-            "GENSTREAM_OFFLINE_DELAY_S": "0.004",
-            "GENSTREAM_WORKER_CONCURRENCY": str(worker_concurrency),
-            "GENSTREAM_DATA_DIR": str(tmp_path / name),
-        }
-        log_path = tmp_path / f"{name}.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve"],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        process = ServeProcess(name, proc, f"http://127.0.0.1:{port}", log_path)
+    async def start(name: str, *, worker_concurrency: int) -> ServiceProcess:
+        process = spawn_service(
+            "serve",
+            name,
+            tmp_path,
+            {
+                "DATABASE_URL": database_url,
+                "GENSTREAM_STREAM_TOKEN_SECRET": "processes-test-secret",
+                "GENSTREAM_OFFLINE_DELAY_S": "0.004",
+                "GENSTREAM_WORKER_CONCURRENCY": str(worker_concurrency),
+                "GENSTREAM_DATA_DIR": str(tmp_path / name),
+            },
+        )
         started.append(process)
         await wait_ready(process)
         return process

@@ -26,7 +26,15 @@ from service.store import event_log, generations
 from service.store.db import Pool
 from service.streams import pacing
 from tests.conftest import AppFactory, KeyFactory, RunningApp
-from tests.helpers import SPEC, STARTED, append, delta
+from tests.helpers import (
+    SPEC,
+    STARTED,
+    append,
+    create_via_api,
+    delta,
+    wait_for_status,
+    wait_until,
+)
 
 CONTRACT_FIELDS = [
     "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp", "data",
@@ -39,28 +47,8 @@ SSE_RETRY_MS = 2000  # the Settings default the fixtures keep
 # --- helpers ---------------------------------------------------------------------------------
 
 
-async def create_generation(client: httpx.AsyncClient) -> dict[str, Any]:
-    response = await client.post("/api/generations", json={"spec": SPEC})
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
 def stream_url(generation_id: str) -> str:
     return f"/api/generations/{generation_id}/stream"
-
-
-async def wait_until_finished(client: httpx.AsyncClient, generation_id: str) -> int:
-    """Poll the generation until it is terminal; its last seq."""
-    async with asyncio.timeout(15):
-        while True:
-            response = await client.get(f"/api/generations/{generation_id}")
-            assert response.status_code == 200, response.text
-            state = response.json()
-            if state["status"] in TERMINAL_STATUSES:
-                last_seq: int = state["last_seq"]
-                return last_seq
-            await asyncio.sleep(0.05)
 
 
 async def stored_events(client: httpx.AsyncClient, generation_id: str) -> list[dict[str, Any]]:
@@ -177,9 +165,7 @@ SUCCEEDED = NewEvent(EventType.SUCCEEDED, "done", 1.0, "Generation finished")
 
 
 async def wait_for_frames(received: Received, count: int, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while len(received.frames) < count:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: len(received.frames) >= count, f"{count} frames", timeout)
 
 
 # --- replay of a finished run ----------------------------------------------------------------
@@ -189,8 +175,8 @@ async def test_a_stream_of_a_finished_run_sends_retry_then_every_event_once_and_
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
-        last_seq = await wait_until_finished(client, generation_id)
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
         received = await read_stream(client, generation_id)
         stored = await stored_events(client, generation_id)
 
@@ -208,8 +194,8 @@ async def test_frames_are_id_event_data_lines_on_the_wire(
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
-        last_seq = await wait_until_finished(client, generation_id)
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
         async with asyncio.timeout(10):
             response = await client.get(stream_url(generation_id))
     assert response.status_code == 200
@@ -234,7 +220,7 @@ async def test_a_stream_opened_before_the_run_starts_gets_every_event_once_in_or
     app_factory: AppFactory, api_key: str, pool: Pool
 ) -> None:
     async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         received = Received(0, httpx.Headers())
         reader = asyncio.create_task(read_stream(client, generation_id, received=received))
         await wait_for_frames(received, 1, 5)  # the queued event: the stream is live now
@@ -259,7 +245,7 @@ async def test_a_stream_opened_mid_run_gets_every_event_once_in_order(
         app_factory(offline_delay_s=0.004) as running,
         running.client(api_key) as client,
     ):
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         async with asyncio.timeout(10):  # wait until the run is under way
             while len(await stored_events(client, generation_id)) < 4:
                 await asyncio.sleep(0.01)
@@ -268,7 +254,7 @@ async def test_a_stream_opened_mid_run_gets_every_event_once_in_order(
         await wait_for_frames(received, 1, 5)
         state = (await client.get(f"/api/generations/{generation_id}")).json()
         await asyncio.wait_for(reader, 10)
-        last_seq = await wait_until_finished(client, generation_id)
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
 
     assert state["status"] == "running", "the stream must have been open while the run ran"
     assert received.seqs == list(range(1, last_seq + 1))
@@ -284,8 +270,8 @@ async def test_resuming_with_last_event_id_gets_exactly_the_rest(
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
-        last_seq = await wait_until_finished(client, generation_id)
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
         k = 7
         dropped = await read_stream(client, generation_id, stop_after=k)
         assert dropped.seqs == list(range(1, k + 1))
@@ -302,8 +288,8 @@ async def test_resuming_with_after_query_gets_exactly_the_rest(
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
-        last_seq = await wait_until_finished(client, generation_id)
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
         k = 5
         resumed = await read_stream(client, generation_id, params={"after": k})
     assert resumed.seqs == list(range(k + 1, last_seq + 1))
@@ -315,8 +301,8 @@ async def test_last_event_id_header_wins_over_after_query(
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
-        last_seq = await wait_until_finished(client, generation_id)
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
         later_header = await read_stream(
             client, generation_id, headers={"Last-Event-ID": "6"}, params={"after": 2}
         )
@@ -331,7 +317,7 @@ async def test_a_client_dropped_mid_run_resumes_with_what_was_appended_while_awa
     app_factory: AppFactory, api_key: str, pool: Pool
 ) -> None:
     async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         await append(pool, generation_id, STARTED, delta(1), delta(2))  # seq 2..4
         first = await read_stream(client, generation_id, stop_after=4)
         await append(pool, generation_id, delta(3), delta(4))  # 5..6 while disconnected
@@ -353,8 +339,8 @@ async def test_resuming_at_or_after_the_terminal_event_answers_204(
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
-        last_seq = await wait_until_finished(client, generation_id)
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
         by_header = await status_of(client, generation_id, headers={"Last-Event-ID": str(last_seq)})
         by_query = await status_of(client, generation_id, params={"after": last_seq})
         beyond = await status_of(client, generation_id, params={"after": last_seq + 5})
@@ -375,7 +361,7 @@ async def test_malformed_resume_points_answer_400_with_a_json_body(
     app_factory: AppFactory, api_key: str, pool: Pool
 ) -> None:
     async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         await append(pool, generation_id, STARTED, delta(1))  # running, last seq 3
         answers = {
             "Last-Event-ID: abc": await status_of(
@@ -408,8 +394,8 @@ async def test_malformed_resume_points_answer_400_with_a_json_body(
 
 async def test_stream_response_has_the_sse_headers(running: RunningApp, api_key: str) -> None:
     async with running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
-        await wait_until_finished(client, generation_id)
+        generation_id = (await create_via_api(client))["id"]
+        await wait_for_status(client, generation_id)
         received = await read_stream(client, generation_id)
     assert received.headers["content-type"].partition(";")[0].strip() == "text/event-stream"
     assert received.headers["cache-control"] == "no-cache"
@@ -423,7 +409,7 @@ async def test_an_idle_stream_gets_keepalive_comment_lines(
         app_factory(keepalive_s=0.3, worker_concurrency=0) as running,
         running.client(api_key) as client,
     ):
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         lines: list[str] = []
         async with (
             asyncio.timeout(10),
@@ -488,7 +474,7 @@ async def test_streams_survive_the_listen_connection_being_killed(
 ) -> None:
     # keepalive_s stays at 15 s: only a wake-up can deliver within the bounds below.
     async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         old_pid = await listener_pid(pool)
         received = Received(0, httpx.Headers())
         reader = asyncio.create_task(
@@ -543,7 +529,7 @@ async def test_many_concurrent_streams_on_one_generation_each_get_the_full_seque
 ) -> None:
     streams = 20
     async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         all_received = [Received(0, httpx.Headers()) for _ in range(streams)]
         readers = [
             asyncio.create_task(read_stream(client, generation_id, received=received, timeout=20))
@@ -572,12 +558,12 @@ async def test_many_concurrent_streams_follow_a_real_run(
         app_factory(offline_delay_s=0.002) as running,
         running.client(api_key) as client,
     ):
-        generation_id = (await create_generation(client))["id"]
+        generation_id = (await create_via_api(client))["id"]
         results = await asyncio.wait_for(
             asyncio.gather(*(read_stream(client, generation_id, timeout=20) for _ in range(20))),
             25,
         )
-        last_seq = await wait_until_finished(client, generation_id)
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
     for received in results:
         assert received.seqs == list(range(1, last_seq + 1))
         assert received.closed_by_server
@@ -590,9 +576,9 @@ async def test_the_stream_token_opens_the_stream_without_an_authorization_header
     running: RunningApp, api_key: str
 ) -> None:
     async with running.client(api_key) as owner:
-        created = await create_generation(owner)
-        other = await create_generation(owner)
-        last_seq = await wait_until_finished(owner, created["id"])
+        created = await create_via_api(owner)
+        other = await create_via_api(owner)
+        last_seq = (await wait_for_status(owner, created["id"]))["last_seq"]
     async with running.client() as anonymous:
         assert "authorization" not in anonymous.headers
         received = await read_stream(
@@ -613,8 +599,8 @@ async def test_a_fresh_stream_token_reopens_a_generation_of_the_callers_only(
     running: RunningApp, api_key: str, make_key: KeyFactory
 ) -> None:
     async with running.client(api_key) as owner:
-        created = await create_generation(owner)
-        last_seq = await wait_until_finished(owner, created["id"])
+        created = await create_via_api(owner)
+        last_seq = (await wait_for_status(owner, created["id"]))["last_seq"]
         response = await owner.post(f"/api/generations/{created['id']}/stream-token")
         unknown = await owner.post(f"/api/generations/{uuid4()}/stream-token")
     async with running.client(await make_key("mallory")) as stranger:

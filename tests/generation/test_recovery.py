@@ -37,6 +37,7 @@ from tests.helpers import (
     generation,
     types,
     wait_finished,
+    wait_until,
 )
 
 
@@ -103,12 +104,12 @@ async def wait_for_event(
     pool: Pool, generation_id: UUID, kind: EventType, seconds: float = 10.0
 ) -> list[dict[str, Any]]:
     """The log as soon as it holds an event of ``kind``."""
-    async with asyncio.timeout(seconds):
-        while True:
-            events = await events_of(pool, generation_id)
-            if kind in types(events):
-                return events
-            await asyncio.sleep(0.01)
+
+    async def holding() -> list[dict[str, Any]] | None:
+        events = await events_of(pool, generation_id)
+        return events if kind in types(events) else None
+
+    return await wait_until(holding, f"a {kind} event", seconds)
 
 
 async def lease_of(pool: Pool, generation_id: UUID) -> tuple[str | None, datetime | None, datetime]:

@@ -8,6 +8,7 @@ import pytest
 
 from service.store.db import Pool
 from service.store.listener import Listener
+from tests.helpers import wait_until
 
 CHANNEL = "test_channel"
 
@@ -64,9 +65,7 @@ async def listen_backends(pool: Pool) -> list[int]:
 
 
 async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():
-            await asyncio.sleep(0.02)
+    await wait_until(condition, "the condition", seconds)
 
 
 async def test_a_notify_on_a_channel_reaches_its_handler(

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import asyncio
 from uuid import UUID, uuid4
 
-import httpx
 from pydantic import SecretStr
 
 from service.events import EventType, NewEvent
@@ -11,21 +9,12 @@ from service.generation.runs import queued_event
 from service.store import event_log, generations, projections
 from service.store.db import Pool
 from tests.conftest import AppFactory, free_socket
-from tests.helpers import SPEC
+from tests.helpers import SPEC, wait_for_status
 
 
 async def differences(pool: Pool) -> list[projections.Difference]:
     async with pool.acquire() as conn:
         return await projections.select_differences(conn)
-
-
-async def wait_finished(client: httpx.AsyncClient, generation_id: str) -> None:
-    async with asyncio.timeout(30):
-        while (await client.get(f"/api/generations/{generation_id}")).json()["status"] in (
-            "queued",
-            "running",
-        ):
-            await asyncio.sleep(0.02)
 
 
 async def resumed_by_hand(pool: Pool) -> UUID:
@@ -59,8 +48,8 @@ async def test_the_log_rebuilds_exactly_the_live_projection_of_every_kind_of_run
         failed = (
             await client.post("/api/generations", json={"spec": SPEC, "provider": "gemini"})
         ).json()["id"]
-        await wait_finished(client, succeeded)
-        await wait_finished(client, failed)
+        await wait_for_status(client, succeeded)
+        await wait_for_status(client, failed)
     async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
         cancelled = (await client.post("/api/generations", json={"spec": SPEC})).json()["id"]
         queued = (await client.post("/api/generations", json={"spec": SPEC})).json()["id"]
