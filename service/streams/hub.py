@@ -46,7 +46,7 @@ class Subscription:
     wait since), it re-arms itself for the rest.
     """
 
-    __slots__ = ("_due", "_flag", "_timed_out", "_timer", "closed", "edge", "position")
+    __slots__ = ("_due", "_flag", "_timed_out", "_timer", "closed", "edge", "position", "waiting")
 
     def __init__(self, edge: LiveEdge, position: int) -> None:
         self.edge = edge
@@ -56,6 +56,7 @@ class Subscription:
         self._due = 0.0
         self._timed_out = False
         self._timer: asyncio.TimerHandle | None = None
+        self.waiting = False  # inside ``wait``: idle, with nothing left to send
 
     @property
     def generation_id(self) -> UUID:
@@ -79,7 +80,11 @@ class Subscription:
                 if timer is not None:
                     timer.cancel()
                 self._timer = loop.call_at(self._due, self._on_timer, loop)
-            await self._flag.wait()
+            self.waiting = True
+            try:
+                await self._flag.wait()
+            finally:
+                self.waiting = False
         if self._timed_out:
             self._timed_out = False
             return False

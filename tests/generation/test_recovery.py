@@ -124,6 +124,16 @@ async def lease_of(pool: Pool, generation_id: UUID) -> tuple[str | None, datetim
     return row["claimed_by"], row["lease_expires_at"], row["now"]
 
 
+async def wait_lease_expired(pool: Pool, generation_id: UUID) -> None:
+    """Until the run's lease has run out by the database's clock (claims compare with it)."""
+
+    async def expired() -> bool:
+        _, expires_at, now = await lease_of(pool, generation_id)
+        return expires_at is None or expires_at <= now
+
+    await wait_until(expired, "the lease runs out", seconds=10)
+
+
 async def claim_by_hand(pool: Pool, worker_id: str, lease_s: float) -> Claimed:
     async with pool.acquire() as conn:
         claimed = await generations.claim_next(conn, worker_id, lease_s)
@@ -322,10 +332,10 @@ async def test_a_run_abandoned_as_often_as_attempts_allow_ends_failed(pool: Pool
     await LogEmitter(pool, first, retry_s=1.0).emit(
         NewEvent(EventType.STARTED, "starting", 0.01, "Started")
     )
-    await asyncio.sleep(0.2)
+    await wait_lease_expired(pool, generation_id)
     second = await claim_by_hand(pool, "crashed-2", 0.1)
     assert (first.attempt, second.attempt) == (1, 2)
-    await asyncio.sleep(0.2)
+    await wait_lease_expired(pool, generation_id)
     before = await events_of(pool, generation_id)
 
     async with running_worker(pool, offline(0.0), attempts_max=2):
@@ -349,7 +359,7 @@ async def test_a_run_abandoned_fewer_times_than_the_limit_is_resumed(pool: Pool)
     await LogEmitter(pool, first, retry_s=1.0).emit(
         NewEvent(EventType.STARTED, "starting", 0.01, "Started")
     )
-    await asyncio.sleep(0.2)
+    await wait_lease_expired(pool, generation_id)
     before = await events_of(pool, generation_id)
 
     async with running_worker(pool, offline(0.0), attempts_max=2) as worker:
@@ -375,11 +385,10 @@ async def test_a_cancel_requested_while_nobody_held_the_run_ends_it_at_the_next_
     status = await runs.cancel_generation(pool, "alice", generation_id)
     assert status is (Status.RUNNING if started else Status.QUEUED)
     assert await events_of(pool, generation_id) == before  # only flagged, nothing appended
-    await asyncio.sleep(0.3)  # the lease runs out
+    await wait_lease_expired(pool, generation_id)
 
     async with running_worker(pool, offline(0.0)):
         await wait_finished(pool, [generation_id], seconds=10)
-        await asyncio.sleep(0.1)  # would anything else still arrive?
 
     events = await events_of(pool, generation_id)
     assert events[: len(before)] == before
@@ -404,7 +413,6 @@ async def test_a_cancel_notify_stops_a_run_between_appends_within_a_second(
             before = await events_of(pool, generation_id)
             assert await runs.cancel_generation(pool, "alice", generation_id) is Status.RUNNING
             await wait_finished(pool, [generation_id], seconds=1.0)
-            await asyncio.sleep(0.2)  # would anything else still arrive?
         finally:
             await worker.stop()
 

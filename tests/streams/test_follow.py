@@ -13,8 +13,8 @@ from service.events import EventType, Status
 from service.store.db import Pool
 from service.store.event_log import Head, StoredEvent
 from service.streams.follow import KEEPALIVE, Keepalive, Streams, follow, has_events_after
-from service.streams.hub import Hub
-from tests.helpers import DONE, append, delta, new_generation
+from service.streams.hub import Hub, Subscription
+from tests.helpers import DONE, append, delta, new_generation, wait_until
 
 Item = StoredEvent | Keepalive
 LONG = 30.0  # a keepalive interval no test should ever reach
@@ -132,6 +132,20 @@ async def test_follow_yields_keepalive_while_idle(pool: Pool) -> None:
         await stream.aclose()
 
 
+def subscription_of(hub: Hub, generation_id: UUID) -> Subscription:
+    (subscription,) = hub._edges[generation_id].subscribers
+    return subscription
+
+
+async def idle(hub: Hub, generation_id: UUID, *, reads_at_least: int = 0) -> None:
+    """Until the one stream on ``generation_id`` waits for a wake-up, with nothing to send,
+    after the hub's ``reads_at_least``-th read of the log."""
+    subscription = subscription_of(hub, generation_id)
+    await wait_until(
+        lambda: subscription.waiting and hub.reads >= reads_at_least, "the stream waits"
+    )
+
+
 async def test_follow_sends_live_events_once_woken_and_ends_after_the_terminal_one(
     pool: Pool,
 ) -> None:
@@ -142,15 +156,18 @@ async def test_follow_sends_live_events_once_woken_and_ends_after_the_terminal_o
         assert (await next_event(stream)).seq == 1
 
         pending = asyncio.ensure_future(next_event(stream))
-        await asyncio.sleep(0.1)
+        await idle(hub, generation_id)
         assert not pending.done()
-        hub.wake(generation_id)  # a spurious wake-up: nothing new, nothing sent
-        await asyncio.sleep(0.1)
+        reads = hub.reads
+        hub.wake(generation_id)  # a spurious wake-up: the log is read, nothing is sent
+        await idle(hub, generation_id, reads_at_least=reads + 1)
         assert not pending.done()
 
         await append(pool, generation_id, delta(1), delta(2))
-        hub.wake(uuid4())  # someone else's wake-up does not concern us
-        await asyncio.sleep(0.1)
+        reads = hub.reads
+        hub.wake(uuid4())  # someone else's wake-up does not concern us: nothing is read
+        assert hub.reads == reads
+        assert subscription_of(hub, generation_id).waiting
         assert not pending.done()
         hub.wake(generation_id)
         assert (await asyncio.wait_for(pending, 5)).seq == 2
@@ -202,8 +219,7 @@ async def test_follow_ends_when_the_hub_closes(pool: Pool) -> None:
     try:
         assert (await next_event(stream)).seq == 1
         pending = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0.1)
-        assert not pending.done()
+        await idle(hub, generation_id)
         hub.end_streams()
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(pending, 5)
@@ -238,7 +254,7 @@ async def test_the_subscription_is_removed_when_the_consumer_is_cancelled(pool: 
     try:
         await next_event(stream)
         waiting = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0.1)
+        await idle(hub, generation_id)
         assert len(hub) == 1
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
