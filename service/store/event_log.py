@@ -165,12 +165,16 @@ FROM generation
     AppendParameters._fields,
 )
 
+# Each given generation's last seq ($1: ids; unknown ids are left out).
 SELECT_LAST_SEQS = """
-SELECT id, last_seq
+SELECT
+    id,
+    last_seq
 FROM generations
 WHERE id = ANY($1::uuid[])
 """
 
+# Of pairs (id $1[i], seq seen $2[i]), the ids of the generations whose last seq is past it.
 SELECT_GENERATIONS_AHEAD = """
 SELECT g.id
 FROM unnest($1::uuid[], $2::bigint[]) AS seen(id, last_seq)
@@ -178,8 +182,14 @@ JOIN generations AS g ON g.id = seen.id
 WHERE g.last_seq > seen.last_seq
 """
 
+# A generation's head ($1: id): where its row stands, its attempt, whether cancel was asked.
 SELECT_GENERATION_HEAD = """
-SELECT status, stage, progress, last_seq, attempt,
+SELECT
+    status,
+    stage,
+    progress,
+    last_seq,
+    attempt,
     cancel_requested_at IS NOT NULL AS cancel_requested
 FROM generations
 WHERE id = $1
@@ -187,6 +197,7 @@ WHERE id = $1
 
 IDEMPOTENCY_INDEX = "generation_events_idempotency_key_idx"
 
+# Whether a run ($1: generation id) has started, and its completed stages in order.
 SELECT_RUN_STATE = """
 SELECT
     array_agg(stage ORDER BY seq) FILTER (WHERE type = 'phase.completed') AS completed,
@@ -196,6 +207,7 @@ WHERE generation_id = $1
   AND type IN ('generation.started', 'phase.completed')
 """
 
+# A run's files ($1: generation id), path and content, in the order they were saved.
 SELECT_RUN_FILES = """
 SELECT path, content
 FROM generated_files
@@ -203,10 +215,10 @@ WHERE generation_id = $1
 ORDER BY seq, path
 """
 
-# The event as clients see it, rendered by PostgreSQL so the stream passes text straight
-# through (decoding and re-encoding JSON in Python costs ~5x the read itself). Built by
-# concatenation to keep the contract's key order; every column is NOT NULL and every text
-# goes through to_json() for escaping.
+# An event as clients see it: a select-list expression over generation_events, not a query.
+# Rendered by PostgreSQL so the stream passes text straight through (decoding and re-encoding
+# JSON in Python costs ~5x the read itself). Built by concatenation to keep the contract's key
+# order; every column is NOT NULL and every text goes through to_json() for escaping.
 EVENT_JSON = """
 '{"generation_id":"' || generation_id::text
     || '","seq":' || seq::text
@@ -221,8 +233,12 @@ EVENT_JSON = """
     || '}'
 """
 
+# One page of a generation's events ($1: id) after seq $2, at most $3, as clients see them.
 SELECT_EVENTS_AFTER = f"""
-SELECT seq, type, {EVENT_JSON} AS json
+SELECT
+    seq,
+    type,
+    {EVENT_JSON} AS json
 FROM generation_events
 WHERE generation_id = $1
   AND seq > $2
@@ -230,11 +246,16 @@ ORDER BY seq
 LIMIT $3
 """
 
-# The global feed (see migration 0003): only events whose transaction is older than every
-# transaction still running, so none can commit behind the cursor later; paged by
-# (transaction, generation, seq) on generation_events_feed_idx.
+# One page of the global feed after position ($1, $2, $3), at most $4, as clients see them.
+# Only events whose transaction is older than every transaction still running, so none can
+# commit behind the cursor later (see migration 0003); paged by (transaction, generation, seq)
+# on generation_events_feed_idx.
 SELECT_FEED = f"""
-SELECT tx_id, generation_id, seq, {EVENT_JSON} AS json
+SELECT
+    tx_id,
+    generation_id,
+    seq,
+    {EVENT_JSON} AS json
 FROM generation_events
 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
   AND (tx_id, generation_id, seq) > ($1, $2, $3)
