@@ -1,5 +1,5 @@
 """All SQL of moving whole generations between genstreams: their rows, events and files, each
-as the JSON of its row (``row_to_json``), read back with ``jsonb_populate_record``.
+as the JSON of its row (``to_jsonb``), read back with ``jsonb_populate_record``.
 
 Going through the row's JSON rather than a column list keeps export and import exact (every
 column, timestamps to the microsecond, ``payload`` as stored) and in step with the schema
