@@ -1,12 +1,15 @@
-"""The service's error tree. No HTTP types here: ``app.py`` maps each class to a status once.
+"""The service's error tree. No HTTP types here: ``app.py`` maps each class to a status once
+(``STATUS_OF``; a subclass gets its base's status).
 
 GenstreamError
-├── InvalidRequest        the caller asked for something malformed      -> 400
-├── Unauthorized          no or bad credentials                          -> 401
-├── NotFound              no such thing, or it belongs to another owner  -> 404
-├── Conflict              the thing is in a state that forbids the act   -> 409
-│   └── GenerationFinished   an append after the terminal event
-└── StoreUnavailable      the database cannot be reached                 -> 503
+├── InvalidRequest           the caller asked for something malformed        -> 400
+├── Unauthorized             no or bad credentials                           -> 401
+├── Forbidden                authenticated, but this key may not do that     -> 403
+├── NotFound                 no such thing, or it belongs to another owner   -> 404
+├── Conflict                 the thing is in a state that forbids the act    -> 409
+│   ├── GenerationFinished   an append after the terminal event              -> 409
+│   └── LeaseLost            a write by a worker whose run was taken over    -> 409
+└── StoreUnavailable         the database cannot be reached                  -> 503
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """One typed settings object, read once from the environment.
 
 This is the only module that reads the environment. Every field is documented here and in
-the README's configuration table.
+the README's configuration table, under the variable it is read from (tests/test_settings.py
+holds both to that).
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ class Settings(BaseSettings):
         validation_alias="DATABASE_URL",
         description="PostgreSQL URL. Unset: an embedded cluster under data_dir is started.",
     )
-    host: str = Field(default="127.0.0.1", validation_alias="HOST")
-    port: int = Field(default=8000, ge=0, le=65535, validation_alias="PORT")
+    host: str = Field(
+        default="127.0.0.1", validation_alias="HOST", description="Address `serve` listens on."
+    )
+    port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        validation_alias="PORT",
+        description="Port `serve` listens on.",
+    )
     data_dir: Path = Field(
         default=PROJECT_ROOT / ".data",
         description="Where the embedded cluster and the generated dev secret live.",
@@ -35,16 +44,33 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC secret for stream tokens. Unset: one is generated into data_dir.",
     )
-    stream_token_ttl_s: int = Field(default=3600, gt=0)
-    keepalive_s: float = Field(default=15.0, gt=0, description="Idle SSE comment interval.")
+    stream_token_ttl_s: int = Field(
+        default=3600,
+        gt=0,
+        description="Stream token lifetime: a leaked token stops working after it.",
+    )
+    keepalive_s: float = Field(
+        default=15.0, gt=0, description="Longest gap between keepalive comments on an idle stream."
+    )
     sse_retry_ms: int = Field(default=2000, ge=0, description="The SSE `retry:` hint.")
     wakeup_check_s: float = Field(
         default=5.0, gt=0, description="How often streams check for a lost wake-up."
     )
-    stream_page_size: int = Field(default=500, ge=1, le=10_000)
-    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
-    pool_min_size: int = Field(default=1, ge=0)
-    pool_max_size: int = Field(default=10, ge=1)
+    stream_page_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Events read per query while replaying (and per shared read at the live edge).",
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Request bodies above this get 413."
+    )
+    pool_min_size: int = Field(
+        default=1, ge=0, description="Connections the asyncpg pool of a process keeps open."
+    )
+    pool_max_size: int = Field(
+        default=10, ge=1, description="Most connections the asyncpg pool of a process opens."
+    )
     worker_concurrency: int = Field(
         default=4, ge=0, description="Runs executed at once by `serve`; 0 disables its worker."
     )
@@ -54,7 +80,9 @@ class Settings(BaseSettings):
     offline_delay_s: float = Field(
         default=0.05, ge=0, description="Pause between chunks of the offline provider."
     )
-    listener_reconnect_max_s: float = Field(default=5.0, gt=0)
+    listener_reconnect_max_s: float = Field(
+        default=5.0, gt=0, description="Cap of the LISTEN connection's reconnect backoff."
+    )
     lease_s: float = Field(
         default=30.0, gt=0, description="A worker's hold on a run; renewed every third of it."
     )
@@ -86,7 +114,9 @@ class Settings(BaseSettings):
     gemini_backoff_s: float = Field(
         default=0.5, ge=0, description="First retry delay; doubles, capped, full jitter."
     )
-    gemini_backoff_max_s: float = Field(default=8.0, ge=0)
+    gemini_backoff_max_s: float = Field(
+        default=8.0, ge=0, description="Cap of the exponential backoff between Gemini tries."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from service.store.db import Connection
 
+# An owner's ($1) runs: counts by outcome and the median and p95 durations.
 SELECT_RUNS = """
 SELECT
     count(*) AS total,
@@ -22,6 +23,7 @@ FROM analytics_generation_runs
 WHERE owner = $1
 """
 
+# An owner's ($1) model tokens, prompt and output, summed over every completed phase.
 SELECT_TOKENS = """
 SELECT
     coalesce(sum(prompt_tokens), 0) AS prompt,
@@ -30,8 +32,11 @@ FROM analytics_token_usage
 WHERE owner = $1
 """
 
+# An owner's ($1) recovery events counted by kind (resumed, failed, phase_retry).
 SELECT_RECOVERIES = """
-SELECT kind, sum(occurrences) AS occurrences
+SELECT
+    kind,
+    sum(occurrences) AS occurrences
 FROM analytics_recoveries
 WHERE owner = $1
 GROUP BY kind

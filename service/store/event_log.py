@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -36,38 +37,77 @@ import asyncpg
 from service.errors import GenerationFinished, LeaseLost, NotFound
 from service.events import EventType, NewEvent, NewFile, Status
 from service.store.db import Connection
+from service.store.sql import numbered
 
 EVENTS_CHANNEL = "genstream_events"
 NIL_UUID = UUID(int=0)
 
-INSERT_EVENTS = f"""
+
+class AppendParameters(NamedTuple):
+    """INSERT_EVENTS' parameters. The field order is the ``$n`` numbering (see ``sql.py``)."""
+
+    generation_id: UUID
+    # The generation row after the batch: its last event's status, stage, progress, message.
+    status: str
+    stage: str
+    progress: float
+    message: str
+    error: str | None  # a generation.failed's data.error; None keeps the row's error
+    finished: bool  # the batch ends with a terminal event
+    fence: int | None  # the attempt the writer holds; None: no fencing
+    # One element per event, in batch order.
+    event_types: list[str]
+    event_statuses: list[str]
+    event_stages: list[str]
+    event_progresses: list[float]
+    event_messages: list[str]
+    event_payloads: list[str]  # JSON text
+    event_keys: list[str | None]  # idempotency keys
+    # One element per file.
+    file_paths: list[str]
+    file_contents: list[str]
+    file_sizes: list[int]
+    file_sha256s: list[str]
+    file_languages: list[str]
+    file_ordinals: list[int]  # the batch position of the file.saved event that names the file
+
+
+# Append a batch, advance the generation's row, NOTIFY; returns the new last seq (none: refused).
+INSERT_EVENTS = numbered(
+    f"""
 WITH generation AS (
     UPDATE generations
-    SET last_seq = last_seq + cardinality($2::text[]),
-        status = $8,
-        stage = $9,
-        progress = $10,
-        message = $11,
-        error = coalesce($12, error),
+    SET last_seq = last_seq + cardinality(:event_types::text[]),
+        status = :status,
+        stage = :stage,
+        progress = :progress,
+        message = :message,
+        error = coalesce(:error, error),
         started_at = CASE
-            WHEN started_at IS NULL AND $8 <> 'queued' THEN clock_timestamp()
+            WHEN started_at IS NULL AND :status <> 'queued' THEN clock_timestamp()
             ELSE started_at
         END,
-        finished_at = CASE WHEN $13 THEN clock_timestamp() END,
+        finished_at = CASE WHEN :finished THEN clock_timestamp() END,
         updated_at = clock_timestamp()
-    WHERE id = $1
+    WHERE id = :generation_id
       AND status NOT IN ('succeeded', 'failed', 'cancelled')
-      AND ($20::int IS NULL OR attempt = $20)
+      AND (:fence::int IS NULL OR attempt = :fence)
     RETURNING
         id,
-        last_seq - cardinality($2::text[]) AS base_seq,
+        last_seq - cardinality(:event_types::text[]) AS base_seq,
         last_seq,
         cancel_requested_at IS NOT NULL AS cancel_requested
 ),
 batch AS (
     SELECT *
     FROM unnest(
-        $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::jsonb[], $21::text[]
+        :event_types::text[],
+        :event_statuses::text[],
+        :event_stages::text[],
+        :event_progresses::float8[],
+        :event_messages::text[],
+        :event_payloads::jsonb[],
+        :event_keys::text[]
     ) WITH ORDINALITY AS b(type, status, stage, progress, message, payload, key, ord)
 ),
 inserted_events AS (
@@ -100,8 +140,14 @@ saved_files AS (
         f.language,
         generation.base_seq + f.ord
     FROM generation
-    CROSS JOIN unnest($14::text[], $15::text[], $16::int[], $17::text[], $18::text[], $19::int[])
-        AS f(path, content, size, sha256, language, ord)
+    CROSS JOIN unnest(
+        :file_paths::text[],
+        :file_contents::text[],
+        :file_sizes::int[],
+        :file_sha256s::text[],
+        :file_languages::text[],
+        :file_ordinals::int[]
+    ) AS f(path, content, size, sha256, language, ord)
     ON CONFLICT (generation_id, path) DO UPDATE
     SET content = excluded.content,
         size = excluded.size,
@@ -115,14 +161,20 @@ SELECT
     generation.cancel_requested,
     pg_notify('{EVENTS_CHANNEL}', generation.id::text || ':' || generation.last_seq::text)
 FROM generation
-"""
+""",
+    AppendParameters._fields,
+)
 
+# Each given generation's last seq ($1: ids; unknown ids are left out).
 SELECT_LAST_SEQS = """
-SELECT id, last_seq
+SELECT
+    id,
+    last_seq
 FROM generations
 WHERE id = ANY($1::uuid[])
 """
 
+# Of pairs (id $1[i], seq seen $2[i]), the ids of the generations whose last seq is past it.
 SELECT_GENERATIONS_AHEAD = """
 SELECT g.id
 FROM unnest($1::uuid[], $2::bigint[]) AS seen(id, last_seq)
@@ -130,8 +182,14 @@ JOIN generations AS g ON g.id = seen.id
 WHERE g.last_seq > seen.last_seq
 """
 
+# A generation's head ($1: id): where its row stands, its attempt, whether cancel was asked.
 SELECT_GENERATION_HEAD = """
-SELECT status, stage, progress, last_seq, attempt,
+SELECT
+    status,
+    stage,
+    progress,
+    last_seq,
+    attempt,
     cancel_requested_at IS NOT NULL AS cancel_requested
 FROM generations
 WHERE id = $1
@@ -139,6 +197,7 @@ WHERE id = $1
 
 IDEMPOTENCY_INDEX = "generation_events_idempotency_key_idx"
 
+# Whether a run ($1: generation id) has started, and its completed stages in order.
 SELECT_RUN_STATE = """
 SELECT
     array_agg(stage ORDER BY seq) FILTER (WHERE type = 'phase.completed') AS completed,
@@ -148,6 +207,7 @@ WHERE generation_id = $1
   AND type IN ('generation.started', 'phase.completed')
 """
 
+# A run's files ($1: generation id), path and content, in the order they were saved.
 SELECT_RUN_FILES = """
 SELECT path, content
 FROM generated_files
@@ -155,10 +215,10 @@ WHERE generation_id = $1
 ORDER BY seq, path
 """
 
-# The event as clients see it, rendered by PostgreSQL so the stream passes text straight
-# through (decoding and re-encoding JSON in Python costs ~5x the read itself). Built by
-# concatenation to keep the contract's key order; every column is NOT NULL and every text
-# goes through to_json() for escaping.
+# An event as clients see it: a select-list expression over generation_events, not a query.
+# Rendered by PostgreSQL so the stream passes text straight through (decoding and re-encoding
+# JSON in Python costs ~5x the read itself). Built by concatenation to keep the contract's key
+# order; every column is NOT NULL and every text goes through to_json() for escaping.
 EVENT_JSON = """
 '{"generation_id":"' || generation_id::text
     || '","seq":' || seq::text
@@ -173,8 +233,12 @@ EVENT_JSON = """
     || '}'
 """
 
+# One page of a generation's events ($1: id) after seq $2, at most $3, as clients see them.
 SELECT_EVENTS_AFTER = f"""
-SELECT seq, type, {EVENT_JSON} AS json
+SELECT
+    seq,
+    type,
+    {EVENT_JSON} AS json
 FROM generation_events
 WHERE generation_id = $1
   AND seq > $2
@@ -182,11 +246,16 @@ ORDER BY seq
 LIMIT $3
 """
 
-# The global feed (see migration 0003): only events whose transaction is older than every
-# transaction still running, so none can commit behind the cursor later; paged by
-# (transaction, generation, seq) on generation_events_feed_idx.
+# One page of the global feed after position ($1, $2, $3), at most $4, as clients see them.
+# Only events whose transaction is older than every transaction still running, so none can
+# commit behind the cursor later (see migration 0003); paged by (transaction, generation, seq)
+# on generation_events_feed_idx.
 SELECT_FEED = f"""
-SELECT tx_id, generation_id, seq, {EVENT_JSON} AS json
+SELECT
+    tx_id,
+    generation_id,
+    seq,
+    {EVENT_JSON} AS json
 FROM generation_events
 WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
   AND (tx_id, generation_id, seq) > ($1, $2, $3)
@@ -243,28 +312,47 @@ class Head:
         return self.status in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
 
-def _file_columns(
-    events: Sequence[NewEvent], files: Sequence[NewFile]
-) -> tuple[list[str], list[str], list[int], list[str], list[str], list[int]]:
-    """Pair each file with the ``file.saved`` event that names it (by path) in this batch."""
+def _append_parameters(
+    generation_id: UUID,
+    events: Sequence[NewEvent],
+    files: Sequence[NewFile],
+    fence: int | None,
+    keys: Sequence[str] | None,
+) -> AppendParameters:
+    """INSERT_EVENTS' parameters for this batch. Each file is paired with the ``file.saved``
+    event that names it (by path) in the same batch, whose seq it is stored with."""
     ordinal_by_path = {
         str(event.data.get("path")): index
         for index, event in enumerate(events, start=1)
         if event.type is EventType.FILE_SAVED
     }
-    columns: tuple[list[str], list[str], list[int], list[str], list[str], list[int]] = (
-        [], [], [], [], [], []
-    )  # fmt: skip
     for file in files:
         if file.path not in ordinal_by_path:
             raise ValueError(f"file {file.path!r} has no file.saved event in the same batch")
-        columns[0].append(file.path)
-        columns[1].append(file.content)
-        columns[2].append(file.size)
-        columns[3].append(file.sha256)
-        columns[4].append(file.language)
-        columns[5].append(ordinal_by_path[file.path])
-    return columns
+    last = events[-1]
+    return AppendParameters(
+        generation_id=generation_id,
+        status=last.status.value,
+        stage=last.stage,
+        progress=last.progress,
+        message=last.message,
+        error=str(last.data.get("error")) if last.type is EventType.FAILED else None,
+        finished=last.is_terminal,
+        fence=fence,
+        event_types=[event.type.value for event in events],
+        event_statuses=[event.status.value for event in events],
+        event_stages=[event.stage for event in events],
+        event_progresses=[event.progress for event in events],
+        event_messages=[event.message for event in events],
+        event_payloads=[json.dumps(event.data, separators=(",", ":")) for event in events],
+        event_keys=list(keys) if keys is not None else [None] * len(events),
+        file_paths=[file.path for file in files],
+        file_contents=[file.content for file in files],
+        file_sizes=[file.size for file in files],
+        file_sha256s=[file.sha256 for file in files],
+        file_languages=[file.language for file in files],
+        file_ordinals=[ordinal_by_path[file.path] for file in files],
+    )
 
 
 async def append(
@@ -287,10 +375,9 @@ async def append(
         raise ValueError("one idempotency key per event")
     if any(event.is_terminal for event in events[:-1]):
         raise ValueError("a terminal event can only be the last of a batch")
-    last = events[-1]
-    error = str(last.data.get("error")) if last.type is EventType.FAILED else None
+    parameters = _append_parameters(generation_id, events, files, fence, keys)
     try:
-        row = await _insert(conn, generation_id, events, files, fence, keys, error, last)
+        row = await conn.fetchrow(INSERT_EVENTS, *parameters)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != IDEMPOTENCY_INDEX:
             raise
@@ -308,37 +395,6 @@ async def append(
             "this worker lost its lease"
         )
     return Appended(last_seq=row["last_seq"], cancel_requested=row["cancel_requested"])
-
-
-async def _insert(
-    conn: Connection,
-    generation_id: UUID,
-    events: Sequence[NewEvent],
-    files: Sequence[NewFile],
-    fence: int | None,
-    keys: Sequence[str] | None,
-    error: str | None,
-    last: NewEvent,
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        INSERT_EVENTS,
-        generation_id,
-        [event.type.value for event in events],
-        [event.status.value for event in events],
-        [event.stage for event in events],
-        [event.progress for event in events],
-        [event.message for event in events],
-        [json.dumps(event.data, separators=(",", ":")) for event in events],
-        last.status.value,
-        last.stage,
-        last.progress,
-        last.message,
-        error,
-        last.is_terminal,
-        *_file_columns(events, files),
-        fence,
-        list(keys) if keys is not None else [None] * len(events),
-    )
 
 
 def parse_notification(payload: str) -> tuple[UUID, int] | None:

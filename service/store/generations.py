@@ -23,6 +23,7 @@ from service.store.db import Connection
 JOBS_CHANNEL = "genstream_jobs"
 CANCEL_CHANNEL = "genstream_cancel"
 
+# Create a queued generation ($1 id, $2 owner, $3 spec, $4 provider, $5 model) and NOTIFY workers.
 INSERT_GENERATION = f"""
 WITH generation AS (
     INSERT INTO generations (id, owner, status, stage, message, spec, provider, model)
@@ -33,11 +34,13 @@ SELECT pg_notify('{JOBS_CHANNEL}', generation.id::text)
 FROM generation
 """
 
+# The columns a Generation is read from (a select list, not a query).
 GENERATION_COLUMNS = """
     id, owner, status, stage, message, progress, last_seq, provider, model,
     created_at, started_at, finished_at, error
 """
 
+# One generation by id ($1), if its owner is $2.
 SELECT_GENERATION = f"""
 SELECT {GENERATION_COLUMNS}
 FROM generations
@@ -45,6 +48,8 @@ WHERE id = $1
   AND owner = $2
 """
 
+# One page of an owner's ($1) generations, newest first: status $2 (any if NULL), before the
+# keyset (created_at $3, id $4) (from the newest if NULL), at most $5.
 SELECT_GENERATIONS_PAGE = f"""
 SELECT {GENERATION_COLUMNS}
 FROM generations
@@ -55,6 +60,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT $5
 """
 
+# Lock a generation ($1, owner $2) for cancelling: where it stands and whether a worker holds it.
 SELECT_GENERATION_FOR_CANCEL = """
 SELECT
     status,
@@ -67,6 +73,7 @@ WHERE id = $1
 FOR UPDATE
 """
 
+# Flag a generation ($1) as asked to cancel (the first ask's time stays) and NOTIFY.
 # The NOTIFY reaches whichever process runs the generation (sent on commit).
 UPDATE_CANCEL_REQUESTED = f"""
 WITH flagged AS (
@@ -79,6 +86,7 @@ SELECT pg_notify('{CANCEL_CHANNEL}', flagged.id::text)
 FROM flagged
 """
 
+# Claim the oldest claimable run for worker $1 for $2 seconds; returns it, or no row.
 # A run is claimable when it is not finished and nobody holds a live lease on it: new runs,
 # runs released on shutdown, and runs whose worker died (its lease ran out). Each claim bumps
 # the attempt, which fences off every earlier holder (see event_log.append). SKIP LOCKED lets
@@ -98,14 +106,31 @@ WITH claimed AS (
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, spec, provider, model, attempt, status, stage, progress,
+    RETURNING
+        id,
+        spec,
+        provider,
+        model,
+        attempt,
+        status,
+        stage,
+        progress,
         cancel_requested_at IS NOT NULL AS cancel_requested
 )
-SELECT id, spec::text AS spec, provider, model, attempt, status, stage, progress,
+SELECT
+    id,
+    spec::text AS spec,
+    provider,
+    model,
+    attempt,
+    status,
+    stage,
+    progress,
     cancel_requested
 FROM claimed
 """
 
+# Extend worker $1's leases on runs $3 to $2 seconds from now; returns the ids it still holds.
 UPDATE_RENEW_LEASES = """
 UPDATE generations
 SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
@@ -114,6 +139,7 @@ WHERE id = ANY($3::uuid[])
 RETURNING id
 """
 
+# Give up worker $1's leases on runs $2 and NOTIFY workers.
 # Released runs are claimable at once; the NOTIFY wakes the other workers right away.
 UPDATE_RELEASE_LEASES = f"""
 WITH released AS (
@@ -128,6 +154,7 @@ SELECT pg_notify('{JOBS_CHANNEL}', released.id::text)
 FROM released
 """
 
+# A generation's ($1, owner $2) files without their content, by path.
 SELECT_FILES = """
 SELECT f.path, f.size, f.sha256, f.language, f.seq
 FROM generated_files AS f
@@ -137,6 +164,7 @@ WHERE f.generation_id = $1
 ORDER BY f.path
 """
 
+# One file's content and language: generation $1, owner $2, path $3.
 SELECT_FILE = """
 SELECT f.content, f.language
 FROM generated_files AS f
@@ -146,6 +174,7 @@ WHERE f.generation_id = $1
   AND f.path = $3
 """
 
+# A generation's ($1, owner $2) files with their content, by path (for the archive).
 SELECT_FILE_CONTENTS = """
 SELECT f.path, f.content
 FROM generated_files AS f

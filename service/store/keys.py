@@ -8,13 +8,17 @@ from uuid import UUID
 
 from service.store.db import Connection
 
+# Store an API key: id $1, owner $2, SHA-256 digest $3, display prefix $4, is_admin $5.
 INSERT_KEY = """
 INSERT INTO api_keys (id, owner, key_hash, prefix, is_admin)
 VALUES ($1, $2, $3, $4, $5)
 """
 
+# The owner of a live (not revoked) key by its digest ($1), and whether it is an admin's.
 SELECT_KEY = """
-SELECT owner, is_admin
+SELECT
+    owner,
+    is_admin
 FROM api_keys
 WHERE key_hash = $1
   AND revoked_at IS NULL

@@ -13,6 +13,17 @@ from alembic.script import ScriptDirectory
 from service.settings import PROJECT_ROOT
 from service.store.db import Connection, sqlalchemy_url
 
+# Whether the database has Alembic's version table at all (a fresh database has not).
+SELECT_VERSION_TABLE_EXISTS = """
+SELECT to_regclass('alembic_version') IS NOT NULL
+"""
+
+# The revisions the database is at (one per branch head).
+SELECT_REVISIONS = """
+SELECT version_num
+FROM alembic_version
+"""
+
 
 def alembic_config(url: str) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
@@ -31,8 +42,8 @@ def head_revisions() -> frozenset[str]:
 
 
 async def current_revisions(conn: Connection) -> frozenset[str]:
-    exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+    exists = await conn.fetchval(SELECT_VERSION_TABLE_EXISTS)
     if not exists:
         return frozenset()
-    rows = await conn.fetch("SELECT version_num FROM alembic_version")
+    rows = await conn.fetch(SELECT_REVISIONS)
     return frozenset(row["version_num"] for row in rows)

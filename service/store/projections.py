@@ -16,6 +16,7 @@ from uuid import UUID
 
 from service.store.db import Connection
 
+# Each generation's row as its log says it should be (a WITH prefix ending in `rebuilt`).
 REBUILT = """
 WITH last_event AS (
     SELECT DISTINCT ON (generation_id)
@@ -45,8 +46,10 @@ rebuilt AS (
         coalesce(e.seq, 0) AS last_seq,
         f.error,
         coalesce(p.started, false) AS started,
-        coalesce(e.type IN ('generation.succeeded', 'generation.failed', 'generation.cancelled'),
-            false) AS finished
+        coalesce(
+            e.type IN ('generation.succeeded', 'generation.failed', 'generation.cancelled'),
+            false
+        ) AS finished
     FROM generations AS g
     LEFT JOIN last_event AS e ON e.generation_id = g.id
     LEFT JOIN failure AS f ON f.generation_id = g.id
@@ -54,10 +57,12 @@ rebuilt AS (
 )
 """
 
+# The generation rows that disagree with their log: each column as stored and as rebuilt.
 SELECT_DIFFERENCES = (
     REBUILT
     + """
-SELECT g.id,
+SELECT
+    g.id,
     g.status, r.status AS rebuilt_status,
     g.stage, r.stage AS rebuilt_stage,
     g.progress, r.progress AS rebuilt_progress,
@@ -77,6 +82,7 @@ ORDER BY g.created_at, g.id
 """
 )
 
+# Set every generation row that differs from its rebuilt state to that state.
 UPDATE_FROM_LOG = (
     REBUILT
     + """
@@ -89,13 +95,26 @@ SET status = r.status,
     error = r.error,
     started_at = CASE
         WHEN NOT r.started THEN NULL
-        ELSE coalesce(g.started_at, (SELECT min(created_at) FROM generation_events AS e
-                                     WHERE e.generation_id = g.id AND e.status <> 'queued'))
+        ELSE coalesce(
+            g.started_at,
+            (
+                SELECT min(created_at)
+                FROM generation_events AS e
+                WHERE e.generation_id = g.id
+                  AND e.status <> 'queued'
+            )
+        )
     END,
     finished_at = CASE
         WHEN NOT r.finished THEN NULL
-        ELSE coalesce(g.finished_at, (SELECT max(created_at) FROM generation_events AS e
-                                      WHERE e.generation_id = g.id))
+        ELSE coalesce(
+            g.finished_at,
+            (
+                SELECT max(created_at)
+                FROM generation_events AS e
+                WHERE e.generation_id = g.id
+            )
+        )
     END,
     updated_at = clock_timestamp()
 FROM rebuilt AS r

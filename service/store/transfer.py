@@ -1,5 +1,5 @@
 """All SQL of moving whole generations between genstreams: their rows, events and files, each
-as the JSON of its row (``row_to_json``), read back with ``jsonb_populate_record``.
+as the JSON of its row (``to_jsonb``), read back with ``jsonb_populate_record``.
 
 Going through the row's JSON rather than a column list keeps export and import exact (every
 column, timestamps to the microsecond, ``payload`` as stored) and in step with the schema
@@ -16,6 +16,7 @@ from uuid import UUID
 
 from service.store.db import Connection
 
+# Ids of the generations to export, oldest first: among ids $1, created in [$2, $3) (NULL: any).
 SELECT_GENERATION_IDS = """
 SELECT id
 FROM generations
@@ -25,12 +26,14 @@ WHERE ($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
 ORDER BY created_at, id
 """
 
+# One generation's row ($1: id) as JSON text.
 SELECT_GENERATION_ROW = """
 SELECT to_jsonb(g)::text
 FROM generations AS g
 WHERE id = $1
 """
 
+# One page of a generation's ($1) event rows after seq $2, at most $3, as JSON text (no tx_id).
 SELECT_EVENT_ROWS = """
 SELECT (to_jsonb(e) - 'tx_id')::text
 FROM generation_events AS e
@@ -40,6 +43,7 @@ ORDER BY seq
 LIMIT $3
 """
 
+# A generation's ($1) file rows as JSON text, in the order they were saved.
 SELECT_FILE_ROWS = """
 SELECT to_jsonb(f)::text
 FROM generated_files AS f
@@ -47,6 +51,7 @@ WHERE generation_id = $1
 ORDER BY seq, path
 """
 
+# Import a generation's row from its JSON ($1), unclaimed; returns its id, or no row if it exists.
 INSERT_GENERATION_ROW = """
 INSERT INTO generations
 SELECT *
@@ -58,6 +63,7 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 
+# Import an event row from its JSON ($1), stamped with this transaction's id.
 INSERT_EVENT_ROW = """
 INSERT INTO generation_events
 SELECT *
@@ -67,6 +73,7 @@ FROM jsonb_populate_record(
 )
 """
 
+# Import a file row from its JSON ($1).
 INSERT_FILE_ROW = """
 INSERT INTO generated_files
 SELECT *

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -124,6 +125,12 @@ async def test_append_notifies_with_generation_and_last_seq_only(pool: Pool) -> 
             await listener.remove_listener(event_log.EVENTS_CHANNEL, on_notify)
     assert payload == f"{generation_id}:3"
     assert event_log.parse_notification(str(payload)) == (generation_id, 3)
+
+
+def test_the_append_uses_every_parameter_of_its_record_and_no_other() -> None:
+    numbers = {int(n) for n in re.findall(r"\$(\d+)", event_log.INSERT_EVENTS)}
+    assert numbers == set(range(1, len(event_log.AppendParameters._fields) + 1))
+    assert re.search(r"(?<!:):\w", event_log.INSERT_EVENTS) is None  # no name left unnumbered
 
 
 @pytest.mark.parametrize(
