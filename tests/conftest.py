@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -30,6 +29,7 @@ from service.settings import Settings
 from service.store.db import Pool, asyncpg_dsn, create_pool
 from service.store.embedded import throwaway_cluster
 from service.store.migrate import upgrade
+from tests.helpers import execute_as_admin
 
 TEMPLATE = "genstream_template"
 
@@ -73,50 +73,49 @@ def server_url() -> Iterator[str]:
         cluster.destroy()
 
 
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def template_url(server_url: str) -> str:
     """Runs outside any event loop (Alembic's env.py calls asyncio.run itself)."""
-    asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {TEMPLATE}"))
-    asyncio.run(_admin(server_url, f"CREATE DATABASE {TEMPLATE}"))
+    asyncio.run(execute_as_admin(server_url, f"DROP DATABASE IF EXISTS {TEMPLATE}"))
+    asyncio.run(execute_as_admin(server_url, f"CREATE DATABASE {TEMPLATE}"))
     url = _with_database(server_url, TEMPLATE)
     upgrade(url)
     return url
 
 
+@asynccontextmanager
+async def scratch_database(
+    server_url: str, prefix: str, template: str | None = TEMPLATE
+) -> AsyncIterator[str]:
+    """A database of the test's own, cloned from the migrated template (or, with ``template``
+    None, with no schema at all), dropped afterwards whatever the test did to it."""
+    name = f"{prefix}_{uuid4().hex[:16]}"
+    clone = f" TEMPLATE {template}" if template else ""
+    await execute_as_admin(server_url, f"CREATE DATABASE {name}{clone}")
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        await execute_as_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
-    name = f"test_{uuid4().hex[:16]}"
-    await _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield _with_database(server_url, name)
-    await _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    async with scratch_database(server_url, "test") as url:
+        yield url
 
 
 @pytest.fixture
 async def other_database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
     """A second migrated database: another genstream, for moving generations between two."""
-    name = f"test_other_{uuid4().hex[:16]}"
-    await _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    yield _with_database(server_url, name)
-    await _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    async with scratch_database(server_url, "test_other") as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_database_url(server_url: str) -> AsyncIterator[str]:
-    """A database with no schema at all (not even Alembic's table), dropped afterwards."""
-    name = f"test_empty_{uuid4().hex[:16]}"
-    await _admin(server_url, f"CREATE DATABASE {name}")
-    try:
-        yield _with_database(server_url, name)
-    finally:
-        await _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    """A database with no schema at all (not even Alembic's table)."""
+    async with scratch_database(server_url, "test_empty", template=None) as url:
+        yield url
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, overload
 from uuid import UUID, uuid4
 
+import asyncpg
 import httpx
 
 from service.events import TERMINAL_STATUSES, EventType, NewEvent, NewFile
@@ -22,7 +23,7 @@ from service.generation import runs
 from service.generation.runs import queued_event
 from service.spec import Spec
 from service.store import event_log, generations
-from service.store.db import Pool
+from service.store.db import Pool, asyncpg_dsn
 from service.store.event_log import StoredEvent
 
 T = TypeVar("T")
@@ -38,6 +39,16 @@ SPEC: dict[str, Any] = {
 }
 
 EMPTY_SPEC: dict[str, Any] = {"project": "p", "entities": []}
+
+
+async def execute_as_admin(url: str, sql: str) -> None:
+    """One statement on a connection of its own: CREATE and DROP DATABASE, on the server
+    that holds the tests' databases."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 # --- generations written by hand -------------------------------------------------------------

@@ -44,19 +44,22 @@ GROUP BY kind
 
 
 @dataclass(frozen=True, slots=True)
-class Stats:
+class StatsRows:
+    """What the analytics views say of one owner; ``api/stats.py`` shapes it into the
+    response (``schemas.Stats``)."""
+
     runs: dict[str, float | int | None]
     tokens: dict[str, int]
     recoveries: dict[str, int] = field(default_factory=dict)
 
 
-async def select_stats(conn: Connection, owner: str) -> Stats:
+async def select_stats(conn: Connection, owner: str) -> StatsRows:
     runs = await conn.fetchrow(SELECT_RUNS, owner)
     tokens = await conn.fetchrow(SELECT_TOKENS, owner)
     recoveries = await conn.fetch(SELECT_RECOVERIES, owner)
     assert runs is not None  # an aggregate always returns a row
     assert tokens is not None
-    return Stats(
+    return StatsRows(
         runs=dict(runs),
         tokens={"prompt": int(tokens["prompt"]), "output": int(tokens["output"])},
         recoveries={row["kind"]: int(row["occurrences"]) for row in recoveries},
