@@ -1,4 +1,5 @@
-"""The case registry, numbered as in issue 5. ``run=None`` marks a case not implemented yet."""
+"""The case registry. Each case keeps its number (headings, ``--help``, the JSON, BENCHMARKS.md),
+so runs can be compared case by case. ``run=None`` marks a case not implemented yet."""
 
 from __future__ import annotations
 

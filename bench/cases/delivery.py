@@ -65,7 +65,8 @@ def _appends_table(
 def _targets_table(
     shapes: Sequence[Shape], results: dict[tuple[int, str], list[Measurement]]
 ) -> Table:
-    """The issue's delivery targets, where this run has the shape for them (never asserted)."""
+    """The delivery targets (p99 per shape, sends/s per process, p50 against polling), each
+    where this run has the shape for it; reported as met or missed, never asserted."""
     table = Table("Delivery targets (medians)", ["target", "measured", "met"])
 
     def find(kind: str, streams: int, rate: float | None = None) -> int | None:

@@ -51,6 +51,11 @@ LEFT JOIN generation_events AS finished
     AND g.status IN ('succeeded', 'failed', 'cancelled')
 LEFT JOIN generation_events AS first_event
     ON first_event.generation_id = g.id
+    -- Why seq 2: seq 1 is generation.queued, which the API appends in the same transaction
+    -- that creates the row, so it tells nothing about the wait. seq 2 is the first event
+    -- after it: the claiming worker's generation.started (or generation.cancelled, when the
+    -- run was cancelled before any worker took it), i.e. the time a run waited for a worker.
+    -- A fixed seq reads one row by the primary key (generation_id, seq), not by type.
     AND first_event.seq = 2
 LEFT JOIN LATERAL (
     SELECT min(f.created_at) AS created_at

@@ -24,7 +24,7 @@ async function api(method, path, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   if (!response.ok) {
-    let detail = `${response.status}`;
+    let detail = `${response.status} ${response.statusText}`.trim();
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
     throw new Error(detail);
   }
@@ -353,12 +353,21 @@ document.addEventListener("DOMContentLoaded", () => {
   $("zip").addEventListener("click", async (e) => {
     e.preventDefault();
     if (!run) return;
-    const blob = await (await api("GET", `/api/generations/${run.id}/archive`)).blob();
-    const link = document.createElement("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = `${run.id}.zip`;
-    link.click();
-    URL.revokeObjectURL(link.href);
+    const shown = run;
+    const failure = "Could not download the zip: ";
+    try {
+      const blob = await (await api("GET", `/api/generations/${shown.id}/archive`)).blob();
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(blob);
+      link.download = `${shown.id}.zip`;
+      link.click();
+      URL.revokeObjectURL(link.href);
+      // A retry that worked clears its own earlier message, never the run's own error.
+      if ($("run-error").textContent.startsWith(failure)) $("run-error").textContent = "";
+    } catch (error) {
+      // 401/404/5xx (the server's detail) or no answer at all: say so where run errors go.
+      if (run === shown) $("run-error").textContent = `${failure}${error.message}`;
+    }
   });
   $("refresh").addEventListener("click", listGenerations);
   listGenerations();

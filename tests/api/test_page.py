@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, async_playwright
-from pydantic import SecretStr
+from playwright.async_api import Download, Page, Request, Route, async_playwright
+from pydantic import SecretStr, ValidationError
 
 from service.settings import PROJECT_ROOT
-from tests.conftest import AppFactory, RunningApp, free_socket
+from service.spec import Spec
+from service.store.db import Pool
+from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
 
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [
@@ -317,3 +319,155 @@ async def test_an_event_past_a_gap_waits_for_the_gap_to_be_fetched_and_repeats_a
     )
     view = await shown(page)
     assert view["seqs"] == log["seqs"] == list(range(1, len(events) + 1))
+
+
+async def test_the_key_field_shows_the_prefix_keys_start_with(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    await page.goto(running.base_url + "/")
+    placeholder = await page.get_attribute("#api-key", "placeholder") or ""
+    prefix = placeholder.removesuffix("…")
+    assert prefix == "gsk_"
+    assert api_key.startswith(prefix)  # what the service's keys really start with
+
+
+# Project names and whether service/spec.py accepts them (checked below, so the cases cannot
+# drift from the rule): the page's field must say the same before anything is sent.
+PROJECT_NAMES = {
+    "shop": True,
+    "a": True,
+    "Shop_2": True,
+    "my-shop": True,
+    "A-_9": True,
+    "x" * 64: True,
+    "  shop  ": True,  # the page trims it, the server strips it
+    "": False,
+    "   ": False,
+    "2shop": False,
+    "_shop": False,
+    "-shop": False,
+    "my shop": False,
+    "shop!": False,
+    "shop.io": False,
+    "shop/api": False,
+    "café": False,
+    "x" * 65: False,
+}
+
+
+def spec_accepts(project: str) -> bool:
+    entities = [{"name": "User", "fields": {"email": "str"}}]
+    try:
+        Spec.model_validate({"project": project, "entities": entities})
+    except ValidationError:
+        return False
+    return True
+
+
+async def test_the_project_field_accepts_exactly_the_names_the_spec_accepts(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    await sign_in(page, running, api_key)
+    in_the_browser = await page.evaluate(
+        """names => names.map(name => {
+            const input = document.getElementById('project');
+            input.value = name;
+            return input.checkValidity();
+        })""",
+        list(PROJECT_NAMES),
+    )
+    assert {name: spec_accepts(name) for name in PROJECT_NAMES} == PROJECT_NAMES
+    assert dict(zip(PROJECT_NAMES, in_the_browser, strict=True)) == PROJECT_NAMES
+    # Through the form: a name the field refuses is never posted; one it takes is, trimmed.
+    posted: list[Any] = []
+
+    def record(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/api/generations"):
+            posted.append(request.post_data_json)
+
+    page.on("request", record)
+    await page.fill("#project", "2shop")
+    await page.click("#generate")
+    await page.fill("#project", "  my-shop  ")
+    await generate(page, "User: email str")
+    assert [body["spec"]["project"] for body in posted] == ["my-shop"]
+
+
+ZIP_FAILED = "Could not download the zip: "
+
+
+async def set_revoked(pool: Pool, owner: str, revoked: bool) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE api_keys SET revoked_at = CASE WHEN $2 THEN clock_timestamp() END"
+            " WHERE owner = $1",
+            owner,
+            revoked,
+        )
+
+
+@pytest.mark.parametrize(
+    ("failure", "shown"),
+    [
+        pytest.param("server error", "500", id="500"),
+        pytest.param("no answer", "Failed to fetch", id="network"),
+        pytest.param("revoked key", "unknown or revoked API key", id="401-revoked-key"),
+        pytest.param("another owner's key", "not found", id="404-another-owner"),
+    ],
+)
+async def test_a_zip_download_that_fails_says_why_and_a_retry_gets_the_zip(
+    running: RunningApp,
+    api_key: str,
+    make_key: KeyFactory,
+    pool: Pool,
+    page: Page,
+    failure: str,
+    shown: str,
+) -> None:
+    await sign_in(page, running, api_key)
+    generation_id = await generate(page, "User: email str")
+    await wait_state(page, "finished")
+    archive = f"**/api/generations/{generation_id}/archive"
+
+    async def server_error(route: Route) -> None:
+        await route.fulfill(status=500, content_type="text/plain", body="boom")
+
+    async def no_answer(route: Route) -> None:
+        await route.abort("connectionrefused")
+
+    if failure == "server error":
+        await page.route(archive, server_error)
+    elif failure == "no answer":
+        await page.route(archive, no_answer)
+    elif failure == "revoked key":
+        await set_revoked(pool, "alice", True)
+    else:
+        other = await make_key("bob")
+        await page.evaluate("key => localStorage.setItem('genstream.apiKey', key)", other)
+    downloads: list[Download] = []
+
+    def record(download: Download) -> None:
+        downloads.append(download)
+
+    page.on("download", record)
+    await page.click("#zip")
+    await page.wait_for_function(
+        "prefix => document.getElementById('run-error').textContent.startsWith(prefix)",
+        arg=ZIP_FAILED,
+        timeout=10_000,
+    )
+    error = await page.text_content("#run-error") or ""
+    assert downloads == []
+    assert shown in error
+    assert len(error) > len(ZIP_FAILED)
+
+    # Put right, the same link downloads the zip and the message goes away.
+    await page.unroute(archive)
+    await set_revoked(pool, "alice", False)
+    await page.evaluate("key => localStorage.setItem('genstream.apiKey', key)", api_key)
+    async with page.expect_download() as download_info:
+        await page.click("#zip")
+    archive_path = await (await download_info.value).path()
+    await page.wait_for_function("document.getElementById('run-error').textContent === ''")
+    with zipfile.ZipFile(archive_path) as zipped:
+        assert zipped.namelist()
