@@ -25,15 +25,11 @@ from bench.core import (
     write_result,
 )
 from bench.database import bench_database, server_facts
-from bench.processes import raise_open_file_limit
+from service.server import raise_open_file_limit
 
 
 def parser() -> argparse.ArgumentParser:
-    cases = "\n".join(
-        f"  {case.name:<14} {case.number}. {case.title}"
-        + ("" if case.run else " (not yet implemented)")
-        for case in CASES
-    )
+    cases = "\n".join(f"  {case.name:<14} {case.number}. {case.title}" for case in CASES)
     root = argparse.ArgumentParser(
         prog="python -m bench",
         description="genstream's benchmarks, each beside its reference in the same run.",
@@ -77,7 +73,6 @@ def _print_outcome(case: Case, outcome: Outcome) -> None:
 
 
 async def _run_case(ctx: Context, case: Case) -> Outcome:
-    assert case.run is not None
     try:
         return await case.run(ctx)
     except Exception as exc:
@@ -100,9 +95,6 @@ async def run_cases(ctx: Context, cases: Sequence[Case]) -> int:
     for case in cases:
         print(f"\n## {case.number}. {case.name}: {case.title}\n")
         print(f"_{case.measures}_", flush=True)
-        if case.run is None:
-            print("not yet implemented")
-            continue
         started = time.perf_counter()
         outcome = await _run_case(ctx, case)
         elapsed = time.perf_counter() - started

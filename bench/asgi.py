@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 
 import uvicorn
 
-from bench.processes import raise_open_file_limit
+from service.server import raise_open_file_limit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -174,7 +174,7 @@ class Case:
     name: str
     number: int
     title: str
-    run: CaseRun | None  # None: not implemented yet
+    run: CaseRun
     measures: str
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import resource
@@ -83,8 +84,13 @@ def run_worker(settings: Settings, database_url: str) -> None:
     asyncio.run(main())
 
 
-def raise_open_file_limit() -> None:
-    """Each SSE client is a socket: the default soft limit of 1024 caps streams near 1000."""
+def raise_open_file_limit() -> int:
+    """Each SSE client is a socket: the default soft limit of 1024 caps streams near 1000.
+    Raises the soft limit to the hard one (an unlimited hard one is not a number the kernel
+    accepts for files: 2^20 then); returns the soft limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if soft < hard or hard == resource.RLIM_INFINITY:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

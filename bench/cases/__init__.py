@@ -1,5 +1,5 @@
 """The case registry. Each case keeps its number (headings, ``--help``, the JSON, BENCHMARKS.md),
-so runs can be compared case by case. ``run=None`` marks a case not implemented yet."""
+so runs can be compared case by case."""
 
 from __future__ import annotations
 

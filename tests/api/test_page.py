@@ -22,6 +22,8 @@ from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
 
+pytestmark = pytest.mark.slow
+
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",  # required as root
