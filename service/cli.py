@@ -64,10 +64,15 @@ def database_url(settings: Settings) -> str:
 
 
 def migrated_database(settings: Settings) -> str:
+    from service.errors import StoreUnavailable
+    from service.store.db import UNAVAILABLE_ERRORS
     from service.store.migrate import upgrade
 
     url = database_url(settings)
-    upgrade(url)
+    try:
+        upgrade(url)
+    except UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
     return url
 
 

@@ -38,6 +38,11 @@ SPEC: dict[str, Any] = {
     ],
 }
 
+SMALL_SPEC: dict[str, Any] = {
+    "project": "p",
+    "entities": [{"name": "User", "fields": {"email": "str"}}],
+}
+
 EMPTY_SPEC: dict[str, Any] = {"project": "p", "entities": []}
 
 

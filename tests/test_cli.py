@@ -330,8 +330,9 @@ async def test_export_of_an_unknown_id_fails_like_replay_and_writes_nothing(
 
 
 async def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    port = free_port()  # nothing listens there
-    result = await cli(
-        "replay", str(uuid4()), database_url=f"postgresql://nobody@127.0.0.1:{port}/none"
+    nowhere = f"postgresql://nobody@127.0.0.1:{free_port()}/none"  # nothing listens there
+    replay, migrate = await asyncio.gather(
+        cli("replay", str(uuid4()), database_url=nowhere), cli("migrate", database_url=nowhere)
     )
-    assert_user_error(result, 1, "cannot connect to PostgreSQL")
+    assert_user_error(replay, 1, "cannot connect to PostgreSQL")
+    assert_user_error(migrate, 1, "cannot connect to PostgreSQL")

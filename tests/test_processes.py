@@ -24,6 +24,7 @@ from service.generation.runs import queued_event
 from service.store import event_log, generations
 from service.store.db import Pool
 from tests.conftest import KeyFactory
+from tests.helpers import SMALL_SPEC
 from tests.processes import (
     STOP_TIMEOUT_S,
     ServiceProcess,
@@ -33,7 +34,6 @@ from tests.processes import (
     wait_ready,
 )
 
-READY_TIMEOUT_S = 30.0
 
 # Big enough that the offline run (0.02 s per chunk) lasts well over a second, so a stream
 # opened right after creating the generation is certainly open before the run ends.
@@ -42,10 +42,6 @@ BIG_SPEC: dict[str, Any] = {
     "entities": [
         {"name": f"Thing{n}", "fields": {f"field_{i}": "str" for i in range(12)}} for n in range(10)
     ],
-}
-SMALL_SPEC: dict[str, Any] = {
-    "project": "p",
-    "entities": [{"name": "User", "fields": {"email": "str"}}],
 }
 
 

@@ -14,6 +14,7 @@ from service.store.db import Pool
 from service.streams.follow import Keepalive, Streams, follow
 from tests.helpers import (
     DONE,
+    SMALL_SPEC,
     append,
     create_generation,
     delta,
@@ -31,7 +32,7 @@ async def test_a_worker_runtime_runs_a_queued_generation_woken_by_its_notify(
     async with open_runtime(worker_only, database_url, serves_streams=False) as runtime:
         assert runtime.hub is None
         await wait_until(runtime.listener.connected.is_set, "LISTEN is up")
-        generation_id = await create_generation(pool)
+        generation_id = await create_generation(pool, spec=SMALL_SPEC)
         await wait_finished(pool, [generation_id], seconds=30)
 
     async with pool.acquire() as conn:

@@ -134,6 +134,16 @@ async def wait_lease_expired(pool: Pool, generation_id: UUID) -> None:
     await wait_until(expired, "the lease runs out", seconds=10)
 
 
+async def started_and_abandoned(pool: Pool, generation_id: UUID, worker_id: str) -> Claimed:
+    """A worker that claimed the run, logged its start and died: its short lease has run out."""
+    claimed = await claim_by_hand(pool, worker_id, 0.1)
+    await LogEmitter(pool, claimed, retry_s=1.0).emit(
+        NewEvent(EventType.STARTED, "starting", 0.01, "Started")
+    )
+    await wait_lease_expired(pool, generation_id)
+    return claimed
+
+
 async def claim_by_hand(pool: Pool, worker_id: str, lease_s: float) -> Claimed:
     async with pool.acquire() as conn:
         claimed = await generations.claim_next(conn, worker_id, lease_s)
@@ -328,11 +338,7 @@ async def test_a_dead_worker_keeps_its_run_until_the_lease_expires_and_is_fenced
 
 async def test_a_run_abandoned_as_often_as_attempts_allow_ends_failed(pool: Pool) -> None:
     generation_id = await create_generation(pool)
-    first = await claim_by_hand(pool, "crashed-1", 0.1)
-    await LogEmitter(pool, first, retry_s=1.0).emit(
-        NewEvent(EventType.STARTED, "starting", 0.01, "Started")
-    )
-    await wait_lease_expired(pool, generation_id)
+    first = await started_and_abandoned(pool, generation_id, "crashed-1")
     second = await claim_by_hand(pool, "crashed-2", 0.1)
     assert (first.attempt, second.attempt) == (1, 2)
     await wait_lease_expired(pool, generation_id)
@@ -355,11 +361,7 @@ async def test_a_run_abandoned_as_often_as_attempts_allow_ends_failed(pool: Pool
 
 async def test_a_run_abandoned_fewer_times_than_the_limit_is_resumed(pool: Pool) -> None:
     generation_id = await create_generation(pool)
-    first = await claim_by_hand(pool, "crashed-1", 0.1)
-    await LogEmitter(pool, first, retry_s=1.0).emit(
-        NewEvent(EventType.STARTED, "starting", 0.01, "Started")
-    )
-    await wait_lease_expired(pool, generation_id)
+    await started_and_abandoned(pool, generation_id, "crashed-1")
     before = await events_of(pool, generation_id)
 
     async with running_worker(pool, offline(0.0), attempts_max=2) as worker:
