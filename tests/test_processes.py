@@ -34,7 +34,6 @@ from tests.processes import (
     wait_ready,
 )
 
-
 # Big enough that the offline run (0.02 s per chunk) lasts well over a second, so a stream
 # opened right after creating the generation is certainly open before the run ends.
 BIG_SPEC: dict[str, Any] = {
