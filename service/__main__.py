@@ -1,4 +1,4 @@
-"""``python -m service``: the command line of ``service/cli.py``."""
+"""``python -m service``: the command line of ``service/cli/``."""
 
 import sys
 

@@ -1,0 +1,192 @@
+"""The command line's grammar: every command, its arguments and their checks.
+
+A wrong argument is caught here, by argparse, and ends the command with exit code 2 and
+argparse's one-line message; the checks below make each such message name what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+from uuid import UUID
+
+from service.cli.commands import (
+    cmd_db_stop,
+    cmd_export,
+    cmd_import,
+    cmd_keys_create,
+    cmd_migrate,
+    cmd_rebuild,
+    cmd_replay,
+    cmd_serve,
+    cmd_worker,
+)
+from service.settings import Settings
+
+
+def owner_name(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an owner must not be blank")
+    return value
+
+
+def speed(value: str) -> float:
+    from service.streams.pacing import REPLAY_SPEED_MAX
+
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 < number <= REPLAY_SPEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {REPLAY_SPEED_MAX:g}")
+    return number
+
+
+def non_negative(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a non-negative integer: {value!r}")
+    return int(value)
+
+
+def port(value: str) -> int:
+    number = non_negative(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
+    return number
+
+
+def generation_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a generation id (a UUID): {value!r}") from None
+
+
+def timestamp(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+
+
+def parser(prog: str = "genstream") -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog=prog,
+        description="genstream: event-sourced LLM code generation, streamed over SSE.",
+        epilog="Exit codes: 0 done, 1 failed or not found, 2 usage, 130 interrupted. "
+        "Every command uses DATABASE_URL, or the embedded cluster under GENSTREAM_DATA_DIR.",
+    )
+    root.add_argument("--version", action="version", version=f"genstream {version('genstream')}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str,
+        summary: str,
+        description: str,
+        run: Callable[[Settings, argparse.Namespace], int],
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=description)
+        sub.set_defaults(run=run)
+        return sub
+
+    serve = command(
+        "serve",
+        "the HTTP API, the streams and an in-process worker",
+        "Migrate the database, then serve the HTTP API and the SSE streams on HOST:PORT "
+        "(environment variables HOST and PORT, default 127.0.0.1:8000) with an in-process "
+        "worker (GENSTREAM_WORKER_CONCURRENCY runs at once; 0 disables it). SIGTERM stops "
+        "claiming, hands running runs to other workers and ends every stream.",
+        cmd_serve,
+    )
+    serve.add_argument("--host", metavar="HOST", help="listen address (overrides HOST)")
+    serve.add_argument("--port", type=port, metavar="PORT", help="listen port (overrides PORT)")
+    command(
+        "worker",
+        "run generations only, no HTTP",
+        "Migrate the database, then claim and run queued generations "
+        "(GENSTREAM_WORKER_CONCURRENCY at once, at least 1) until SIGTERM or Ctrl-C.",
+        cmd_worker,
+    )
+    command(
+        "migrate",
+        "apply the Alembic migrations up to head",
+        "Bring the database's schema to the newest migration; idempotent.",
+        cmd_migrate,
+    )
+    keys = commands.add_parser(
+        "keys", help="API keys", description="Manage API keys."
+    ).add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys.add_parser(
+        "create",
+        help="print one new API key, alone on stdout",
+        description="Create an API key for OWNER and print it, alone on stdout. It is shown "
+        "this once: only its SHA-256 digest is stored.",
+    )
+    create.add_argument(
+        "--owner",
+        required=True,
+        type=owner_name,
+        help="who the key (and its generations) belong to",
+    )
+    create.add_argument("--admin", action="store_true", help="may read the global event feed")
+    create.set_defaults(run=cmd_keys_create)
+    replay = command(
+        "replay",
+        "print a generation's stored events as JSON lines",
+        "Print a generation's events after seq N, one JSON object per line, exactly as the "
+        "stream sends them.",
+        cmd_replay,
+    )
+    replay.add_argument("generation_id", type=generation_id, metavar="GENERATION_ID")
+    replay.add_argument("--after", type=non_negative, default=0, metavar="N", help="after seq N")
+    replay.add_argument(
+        "--pace",
+        choices=("live", "recorded"),
+        default="live",
+        help="live (default): at once, as the stream's pace=live; recorded: each event after "
+        "the pause that preceded it (a finished generation), as the stream's pace=recorded",
+    )
+    replay.add_argument(
+        "--speed", type=speed, default=1.0, metavar="F", help="with --pace recorded: F times faster"
+    )
+    export = command(
+        "export",
+        "write generations as NDJSON",
+        "Write generations (all of them, the ids given, or those created in a range) as "
+        "NDJSON: a generation line, its events in seq order, then its files.",
+        cmd_export,
+    )
+    export.add_argument("generation_ids", nargs="*", type=generation_id, metavar="GENERATION_ID")
+    export.add_argument("--since", type=timestamp, help="created at or after (ISO 8601)")
+    export.add_argument("--until", type=timestamp, help="created before (ISO 8601)")
+    export.add_argument("--output", "-o", type=Path, metavar="FILE", help="a file, not stdout")
+    load = command(
+        "import",
+        "store the generations of an export",
+        "Store every generation of an export (FILE, or stdin), each whole or not at all; a "
+        "generation already present is skipped, so importing twice changes nothing.",
+        cmd_import,
+    )
+    load.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    rebuild = command(
+        "rebuild",
+        "recompute the generation rows from their events",
+        "Recompute every generation row's projected state (status, stage, progress, last_seq, "
+        "error, timestamps) from its events, and rewrite the rows that differ.",
+        cmd_rebuild,
+    )
+    rebuild.add_argument(
+        "--check", action="store_true", help="only print the differences (exit 1 if any)"
+    )
+    db = commands.add_parser(
+        "db", help="the embedded PostgreSQL cluster", description="The embedded cluster."
+    ).add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db.add_parser(
+        "stop",
+        help="stop the embedded cluster under GENSTREAM_DATA_DIR",
+        description="Stop the embedded cluster that commands start when DATABASE_URL is unset.",
+    ).set_defaults(run=cmd_db_stop)
+    return root

@@ -1,0 +1,196 @@
+"""What each command does: resolve the database, call one operation, print its outcome.
+
+Every import of what a command runs happens inside it, so that ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TextIO, TypeVar
+
+from service.errors import GenstreamError
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.store.db import Pool
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+T = TypeVar("T")
+
+
+class SchemaMissing(GenstreamError):
+    """The database has no genstream schema, or an older one than this code needs."""
+
+
+# --- the database a command works on ---------------------------------------------------------
+
+
+def database_url(settings: Settings) -> str:
+    """``DATABASE_URL`` if set, else the embedded cluster under ``data_dir`` (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    from service.store.embedded import EmbeddedCluster
+
+    return EmbeddedCluster(settings.data_dir / "postgres").start()
+
+
+def migrated_database(settings: Settings) -> str:
+    from service.errors import StoreUnavailable
+    from service.store.db import UNAVAILABLE_ERRORS
+    from service.store.migrate import upgrade
+
+    url = database_url(settings)
+    try:
+        upgrade(url)
+    except UNAVAILABLE_ERRORS as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    return url
+
+
+def with_pool(url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = True) -> T:
+    """Run ``work(pool)`` on a one-connection pool; with ``schema``, first make sure the
+    database is at the migrations' head, or say how to get it there."""
+    from service.store.db import create_pool
+    from service.store.migrate import current_revisions, head_revisions
+
+    async def main() -> T:
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            if schema:
+                async with pool.acquire() as conn:
+                    current = await current_revisions(conn)
+                if current != head_revisions():
+                    state = "has no genstream schema" if not current else "is not at head"
+                    raise SchemaMissing(
+                        f"the database {state}: run `python -m service migrate` first"
+                    )
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+@contextmanager
+def output(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    with open(path, "w") as out:
+        yield out
+
+
+# --- the commands ----------------------------------------------------------------------------
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from service.server import serve
+
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    serve(settings, migrated_database(settings), host=host, port=port)
+    return EXIT_OK
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    from service.server import run_worker
+
+    run_worker(settings, migrated_database(settings))
+    return EXIT_OK
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    migrated_database(settings)
+    print("database at head", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from service.access.keys import create_key
+
+    url = migrated_database(settings)
+    print(with_pool(url, lambda pool: create_key(pool, args.owner, is_admin=args.admin)))
+    return EXIT_OK
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operations.replay import replay
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    with_pool(
+        database_url(settings),
+        lambda pool: replay(
+            pool, args.generation_id, write, after=args.after, pace=args.pace, speed=args.speed
+        ),
+    )
+    return EXIT_OK
+
+
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operations.transfer import export_lines
+
+    async def work(pool: Pool) -> None:
+        lines = export_lines(pool, args.generation_ids or None, args.since, args.until)
+        # The first line is read before the output is opened: an unknown id fails the
+        # command without leaving an empty file behind.
+        first = await anext(lines, None)
+        with output(args.output) as out:
+            if first is not None:
+                out.write(first)
+            async for line in lines:
+                out.write(line)
+
+    with_pool(database_url(settings), work)
+    return EXIT_OK
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operations.transfer import import_lines
+
+    url = migrated_database(settings)
+    source = sys.stdin if args.file is None else open(args.file)  # noqa: SIM115 (closed below)
+    try:
+        result = with_pool(url, lambda pool: import_lines(pool, source))
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    print(
+        f"imported {len(result.stored)} generation(s); "
+        f"skipped {len(result.skipped)} already present",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operations import rebuild
+
+    url = database_url(settings)
+    if not args.check:
+        changed = with_pool(url, rebuild.rebuild)
+        print(f"rebuilt {changed} generation row(s) from their events")
+        return EXIT_OK
+    differences = with_pool(url, rebuild.find_differences)
+    for d in differences:
+        print(f"{d.generation_id} {d.column}: row says {d.projected!r}, log says {d.rebuilt!r}")
+    print(f"{len(differences)} difference(s)", file=sys.stderr)
+    return EXIT_FAILED if differences else EXIT_OK
+
+
+def cmd_db_stop(settings: Settings, _args: argparse.Namespace) -> int:
+    from service.store.embedded import EmbeddedCluster
+
+    EmbeddedCluster(settings.data_dir / "postgres").stop()
+    return EXIT_OK
