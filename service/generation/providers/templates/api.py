@@ -10,20 +10,17 @@ generated module carries dead code.
 
 from __future__ import annotations
 
-from service.generation.providers.templates.layout import all_list, source
+from service.generation.providers.templates.layout import package_init, source
 from service.generation.providers.templates.plan import EntityPlan, Plan
 from service.generation.providers.templates.quoting import docstring, py_str
 
 
 def api_init(plan: Plan) -> str:
-    lines = [
-        '"""The HTTP routes: one module per entity, each with one Litestar controller."""',
-        "",
-        *(f"from app.api import {entity.module}" for entity in plan.entities),
-        "",
-        *all_list(entity.module for entity in plan.entities),
-    ]
-    return source(lines)
+    return package_init(
+        "The HTTP routes: one module per entity, each with one Litestar controller.",
+        "app.api",
+        [entity.module for entity in plan.entities],
+    )
 
 
 def api(plan: Plan, entity: EntityPlan) -> str:

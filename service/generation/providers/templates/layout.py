@@ -8,7 +8,7 @@ a payload item (in ``fixtures``). A name longer than a line stays long; it still
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from service.generation.providers.templates.quoting import py_str
 
@@ -35,3 +35,15 @@ def all_list(names: Iterable[str]) -> list[str]:
     if len(line) <= LINE:
         return [line]
     return ["__all__ = [", *(f"    {literal}," for literal in literals), "]"]
+
+
+def package_init(docstring: str, package: str, modules: Sequence[str]) -> str:
+    """A package's ``__init__.py`` that imports its modules and lists them in ``__all__``."""
+    lines = [
+        f'"""{docstring}"""',
+        "",
+        *(f"from {package} import {module}" for module in modules),
+        "",
+        *all_list(modules),
+    ]
+    return source(lines)

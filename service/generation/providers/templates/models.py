@@ -9,20 +9,17 @@ builtin or like the modules the annotations use (``str``, ``type``, ``uuid``, ``
 
 from __future__ import annotations
 
-from service.generation.providers.templates.layout import all_list, source
+from service.generation.providers.templates.layout import package_init, source
 from service.generation.providers.templates.plan import EntityPlan, Plan
 from service.generation.providers.templates.quoting import docstring
 
 
 def models_init(plan: Plan) -> str:
-    lines = [
-        '"""The pydantic models, one module per entity."""',
-        "",
-        *(f"from app.models import {entity.module}" for entity in plan.entities),
-        "",
-        *all_list(entity.module for entity in plan.entities),
-    ]
-    return source(lines)
+    return package_init(
+        "The pydantic models, one module per entity.",
+        "app.models",
+        [entity.module for entity in plan.entities],
+    )
 
 
 def model(plan: Plan, entity: EntityPlan) -> str:
