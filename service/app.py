@@ -38,12 +38,16 @@ STATUS_OF: dict[type[errors.GenstreamError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.TooManyRequests: 429,
     errors.StoreUnavailable: 503,
 }
 
 
-def _problem(status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _problem(
+    status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
     return Response(
         {"status": status, "detail": detail, **extra},
         status_code=status,
@@ -54,6 +58,8 @@ def _problem(status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]
 
 def _service_error(_: Request[Any, Any, Any], exc: errors.GenstreamError) -> Response[Any]:
     status = next(code for cls, code in STATUS_OF.items() if isinstance(exc, cls))
+    if isinstance(exc, errors.TooManyRequests):
+        return _problem(status, str(exc), {"Retry-After": str(exc.retry_after_s)})
     return _problem(status, str(exc))
 
 

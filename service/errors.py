@@ -9,6 +9,7 @@ GenstreamError
 ├── Conflict                 the thing is in a state that forbids the act    -> 409
 │   ├── GenerationFinished   an append after the terminal event              -> 409
 │   └── LeaseLost            a write by a worker whose run was taken over    -> 409
+├── TooManyRequests          over a quota; says when to try again            -> 429
 └── StoreUnavailable         the database cannot be reached                  -> 503
 """
 
@@ -45,6 +46,15 @@ class GenerationFinished(Conflict):
 
 class LeaseLost(Conflict):
     """Another worker holds the run now (a newer attempt): this one must stop writing."""
+
+
+class TooManyRequests(GenstreamError):
+    """Over a quota (active runs, creates per minute, open streams): the act is refused, not
+    queued, and ``retry_after_s`` says when the same request may succeed."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class StoreUnavailable(GenstreamError):

@@ -89,6 +89,25 @@ class Settings(BaseSettings):
     run_attempts_max: int = Field(
         default=5, ge=1, description="Claims of one run before it ends as failed."
     )
+    owner_max_active_runs: int = Field(
+        default=20,
+        ge=0,
+        le=2**31 - 1,
+        description="Queued + running generations per owner; beyond it a create gets 429. "
+        "A key's own quota overrides it; 0: no limit.",
+    )
+    owner_runs_per_minute: int = Field(
+        default=60,
+        ge=0,
+        le=2**31 - 1,
+        description="Generations an owner may create in any 60 s; beyond it 429. 0: no limit.",
+    )
+    owner_max_streams: int = Field(
+        default=100,
+        ge=0,
+        le=2**31 - 1,
+        description="Open SSE streams per owner in one process; beyond it 429. 0: no limit.",
+    )
     delta_flush_s: float = Field(
         default=0.1, ge=0, description="Coalesce llm.delta text for at most this long..."
     )

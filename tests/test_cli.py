@@ -13,8 +13,10 @@ from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
+import pytest
 
 from service.access import keys
+from service.errors import Unauthorized
 from service.settings import PROJECT_ROOT
 from service.store.db import Pool, asyncpg_dsn, create_pool
 from service.store.migrate import current_revisions, head_revisions
@@ -336,3 +338,36 @@ async def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Pat
     )
     assert_user_error(replay, 1, "cannot connect to PostgreSQL")
     assert_user_error(migrate, 1, "cannot connect to PostgreSQL")
+
+
+async def test_keys_list_shows_every_key_but_never_a_secret_and_revoke_refuses_it(
+    database_url: str, pool: Pool
+) -> None:
+    created = await cli(
+        "keys", "create", "--owner", "carol", "--expires-in", "30d", "--max-active-runs", "3",
+        "--runs-per-minute", "0", database_url=database_url,
+    )  # fmt: skip
+    key = created.stdout.strip()
+    listed = await cli("keys", "list", database_url=database_url)
+
+    assert created.returncode == 0, created.stderr
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split("\t")[:3] == ["id", "owner", "prefix"]
+    key_id, owner, prefix, admin, _, expires, last_used, revoked, active, rate, streams = row.split(
+        "\t"
+    )
+    assert (owner, prefix, admin, last_used, revoked) == ("carol", key[:10], "no", "-", "-")
+    assert expires != "-"
+    assert (active, rate, streams) == ("3", "none", "default")
+    assert key not in listed.stdout
+
+    revoked_result = await cli("keys", "revoke", key_id, database_url=database_url)
+    assert revoked_result.returncode == 0, revoked_result.stderr
+    assert f"revoked key {key_id} of carol" in revoked_result.stderr
+    with pytest.raises(Unauthorized):
+        await keys.authenticate(pool, key)
+    unknown = await cli("keys", "revoke", str(uuid4()), database_url=database_url)
+    assert_user_error(unknown, 1, "no API key")
+    bad = await cli("keys", "create", "--owner", "x", "--expires-in", "soon", database_url=None)
+    assert_user_error(bad, 2, "not a duration")

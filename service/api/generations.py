@@ -28,12 +28,26 @@ from service.api.schemas import (
 )
 from service.events import Status
 from service.generation import runs
+from service.settings import Settings
 from service.store import event_log, generations
 from service.store.db import connection
 from service.store.keys import KeyOwner
 
 MAX_EVENTS_PAGE = 1000
 MAX_LIST_PAGE = 100
+
+
+def quota(own: int | None, default: int) -> int | None:
+    """A key's own quota wins over the deployment's; 0 (either) is no limit."""
+    chosen = default if own is None else own
+    return chosen or None
+
+
+def create_limits(caller: KeyOwner, settings: Settings) -> runs.CreateLimits:
+    return runs.CreateLimits(
+        max_active_runs=quota(caller.max_active_runs, settings.owner_max_active_runs),
+        runs_per_minute=quota(caller.runs_per_minute, settings.owner_runs_per_minute),
+    )
 
 
 class GenerationsController(Controller):
@@ -54,6 +68,7 @@ class GenerationsController(Controller):
             provider=data.provider,
             model=data.model,
             available_providers=services.providers,
+            limits=create_limits(caller, services.settings),
         )
         base = f"{self.path}/{generation_id}"
         return Created(

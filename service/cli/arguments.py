@@ -18,6 +18,8 @@ from service.cli.commands import (
     cmd_export,
     cmd_import,
     cmd_keys_create,
+    cmd_keys_list,
+    cmd_keys_revoke,
     cmd_migrate,
     cmd_rebuild,
     cmd_replay,
@@ -56,6 +58,32 @@ def port(value: str) -> int:
     if number > 65535:
         raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
     return number
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: str) -> float:
+    """Seconds: ``3600``, ``90m``, ``12h``, ``30d``."""
+    number, unit = (value[:-1], value[-1]) if value[-1:] in DURATION_UNITS else (value, "s")
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration (like 3600, 90m, 12h, 30d): {value!r}"
+        ) from None
+    if not 0 < seconds < 100 * 365 * 86400:
+        raise argparse.ArgumentTypeError(f"must be positive and under 100 years: {value!r}")
+    return seconds
+
+
+def key_id(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a key id (a UUID from keys list): {value!r}"
+        ) from None
 
 
 def generation_id(value: str) -> UUID:
@@ -132,7 +160,39 @@ def parser(prog: str = "genstream") -> argparse.ArgumentParser:
         help="who the key (and its generations) belong to",
     )
     create.add_argument("--admin", action="store_true", help="may read the global event feed")
+    create.add_argument(
+        "--expires-in",
+        type=duration,
+        metavar="DURATION",
+        help="refused after this long: seconds, or a number with s, m, h or d (90d)",
+    )
+    for quota, setting in (
+        ("max-active-runs", "GENSTREAM_OWNER_MAX_ACTIVE_RUNS"),
+        ("runs-per-minute", "GENSTREAM_OWNER_RUNS_PER_MINUTE"),
+        ("max-streams", "GENSTREAM_OWNER_MAX_STREAMS"),
+    ):
+        create.add_argument(
+            f"--{quota}",
+            type=non_negative,
+            metavar="N",
+            help=f"this key's own quota instead of {setting} (0: no limit)",
+        )
     create.set_defaults(run=cmd_keys_create)
+    keys.add_parser(
+        "list",
+        help="every key: owner, prefix, dates, quotas (never the secret)",
+        description="List every API key, newest first, one per line: id, owner, the key's "
+        "first characters, admin, created, expires, last used (to the minute), revoked, and its "
+        "own quotas. The key itself is never stored, so never shown.",
+    ).set_defaults(run=cmd_keys_list)
+    revoke = keys.add_parser(
+        "revoke",
+        help="refuse a key from now on, in every process",
+        description="Revoke the key KEY_ID (from `keys list`): every process refuses it from "
+        "its next request on, and the stream tokens issued through it stop working.",
+    )
+    revoke.add_argument("key_id", type=key_id, metavar="KEY_ID")
+    revoke.set_defaults(run=cmd_keys_revoke)
     replay = command(
         "replay",
         "print a generation's stored events as JSON lines",

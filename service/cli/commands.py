@@ -10,6 +10,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO, TypeVar
 
@@ -115,10 +116,60 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from service.access.keys import create_key
+    from service.access.keys import Quotas, create_key
 
     url = migrated_database(settings)
-    print(with_pool(url, lambda pool: create_key(pool, args.owner, is_admin=args.admin)))
+    quotas = Quotas(args.max_active_runs, args.runs_per_minute, args.max_streams)
+    key = with_pool(
+        url,
+        lambda pool: create_key(
+            pool, args.owner, is_admin=args.admin, expires_in_s=args.expires_in, quotas=quotas
+        ),
+    )
+    print(key)
+    return EXIT_OK
+
+
+def cmd_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from service.access.keys import list_keys
+
+    def when(moment: datetime | None) -> str:
+        return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+    def limit(quota: int | None) -> str:
+        return "default" if quota is None else str(quota or "none")
+
+    rows = with_pool(database_url(settings), list_keys)
+    print(
+        "id\towner\tprefix\tadmin\tcreated\texpires\tlast_used\trevoked\t"
+        "max_active_runs\truns_per_minute\tmax_streams"
+    )
+    for row in rows:
+        print(
+            "\t".join(
+                [
+                    str(row.id),
+                    row.owner,
+                    row.prefix,
+                    "yes" if row.is_admin else "no",
+                    when(row.created_at),
+                    when(row.expires_at),
+                    when(row.last_used_at),
+                    when(row.revoked_at),
+                    limit(row.max_active_runs),
+                    limit(row.runs_per_minute),
+                    limit(row.max_streams),
+                ]
+            )
+        )
+    return EXIT_OK
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from service.access.keys import revoke_key
+
+    owner = with_pool(database_url(settings), lambda pool: revoke_key(pool, args.key_id))
+    print(f"revoked key {args.key_id} of {owner}", file=sys.stderr)
     return EXIT_OK
 
 

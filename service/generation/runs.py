@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 from uuid import UUID, uuid4
 
-from service.errors import Conflict, InvalidRequest
+from service.errors import Conflict, InvalidRequest, TooManyRequests
 from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status
 from service.generation.providers.registry import KNOWN
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool, connection
+
+ACTIVE_RETRY_AFTER_S: Final = 5  # a hint: when one of the owner's runs may well have ended
+
+
+@dataclass(frozen=True, slots=True)
+class CreateLimits:
+    """An owner's quotas on creating generations; None: unlimited."""
+
+    max_active_runs: int | None = None
+    runs_per_minute: int | None = None
 
 
 def queued_event() -> NewEvent:
@@ -25,7 +36,10 @@ async def create_generation(
     provider: str | None,
     model: str | None,
     available_providers: frozenset[str],
+    limits: CreateLimits = CreateLimits(),
 ) -> UUID:
+    """Queue a generation, within the owner's quotas (checked and applied in one step for
+    that owner across every process: see ``generations.lock_owner``)."""
     provider = provider or "offline"
     if provider not in KNOWN:
         raise InvalidRequest(f"unknown provider {provider!r}: use one of {sorted(KNOWN)}")
@@ -36,11 +50,29 @@ async def create_generation(
         )
     generation_id = uuid4()
     spec_json: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
-    async with connection(pool) as conn:
+    async with connection(pool) as conn, conn.transaction():
+        if limits.max_active_runs is not None or limits.runs_per_minute is not None:
+            await generations.lock_owner(conn, owner)
+            _check_limits(owner, await generations.select_owner_load(conn, owner), limits)
         await generations.insert_generation(
             conn, generation_id, owner, spec_json, provider, model, queued_event()
         )
     return generation_id
+
+
+def _check_limits(owner: str, load: generations.OwnerLoad, limits: CreateLimits) -> None:
+    if limits.max_active_runs is not None and load.active >= limits.max_active_runs:
+        raise TooManyRequests(
+            f"{owner} has {_generations(load.active)} queued or running, the most allowed at "
+            "once: create more when one finishes (or cancel one)",
+            retry_after_s=ACTIVE_RETRY_AFTER_S,
+        )
+    if limits.runs_per_minute is not None and load.recent >= limits.runs_per_minute:
+        raise TooManyRequests(
+            f"{owner} created {_generations(load.recent)} in the last minute, the most allowed: "
+            f"try again in {max(1, load.window_clears_in_s)} s",
+            retry_after_s=load.window_clears_in_s,
+        )
 
 
 async def cancel_generation(pool: Pool, owner: str, generation_id: UUID) -> Status:
@@ -60,3 +92,7 @@ async def cancel_generation(pool: Pool, owner: str, generation_id: UUID) -> Stat
             )
             return Status.CANCELLED
     return target.status
+
+
+def _generations(count: int) -> str:
+    return f"{count} generation{'' if count == 1 else 's'}"

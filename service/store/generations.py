@@ -34,6 +34,32 @@ SELECT pg_notify('{JOBS_CHANNEL}', generation.id::text)
 FROM generation
 """
 
+# Serialize creates for owner $1 until the transaction ends, in every process: the quota
+# check and the insert that follows it are then one step for that owner.
+LOCK_OWNER = """
+SELECT pg_advisory_xact_lock(hashtextextended('genstream.owner:' || $1, 0))
+"""
+
+# Owner $1's load: unfinished generations, generations created in the last 60 s, and the
+# seconds until the oldest of those leaves the window.
+SELECT_OWNER_LOAD = """
+SELECT
+    (
+        SELECT count(*)
+        FROM generations
+        WHERE owner = $1
+          AND status IN ('queued', 'running')
+    ) AS active,
+    count(*) AS recent,
+    coalesce(
+        ceil(extract(epoch FROM min(created_at) + interval '60 seconds' - clock_timestamp())),
+        0
+    )::int AS window_clears_in_s
+FROM generations
+WHERE owner = $1
+  AND created_at > clock_timestamp() - interval '60 seconds'
+"""
+
 # The columns a Generation is read from (a select list, not a query).
 GENERATION_COLUMNS = """
     id, owner, status, stage, message, progress, last_seq, provider, model,
@@ -86,11 +112,14 @@ SELECT pg_notify('{CANCEL_CHANNEL}', flagged.id::text)
 FROM flagged
 """
 
-# Claim the oldest claimable run for worker $1 for $2 seconds; returns it, or no row.
+# Claim the next claimable run for worker $1 for $2 seconds; returns it, or no row.
 # A run is claimable when it is not finished and nobody holds a live lease on it: new runs,
-# runs released on shutdown, and runs whose worker died (its lease ran out). Each claim bumps
-# the attempt, which fences off every earlier holder (see event_log.append). SKIP LOCKED lets
-# any number of workers poll the same queue without blocking each other.
+# runs released on shutdown, and runs whose worker died (its lease ran out). Fairness: the
+# next run is the oldest of the owner with the fewest runs held right now, so one owner's
+# backlog delays another owner's new run by at most one run's slot (oldest first would make it
+# wait for the whole backlog). Each claim bumps the attempt, which fences off every earlier
+# holder (see event_log.append). SKIP LOCKED lets any number of workers poll the same queue
+# without blocking each other.
 UPDATE_CLAIM_NEXT = """
 WITH claimed AS (
     UPDATE generations
@@ -98,13 +127,23 @@ WITH claimed AS (
         attempt = attempt + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => $2)
     WHERE id = (
-        SELECT id
-        FROM generations
-        WHERE status IN ('queued', 'running')
-          AND (claimed_by IS NULL OR lease_expires_at < clock_timestamp())
-        ORDER BY created_at
+        SELECT g.id
+        FROM generations AS g
+        LEFT JOIN (
+            SELECT
+                owner,
+                count(*) AS held
+            FROM generations
+            WHERE status IN ('queued', 'running')
+              AND claimed_by IS NOT NULL
+              AND lease_expires_at >= clock_timestamp()
+            GROUP BY owner
+        ) AS holding ON holding.owner = g.owner
+        WHERE g.status IN ('queued', 'running')
+          AND (g.claimed_by IS NULL OR g.lease_expires_at < clock_timestamp())
+        ORDER BY coalesce(holding.held, 0), g.created_at
         LIMIT 1
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF g SKIP LOCKED
     )
     RETURNING
         id,
@@ -243,6 +282,24 @@ async def insert_generation(
             INSERT_GENERATION, generation_id, owner, json.dumps(spec), provider, model
         )
         await event_log.append(conn, generation_id, [queued])
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerLoad:
+    active: int  # queued + running
+    recent: int  # created in the last 60 s
+    window_clears_in_s: int  # until the oldest of the recent ones is 60 s old
+
+
+async def lock_owner(conn: Connection, owner: str) -> None:
+    """Hold the owner's create lock until the current transaction ends."""
+    await conn.execute(LOCK_OWNER, owner)
+
+
+async def select_owner_load(conn: Connection, owner: str) -> OwnerLoad:
+    row = await conn.fetchrow(SELECT_OWNER_LOAD, owner)
+    assert row is not None  # an aggregate always returns a row
+    return OwnerLoad(row["active"], row["recent"], row["window_clears_in_s"])
 
 
 async def select_generation(conn: Connection, owner: str, generation_id: UUID) -> Generation:

@@ -47,6 +47,11 @@ generations = sa.Table(
         "created_at",
         postgresql_where=sa.text("status IN ('queued', 'running')"),
     ),
+    sa.Index(
+        "generations_owner_unfinished_idx",
+        "owner",
+        postgresql_where=sa.text("status IN ('queued', 'running')"),
+    ),
 )
 
 generation_events = sa.Table(
@@ -115,4 +120,13 @@ api_keys = sa.Table(
     sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    # Per-key quotas; NULL: the deployment's default (GENSTREAM_OWNER_*).
+    sa.Column("max_active_runs", sa.Integer, nullable=True),
+    sa.Column("runs_per_minute", sa.Integer, nullable=True),
+    sa.Column("max_streams", sa.Integer, nullable=True),
+    sa.CheckConstraint("max_active_runs >= 0", name="api_keys_max_active_runs_check"),
+    sa.CheckConstraint("runs_per_minute >= 0", name="api_keys_runs_per_minute_check"),
+    sa.CheckConstraint("max_streams >= 0", name="api_keys_max_streams_check"),
 )

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from uuid import uuid4
 
 import pytest
 
 from service.access import keys
-from service.errors import InvalidRequest, Unauthorized
-from service.store.db import Pool
+from service.errors import InvalidRequest, NotFound, Unauthorized
+from service.store.db import Pool, create_pool
 
 KEY_FORMAT = re.compile(r"^gsk_[A-Za-z0-9_-]{43}$")
 
@@ -86,3 +87,56 @@ async def test_a_key_needs_a_non_empty_owner(pool: Pool, owner: str) -> None:
 def test_hash_key_is_sha256_of_the_key() -> None:
     assert keys.hash_key("gsk_abc") == hashlib.sha256(b"gsk_abc").digest()
     assert keys.hash_key("gsk_abc") != keys.hash_key("gsk_abd")
+
+
+async def test_an_expired_key_is_refused(pool: Pool) -> None:
+    key = await keys.create_key(pool, "alice", expires_in_s=3600)
+    assert (await keys.authenticate(pool, key)).owner == "alice"
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE api_keys SET expires_at = clock_timestamp() - interval '1 s'")
+    with pytest.raises(Unauthorized, match="expired"):
+        await keys.authenticate(pool, key)
+
+
+async def test_a_revoked_key_is_refused_at_once_through_every_pool(
+    pool: Pool, database_url: str
+) -> None:
+    """Another pool stands for another process: nothing about a key is cached."""
+    key = await keys.create_key(pool, "alice")
+    other = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        found = await keys.authenticate(other, key)
+        assert found.key_id is not None
+        assert await keys.revoke_key(pool, found.key_id) == "alice"
+        with pytest.raises(Unauthorized):
+            await keys.authenticate(other, key)
+        assert await keys.is_live(other, found.key_id) is False
+        assert await keys.revoke_key(pool, found.key_id) == "alice"  # again: harmless
+    finally:
+        await other.close()
+    with pytest.raises(NotFound):
+        await keys.revoke_key(pool, uuid4())
+
+
+async def test_a_key_carries_its_quotas_and_its_last_use(pool: Pool) -> None:
+    key = await keys.create_key(
+        pool, "alice", quotas=keys.Quotas(max_active_runs=3, runs_per_minute=0)
+    )
+    (listed,) = await keys.list_keys(pool)
+    assert listed.last_used_at is None
+    assert (listed.max_active_runs, listed.runs_per_minute, listed.max_streams) == (3, 0, None)
+
+    found = await keys.authenticate(pool, key)
+    await keys.authenticate(pool, key)
+
+    assert (found.max_active_runs, found.runs_per_minute, found.max_streams) == (3, 0, None)
+    (used,) = await keys.list_keys(pool)
+    assert used.last_used_at is not None
+    assert key[:10] == used.prefix
+    assert key not in repr(used)
+
+
+@pytest.mark.parametrize("lifetime", [0.0, -5.0])
+async def test_a_key_lifetime_must_be_positive(pool: Pool, lifetime: float) -> None:
+    with pytest.raises(InvalidRequest, match="lifetime"):
+        await keys.create_key(pool, "alice", expires_in_s=lifetime)

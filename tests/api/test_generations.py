@@ -12,8 +12,10 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from service.access import keys
 from service.generation.providers.offline import STAGES, render_phase
 from service.spec import Spec
+from service.store.db import Pool
 from tests.conftest import AppFactory, RunningApp
 from tests.helpers import API, SPEC, create_via_api, state_via_api, wait_for_status
 
@@ -625,3 +627,27 @@ async def test_an_unknown_or_malformed_id_is_404(
     async with running.client(api_key) as client:
         response = await client.request(method, f"{API}/{generation_id}{suffix}")
     assert_problem(response, 404)
+
+
+async def test_over_a_quota_a_create_is_429_with_retry_after_and_a_key_may_carry_its_own(
+    app_factory: AppFactory, pool: Pool
+) -> None:
+    default_key = await keys.create_key(pool, "alice")
+    roomy_key = await keys.create_key(pool, "bob", quotas=keys.Quotas(max_active_runs=3))
+    async with (
+        app_factory(worker_concurrency=0, owner_max_active_runs=1) as running,
+        running.client(default_key) as alice,
+        running.client(roomy_key) as bob,
+    ):
+        await create_via_api(alice)
+        refused = await alice.post(API, json={"spec": SPEC})
+        for _ in range(3):
+            await create_via_api(bob)
+        bobs_fourth = await bob.post(API, json={"spec": SPEC})
+
+    assert refused.status_code == 429, refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+    body = refused.json()
+    assert body["status"] == 429
+    assert "alice has 1 generation queued or running" in body["detail"]
+    assert bobs_fourth.status_code == 429

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from tests.helpers import (
     generation,
     types,
     wait_finished,
+    wait_until,
 )
 
 OFFLINE: Generate = make_generate(Settings(offline_delay_s=0.0, delta_flush_s=0.0))
@@ -355,3 +357,35 @@ async def test_log_emitter_gives_up_after_its_retry_window_and_stores_nothing(
 
     assert flaky.calls >= 2, "it never retried"
     assert types(await events_of(pool, generation_id)) == [EventType.QUEUED]
+
+
+async def test_one_owners_backlog_delays_anothers_new_run_by_at_most_one_slot(
+    pool: Pool,
+) -> None:
+    async def half_a_second_of_work(job: Job, emitter: Emitter) -> None:
+        await asyncio.sleep(0.5)
+
+    backlog = [await create_generation(pool, "alice") for _ in range(40)]
+    async with started_worker(pool, half_a_second_of_work, concurrency=2, poll_s=0.1) as worker:
+        worker.wake()
+
+        async def both_slots_busy() -> bool:
+            states = [(await generation(pool, g)).status for g in backlog[:4]]
+            return states.count(Status.RUNNING) == 2
+
+        await wait_until(both_slots_busy, "alice's runs fill both slots")
+        created_at = time.monotonic()
+        newcomer = await create_generation(pool, "bob")
+        worker.wake()
+
+        async def started() -> bool:
+            return EventType.STARTED in types(await events_of(pool, newcomer))
+
+        await wait_until(started, "bob's run starts", seconds=20)
+        waited_s = time.monotonic() - created_at
+        still_queued = [(await generation(pool, g)).status for g in backlog].count(Status.QUEUED)
+
+    print(f"bob's run started {waited_s:.2f} s after it was created, behind alice's 40")
+    # Oldest first, bob would wait for alice's whole backlog: 40 runs / 2 slots * 0.5 s = 10 s.
+    assert waited_s < 3.0
+    assert still_queued >= 30

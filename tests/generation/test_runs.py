@@ -1,16 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from uuid import UUID, uuid4
 
 import pytest
 
-from service.errors import Conflict, InvalidRequest, NotFound
+from service.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
 from service.events import EventType, NewEvent, Status
 from service.generation import runs
 from service.spec import Spec
 from service.store import event_log, generations
-from service.store.db import Pool
+from service.store.db import Pool, create_pool
 from tests.helpers import SPEC, create_generation
 
 OFFLINE_ONLY = frozenset({"offline"})
@@ -146,3 +147,67 @@ async def test_cancelling_another_owners_generation_is_not_found_and_changes_not
 async def test_cancelling_an_unknown_generation_is_not_found(pool: Pool) -> None:
     with pytest.raises(NotFound):
         await runs.cancel_generation(pool, "alice", uuid4())
+
+
+async def test_beyond_the_active_runs_quota_a_create_is_refused_with_a_retry_hint(
+    pool: Pool,
+) -> None:
+    limits = runs.CreateLimits(max_active_runs=2)
+    first = await create_generation_limited(pool, "alice", limits)
+    await create_generation_limited(pool, "alice", limits)
+
+    with pytest.raises(TooManyRequests, match="2 generations queued or running") as refused:
+        await create_generation_limited(pool, "alice", limits)
+    assert refused.value.retry_after_s == runs.ACTIVE_RETRY_AFTER_S
+    await create_generation_limited(pool, "bob", limits)  # another owner's quota is its own
+
+    await runs.cancel_generation(pool, "alice", first)  # a finished one frees its place
+    await create_generation_limited(pool, "alice", limits)
+
+
+async def test_beyond_the_rate_a_create_is_refused_until_the_minute_has_passed(
+    pool: Pool,
+) -> None:
+    limits = runs.CreateLimits(runs_per_minute=3)
+    for _ in range(3):
+        await create_generation_limited(pool, "alice", limits)
+    with pytest.raises(TooManyRequests, match="3 generations in the last minute") as refused:
+        await create_generation_limited(pool, "alice", limits)
+    assert 1 <= refused.value.retry_after_s <= 60
+
+    async with pool.acquire() as conn:  # as if the minute had passed
+        await conn.execute("UPDATE generations SET created_at = created_at - interval '61 s'")
+    await create_generation_limited(pool, "alice", limits)
+
+
+async def test_concurrent_creates_never_slip_past_the_quota(pool: Pool, database_url: str) -> None:
+    """Ten creates at once through two pools (two processes, as far as PostgreSQL can tell):
+    the owner's lock makes check-and-insert one step, so exactly the quota gets through."""
+    other = await create_pool(database_url, min_size=5, max_size=5)
+    limits = runs.CreateLimits(max_active_runs=4)
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                create_generation_limited(pool if n % 2 else other, "alice", limits)
+                for n in range(10)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+    created = [outcome for outcome in outcomes if isinstance(outcome, UUID)]
+    refused = [outcome for outcome in outcomes if isinstance(outcome, TooManyRequests)]
+    assert (len(created), len(refused)) == (4, 6), outcomes
+    assert len(await owned(pool, "alice")) == 4
+
+
+async def create_generation_limited(pool: Pool, owner: str, limits: runs.CreateLimits) -> UUID:
+    return await runs.create_generation(
+        pool,
+        owner,
+        Spec.model_validate(SPEC),
+        provider=None,
+        model=None,
+        available_providers=OFFLINE_ONLY,
+        limits=limits,
+    )

@@ -63,6 +63,24 @@ async def test_claim_next_takes_queued_runs_oldest_first_and_bumps_the_attempt(
     assert await claim(pool, "worker-a") is None
 
 
+async def test_the_next_claim_goes_to_the_owner_holding_the_fewest_runs(pool: Pool) -> None:
+    backlog = [await new_generation(pool, "alice") for _ in range(4)]
+    first = await claim(pool, "w1")
+    assert first is not None
+    assert first.id == backlog[0]
+    newcomer = await new_generation(pool, "bob")  # newest of all, yet bob holds nothing
+
+    second = await claim(pool, "w2")
+    third = await claim(pool, "w3")  # one each held: the oldest waiting run goes next
+    fourth = await claim(pool, "w4")
+
+    assert second is not None
+    assert third is not None
+    assert fourth is not None
+    assert second.id == newcomer
+    assert (third.id, fourth.id) == (backlog[1], backlog[2])
+
+
 async def test_a_run_under_a_live_lease_is_not_claimable_by_another_worker(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     held = await claim(pool, "worker-a", lease_s=60)
