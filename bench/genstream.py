@@ -169,6 +169,10 @@ class Serve:
             "GENSTREAM_WORKER_CONCURRENCY": "0",
             "GENSTREAM_STREAM_TOKEN_SECRET": secret,
             "GENSTREAM_DATA_DIR": str(work_dir / "serve-data"),
+            # The benchmarks measure the log and the streams, not the quotas: no limits.
+            "GENSTREAM_OWNER_MAX_ACTIVE_RUNS": "0",
+            "GENSTREAM_OWNER_RUNS_PER_MINUTE": "0",
+            "GENSTREAM_OWNER_MAX_STREAMS": "0",
             **{f"GENSTREAM_{name.upper()}": value for name, value in settings.items()},
         }
         server = await ServerProcess.start(

@@ -73,6 +73,9 @@ class Children:
             "DATABASE_URL": database_url,
             "GENSTREAM_STREAM_TOKEN_SECRET": "faults-test-secret",
             "GENSTREAM_DATA_DIR": str(workdir / "data"),
+            # The soak creates more runs than a small team's quotas allow: faults, not quotas.
+            "GENSTREAM_OWNER_MAX_ACTIVE_RUNS": "0",
+            "GENSTREAM_OWNER_RUNS_PER_MINUTE": "0",
             **(env or {}),
         }
 
