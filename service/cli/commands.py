@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO, TypeVar
@@ -78,6 +78,17 @@ def with_pool(url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = 
             await pool.close()
 
     return asyncio.run(main())
+
+
+@contextmanager
+def lines_of(path: Path | None) -> Iterator[Iterable[bytes]]:
+    """The lines of FILE, or of stdin, as bytes: each is decoded on its own, so one line that
+    is not UTF-8 refuses its generation, not the whole import."""
+    if path is None:
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as source:
+        yield source
 
 
 @contextmanager
@@ -157,21 +168,38 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from service.operations.transfer import import_lines
+    from service.operations.transfer import KEEP_OWNERS, Action, import_generations
 
-    url = migrated_database(settings)
-    source = sys.stdin if args.file is None else open(args.file)  # noqa: SIM115 (closed below)
-    try:
-        result = with_pool(url, lambda pool: import_lines(pool, source))
-    finally:
-        if source is not sys.stdin:
-            source.close()
+    counts = dict.fromkeys(Action, 0)
+    said = {
+        Action.IMPORTED: "would import" if args.dry_run else "imported",
+        Action.SKIPPED: "would skip" if args.dry_run else "skipped",
+    }
+
+    async def work(pool: Pool) -> None:
+        owner = KEEP_OWNERS if args.keep_owners else args.owner
+        with lines_of(args.file) as lines:
+            outcomes = import_generations(pool, lines, owner=owner, dry_run=args.dry_run)
+            async for outcome in outcomes:  # each printed as soon as it is decided
+                counts[outcome.action] += 1
+                named = f" {outcome.generation_id}" if outcome.generation_id else ""
+                if outcome.action is Action.REFUSED:
+                    print(f"refused{named} line {outcome.line}: {outcome.reason}", flush=True)
+                elif outcome.action is Action.SKIPPED:
+                    print(f"{said[Action.SKIPPED]}{named}: already present", flush=True)
+                else:
+                    print(f"{said[Action.IMPORTED]}{named}", flush=True)
+
+    # A dry run writes nothing, not even the schema: like export, it says to migrate first.
+    with_pool(database_url(settings) if args.dry_run else migrated_database(settings), work)
     print(
-        f"imported {len(result.stored)} generation(s); "
-        f"skipped {len(result.skipped)} already present",
+        f"{'dry run, nothing written: ' if args.dry_run else ''}"
+        f"{said[Action.IMPORTED]} {counts[Action.IMPORTED]} generation(s); "
+        f"{said[Action.SKIPPED]} {counts[Action.SKIPPED]} already present; "
+        f"refused {counts[Action.REFUSED]}",
         file=sys.stderr,
     )
-    return EXIT_OK
+    return EXIT_FAILED if counts[Action.REFUSED] else EXIT_OK
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
