@@ -170,6 +170,39 @@ async def test_rebuild_check_reports_a_planted_difference_and_rebuild_repairs_it
     assert after.returncode == 0
 
 
+async def test_rebuild_check_reports_each_defect_of_the_log_with_its_generation_and_seq(
+    database_url: str, pool: Pool
+) -> None:
+    gap, twice, lost_its_end = [await finished_generation(pool) for _ in range(3)]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 3", gap
+        )
+        await conn.execute(
+            "INSERT INTO generation_events (generation_id, seq, type, status, stage, progress,"
+            " message, payload) VALUES ($1, 6, 'generation.failed', 'failed', 'done', 1, 'x',"
+            " '{}'), ($1, 7, 'llm.delta', 'running', 'done', 1, 'y', '{}')",
+            twice,
+        )
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 5", lost_its_end
+        )
+
+    result = await cli("rebuild", "--check", database_url=database_url)
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        f"{gap} seq 4: follows seq 2: seq 3 missing",
+        f"{twice} seq 6: a second terminal event (generation.failed; the first is seq 5)",
+        f"{twice} seq 7: llm.delta after the terminal event at seq 5",
+        f"{lost_its_end} seq 4: the log ends here with no terminal event, yet the row says "
+        "succeeded",
+    ]
+    assert f"{twice} last_seq: row says 5, log says 7" in lines[4:]
+    assert result.stderr.splitlines()[-1].startswith("4 defect(s) in the log, ")
+
+
 async def test_replay_at_the_recorded_pace_prints_the_same_lines(
     database_url: str, pool: Pool
 ) -> None:

@@ -194,11 +194,16 @@ def parser(prog: str = "genstream") -> argparse.ArgumentParser:
         "rebuild",
         "recompute the generation rows from their events",
         "Recompute every generation row's projected state (status, stage, progress, last_seq, "
-        "error, timestamps) from its events, and rewrite the rows that differ.",
+        "error, timestamps) from its events, and rewrite the rows that differ. --check writes "
+        "nothing: it checks each log itself (seq gaps, unknown types, events after the "
+        "terminal one, a finished row without one) and prints every defect and every row that "
+        "differs from its log.",
         cmd_rebuild,
     )
     rebuild.add_argument(
-        "--check", action="store_true", help="only print the differences (exit 1 if any)"
+        "--check",
+        action="store_true",
+        help="only print the log's defects and the rows' differences (exit 1 if any)",
     )
     db = commands.add_parser(
         "db", help="the embedded PostgreSQL cluster", description="The embedded cluster."

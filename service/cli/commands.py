@@ -18,6 +18,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.store.db import Pool
+    from service.store.projections import LogDefect
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -210,11 +211,35 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
         changed = with_pool(url, rebuild.rebuild)
         print(f"rebuilt {changed} generation row(s) from their events")
         return EXIT_OK
-    differences = with_pool(url, rebuild.find_differences)
-    for d in differences:
+    found = with_pool(url, rebuild.check)
+    for defect in found.defects:
+        print(f"{defect.generation_id} seq {defect.seq}: {log_defect(defect)}")
+    for d in found.differences:
         print(f"{d.generation_id} {d.column}: row says {d.projected!r}, log says {d.rebuilt!r}")
-    print(f"{len(differences)} difference(s)", file=sys.stderr)
-    return EXIT_FAILED if differences else EXIT_OK
+    print(
+        f"{len(found.defects)} defect(s) in the log, {len(found.differences)} difference(s)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if found.defects or found.differences else EXIT_OK
+
+
+def log_defect(defect: LogDefect) -> str:
+    """A defect of a log, in words (after its generation and seq)."""
+    match defect.defect:
+        case "gap":
+            missing = range((defect.other_seq or 0) + 1, defect.seq)
+            seqs = f"seq {missing[0]}" if len(missing) == 1 else f"seqs {missing[0]}..{missing[-1]}"
+            return f"follows seq {defect.other_seq}: {seqs} missing"
+        case "unknown_type":
+            return f"type {defect.type!r} is not in the vocabulary"
+        case "second_terminal":
+            return f"a second terminal event ({defect.type}; the first is seq {defect.other_seq})"
+        case "after_terminal":
+            return f"{defect.type} after the terminal event at seq {defect.other_seq}"
+        case "missing_terminal":
+            where = "ends here" if defect.seq else "is empty"
+            return f"the log {where} with no terminal event, yet the row says {defect.status}"
+    return defect.defect
 
 
 def cmd_db_stop(settings: Settings, _args: argparse.Namespace) -> int:

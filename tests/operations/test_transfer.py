@@ -381,7 +381,7 @@ async def test_a_generation_twice_in_one_export_is_refused_the_second_time(
     assert "appears twice (first on line 1)" in refused.reason
 
 
-async def test_every_kind_of_imported_run_is_one_whose_row_says_what_its_log_says(
+async def test_every_kind_of_imported_run_is_one_rebuild_check_finds_sound(
     pool: Pool, other_pool: Pool
 ) -> None:
     succeeded = await finished_generation(pool)
@@ -397,10 +397,10 @@ async def test_every_kind_of_imported_run_is_one_whose_row_says_what_its_log_say
     await append(pool, resumed, STARTED, NewEvent(EventType.RESUMED, "core", 0.1, "Resumed"))
     await append(pool, resumed, DONE)
     ids = [succeeded, queued, running, failed, cancelled, resumed]
-    assert await rebuild.find_differences(pool) == []
+    assert await rebuild.check(pool) == rebuild.Findings([], [])
 
     result = await load(other_pool, ndjson(await exported(pool)))
 
     assert sorted(result.stored) == sorted(ids)
     assert result.refused == []
-    assert await rebuild.find_differences(other_pool) == []
+    assert await rebuild.check(other_pool) == rebuild.Findings([], [])
