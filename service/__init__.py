@@ -18,7 +18,8 @@ The packages, from the outside in; each may import only the ones ``LAYERS`` list
     access                      who may do what: API keys, stream tokens
     generation                  the run: worker, phases, providers (no HTTP, no SQL)
     store                       the only SQL: the event log, runs, keys, the LISTEN connection
-    events errors settings spec leaves: the vocabulary, the error tree, configuration, the
+    events errors files         leaves: the vocabulary, the error tree, what a stored file
+    settings spec               may be (its path, size, language), configuration, the
                                 request's spec; anyone may import them
 
 Only ``api`` and the composition modules import Litestar; only ``store`` speaks SQL; only
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from typing import Final
 
-_LEAVES: Final = frozenset({"events", "errors", "settings", "spec"})
+_LEAVES: Final = frozenset({"events", "errors", "files", "settings", "spec"})
 _BELOW_API: Final = frozenset({"access", "streams", "generation", "store"}) | _LEAVES
 _EVERYTHING: Final = (
     frozenset({"app", "runtime", "server", "cli", "api", "operations", "web", "litestar"})
@@ -50,6 +51,7 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "store": _LEAVES,
     "events": _LEAVES,
     "errors": _LEAVES,
+    "files": _LEAVES,
     "settings": _LEAVES,
     "spec": _LEAVES,
     "web": frozenset(),  # the page's HTML, CSS and script: no Python

@@ -21,6 +21,7 @@ import httpx
 from service.events import TERMINAL_STATUSES, EventType, NewEvent, NewFile
 from service.generation import runs
 from service.generation.runs import queued_event
+from service.operations.transfer import export_lines
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool, asyncpg_dsn
@@ -171,6 +172,19 @@ def assert_well_formed(events: Sequence[dict[str, Any]], terminal: EventType) ->
     assert [t for t in types(events) if t in TERMINAL_TYPES] == [terminal]
     assert events[-1]["type"] == terminal
     assert events[-1]["status"] == terminal.removeprefix("generation.")
+
+
+# --- exports ---------------------------------------------------------------------------------
+
+
+async def exported(pool: Pool, *ids: UUID) -> list[dict[str, Any]]:
+    """The export of ``ids`` (default: every generation), one parsed object per line: a test
+    edits it as an attacker or a broken backup would, then imports ``ndjson(...)`` of it."""
+    return [json.loads(line) async for line in export_lines(pool, list(ids) or None)]
+
+
+def ndjson(records: Sequence[dict[str, Any]]) -> list[str]:
+    return [json.dumps(record) + "\n" for record in records]
 
 
 # --- through the API -------------------------------------------------------------------------

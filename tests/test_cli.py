@@ -20,7 +20,7 @@ from service.errors import Unauthorized
 from service.settings import PROJECT_ROOT
 from service.store.db import Pool, asyncpg_dsn, create_pool
 from service.store.migrate import current_revisions, head_revisions
-from tests.helpers import finished_generation, stored_json
+from tests.helpers import exported, finished_generation, ndjson, stored_json
 from tests.processes import free_port
 
 CLI_TIMEOUT_S = 60
@@ -31,6 +31,7 @@ async def cli(
     database_url: str | None,
     env: dict[str, str] | None = None,
     program: Sequence[str] = (sys.executable, "-m", "service"),
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     if database_url is not None:
@@ -41,6 +42,7 @@ async def cli(
         [*program, *args],
         cwd=PROJECT_ROOT,
         env=environment,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=CLI_TIMEOUT_S,
@@ -133,13 +135,17 @@ async def test_export_then_import_moves_a_generation_to_another_database(
     exported = await cli(
         "export", str(generation_id), "-o", str(export_file), database_url=database_url
     )
-    imported = await cli("import", str(export_file), database_url=other_database_url)
-    again = await cli("import", str(export_file), database_url=other_database_url)
+    imported = await cli(
+        "import", str(export_file), "--keep-owners", database_url=other_database_url
+    )
+    again = await cli("import", str(export_file), "--owner", "bob", database_url=other_database_url)
 
     assert exported.returncode == 0, exported.stderr
     assert imported.returncode == 0, imported.stderr
-    assert "imported 1 generation(s); skipped 0" in imported.stderr
+    assert "imported 1 generation(s); skipped 0 already present; refused 0" in imported.stderr
+    assert imported.stdout == f"imported {generation_id}\n"
     assert "imported 0 generation(s); skipped 1" in again.stderr
+    assert again.stdout == f"skipped {generation_id}: already present\n"
     other = await create_pool(other_database_url, min_size=1, max_size=1)
     try:
         assert await stored_json(other, generation_id) == expected
@@ -164,6 +170,39 @@ async def test_rebuild_check_reports_a_planted_difference_and_rebuild_repairs_it
     assert repaired.returncode == 0
     assert "rebuilt 1 generation row(s)" in repaired.stdout
     assert after.returncode == 0
+
+
+async def test_rebuild_check_reports_each_defect_of_the_log_with_its_generation_and_seq(
+    database_url: str, pool: Pool
+) -> None:
+    gap, twice, lost_its_end = [await finished_generation(pool) for _ in range(3)]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 3", gap
+        )
+        await conn.execute(
+            "INSERT INTO generation_events (generation_id, seq, type, status, stage, progress,"
+            " message, payload) VALUES ($1, 6, 'generation.failed', 'failed', 'done', 1, 'x',"
+            " '{}'), ($1, 7, 'llm.delta', 'running', 'done', 1, 'y', '{}')",
+            twice,
+        )
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 5", lost_its_end
+        )
+
+    result = await cli("rebuild", "--check", database_url=database_url)
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == [
+        f"{gap} seq 4: follows seq 2: seq 3 missing",
+        f"{twice} seq 6: a second terminal event (generation.failed; the first is seq 5)",
+        f"{twice} seq 7: llm.delta after the terminal event at seq 5",
+        f"{lost_its_end} seq 4: the log ends here with no terminal event, yet the row says "
+        "succeeded",
+    ]
+    assert f"{twice} last_seq: row says 5, log says 7" in lines[4:]
+    assert result.stderr.splitlines()[-1].startswith("4 defect(s) in the log, ")
 
 
 async def test_replay_at_the_recorded_pace_prints_the_same_lines(
@@ -260,15 +299,19 @@ async def test_bad_arguments_are_usage_errors(database_url: str) -> None:
 
 
 async def test_commands_that_only_read_say_to_migrate_on_a_fresh_database(
-    empty_database_url: str,
+    empty_database_url: str, tmp_path: Path
 ) -> None:
-    replay, rebuild, check, export = await asyncio.gather(
+    export_file = tmp_path / "export.ndjson"
+    export_file.write_text("")
+    replay, rebuild, check, export, dry_run = await asyncio.gather(
         cli("replay", str(uuid4()), database_url=empty_database_url),
         cli("rebuild", database_url=empty_database_url),
         cli("rebuild", "--check", database_url=empty_database_url),
         cli("export", database_url=empty_database_url),
-    )
-    for result in (replay, rebuild, check, export):
+        cli("import", str(export_file), "--owner", "bob", "--dry-run",
+            database_url=empty_database_url),
+    )  # fmt: skip
+    for result in (replay, rebuild, check, export, dry_run):
         assert_user_error(result, 1, "the database has no genstream schema: run")
         assert "python -m service migrate" in result.stderr
     conn = await asyncpg.connect(asyncpg_dsn(empty_database_url))
@@ -286,7 +329,9 @@ async def test_import_migrates_a_fresh_database_first(
     exported = await cli("export", "-o", str(export_file), database_url=database_url)
     assert exported.returncode == 0, exported.stderr
 
-    imported = await cli("import", str(export_file), database_url=empty_database_url)
+    imported = await cli(
+        "import", str(export_file), "--owner", "bob", database_url=empty_database_url
+    )
 
     assert imported.returncode == 0, imported.stderr
     assert "imported 1 generation(s)" in imported.stderr
@@ -304,14 +349,81 @@ async def test_import_of_a_missing_or_unreadable_file_names_it(
     garbage.write_text('{"generation": {"id": "x"}}\nnot json\n')
 
     results = await asyncio.gather(
-        cli("import", str(missing), database_url=database_url),
-        cli("import", str(binary), database_url=database_url),
-        cli("import", str(garbage), database_url=database_url),
+        cli("import", str(missing), "--owner", "bob", database_url=database_url),
+        cli("import", str(binary), "--owner", "bob", database_url=database_url),
+        cli("import", str(garbage), "--owner", "bob", database_url=database_url),
     )
 
     assert_user_error(results[0], 1, f"No such file or directory: {missing}")
-    assert_user_error(results[1], 1, "the input is not UTF-8 text")
-    assert_user_error(results[2], 1, "line 2: not an export line")
+    for result in results[1:]:
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            "imported 0 generation(s); skipped 0 already present; refused 1"
+        )
+    assert results[1].stdout.startswith("refused line 1: not UTF-8 text")
+    assert results[2].stdout.startswith("refused line 2: not an export line: not JSON")
+
+
+async def test_import_needs_exactly_one_of_owner_and_keep_owners(
+    database_url: str, tmp_path: Path
+) -> None:
+    export_file = tmp_path / "export.ndjson"
+    export_file.write_text("")
+
+    neither, both, blank = await asyncio.gather(
+        cli("import", str(export_file), database_url=database_url),
+        cli("import", str(export_file), "--owner", "bob", "--keep-owners",
+            database_url=database_url),
+        cli("import", str(export_file), "--owner", "", database_url=database_url),
+    )  # fmt: skip
+
+    assert_user_error(neither, 2, "one of the arguments --owner --keep-owners is required")
+    assert_user_error(both, 2, "argument --keep-owners: not allowed with argument --owner")
+    assert_user_error(blank, 2, "argument --owner: an owner must not be blank")
+
+
+async def test_import_reports_each_generation_and_exits_1_if_any_was_refused(
+    database_url: str, other_database_url: str, pool: Pool, tmp_path: Path
+) -> None:
+    good, bad = await finished_generation(pool), await finished_generation(pool)
+    records = await exported(pool, good, bad)
+    records[7 + 3]["event"]["type"] = "llm.delta\nevent: generation.succeeded"
+    records[0]["generation"]["owner"] = "victim"
+    export_file = tmp_path / "export.ndjson"
+    export_file.write_text("".join(ndjson(records)))
+
+    dry = await cli(  # the export on stdin
+        "import", "--owner", "bob", "--dry-run", database_url=other_database_url,
+        stdin=export_file.read_text(),
+    )  # fmt: skip
+    imported = await cli(
+        "import", str(export_file), "--owner", "bob", database_url=other_database_url
+    )
+
+    refused = (
+        f"refused {bad} line 11: event seq 3's type: 'llm.delta\\nevent: generation.succeeded' "
+        "is not an event type\n"
+    )
+    assert dry.returncode == 1, dry.stderr
+    assert dry.stdout == f"would import {good}\n{refused}"
+    assert dry.stderr.splitlines()[-1] == (
+        "dry run, nothing written: would import 1 generation(s); would skip 0 already present; "
+        "refused 1"
+    )
+    assert imported.returncode == 1, imported.stderr
+    assert imported.stdout == f"imported {good}\n{refused}"
+    assert imported.stderr.splitlines()[-1] == (
+        "imported 1 generation(s); skipped 0 already present; refused 1"
+    )
+    other = await create_pool(other_database_url, min_size=1, max_size=1)
+    try:
+        async with other.acquire() as conn:
+            rows = await conn.fetch("SELECT id, owner FROM generations")
+    finally:
+        await other.close()
+    owners = {row["id"]: row["owner"] for row in rows}
+    assert owners == {good: "bob"}
 
 
 async def test_export_of_an_unknown_id_fails_like_replay_and_writes_nothing(

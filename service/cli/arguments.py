@@ -225,21 +225,45 @@ def parser(prog: str = "genstream") -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", type=Path, metavar="FILE", help="a file, not stdout")
     load = command(
         "import",
-        "store the generations of an export",
-        "Store every generation of an export (FILE, or stdin), each whole or not at all; a "
-        "generation already present is skipped, so importing twice changes nothing.",
+        "check and store the generations of an export",
+        "Check every generation of an export (FILE, or stdin) before writing any of it, store "
+        "each one whole or not at all, and print what became of each: imported, skipped "
+        "(already present, so importing twice changes nothing) or refused, with the line at "
+        "fault and why (exit 1 if any was refused). Exactly one of --owner and --keep-owners.",
         cmd_import,
     )
     load.add_argument("file", nargs="?", type=Path, metavar="FILE")
+    owners = load.add_mutually_exclusive_group(required=True)
+    owners.add_argument(
+        "--owner",
+        type=owner_name,
+        metavar="NAME",
+        help="the owner of every imported generation, whatever the export says",
+    )
+    owners.add_argument(
+        "--keep-owners",
+        action="store_true",
+        help="keep the owners the export names (a trusted migration between genstreams)",
+    )
+    load.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check and report only; write nothing (the schema must be at head already)",
+    )
     rebuild = command(
         "rebuild",
         "recompute the generation rows from their events",
         "Recompute every generation row's projected state (status, stage, progress, last_seq, "
-        "error, timestamps) from its events, and rewrite the rows that differ.",
+        "error, timestamps) from its events, and rewrite the rows that differ. --check writes "
+        "nothing: it checks each log itself (seq gaps, unknown types, events after the "
+        "terminal one, a finished row without one) and prints every defect and every row that "
+        "differs from its log.",
         cmd_rebuild,
     )
     rebuild.add_argument(
-        "--check", action="store_true", help="only print the differences (exit 1 if any)"
+        "--check",
+        action="store_true",
+        help="only print the log's defects and the rows' differences (exit 1 if any)",
     )
     db = commands.add_parser(
         "db", help="the embedded PostgreSQL cluster", description="The embedded cluster."

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.store.db import Pool
+    from service.store.projections import LogDefect
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -79,6 +80,17 @@ def with_pool(url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = 
             await pool.close()
 
     return asyncio.run(main())
+
+
+@contextmanager
+def lines_of(path: Path | None) -> Iterator[Iterable[bytes]]:
+    """The lines of FILE, or of stdin, as bytes: each is decoded on its own, so one line that
+    is not UTF-8 refuses its generation, not the whole import."""
+    if path is None:
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as source:
+        yield source
 
 
 @contextmanager
@@ -208,21 +220,38 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from service.operations.transfer import import_lines
+    from service.operations.transfer import KEEP_OWNERS, Action, import_generations
 
-    url = migrated_database(settings)
-    source = sys.stdin if args.file is None else open(args.file)  # noqa: SIM115 (closed below)
-    try:
-        result = with_pool(url, lambda pool: import_lines(pool, source))
-    finally:
-        if source is not sys.stdin:
-            source.close()
+    counts = dict.fromkeys(Action, 0)
+    said = {
+        Action.IMPORTED: "would import" if args.dry_run else "imported",
+        Action.SKIPPED: "would skip" if args.dry_run else "skipped",
+    }
+
+    async def work(pool: Pool) -> None:
+        owner = KEEP_OWNERS if args.keep_owners else args.owner
+        with lines_of(args.file) as lines:
+            outcomes = import_generations(pool, lines, owner=owner, dry_run=args.dry_run)
+            async for outcome in outcomes:  # each printed as soon as it is decided
+                counts[outcome.action] += 1
+                named = f" {outcome.generation_id}" if outcome.generation_id else ""
+                if outcome.action is Action.REFUSED:
+                    print(f"refused{named} line {outcome.line}: {outcome.reason}", flush=True)
+                elif outcome.action is Action.SKIPPED:
+                    print(f"{said[Action.SKIPPED]}{named}: already present", flush=True)
+                else:
+                    print(f"{said[Action.IMPORTED]}{named}", flush=True)
+
+    # A dry run writes nothing, not even the schema: like export, it says to migrate first.
+    with_pool(database_url(settings) if args.dry_run else migrated_database(settings), work)
     print(
-        f"imported {len(result.stored)} generation(s); "
-        f"skipped {len(result.skipped)} already present",
+        f"{'dry run, nothing written: ' if args.dry_run else ''}"
+        f"{said[Action.IMPORTED]} {counts[Action.IMPORTED]} generation(s); "
+        f"{said[Action.SKIPPED]} {counts[Action.SKIPPED]} already present; "
+        f"refused {counts[Action.REFUSED]}",
         file=sys.stderr,
     )
-    return EXIT_OK
+    return EXIT_FAILED if counts[Action.REFUSED] else EXIT_OK
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
@@ -233,11 +262,35 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
         changed = with_pool(url, rebuild.rebuild)
         print(f"rebuilt {changed} generation row(s) from their events")
         return EXIT_OK
-    differences = with_pool(url, rebuild.find_differences)
-    for d in differences:
+    found = with_pool(url, rebuild.check)
+    for defect in found.defects:
+        print(f"{defect.generation_id} seq {defect.seq}: {log_defect(defect)}")
+    for d in found.differences:
         print(f"{d.generation_id} {d.column}: row says {d.projected!r}, log says {d.rebuilt!r}")
-    print(f"{len(differences)} difference(s)", file=sys.stderr)
-    return EXIT_FAILED if differences else EXIT_OK
+    print(
+        f"{len(found.defects)} defect(s) in the log, {len(found.differences)} difference(s)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if found.defects or found.differences else EXIT_OK
+
+
+def log_defect(defect: LogDefect) -> str:
+    """A defect of a log, in words (after its generation and seq)."""
+    match defect.defect:
+        case "gap":
+            missing = range((defect.other_seq or 0) + 1, defect.seq)
+            seqs = f"seq {missing[0]}" if len(missing) == 1 else f"seqs {missing[0]}..{missing[-1]}"
+            return f"follows seq {defect.other_seq}: {seqs} missing"
+        case "unknown_type":
+            return f"type {defect.type!r} is not in the vocabulary"
+        case "second_terminal":
+            return f"a second terminal event ({defect.type}; the first is seq {defect.other_seq})"
+        case "after_terminal":
+            return f"{defect.type} after the terminal event at seq {defect.other_seq}"
+        case "missing_terminal":
+            where = "ends here" if defect.seq else "is empty"
+            return f"the log {where} with no terminal event, yet the row says {defect.status}"
+    return defect.defect
 
 
 def cmd_db_stop(settings: Settings, _args: argparse.Namespace) -> int:

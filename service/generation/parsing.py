@@ -6,24 +6,24 @@ Each file is a block::
     ...the file's content, verbatim...
     <<<END FILE>>>
 
-Text outside blocks is ignored (models like to add a sentence). Paths are checked before
-anything is stored: relative, no ``..``, a conservative character set, bounded length; the
-number of files and each file's size are bounded too.
+Text outside blocks is ignored (models like to add a sentence). Paths and contents are checked
+before anything is stored, by the rule every stored file obeys (``service/files.py``):
+relative, no ``..``, a conservative character set, bounded length, bounded size; the number of
+files in one answer is bounded too.
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
 from dataclasses import dataclass
 
 from service.events import NewFile
+from service.files import FileRefused, check_content, language_of
+from service.files import check_path as check_file_path
 
 OPEN = "<<<FILE "
 CLOSE = "<<<END FILE>>>"
 MAX_FILES = 60
-MAX_FILE_BYTES = 200_000
-MAX_PATH_CHARS = 200
 
 _BLOCK = re.compile(
     r"^<<<FILE (?P<path>[^\r\n>]*)>>>[ \t\r]*\n(?P<body>.*?)^<<<END FILE>>>[ \t\r]*$",
@@ -31,23 +31,6 @@ _BLOCK = re.compile(
 )
 _OPEN_LINE = re.compile(r"^<<<FILE ", re.M)
 _CLOSE_LINE = re.compile(r"^<<<END FILE>>>", re.M)
-# Every segment starts with a letter, digit or '_': no hidden files (.git/config, .env) and
-# nothing a shell could read as an option (-rf), at any depth.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-
-LANGUAGES = {
-    ".py": "python",
-    ".toml": "toml",
-    ".md": "markdown",
-    ".txt": "text",
-    ".json": "json",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".ini": "ini",
-    ".cfg": "ini",
-    ".sql": "sql",
-    ".sh": "shell",
-}
 
 
 class MalformedAnswer(ValueError):
@@ -59,25 +42,13 @@ class ParsedAnswer:
     files: tuple[NewFile, ...]
 
 
-def language_of(path: str) -> str:
-    return LANGUAGES.get(posixpath.splitext(path)[1].lower(), "text")
-
-
 def check_path(path: str) -> str:
-    """The normalised path, or MalformedAnswer saying why it is refused."""
-    if not path or len(path) > MAX_PATH_CHARS:
-        raise MalformedAnswer(f"file path {path[:50]!r} is empty or longer than {MAX_PATH_CHARS}")
-    if path.startswith("/") or "\\" in path:
-        raise MalformedAnswer(f"file path {path!r} must be relative, with forward slashes")
-    parts = path.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise MalformedAnswer(f"file path {path!r} has an empty, '.' or '..' segment")
-    if not all(_SEGMENT.match(part) for part in parts):
-        raise MalformedAnswer(
-            f"file path {path!r} may only use letters, digits, '_', '-', '.' and '/', and each "
-            "segment must start with a letter, digit or '_'"
-        )
-    return path
+    """The path, or MalformedAnswer saying why it is refused (the rule is ``service/files.py``'s,
+    which imports obey too)."""
+    try:
+        return check_file_path(path)
+    except FileRefused as refused:
+        raise MalformedAnswer(str(refused)) from None
 
 
 def _check_layout(paths: list[str]) -> None:
@@ -106,10 +77,10 @@ def parse_answer(text: str) -> ParsedAnswer:
         if path in files:
             raise MalformedAnswer(f"file {path!r} appears twice")
         content = match["body"]
-        if "\x00" in content:
-            raise MalformedAnswer(f"file {path!r} contains a NUL character")
-        if len(content.encode()) > MAX_FILE_BYTES:
-            raise MalformedAnswer(f"file {path!r} is larger than {MAX_FILE_BYTES} bytes")
+        try:
+            check_content(path, content)
+        except FileRefused as refused:
+            raise MalformedAnswer(str(refused)) from None
         files[path] = NewFile(path, content, language_of(path))
         if len(files) > MAX_FILES:
             raise MalformedAnswer(f"more than {MAX_FILES} files in one answer")

@@ -7,6 +7,10 @@ event's, ``last_seq`` to that event's seq, ``error`` from a ``generation.failed`
 operator can check that the rows still say what the log says, or make them say it again.
 The two timestamps are compared for presence only: the append stamps them with its own
 clock reading, a few microseconds from the event's.
+
+The rows can only be rebuilt from a sound log, so ``SELECT_LOG_DEFECTS`` checks the log itself
+for what the append never writes: a seq gap, a type outside the vocabulary, anything after
+the terminal event, a finished row without one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+from service.events import EventType
 from service.store.db import Connection
 
 # Each generation's row as its log says it should be (a WITH prefix ending in `rebuilt`).
@@ -127,6 +132,71 @@ WHERE r.id = g.id
 """
 )
 
+# Where a log itself is broken, one row per defect, in the generations' order then seq ($1: the
+# event types of the vocabulary). A `gap`: a seq that is not the one before it plus one (`other_seq`
+# is the one before; 0 when the log starts above 1). An `unknown_type`: a type outside the
+# vocabulary. `after_terminal` and `second_terminal`: an event, or another terminal event, after
+# the first terminal one (`other_seq`). `missing_terminal`: a row that says it finished over a
+# log without a terminal event (`seq` is the log's last, 0 for none). No row: a sound log.
+SELECT_LOG_DEFECTS = """
+WITH ordered AS (
+    SELECT
+        generation_id,
+        seq,
+        type,
+        lag(seq, 1, 0::bigint) OVER by_seq AS previous_seq,
+        min(seq) FILTER (
+            WHERE type IN ('generation.succeeded', 'generation.failed', 'generation.cancelled')
+        ) OVER before AS terminal_seq
+    FROM generation_events
+    WINDOW by_seq AS (PARTITION BY generation_id ORDER BY seq),
+           before AS (by_seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+),
+defects AS (
+    SELECT generation_id, seq, 'gap' AS defect, type, previous_seq AS other_seq
+    FROM ordered
+    WHERE seq <> previous_seq + 1
+    UNION ALL
+    SELECT generation_id, seq, 'unknown_type', type, NULL
+    FROM ordered
+    WHERE type <> ALL($1::text[])
+    UNION ALL
+    SELECT
+        generation_id,
+        seq,
+        CASE
+            WHEN type IN ('generation.succeeded', 'generation.failed', 'generation.cancelled')
+                THEN 'second_terminal'
+            ELSE 'after_terminal'
+        END,
+        type,
+        terminal_seq
+    FROM ordered
+    WHERE terminal_seq IS NOT NULL
+    UNION ALL
+    SELECT g.id, coalesce(max(e.seq), 0), 'missing_terminal', NULL, NULL
+    FROM generations AS g
+    LEFT JOIN generation_events AS e ON e.generation_id = g.id
+    WHERE g.status IN ('succeeded', 'failed', 'cancelled')
+       OR g.finished_at IS NOT NULL
+    GROUP BY g.id
+    HAVING NOT coalesce(
+        bool_or(e.type IN ('generation.succeeded', 'generation.failed', 'generation.cancelled')),
+        false
+    )
+)
+SELECT
+    d.generation_id,
+    d.seq,
+    d.defect,
+    d.type,
+    d.other_seq,
+    g.status
+FROM defects AS d
+JOIN generations AS g ON g.id = d.generation_id
+ORDER BY g.created_at, d.generation_id, d.seq, d.defect
+"""
+
 COLUMNS = ("status", "stage", "progress", "message", "last_seq", "error", "started", "finished")
 
 
@@ -136,6 +206,34 @@ class Difference:
     column: str
     projected: object
     rebuilt: object
+
+
+@dataclass(frozen=True, slots=True)
+class LogDefect:
+    """Where a generation's log itself is broken (see SELECT_LOG_DEFECTS for each ``defect``)."""
+
+    generation_id: UUID
+    seq: int
+    defect: str  # gap, unknown_type, after_terminal, second_terminal, missing_terminal
+    type: str | None  # the event's type (none for missing_terminal)
+    other_seq: int | None  # gap: the seq before; after or second terminal: the first terminal
+    status: str  # the row's status
+
+
+async def select_log_defects(conn: Connection) -> list[LogDefect]:
+    """Every seq gap, unknown type, event after the terminal one and missing terminal event."""
+    rows = await conn.fetch(SELECT_LOG_DEFECTS, [str(kind) for kind in EventType])
+    return [
+        LogDefect(
+            row["generation_id"],
+            row["seq"],
+            row["defect"],
+            row["type"],
+            row["other_seq"],
+            row["status"],
+        )
+        for row in rows
+    ]
 
 
 async def select_differences(conn: Connection) -> list[Difference]:

@@ -2,9 +2,10 @@
 as the JSON of its row (``to_jsonb``), read back with ``jsonb_populate_record``.
 
 Going through the row's JSON rather than a column list keeps export and import exact (every
-column, timestamps to the microsecond, ``payload`` as stored) and in step with the schema
-without a list to maintain. Two columns are this database's own and are not carried over:
-``tx_id`` (a transaction id of the other cluster would order the global feed wrongly; an
+column, timestamps to the microsecond, ``payload`` as stored). An import writes only rows that
+passed ``operations/validation.py``, which names every column of the three tables (a test keeps
+that list in step with ``tables.py``). Two columns are this database's own and are not carried
+over: ``tx_id`` (a transaction id of the other cluster would order the global feed wrongly; an
 imported event takes the importing transaction's) and a run's claim and lease.
 """
 
@@ -14,6 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from uuid import UUID
 
+import asyncpg
+
+from service.errors import InvalidRequest
 from service.store.db import Connection
 
 # Ids of the generations to export, oldest first: among ids $1, created in [$2, $3) (NULL: any).
@@ -49,6 +53,15 @@ SELECT to_jsonb(f)::text
 FROM generated_files AS f
 WHERE generation_id = $1
 ORDER BY seq, path
+"""
+
+# Whether a generation ($1: id) is here already.
+SELECT_GENERATION_EXISTS = """
+SELECT EXISTS (
+    SELECT 1
+    FROM generations
+    WHERE id = $1
+)
 """
 
 # Import a generation's row from its JSON ($1), unclaimed; returns its id, or no row if it exists.
@@ -110,13 +123,30 @@ async def select_file_rows(conn: Connection, generation_id: UUID) -> list[str]:
     return [row[0] for row in await conn.fetch(SELECT_FILE_ROWS, generation_id)]
 
 
+async def select_generation_exists(conn: Connection, generation_id: UUID) -> bool:
+    exists: bool = await conn.fetchval(SELECT_GENERATION_EXISTS, generation_id)
+    return exists
+
+
 async def insert_generation(
     conn: Connection, generation: str, events: Sequence[str], files: Sequence[str]
 ) -> bool:
-    """One generation, whole, in one transaction; False (nothing written) if its id exists."""
-    async with conn.transaction():
-        if await conn.fetchval(INSERT_GENERATION_ROW, generation) is None:
-            return False
-        await conn.executemany(INSERT_EVENT_ROW, [(event,) for event in events])
-        await conn.executemany(INSERT_FILE_ROW, [(file,) for file in files])
+    """One generation, whole, in one transaction; False (nothing written) if its id exists.
+
+    The rows come checked (``operations/validation.py``); a row PostgreSQL still refuses
+    (a value or constraint those checks missed) rolls the generation back and is
+    InvalidRequest, never a driver error.
+    """
+    try:
+        async with conn.transaction():
+            if await conn.fetchval(INSERT_GENERATION_ROW, generation) is None:
+                return False
+            await conn.executemany(INSERT_EVENT_ROW, [(event,) for event in events])
+            await conn.executemany(INSERT_FILE_ROW, [(file,) for file in files])
+    except (
+        asyncpg.DataError,
+        asyncpg.IntegrityConstraintViolationError,
+        asyncpg.ProgramLimitExceededError,
+    ) as exc:
+        raise InvalidRequest(f"PostgreSQL refused it: {exc}") from exc
     return True

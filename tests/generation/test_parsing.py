@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 
 from service.events import NewFile
+from service.files import MAX_FILE_BYTES, MAX_PATH_CHARS, language_of
 from service.generation.parsing import (
     CLOSE,
-    MAX_FILE_BYTES,
     MAX_FILES,
-    MAX_PATH_CHARS,
     OPEN,
     MalformedAnswer,
     check_path,
-    language_of,
     parse_answer,
     render_block,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.operations.rebuild import find_differences, rebuild
+from service.operations.rebuild import check, find_differences, find_log_defects, rebuild
 from service.store.db import Pool
 from tests.helpers import finished_generation
 
@@ -31,3 +31,22 @@ async def test_a_row_changed_by_hand_is_found_and_rebuilt_from_its_events(pool: 
     assert untouched not in {d.generation_id for d in found}
     assert await rebuild(pool) == 1
     assert await find_differences(pool) == []
+
+
+async def test_a_seq_gap_the_rows_cannot_show_is_found_in_the_log_itself(pool: Pool) -> None:
+    # The row still says what the last event says, so comparing rows found nothing.
+    generation_id = await finished_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 3", generation_id
+        )
+
+    found = await check(pool)
+
+    assert found.differences == []
+    assert [(d.generation_id, d.seq, d.defect) for d in found.defects] == [
+        (generation_id, 4, "gap")
+    ]
+    assert await find_log_defects(pool) == found.defects
+    assert await rebuild(pool) == 0  # a row can be rebuilt; a log cannot
+    assert await check(pool) == found

@@ -2,18 +2,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 import pytest
 
-from service.errors import InvalidRequest
-from service.operations.transfer import export_lines, import_lines
-from service.store import event_log
+from service.events import EventType, NewEvent
+from service.operations import rebuild
+from service.operations.transfer import KEEP_OWNERS, Action, Imported, export_lines, import_lines
+from service.store import event_log, generations
 from service.store.db import Pool, create_pool
 from tests.conftest import AppFactory
-from tests.helpers import SPEC
+from tests.helpers import (
+    DONE,
+    SPEC,
+    STARTED,
+    append,
+    exported,
+    finished_generation,
+    ndjson,
+    new_generation,
+)
 
 
 @pytest.fixture
@@ -70,7 +80,7 @@ async def test_an_export_imported_elsewhere_gives_byte_identical_events_and_file
     ids = await run_to_the_end(app_factory, api_key, 2)
     lines = await collect(pool)
 
-    result = await import_lines(other_pool, lines)
+    result = await import_lines(other_pool, lines, owner=KEEP_OWNERS)
 
     assert result.stored == ids
     assert result.skipped == []
@@ -91,10 +101,10 @@ async def test_importing_the_same_export_twice_changes_nothing(
 ) -> None:
     (generation_id,) = await run_to_the_end(app_factory, api_key, 1)
     lines = await collect(pool, ids=[generation_id])
-    await import_lines(other_pool, lines)
+    await import_lines(other_pool, lines, owner="alice")
     before = await snapshot(other_pool, generation_id)
 
-    again = await import_lines(other_pool, lines)
+    again = await import_lines(other_pool, lines, owner="alice")
 
     assert again.stored == []
     assert again.skipped == [generation_id]
@@ -118,10 +128,279 @@ async def test_export_chooses_by_id_and_by_creation_time(
     assert generations_in(await collect(pool, until=created)) == [str(first)]
 
 
-async def test_a_broken_export_is_refused_and_stores_nothing_of_the_broken_generation(
-    other_pool: Pool,
+# --- an export is untrusted input (issue 12, finding 4) ---------------------------------------
+#
+# An export of finished_generation(): line 1 the generation (last_seq 5), lines 2-6 its events
+# (seq 1 queued, 2 started, 3 llm.delta, 4 file.saved of app/main.py, 5 succeeded), line 7 the
+# file. Each test edits it as an attacker or a broken backup would.
+
+GENERATION, DELTA, FILE_SAVED, SUCCEEDED, FILE = 0, 3, 4, 5, 6  # indexes of its records
+
+
+async def load(pool: Pool, lines: Sequence[str | bytes], owner: str = "carol") -> Imported:
+    return await import_lines(pool, lines, owner=owner)
+
+
+async def rows_of(pool: Pool, generation_id: UUID | str) -> tuple[int, int, int]:
+    """How many generation, event and file rows a generation has."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM generations WHERE id = $1),"
+            " (SELECT count(*) FROM generation_events WHERE generation_id = $1),"
+            " (SELECT count(*) FROM generated_files WHERE generation_id = $1)",
+            UUID(str(generation_id)),
+        )
+    assert row is not None
+    return (row[0], row[1], row[2])
+
+
+def refusal(result: Imported) -> tuple[int, str]:
+    """The one refusal of an import: its line and reason."""
+    assert result.stored == [], result
+    (refused,) = result.refused
+    assert refused.action is Action.REFUSED
+    return refused.line, refused.reason
+
+
+async def test_an_event_type_outside_the_vocabulary_is_refused_and_never_reaches_a_stream(
+    pool: Pool, other_pool: Pool
 ) -> None:
-    with pytest.raises(InvalidRequest, match="line 1"):
-        await import_lines(other_pool, ['{"event": {"generation_id": "x"}}'])
-    with pytest.raises(InvalidRequest, match="line 2"):
-        await import_lines(other_pool, ['{"generation": {"id": "1"}}', "not json"])
+    records = await exported(pool, await finished_generation(pool))
+    generation_id = records[GENERATION]["generation"]["id"]
+    # Written verbatim into the stream's `event:` line, this forged three frames.
+    records[DELTA]["event"]["type"] = (
+        'llm.delta\nid: 999\nevent: generation.succeeded\ndata: {"injected":true}'
+    )
+
+    result = await load(other_pool, ndjson(records))
+
+    line, reason = refusal(result)
+    assert line == DELTA + 1
+    assert "event seq 3's type: 'llm.delta\\nid: 999" in reason
+    assert "is not an event type" in reason
+    assert await rows_of(other_pool, generation_id) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "path", ["../../../../etc/x", "/etc/cron.d/evil", "..\\..\\evil.bat", ".env"]
+)
+@pytest.mark.parametrize("where", ["the file", "the file and its event"])
+async def test_a_file_path_no_generation_could_store_is_refused(
+    pool: Pool, other_pool: Pool, path: str, where: str
+) -> None:
+    records = await exported(pool, await finished_generation(pool))
+    records[FILE]["file"]["path"] = path
+    if where == "the file and its event":
+        records[FILE_SAVED]["event"]["payload"]["path"] = path
+
+    result = await load(other_pool, ndjson(records))
+
+    line, reason = refusal(result)
+    assert line == (FILE + 1 if where == "the file" else FILE_SAVED + 1)
+    assert f"file path {path!r}" in reason
+    assert await rows_of(other_pool, records[GENERATION]["generation"]["id"]) == (0, 0, 0)
+
+
+async def test_the_owner_is_the_one_the_import_names_not_the_exports(
+    pool: Pool, other_pool: Pool, database_url: str
+) -> None:
+    first, second = await finished_generation(pool), await finished_generation(pool)
+    records = await exported(pool, first, second)
+    for record in records:
+        if "generation" in record:
+            record["generation"]["owner"] = "victim"  # an export may say anything
+
+    named = await load(other_pool, ndjson(records[:7]), owner="carol")
+    kept = await import_lines(other_pool, ndjson(records[7:]), owner=KEEP_OWNERS)
+
+    assert (named.stored, kept.stored) == ([first], [second])
+    async with other_pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id, owner FROM generations")
+    owners = {row["id"]: row["owner"] for row in rows}
+    assert owners == {first: "carol", second: "victim"}
+
+
+def _gap(records: list[dict[str, Any]]) -> None:
+    del records[DELTA]
+
+
+def _after_terminal(records: list[dict[str, Any]]) -> None:
+    records.insert(SUCCEEDED + 1, {"event": dict(records[DELTA]["event"], seq=6)})
+    records[GENERATION]["generation"]["last_seq"] = 6
+
+
+def _second_terminal(records: list[dict[str, Any]]) -> None:
+    failed = dict(records[SUCCEEDED]["event"], seq=6, type="generation.failed", status="failed")
+    records.insert(SUCCEEDED + 1, {"event": failed})
+
+
+def _running_but_ended(records: list[dict[str, Any]]) -> None:
+    records[GENERATION]["generation"].update(status="running", finished_at=None)
+
+
+def _last_seq_lags(records: list[dict[str, Any]]) -> None:
+    records[GENERATION]["generation"]["last_seq"] = 3
+
+
+def _finished_without_terminal(records: list[dict[str, Any]]) -> None:
+    del records[SUCCEEDED]
+
+
+@pytest.mark.parametrize(
+    ("defect", "line", "says"),
+    [
+        (_gap, DELTA + 1, "event seq 4 where seq 3 was expected"),
+        (_after_terminal, SUCCEEDED + 2, "is an event after the terminal event at seq 5"),
+        (_second_terminal, SUCCEEDED + 2, "is a second terminal event after the terminal"),
+        # Claimed again, it got a second terminal event.
+        (_running_but_ended, 1, "status is 'running' but its log says 'succeeded'"),
+        # Every append failed on the seq's primary key; the run was claimed every 30 s for ever.
+        (_last_seq_lags, 1, "last_seq is 3 but its log says 5"),
+        (_finished_without_terminal, 1, "status is 'succeeded' but its log says 'running'"),
+    ],
+    ids=lambda value: value.__name__.strip("_") if callable(value) else "",
+)
+async def test_a_log_genstream_could_not_have_written_is_refused_whole(
+    pool: Pool,
+    other_pool: Pool,
+    defect: Callable[[list[dict[str, Any]]], None],
+    line: int,
+    says: str,
+) -> None:
+    records = await exported(pool, await finished_generation(pool))
+    defect(records)
+
+    result = await load(other_pool, ndjson(records))
+
+    at, reason = refusal(result)
+    assert at == line
+    assert says in reason
+    assert await rows_of(other_pool, records[GENERATION]["generation"]["id"]) == (0, 0, 0)
+
+
+async def test_a_run_exported_while_running_arrives_unclaimed_for_a_worker_here(
+    pool: Pool, other_pool: Pool
+) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, STARTED)
+    async with pool.acquire() as conn:
+        assert await generations.claim_next(conn, "worker-there", 30.0) is not None
+    records = await exported(pool, generation_id)
+
+    result = await load(other_pool, ndjson(records))
+
+    assert result.stored == [generation_id]
+    async with other_pool.acquire() as conn:
+        claimed = await generations.claim_next(conn, "worker-here", 30.0)
+    assert claimed is not None
+    assert (claimed.id, claimed.status, claimed.attempt) == (generation_id, "running", 2)
+
+
+async def test_a_bad_line_halfway_refuses_its_generation_only_and_says_so(
+    pool: Pool, other_pool: Pool
+) -> None:
+    ids = [await finished_generation(pool) for _ in range(3)]
+    lines = ndjson(await exported(pool, *ids))
+    lines[7 + DELTA] = '{"event": {"generation_id": "' + str(ids[1])  # cut short
+
+    result = await load(other_pool, lines)
+
+    assert result.stored == [ids[0], ids[2]]
+    (refused,) = result.refused
+    assert (refused.generation_id, refused.line) == (ids[1], 7 + DELTA + 1)
+    assert refused.reason.startswith("not an export line: not JSON")
+    assert await rows_of(other_pool, ids[1]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[1]",
+        '"generation"',
+        "null",
+        "42",
+        '{"generation": []}',
+        '{"generation": {}}',
+        '{"generation": {"id": "x"}}',
+        '{"event": 5}',
+        '{"event": {"generation_id": "x"}}',
+        '{"file": {}}',
+        '{"generation": {}, "event": {}}',
+        '{"rows": {}}',
+        '{"generation": {"id": "\\u0000"}}',
+        '{"generation": {"id": "\\ud800"}}',
+        '{"generation": {"progress": NaN}}',
+        '{"generation": {"progress": 1e999}}',
+        "[" * 100_000,
+        b"\xff\xfe not UTF-8",
+    ],
+)
+async def test_a_line_that_is_not_a_row_is_refused_in_words_not_a_traceback(
+    pool: Pool, other_pool: Pool, line: str | bytes
+) -> None:
+    good = await finished_generation(pool)
+
+    result = await load(other_pool, [line, *ndjson(await exported(pool, good))])
+
+    assert result.stored == [good]
+    (refused,) = result.refused
+    assert (refused.generation_id, refused.line) == (None, 1)
+    assert "Traceback" not in refused.reason
+    async with other_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM generations") == 1
+
+
+async def test_a_dry_run_reports_what_an_import_would_do_and_writes_nothing(
+    pool: Pool, other_pool: Pool
+) -> None:
+    good, bad = await finished_generation(pool), await finished_generation(pool)
+    records = await exported(pool, good, bad)
+    records[7 + GENERATION]["generation"]["last_seq"] = 4
+
+    dry = await import_lines(other_pool, ndjson(records), owner="carol", dry_run=True)
+    empty = await rows_of(other_pool, good)
+    await load(other_pool, ndjson(records))
+    again = await import_lines(other_pool, ndjson(records), owner="carol", dry_run=True)
+
+    assert (dry.stored, dry.skipped, [r.generation_id for r in dry.refused]) == ([good], [], [bad])
+    assert empty == (0, 0, 0)
+    assert (again.stored, again.skipped) == ([], [good])
+
+
+async def test_a_generation_twice_in_one_export_is_refused_the_second_time(
+    pool: Pool, other_pool: Pool
+) -> None:
+    generation_id = await finished_generation(pool)
+    lines = ndjson(await exported(pool, generation_id))
+
+    result = await load(other_pool, lines + lines)
+
+    assert result.stored == [generation_id]
+    (refused,) = result.refused
+    assert refused.line == 8
+    assert "appears twice (first on line 1)" in refused.reason
+
+
+async def test_every_kind_of_imported_run_is_one_rebuild_check_finds_sound(
+    pool: Pool, other_pool: Pool
+) -> None:
+    succeeded = await finished_generation(pool)
+    queued = await new_generation(pool)
+    running = await new_generation(pool)
+    await append(pool, running, STARTED)
+    failed = await new_generation(pool)
+    await append(pool, failed, STARTED)
+    await append(pool, failed, NewEvent(EventType.FAILED, "core", 0.3, "Failed", {"error": "x"}))
+    cancelled = await new_generation(pool)
+    await append(pool, cancelled, NewEvent(EventType.CANCELLED, "queued", 0.0, "Cancelled"))
+    resumed = await new_generation(pool)
+    await append(pool, resumed, STARTED, NewEvent(EventType.RESUMED, "core", 0.1, "Resumed"))
+    await append(pool, resumed, DONE)
+    ids = [succeeded, queued, running, failed, cancelled, resumed]
+    assert await rebuild.check(pool) == rebuild.Findings([], [])
+
+    result = await load(other_pool, ndjson(await exported(pool)))
+
+    assert sorted(result.stored) == sorted(ids)
+    assert result.refused == []
+    assert await rebuild.check(other_pool) == rebuild.Findings([], [])

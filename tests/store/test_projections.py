@@ -9,7 +9,14 @@ from service.generation.runs import queued_event
 from service.store import event_log, generations, projections
 from service.store.db import Pool
 from tests.conftest import AppFactory, free_socket
-from tests.helpers import SPEC, wait_for_status
+from tests.helpers import (
+    SPEC,
+    STARTED,
+    append,
+    finished_generation,
+    new_generation,
+    wait_for_status,
+)
 
 
 async def differences(pool: Pool) -> list[projections.Difference]:
@@ -94,3 +101,97 @@ async def test_a_planted_corruption_is_found_and_rebuilt_from_the_log(pool: Pool
     for column in ("status", "stage", "progress", "message", "last_seq", "error", "started_at"):
         assert after[column] == before[column], column
     assert after["finished_at"] is not None
+
+
+# --- the log itself (issue 12, finding 7: a gap or a double terminal went unreported) ---------
+#
+# finished_generation()'s log: seq 1 queued, 2 started, 3 llm.delta, 4 file.saved, 5 succeeded.
+# Each defect is planted by hand, as nothing genstream runs can write one.
+
+INSERT_EVENT = (
+    "INSERT INTO generation_events (generation_id, seq, type, status, stage, progress, message,"
+    " payload) VALUES ($1, $2, $3, $4, 'done', 1, 'planted', '{}')"
+)
+
+
+async def log_defects(pool: Pool) -> set[tuple[UUID, int, str, str | None, int | None]]:
+    async with pool.acquire() as conn:
+        found = await projections.select_log_defects(conn)
+    return {(d.generation_id, d.seq, d.defect, d.type, d.other_seq) for d in found}
+
+
+async def test_a_sound_log_of_every_kind_has_no_defect(pool: Pool) -> None:
+    await finished_generation(pool)
+    await resumed_by_hand(pool)
+    await new_generation(pool)  # no terminal event, and its row says it has not finished
+    running = await new_generation(pool)
+    await append(pool, running, STARTED)
+
+    assert await log_defects(pool) == set()
+
+
+async def test_a_seq_gap_is_reported_at_the_seq_after_it(pool: Pool) -> None:
+    generation_id = await finished_generation(pool)
+    starts_late = await finished_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq IN (2, 3)",
+            generation_id,
+        )
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 1", starts_late
+        )
+
+    assert await log_defects(pool) == {
+        (generation_id, 4, "gap", "file.saved", 1),
+        (starts_late, 2, "gap", "generation.started", 0),
+    }
+
+
+async def test_events_after_the_terminal_one_and_a_second_terminal_are_reported(
+    pool: Pool,
+) -> None:
+    after = await finished_generation(pool)
+    twice = await finished_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(INSERT_EVENT, after, 6, "llm.delta", "running")
+        await conn.execute(INSERT_EVENT, twice, 6, "generation.failed", "failed")
+        await conn.execute(INSERT_EVENT, twice, 7, "llm.delta", "running")
+
+    assert await log_defects(pool) == {
+        (after, 6, "after_terminal", "llm.delta", 5),
+        (twice, 6, "second_terminal", "generation.failed", 5),
+        (twice, 7, "after_terminal", "llm.delta", 5),
+    }
+
+
+async def test_a_finished_row_over_a_log_without_a_terminal_event_is_reported(
+    pool: Pool,
+) -> None:
+    lost_its_end = await finished_generation(pool)
+    no_events = await new_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 5", lost_its_end
+        )
+        await conn.execute("DELETE FROM generation_events WHERE generation_id = $1", no_events)
+        await conn.execute(
+            "UPDATE generations SET status = 'cancelled', finished_at = now() WHERE id = $1",
+            no_events,
+        )
+
+    assert await log_defects(pool) == {
+        (lost_its_end, 4, "missing_terminal", None, None),
+        (no_events, 0, "missing_terminal", None, None),
+    }
+
+
+async def test_a_type_outside_the_vocabulary_is_reported(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(INSERT_EVENT, generation_id, 2, "llm.delta\nid: 999", "running")
+        await conn.execute("UPDATE generations SET last_seq = 2 WHERE id = $1", generation_id)
+
+    assert await log_defects(pool) == {
+        (generation_id, 2, "unknown_type", "llm.delta\nid: 999", None)
+    }

@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from service.events import NewFile
-from service.generation.parsing import CLOSE, OPEN, language_of, render_block
+from service.files import language_of
+from service.generation.parsing import CLOSE, OPEN, render_block
 from service.generation.providers import Prompt, Usage
 from service.generation.providers.templates.api import api, api_init
 from service.generation.providers.templates.app import app_init, database, main, settings
