@@ -26,9 +26,7 @@ QUOTAS = ("max_active_runs", "runs_per_minute", "max_streams")
 
 def upgrade() -> None:
     op.add_column("api_keys", sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
-    op.add_column(
-        "api_keys", sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True)
-    )
+    op.add_column("api_keys", sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
     for quota in QUOTAS:
         op.add_column("api_keys", sa.Column(quota, sa.Integer, nullable=True))
         op.create_check_constraint(f"api_keys_{quota}_check", "api_keys", f"{quota} >= 0")
