@@ -9,9 +9,10 @@ a traceback, and ends with the same exit codes:
     130 interrupted (Ctrl-C)
 
 Commands that set a database up (``serve``, ``worker``, ``migrate``, ``keys create``,
-``import`` but not ``import --dry-run``) bring its schema to head first; the ones that only read or repair an existing log
-(``replay``, ``export``, ``rebuild``) leave the schema alone and, if it is missing or behind,
-say to run ``migrate``: they never change the schema of a database an operator points them at.
+``import`` but not ``import --dry-run``) bring its schema to head first; the ones that only
+read or repair an existing log (``replay``, ``export``, ``rebuild``) leave the schema alone
+and, if it is missing or behind, say to run ``migrate``: they never change the schema of a
+database an operator points them at.
 """
 
 from __future__ import annotations
