@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import threading
 import time
 import uuid
@@ -43,7 +44,6 @@ def main() -> None:
     for name in ("host", "user", "dbname"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--password", default="")
     parser.add_argument("--writers", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args()
@@ -53,7 +53,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         user=args.user,
-        password=args.password,
+        password=os.environ.get("PGPASSWORD", ""),
         pool_size=args.writers,
     )
     recorder = PostgresApplicationRecorder(datastore, events_table_name="bench_peer_events")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,9 +24,12 @@ INSTALL_TIMEOUT_S = 600.0
 TARGET_RATIO = 3.0
 
 
-async def _run(*args: str, limit_s: float) -> tuple[int, str]:
+async def _run(*args: str, limit_s: float, env: dict[str, str] | None = None) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=None if env is None else {**os.environ, **env},
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
@@ -72,11 +76,12 @@ async def peer_rate(python: Path, database_url: str, writers: int, seconds: floa
         "--host", parts.host,
         "--port", str(parts.port),
         "--user", parts.user,
-        "--password", parts.password,
         "--dbname", parts.dbname,
         "--writers", str(writers),
         "--seconds", str(seconds),
         limit_s=seconds + 120,
+        # In the environment, not the command line: any local user can read a command line.
+        env={"PGPASSWORD": parts.password},
     )  # fmt: skip
     if code != 0:
         raise RuntimeError(f"the peer failed ({code}):\n{output[-2000:]}")
