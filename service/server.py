@@ -1,6 +1,6 @@
-"""Running a process until it is told to stop: ``serve`` (uvicorn around the app) and
-``worker`` (the runtime alone). The command line calls these; the parts come from
-``runtime.py`` and ``app.py``."""
+"""Running a process until it is told to stop: ``serve`` (uvicorn around the app, its
+connections guarded by ``connections.py``) and ``worker`` (the runtime alone). The command
+line calls these; the parts come from ``runtime.py`` and ``app.py``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 from litestar import Litestar
 
+from service import connections
 from service.app import create_app
 from service.runtime import open_runtime
 from service.settings import Settings
@@ -57,10 +58,13 @@ def serve(settings: Settings, database_url: str, *, host: str, port: int) -> Non
     """The HTTP API, the streams and an in-process worker, until SIGTERM or Ctrl-C."""
     raise_open_file_limit()
     app = create_app(settings, database_url)
+    limits = connections.Limits(settings.request_read_timeout_s, settings.max_connections)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=connections.protocol(limits),
+        timeout_keep_alive=settings.keepalive_timeout_s,
         log_level="info",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
