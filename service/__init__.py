@@ -11,6 +11,8 @@ The packages, from the outside in; each may import only the ones ``LAYERS`` list
 
     cli, server, app, runtime   composition: the command line, uvicorn, the ASGI app, and the
                                 one place a process's parts are built and wired
+    connections                 what one connection may cost ``serve`` (uvicorn's protocol,
+                                with a read deadline and a cap); server's, importing leaves only
     api                         HTTP only: parse, authorize, shape responses (Litestar)
     operations                  what an operator does outside HTTP: export/import, rebuild,
                                 replay (``cli`` is the thin parser on top)
@@ -33,7 +35,9 @@ from typing import Final
 _LEAVES: Final = frozenset({"events", "errors", "files", "settings", "spec"})
 _BELOW_API: Final = frozenset({"access", "streams", "generation", "store"}) | _LEAVES
 _EVERYTHING: Final = (
-    frozenset({"app", "runtime", "server", "cli", "api", "operations", "web", "litestar"})
+    frozenset(
+        {"app", "runtime", "server", "connections", "cli", "api", "operations", "web", "litestar"}
+    )
     | _BELOW_API
 )
 
@@ -42,6 +46,7 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "cli": _EVERYTHING,
     "server": _EVERYTHING,
     "app": _EVERYTHING,
+    "connections": _LEAVES,
     "runtime": _BELOW_API,
     "api": _BELOW_API | {"litestar"},
     "operations": frozenset({"streams", "store"}) | _LEAVES,

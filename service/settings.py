@@ -136,6 +136,24 @@ class Settings(BaseSettings):
     gemini_backoff_max_s: float = Field(
         default=8.0, ge=0, description="Cap of the exponential backoff between Gemini tries."
     )
+    request_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request (head and body) must arrive within this long of its connection "
+        "opening (on a kept-alive one, of its first byte); else `serve` closes the connection.",
+    )
+    keepalive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        description="An HTTP connection idle between requests is closed after this long "
+        "(not the keepalive comments of streams: keepalive_s).",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Connections one `serve` process holds, streams included; a request "
+        "beyond them gets 503 with Retry-After.",
+    )
 
     @field_validator("database_url")
     @classmethod

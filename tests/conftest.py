@@ -30,6 +30,7 @@ from service.store.db import Pool, asyncpg_dsn, create_pool
 from service.store.embedded import throwaway_cluster
 from service.store.migrate import upgrade
 from tests.helpers import execute_as_admin
+from tests.processes import ServiceProcess, spawn_service, terminate, wait_ready
 
 TEMPLATE = "genstream_template"
 
@@ -220,3 +221,37 @@ def make_key(pool: Pool) -> KeyFactory:
 @pytest.fixture
 async def api_key(make_key: KeyFactory) -> str:
     return await make_key("alice")
+
+
+SpawnServe = Callable[..., Awaitable[ServiceProcess]]
+
+SERVE_TOKEN_SECRET = "serve-test-secret"
+
+
+@pytest.fixture
+async def spawn_serve(database_url: str, tmp_path: Any) -> AsyncIterator[SpawnServe]:
+    """``await spawn_serve(max_connections="3")``: a ready ``python -m service serve`` on the
+    test database, its worker off and its stream tokens signed with SERVE_TOKEN_SECRET
+    (keywords are GENSTREAM_* settings); stopped at the end of the test."""
+    started: list[ServiceProcess] = []
+
+    async def spawn(**settings: str) -> ServiceProcess:
+        name = f"serve-{len(started)}"
+        process = spawn_service(
+            "serve",
+            name,
+            tmp_path,
+            {
+                "DATABASE_URL": database_url,
+                "GENSTREAM_STREAM_TOKEN_SECRET": SERVE_TOKEN_SECRET,
+                "GENSTREAM_WORKER_CONCURRENCY": "0",
+                "GENSTREAM_DATA_DIR": str(tmp_path / name),
+                **{f"GENSTREAM_{setting.upper()}": value for setting, value in settings.items()},
+            },
+        )
+        started.append(process)
+        await wait_ready(process)
+        return process
+
+    yield spawn
+    await asyncio.gather(*(terminate(process.proc) for process in started))

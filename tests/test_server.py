@@ -1,15 +1,21 @@
-"""``server.py``: what a serving process needs from the operating system. How ``serve`` and
-``worker`` start, stop and hand over runs is tested on real processes in test_processes.py
-and test_faults.py."""
+"""``server.py``: what a serving process needs from the operating system, and logs with no
+secret in them. How ``serve`` and ``worker`` start, stop and hand over runs is tested on real
+processes in test_processes.py and test_faults.py; what a connection may cost, in
+test_connections.py."""
 
 from __future__ import annotations
 
+import logging
 import resource
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from service.server import raise_open_file_limit
+from service.server import raise_open_file_limit, redact, redact_secrets_in_logs
+from tests.conftest import SpawnServe
+from tests.helpers import API, SMALL_SPEC, create_via_api, wait_until
+from tests.processes import terminate
 
 
 @pytest.fixture
@@ -27,3 +33,93 @@ def test_the_open_file_limit_rises_to_the_hard_limit(file_limits: tuple[int, int
 
     assert soft == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert soft == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("line", "logged"),
+    [
+        (
+            '127.0.0.1:5 - "GET /api/generations/1/stream?token=1767225600.'
+            + "a" * 43
+            + '&after=3 HTTP/1.1" 200',
+            '127.0.0.1:5 - "GET /api/generations/1/stream?token=***&after=3 HTTP/1.1" 200',
+        ),
+        ("/stream?after=2&token=gsk_AbC-d_9", "/stream?after=2&token=***"),
+        ("/api/generations?api_key=gsk_x&limit=5", "/api/generations?api_key=***&limit=5"),
+        ("/api/generations/gsk_AbC-d_9/files", "/api/generations/gsk_***/files"),
+        ("refused gsk_AbC-d_9, said so", "refused gsk_***, said so"),
+        ("token 1767225600." + "Z" * 43 + ".", "token ***."),
+        ("Authorization: Bearer gsk_AbC", "Authorization: Bearer ***"),
+        (
+            "postgresql://genstream:pa55@127.0.0.1:5432/db",
+            "postgresql://genstream:***@127.0.0.1:5432/db",
+        ),
+        ("Key (generation_id, seq)=(x, 1) already exists", None),
+        ("?after=9223372036854775808&pace=recorded&speed=1.5", None),
+    ],
+)
+def test_redact_hides_keys_and_tokens_and_nothing_else(line: str, logged: str | None) -> None:
+    assert redact(line) == (line if logged is None else logged)
+
+
+@pytest.fixture
+def record_factory() -> Iterator[None]:
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
+
+
+def test_log_records_are_made_with_their_secrets_redacted(
+    record_factory: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    redact_secrets_in_logs()
+    redact_secrets_in_logs()  # once is enough; twice changes nothing
+    log = logging.getLogger("tests.redaction")
+
+    with caplog.at_level(logging.INFO, logger="tests.redaction"):
+        log.info('%s - "%s %s" %d', "127.0.0.1:1", "GET", "/s?token=gsk_secret", 401)
+        log.info("key %(key)s", {"key": "gsk_secret"})
+        try:
+            raise ValueError("bad key gsk_secret")
+        except ValueError:
+            log.exception("failed with gsk_secret")
+
+    first, mapping, failure = caplog.records
+    assert first.args == ("127.0.0.1:1", "GET", "/s?token=***", 401)  # %d keeps its number
+    assert mapping.getMessage() == "key gsk_***"
+    assert "gsk_secret" not in caplog.text
+    assert failure.exc_text is not None
+    assert "bad key gsk_***" in failure.exc_text
+
+
+async def test_serve_logs_no_stream_token_and_no_api_key(
+    spawn_serve: SpawnServe, api_key: str
+) -> None:
+    process = await spawn_serve()
+    async with process.client(api_key) as client:
+        created = await create_via_api(client, SMALL_SPEC)
+        stream = f"{API}/{created['id']}/stream"
+        token = created["stream_token"]
+        async with client.stream("GET", stream, params={"token": token}) as response:
+            assert response.status_code == 200
+        async with httpx.AsyncClient(base_url=process.base_url) as anonymous:
+            refused = await anonymous.get(stream, params={"token": api_key})
+            assert refused.status_code == 401
+            assert (await anonymous.get(API, params={"api_key": api_key})).status_code == 401
+        assert (await client.get(f"{API}/{api_key}")).status_code == 404
+
+    def access_lines() -> list[str] | None:
+        lines = [line for line in process.log().splitlines() if f"{API}" in line]
+        return lines if len(lines) >= 5 else None
+
+    lines = await wait_until(access_lines, "the access log of the five requests")
+    await terminate(process.proc)
+
+    log = process.log()
+    assert token not in log
+    assert token.split(".")[1] not in log
+    assert api_key not in log
+    assert api_key.removeprefix("gsk_") not in log
+    assert sum("token=***" in line for line in lines) == 2
+    assert any("api_key=***" in line for line in lines)
+    assert any(f"{API}/gsk_***" in line for line in lines)
