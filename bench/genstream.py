@@ -173,6 +173,7 @@ class Serve:
             "GENSTREAM_OWNER_MAX_ACTIVE_RUNS": "0",
             "GENSTREAM_OWNER_RUNS_PER_MINUTE": "0",
             "GENSTREAM_OWNER_MAX_STREAMS": "0",
+            "GENSTREAM_MAX_CONNECTIONS": "1000000",  # case 3 holds 10,000 streams on one serve
             **{f"GENSTREAM_{name.upper()}": value for name, value in settings.items()},
         }
         server = await ServerProcess.start(
