@@ -21,6 +21,7 @@ from service.api.context import Services, provide_services
 from service.api.feed import feed
 from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
+from service.api.nul import refuse_nul
 from service.api.page import index, static_files
 from service.api.stats import stats
 from service.api.stream import stream
@@ -115,6 +116,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             static_files,
         ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        middleware=[refuse_nul],
         lifespan=[lifespan],
         exception_handlers={
             errors.GenstreamError: _service_error,

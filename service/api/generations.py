@@ -29,7 +29,7 @@ from service.api.schemas import (
 from service.events import Status
 from service.generation import runs
 from service.store import event_log, generations
-from service.store.db import connection
+from service.store.db import BIGINT_MAX, connection
 from service.store.keys import KeyOwner
 
 MAX_EVENTS_PAGE = 1000
@@ -132,7 +132,7 @@ class GenerationsController(Controller):
         generation_id: FromPath[UUID],
         caller: NamedDependency[KeyOwner],
         services: NamedDependency[Services],
-        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        after: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     ) -> Response[bytes]:
         async with connection(services.pool) as conn:

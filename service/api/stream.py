@@ -23,7 +23,7 @@ from service.api.auth import bearer_key
 from service.api.context import Services
 from service.errors import InvalidRequest, Unauthorized
 from service.store import generations
-from service.store.db import connection
+from service.store.db import BIGINT_MAX, connection
 from service.streams import follow, pacing
 
 SSE_HEADERS = {
@@ -32,7 +32,7 @@ SSE_HEADERS = {
     "Connection": "keep-alive",
 }
 
-_NON_NEGATIVE = re.compile(r"^[0-9]{1,18}$")
+_NON_NEGATIVE = re.compile(r"[0-9]{1,19}")
 
 
 def resume_point(last_event_id: str | None, after: str | None) -> int:
@@ -41,9 +41,11 @@ def resume_point(last_event_id: str | None, after: str | None) -> int:
     if value is None:
         return 0
     value = value.strip()
-    if not _NON_NEGATIVE.match(value):
+    if not _NON_NEGATIVE.fullmatch(value) or int(value) > BIGINT_MAX:
         source = "Last-Event-ID" if last_event_id is not None else "after"
-        raise InvalidRequest(f"{source} must be a non-negative integer, got {value!r}")
+        raise InvalidRequest(
+            f"{source} must be an integer from 0 to {BIGINT_MAX}, got {value[:40]!r}"
+        )
     return int(value)
 
 

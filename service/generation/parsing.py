@@ -33,7 +33,8 @@ _OPEN_LINE = re.compile(r"^<<<FILE ", re.M)
 _CLOSE_LINE = re.compile(r"^<<<END FILE>>>", re.M)
 # Every segment starts with a letter, digit or '_': no hidden files (.git/config, .env) and
 # nothing a shell could read as an option (-rf), at any depth.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Matched whole (fullmatch): with match() and `$`, "main.py\n" passed.
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 LANGUAGES = {
     ".py": "python",
@@ -72,7 +73,7 @@ def check_path(path: str) -> str:
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise MalformedAnswer(f"file path {path!r} has an empty, '.' or '..' segment")
-    if not all(_SEGMENT.match(part) for part in parts):
+    if not all(_SEGMENT.fullmatch(part) for part in parts):
         raise MalformedAnswer(
             f"file path {path!r} may only use letters, digits, '_', '-', '.' and '/', and each "
             "segment must start with a letter, digit or '_'"

@@ -379,6 +379,15 @@ async def test_malformed_resume_points_answer_400_with_a_json_body(
             "?after beyond the last seq": await status_of(
                 client, generation_id, params={"after": "40"}
             ),
+            "Last-Event-ID past bigint": await status_of(
+                client, generation_id, headers={"Last-Event-ID": str(2**63)}
+            ),
+            "?after with 5000 digits": await status_of(
+                client, generation_id, params={"after": "9" * 5000}
+            ),
+            "Last-Event-ID with a newline": await status_of(
+                client, generation_id, params={"after": "1\n2"}
+            ),
         }
     for case, (status, headers, body) in answers.items():
         assert status == 400, f"{case}: {status} {body!r}"
