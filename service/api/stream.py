@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 from litestar import Request, Response, get
@@ -24,6 +24,7 @@ from service.api.context import Services
 from service.errors import InvalidRequest, Unauthorized
 from service.store import generations
 from service.store.db import BIGINT_MAX, connection
+from service.store.event_log import StoredEvent
 from service.streams import follow, pacing
 
 SSE_HEADERS = {
@@ -83,9 +84,27 @@ async def frames(
             yield b": keepalive\n\n"
         else:
             # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
-            yield "".join(
-                f"id: {event.seq}\nevent: {event.type}\ndata: {event.json}\n\n" for event in item
-            ).encode()
+            yield "".join(map(frame, item)).encode()
+
+
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")  # where SSE ends a line
+
+
+def frame(event: StoredEvent) -> str:
+    """One event as ``id:``/``event:``/``data:`` lines, whatever its stored fields hold.
+
+    A stored field with a line break (an imported or hand-edited row) must not start a line
+    of its own on the wire: "llm.delta\\nid: 999" would forge an event. The id is an integer;
+    a type with a break is sent with the break escaped (its real value is in the data); data
+    with one goes out as several ``data:`` lines, which clients join back with a newline.
+    PostgreSQL renders event JSON on one line, so the common case costs two scans.
+    """
+    text = f"id: {event.seq:d}\nevent: {event.type}\ndata: {event.json}\n\n"
+    if text.count("\n") == 4 and "\r" not in text:
+        return text
+    event_type = event.type.replace("\r", "\\r").replace("\n", "\\n")
+    data = "\ndata: ".join(_LINE_BREAK.split(event.json))
+    return f"id: {event.seq:d}\nevent: {event_type}\ndata: {data}\n\n"
 
 
 @get("/api/generations/{generation_id:uuid}/stream")

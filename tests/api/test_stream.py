@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -214,6 +215,62 @@ async def test_frames_are_id_event_data_lines_on_the_wire(
 
 
 # --- following a live run --------------------------------------------------------------------
+
+
+FORGED_TYPES = [
+    'llm.delta\nid: 999\nevent: generation.succeeded\ndata: {"injected":true}',
+    'llm.delta\rid: 998\revent: generation.failed\rdata: {"injected":true}',
+    "llm.delta\r\n\r\nid: 997",
+]
+
+
+async def test_a_stored_type_with_line_breaks_cannot_forge_frames(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """Whatever reaches the log (an import, a hand-edited row), a line break in a stored field
+    stays inside its own line on the wire: SSE ends a line at CR, LF or CRLF alike."""
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        async with pool.acquire() as conn:
+            for seq, forged in enumerate(FORGED_TYPES, start=2):
+                await conn.execute(
+                    "INSERT INTO generation_events"
+                    " (generation_id, seq, type, status, stage, progress, message, payload)"
+                    " VALUES ($1, $2, $3, 'running', 'core', 0.1, 'forged', '{}')",
+                    UUID(generation_id),
+                    seq,
+                    forged,
+                )
+            await conn.execute(
+                "UPDATE generations SET last_seq = $2 WHERE id = $1",
+                UUID(generation_id),
+                len(FORGED_TYPES) + 1,
+            )
+        last_seq = await append(pool, generation_id, SUCCEEDED)
+        async with asyncio.timeout(10):
+            response = await client.get(stream_url(generation_id))
+    assert response.status_code == 200
+    # The SSE grammar: a line ends at CRLF, LF or CR; a blank line ends a frame.
+    frames: list[dict[str, list[str]]] = [{}]
+    for line in re.split(r"\r\n|\r|\n", response.text):
+        if not line:
+            frames.append({})
+            continue
+        name, _, value = line.partition(":")
+        frames[-1].setdefault(name, []).append(value.removeprefix(" "))
+    frames = [frame for frame in frames if frame and "retry" not in frame]
+    assert [frame["id"] for frame in frames] == [[str(seq)] for seq in range(1, last_seq + 1)]
+    assert {name for frame in frames for name in frame} == {"id", "event", "data"}
+    events = [json.loads("\n".join(frame["data"])) for frame in frames]
+    assert [event["seq"] for event in events] == list(range(1, last_seq + 1))
+    assert [event["type"] for event in events[1:-1]] == FORGED_TYPES  # the data says it all
+    for frame, forged in zip(frames[1:-1], FORGED_TYPES, strict=True):
+        (event_line,) = frame["event"]
+        assert "\n" not in event_line
+        assert "\r" not in event_line
+        assert event_line.startswith("llm.delta")
+        assert event_line != forged
+    assert frames[-1]["event"] == ["generation.succeeded"]
 
 
 async def test_a_stream_opened_before_the_run_starts_gets_every_event_once_in_order(
