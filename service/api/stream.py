@@ -78,7 +78,7 @@ async def frames(
     yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
     items = follow.follow(services.streams, generation_id, after)
     if speed is not None:
-        items = pacing.paced(items, speed)
+        items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
     async for item in items:
         if isinstance(item, follow.Keepalive):
             yield b": keepalive\n\n"

@@ -765,7 +765,49 @@ async def test_replay_refuses_a_running_generation_and_a_bad_speed(
             client, str(finished_id), params={"pace": "recorded", "speed": 1000}
         )
         zero = await status_of(client, str(finished_id), params={"pace": "recorded", "speed": 0})
+        too_slow = await status_of(
+            client, str(finished_id), params={"pace": "recorded", "speed": "1e-300"}
+        )
+        slowest = await status_of(
+            client,
+            str(finished_id),
+            params={"pace": "recorded", "speed": str(pacing.REPLAY_SPEED_MIN)},
+        )
         unknown_pace = await status_of(client, str(finished_id), params={"pace": "fast"})
     assert not_finished[0] == 409
     assert b"finished" in not_finished[2]
-    assert too_fast[0] == zero[0] == unknown_pace[0] == 400
+    assert too_fast[0] == zero[0] == too_slow[0] == unknown_pace[0] == 400
+    assert b"speed" in too_slow[2]
+    assert slowest[0] == 200
+
+
+async def test_a_long_replay_pause_is_filled_with_keepalives(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """?pace=recorded&speed=0.01 pauses up to 200 s between two events: the stream still
+    sends a line at least every keepalive interval."""
+    generation_id = await recorded_generation(pool, [])  # seq 1 queued, seq 2 succeeded
+    async with pool.acquire() as conn:  # recorded a second apart, without waiting a second
+        await conn.execute(
+            "UPDATE generation_events SET created_at = created_at + interval '1 second'"
+            " WHERE generation_id = $1 AND seq = 2",
+            generation_id,
+        )
+    lines: list[tuple[float, str]] = []
+    async with (
+        app_factory(worker_concurrency=0, keepalive_s=0.1) as running,
+        running.client(api_key) as client,
+        asyncio.timeout(10),
+        client.stream(
+            "GET", stream_url(str(generation_id)), params={"pace": "recorded", "speed": 1}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line:
+                lines.append((time.monotonic(), line))
+    texts = [text for _, text in lines]
+    between = texts[texts.index("id: 1") : texts.index("id: 2")]
+    assert between.count(": keepalive") >= 5, texts  # ~1 s at 80-100 % of 0.1 s each
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(lines)]
+    assert max(gaps) < 0.5, gaps  # never the whole second in silence
