@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Final
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
@@ -43,8 +43,17 @@ STATUS_OF: dict[type[errors.GenstreamError], int] = {
 }
 
 
+# How long a client should wait before asking again while the database is unavailable: about
+# what a PostgreSQL restart takes (a stream opened with a token waits on its own instead).
+STORE_RETRY_AFTER_S: Final = 2
+_HEADERS_OF: dict[int, dict[str, str]] = {
+    401: {"WWW-Authenticate": "Bearer"},
+    503: {"Retry-After": str(STORE_RETRY_AFTER_S)},
+}
+
+
 def _problem(status: int, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = _HEADERS_OF.get(status)
     return Response(
         {"status": status, "detail": detail, **extra},
         status_code=status,
