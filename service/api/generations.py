@@ -132,7 +132,10 @@ class GenerationsController(Controller):
         generation_id: FromPath[UUID],
         caller: NamedDependency[KeyOwner],
         services: NamedDependency[Services],
-        after: Annotated[int, QueryParameter(ge=0, le=BIGINT_MAX)] = 0,
+        after: Annotated[
+            # schema_extra: Litestar writes bounds as floats, and 2^63 - 1 is 2^63 as one
+            int, QueryParameter(ge=0, le=BIGINT_MAX, schema_extra={"maximum": BIGINT_MAX})
+        ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     ) -> Response[bytes]:
         async with connection(services.pool) as conn:
