@@ -16,7 +16,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    WithJsonSchema,
     model_validator,
 )
 
@@ -41,12 +40,12 @@ def _check_project(name: str) -> str:
 
 ProjectName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-    AfterValidator(_check_project),
-    # The same rule for the OpenAPI document (ECMA-262: `$` is the end of the text there).
-    WithJsonSchema(
-        {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z][A-Za-z0-9_-]*$"}
+    # The pattern is for the OpenAPI document (Litestar copies it there); _check_project is
+    # what refuses, whichever regex engine pydantic is configured with.
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$"
     ),
+    AfterValidator(_check_project),
 ]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TypeName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=68)]
