@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Final
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
@@ -21,6 +21,7 @@ from service.api.context import Services, provide_services
 from service.api.feed import feed
 from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
+from service.api.nul import refuse_nul
 from service.api.page import index, static_files
 from service.api.stats import stats
 from service.api.stream import stream
@@ -43,11 +44,19 @@ STATUS_OF: dict[type[errors.GenstreamError], int] = {
 }
 
 
+# How long a client should wait before asking again while the database is unavailable: about
+# what a PostgreSQL restart takes (a stream opened with a token waits on its own instead).
+STORE_RETRY_AFTER_S: Final = 2
+_HEADERS_OF: dict[int, dict[str, str]] = {
+    401: {"WWW-Authenticate": "Bearer"},
+    503: {"Retry-After": str(STORE_RETRY_AFTER_S)},
+}
+
+
 def _problem(
     status: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response[dict[str, Any]]:
-    if status == 401:
-        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
+    headers = {**_HEADERS_OF.get(status, {}), **(headers or {})} or None
     return Response(
         {"status": status, "detail": detail, **extra},
         status_code=status,
@@ -121,6 +130,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             static_files,
         ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        middleware=[refuse_nul],
         lifespan=[lifespan],
         exception_handlers={
             errors.GenstreamError: _service_error,

@@ -14,7 +14,7 @@ MAX_FILE_BYTES = 200_000
 
 # Every segment starts with a letter, digit or '_': no hidden files (.git/config, .env) and
 # nothing a shell could read as an option (-rf), at any depth.
-_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")  # matched whole: fullmatch
 
 LANGUAGES = {
     ".py": "python",
@@ -49,7 +49,7 @@ def check_path(path: str) -> str:
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise FileRefused(f"file path {path!r} has an empty, '.' or '..' segment")
-    if not all(_SEGMENT.match(part) for part in parts):
+    if not all(_SEGMENT.fullmatch(part) for part in parts):
         raise FileRefused(
             f"file path {path!r} may only use letters, digits, '_', '-', '.' and '/', and each "
             "segment must start with a letter, digit or '_'"

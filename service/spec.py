@@ -10,28 +10,81 @@ import keyword
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 SCALAR_TYPES = frozenset({"str", "int", "float", "bool", "datetime", "uuid"})
 MAX_ENTITIES = 30
 MAX_FIELDS = 40
 RESERVED_FIELDS = frozenset({"id"})
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Every regex that validates input matches the WHOLE text (fullmatch): with match() and `$`,
+# "email\n" passed, since `$` also matches before a final newline.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PROJECT = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def _check_project(name: str) -> str:
+    if not _PROJECT.fullmatch(name):
+        raise ValueError(
+            f"project {name!r} must start with a letter and use only letters, digits, '_', '-'"
+        )
+    return name
+
 
 ProjectName = Annotated[
     str,
+    # The pattern is for the OpenAPI document (Litestar copies it there); _check_project is
+    # what refuses, whichever regex engine pydantic is configured with.
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$"
     ),
+    AfterValidator(_check_project),
 ]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TypeName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=68)]
 
 
 def _check_identifier(name: str, what: str) -> None:
-    if not _IDENTIFIER.match(name) or keyword.iskeyword(name):
+    if not _IDENTIFIER.fullmatch(name) or keyword.iskeyword(name):
         raise ValueError(f"{what} {name!r} is not a valid Python identifier")
+
+
+def nul_at(value: object) -> str | None:
+    """Where the first NUL is in a JSON value's strings, keys included (``description``,
+    ``entities[0].fields.a\\u0000``), or None. PostgreSQL stores no NUL in text, nor
+    ``\\u0000`` in jsonb: a request carrying one must be refused whole, naming the field,
+    before any of it is stored. Iterative, so no nesting depth is too deep for it."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where or "the value"
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                name = str(key)
+                place = f"{where}.{name}" if where else name
+                if "\x00" in name:
+                    return place.replace("\x00", "\\u0000")
+                stack.append((place, child))
+        elif isinstance(item, list | tuple):
+            indexed = [(f"{where}[{index}]", child) for index, child in enumerate(item)]
+            stack.extend(reversed(indexed))
+    return None
+
+
+def refuse_nul(value: object) -> object:
+    """``value`` unchanged, or ValueError naming the field whose text holds a NUL."""
+    if (where := nul_at(value)) is not None:
+        raise ValueError(f"{where} must not contain NUL (\\u0000): it cannot be stored")
+    return value
 
 
 def module_name(entity_name: str) -> str:
@@ -74,6 +127,11 @@ class Spec(BaseModel):
     project: ProjectName
     description: Annotated[str, StringConstraints(max_length=4000)] | None = None
     entities: list[Entity] = Field(min_length=1, max_length=MAX_ENTITIES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: object) -> object:
+        return refuse_nul(data)
 
     @model_validator(mode="after")
     def _entities_are_consistent(self) -> Spec:

@@ -29,7 +29,7 @@ from service.store import event_log
 from service.store.db import asyncpg_dsn, create_pool
 from service.store.embedded import EmbeddedCluster, throwaway_cluster
 from service.store.migrate import upgrade
-from tests.helpers import SPEC
+from tests.helpers import SPEC, wait_until
 from tests.processes import ServiceProcess, readyz, spawn_service, terminate, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -306,3 +306,88 @@ async def test_streams_and_runs_ride_out_killed_database_connections(
     assert server.proc.poll() is None, server.log()
     async with asyncio.timeout(RECOVERY_TIMEOUT_S):
         await wait_ready(server, RECOVERY_TIMEOUT_S)
+
+
+@dataclass
+class RawStream:
+    """One stream connection read line by line, as the SSE grammar has it."""
+
+    status: int = 0
+    content_type: str = ""
+    lines: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)  # refused, or 2 keepalives
+
+    async def read(self, client: httpx.AsyncClient, url: str, **kwargs: Any) -> None:
+        async with client.stream("GET", url, **kwargs) as response:
+            self.status = response.status_code
+            self.content_type = response.headers.get("content-type", "")
+            if self.status != 200:
+                await response.aread()
+                self.opened.set()
+                return
+            async for line in response.aiter_lines():
+                self.lines.append(line)
+                if self.lines.count(": keepalive") >= 2:
+                    self.opened.set()
+                if line.startswith("data: "):
+                    self.events.append(json.loads(line.removeprefix("data: ")))
+                    if self.events[-1]["type"] in TERMINAL:
+                        return
+
+
+async def test_a_stream_opened_during_an_outage_keeps_its_client_until_the_database_answers(
+    database: Database, server: ServiceProcess
+) -> None:
+    """An EventSource answered 503 gives up for good. A stream token is checked without the
+    database, so a stream opened with one while PostgreSQL is down answers 200 at once,
+    sends retry: and keepalives, and replays and follows the log once the database is back.
+    An API key cannot be checked then: that is a 503 with Retry-After (scripts honour it)."""
+    key = await new_key(database, "alice")
+    async with server.client(key) as client:
+        created = await client.post("/api/generations", json={"spec": SPEC})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        url, token = body["stream_url"], body["stream_token"]
+
+        async def mid_run() -> bool:
+            response = await client.get(body["events_url"])
+            return len(response.json()["events"]) >= 3
+
+        await wait_until(mid_run, "the run's third event", RUNS_TIMEOUT_S)
+        await asyncio.to_thread(database.cluster.stop, "fast")
+        opened_during_outage = RawStream()
+        async with server.client() as anonymous:
+            reader = asyncio.create_task(
+                opened_during_outage.read(anonymous, url, params={"token": token})
+            )
+            try:
+                async with asyncio.timeout(RECOVERY_TIMEOUT_S):
+                    await opened_during_outage.opened.wait()
+                assert opened_during_outage.status == 200, "refused during the outage"
+                assert not opened_during_outage.events
+                with_key = await client.get(url, headers={"Accept": "text/event-stream"})
+                other = "A" if token[-1] != "A" else "B"
+                forged = await anonymous.get(url, params={"token": token[:-1] + other})
+            finally:
+                restarted = await asyncio.to_thread(database.cluster.start)
+            assert restarted == database.url
+            try:
+                async with asyncio.timeout(RUNS_TIMEOUT_S):
+                    await reader
+            finally:
+                reader.cancel()
+
+    assert opened_during_outage.status == 200
+    assert opened_during_outage.content_type.startswith("text/event-stream")
+    assert opened_during_outage.lines[0].startswith("retry: ")
+    assert opened_during_outage.lines[2] == ": keepalive"
+    seqs = [event["seq"] for event in opened_during_outage.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert opened_during_outage.events == await stored_events(database, UUID(body["id"]))
+    assert opened_during_outage.events[-1]["type"] == "generation.succeeded"
+    assert with_key.status_code == 503, with_key.text
+    assert int(with_key.headers["retry-after"]) > 0
+    assert with_key.json()["status"] == 503
+    assert forged.status_code == 401  # a token is still checked: no database needed for that
+    assert server.proc.poll() is None, server.log()

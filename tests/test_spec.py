@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.spec import MAX_ENTITIES, Spec
+from service.spec import MAX_ENTITIES, Spec, nul_at
 
 
 def spec(*entities: dict[str, Any], project: str = "shop", **extra: Any) -> dict[str, Any]:
@@ -63,7 +63,9 @@ def test_a_reference_to_a_missing_entity_is_refused(type_name: str) -> None:
     assert repr(type_name) in message
 
 
-@pytest.mark.parametrize("name", ["2fast", "my-entity", "has space", "Ünïcode", ""])
+@pytest.mark.parametrize(
+    "name", ["2fast", "my-entity", "has space", "Ünïcode", "", "User\n", "User\r", "Us\ner"]
+)
 def test_entity_names_that_are_not_identifiers_are_refused(name: str) -> None:
     message = invalid(spec({"name": name, "fields": {"x": "int"}}))
     assert "name" in message
@@ -71,7 +73,8 @@ def test_entity_names_that_are_not_identifiers_are_refused(name: str) -> None:
         assert f"entity name {name!r} is not a valid Python identifier" in message
 
 
-@pytest.mark.parametrize("name", ["2fast", "my-field", "has space"])
+# "email\n" passed a `$`-anchored match(), and the generated model was a SyntaxError.
+@pytest.mark.parametrize("name", ["2fast", "my-field", "has space", "email\n", "email\r\n"])
 def test_field_names_that_are_not_identifiers_are_refused(name: str) -> None:
     message = invalid(spec({"name": "User", "fields": {name: "int"}}))
     assert f"field name of User {name!r} is not a valid Python identifier" in message
@@ -121,7 +124,7 @@ def test_unknown_fields_in_an_entity_are_refused_by_name() -> None:
     assert "Extra inputs are not permitted" in message
 
 
-@pytest.mark.parametrize("project", ["", "   ", "my shop", " my shop", "a\tb"])
+@pytest.mark.parametrize("project", ["", "   ", "my shop", " my shop", "a\tb", "sh\nop", "1shop"])
 def test_project_names_that_are_empty_or_have_spaces_are_refused(project: str) -> None:
     message = invalid(spec(USER, project=project))
     assert "project" in message
@@ -135,3 +138,29 @@ def test_a_missing_project_is_refused() -> None:
     message = invalid({"entities": [USER]})
     assert "project" in message
     assert "Field required" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"description": "a\x00b"}, "description"),
+        ({"entities": [{**USER, "description": "\x00"}]}, "entities[0].description"),
+        ({"entities": [{"name": "User", "fields": {"e\x00": "str"}}]}, "entities[0].fields.e"),
+        ({"entities": [{"name": "User", "fields": {"email": "str\x00"}}]}, "fields.email"),
+        ({"project": "shop\x00"}, "project"),
+    ],
+)
+def test_a_nul_anywhere_in_the_spec_is_refused_naming_the_field(
+    overrides: dict[str, Any], field: str
+) -> None:
+    message = invalid(spec(USER, **overrides))
+    assert f"{field}" in message
+    assert "must not contain NUL" in message
+
+
+def test_the_nul_check_walks_any_depth_without_recursion() -> None:
+    deep: Any = "\x00"
+    for _ in range(5000):
+        deep = [deep]
+    assert nul_at({"a": deep}) == "a" + "[0]" * 5000
+    assert nul_at({"a": [1, 2.5, None, True, {"b": "ok"}]}) is None

@@ -1,6 +1,8 @@
 """Stream tokens: what a browser's EventSource (which cannot send headers) shows instead of an
 API key. A token names one generation and an expiry, signed with HMAC-SHA256:
-``<expiry unix seconds>.<base64url signature of "<generation id>.<expiry>">``.
+``<expiry unix seconds>.<base64url signature of "<generation id>.<expiry>">``. The expiry is
+at most ``EXPIRY_MAX_DIGITS`` ASCII digits and the signature exactly ``SIGNATURE_CHARS``
+base64url characters; anything else is malformed before any key or clock is consulted.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from pathlib import Path
+from typing import Final
 from uuid import UUID
 
 from service.errors import Unauthorized
@@ -35,24 +39,33 @@ def load_or_create_secret(path: Path) -> str:
     return secret
 
 
-def _signature(secret: str, generation_id: UUID, expires: int) -> str:
+EXPIRY_MAX_DIGITS: Final = 12  # unix seconds up to the year 33658
+SIGNATURE_CHARS: Final = 43  # 32 bytes of HMAC-SHA256 in unpadded base64url
+_TOKEN: Final = re.compile(
+    rf"([0-9]{{1,{EXPIRY_MAX_DIGITS}}})\.([A-Za-z0-9_-]{{{SIGNATURE_CHARS}}})"
+)
+
+
+def _signature(secret: str, generation_id: UUID, expires: str) -> str:
     message = f"{generation_id}.{expires}".encode()
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def issue(secret: str, generation_id: UUID, ttl_s: int, *, now: float | None = None) -> str:
-    expires = int((time.time() if now is None else now) + ttl_s)
+    expires = str(int((time.time() if now is None else now) + ttl_s))
     return f"{expires}.{_signature(secret, generation_id, expires)}"
 
 
 def verify(secret: str, generation_id: UUID, token: str, *, now: float | None = None) -> None:
-    expires_text, _, signature = token.partition(".")
-    if not (expires_text.isascii() and expires_text.isdigit()) or not signature:
+    """The token's MAC is checked over its text as sent, BEFORE anything is parsed out of it:
+    an unauthenticated caller's text meets one bounded regex and one HMAC, never ``int()``."""
+    shape = _TOKEN.fullmatch(token)
+    if shape is None:
         raise Unauthorized("malformed stream token")
-    expires = int(expires_text)
-    expected = _signature(secret, generation_id, expires)
+    expires_text, signature = shape.groups()
+    expected = _signature(secret, generation_id, expires_text)
     if not hmac.compare_digest(expected, signature):
         raise Unauthorized("stream token is not valid for this generation")
-    if expires < (time.time() if now is None else now):
+    if int(expires_text) < (time.time() if now is None else now):
         raise Unauthorized("stream token expired")

@@ -30,7 +30,7 @@ from service.events import Status
 from service.generation import runs
 from service.settings import Settings
 from service.store import event_log, generations
-from service.store.db import connection
+from service.store.db import BIGINT_MAX, connection
 from service.store.keys import KeyOwner
 
 MAX_EVENTS_PAGE = 1000
@@ -147,7 +147,10 @@ class GenerationsController(Controller):
         generation_id: FromPath[UUID],
         caller: NamedDependency[KeyOwner],
         services: NamedDependency[Services],
-        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        after: Annotated[
+            # schema_extra: Litestar writes bounds as floats, and 2^63 - 1 is 2^63 as one
+            int, QueryParameter(ge=0, le=BIGINT_MAX, schema_extra={"maximum": BIGINT_MAX})
+        ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     ) -> Response[bytes]:
         async with connection(services.pool) as conn:

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.events import Status
-from service.spec import Spec
+from service.spec import Spec, refuse_nul
 from service.store.generations import Generation
 
 
@@ -19,6 +19,12 @@ class CreateGeneration(BaseModel):
     spec: Spec
     provider: Literal["offline", "gemini"] | None = None
     model: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: object) -> object:
+        """Every text field of the body, wherever it is, before anything else reads it."""
+        return refuse_nul(data)
 
 
 class Created(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 from litestar import Request, Response, get
@@ -21,9 +21,10 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from service.access import keys, tokens
 from service.api.auth import bearer_key
 from service.api.context import Services
-from service.errors import InvalidRequest, Unauthorized
+from service.errors import GenstreamError, InvalidRequest, StoreUnavailable, Unauthorized
 from service.store import generations
-from service.store.db import connection
+from service.store.db import BIGINT_MAX, connection
+from service.store.event_log import Head, StoredEvent
 from service.streams import follow, pacing
 
 SSE_HEADERS = {
@@ -32,7 +33,7 @@ SSE_HEADERS = {
     "Connection": "keep-alive",
 }
 
-_NON_NEGATIVE = re.compile(r"^[0-9]{1,18}$")
+_NON_NEGATIVE = re.compile(r"[0-9]{1,19}")
 
 
 def resume_point(last_event_id: str | None, after: str | None) -> int:
@@ -41,9 +42,11 @@ def resume_point(last_event_id: str | None, after: str | None) -> int:
     if value is None:
         return 0
     value = value.strip()
-    if not _NON_NEGATIVE.match(value):
+    if not _NON_NEGATIVE.fullmatch(value) or int(value) > BIGINT_MAX:
         source = "Last-Event-ID" if last_event_id is not None else "after"
-        raise InvalidRequest(f"{source} must be a non-negative integer, got {value!r}")
+        raise InvalidRequest(
+            f"{source} must be an integer from 0 to {BIGINT_MAX}, got {value[:40]!r}"
+        )
     return int(value)
 
 
@@ -69,21 +72,71 @@ async def authorize(
         await generations.select_generation(conn, caller.owner, generation_id)
 
 
+KEEPALIVE_FRAME: Final = b": keepalive\n\n"
+
+
+def opens(head: Head, after: int, speed: float | None) -> bool:
+    """Whether a stream resuming after ``after`` has anything to send (False: 204); raises
+    what the caller got wrong (a resume point we never sent, a replay of a running run)."""
+    if speed is not None:
+        pacing.check_replayable(head, speed)
+    return follow.has_events_after(head, after)
+
+
 async def frames(
-    services: Services, generation_id: UUID, after: int, speed: float | None = None
+    services: Services,
+    generation_id: UUID,
+    after: int,
+    speed: float | None = None,
+    *,
+    head_known: bool = True,
 ) -> AsyncIterator[bytes]:
+    """``speed``: replay at the recorded pace. ``head_known`` False: the stream was opened
+    while PostgreSQL was unavailable, so the checks the handler makes before answering are
+    made here once it answers; until then the client gets keepalives."""
     yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
+    if not head_known:
+        head: Head | None = None
+        waiting = follow.head_once_available(services.streams, services.pool, generation_id)
+        async for found in waiting:
+            if isinstance(found, follow.Keepalive):
+                yield KEEPALIVE_FRAME
+            else:
+                head = found
+        try:
+            if head is None or not opens(head, after, speed):
+                return
+        except GenstreamError:
+            return  # a 204, 400 or 409 now: the client reconnects and gets it as the answer
     items = follow.follow(services.streams, generation_id, after)
     if speed is not None:
-        items = pacing.paced(items, speed)
+        items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
     async for item in items:
         if isinstance(item, follow.Keepalive):
-            yield b": keepalive\n\n"
+            yield KEEPALIVE_FRAME
         else:
             # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
-            yield "".join(
-                f"id: {event.seq}\nevent: {event.type}\ndata: {event.json}\n\n" for event in item
-            ).encode()
+            yield "".join(map(frame, item)).encode()
+
+
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")  # where SSE ends a line
+
+
+def frame(event: StoredEvent) -> str:
+    """One event as ``id:``/``event:``/``data:`` lines, whatever its stored fields hold.
+
+    A stored field with a line break (an imported or hand-edited row) must not start a line
+    of its own on the wire: "llm.delta\\nid: 999" would forge an event. The id is an integer;
+    a type with a break is sent with the break escaped (its real value is in the data); data
+    with one goes out as several ``data:`` lines, which clients join back with a newline.
+    PostgreSQL renders event JSON on one line, so the common case costs two scans.
+    """
+    text = f"id: {event.seq:d}\nevent: {event.type}\ndata: {event.json}\n\n"
+    if text.count("\n") == 4 and "\r" not in text:
+        return text
+    event_type = event.type.replace("\r", "\\r").replace("\n", "\\n")
+    data = "\ndata: ".join(_LINE_BREAK.split(event.json))
+    return f"id: {event.seq:d}\nevent: {event_type}\ndata: {data}\n\n"
 
 
 @get("/api/generations/{generation_id:uuid}/stream")
@@ -99,13 +152,20 @@ async def stream(
 ) -> Response[bytes] | Stream:
     await authorize(request, services, generation_id, token)
     start = resume_point(last_event_id, after)
-    head = await follow.head(services.pool, generation_id)
-    if pace == "recorded":
-        pacing.check_replayable(head, speed)
-    if not follow.has_events_after(head, start):
+    replay_speed = speed if pace == "recorded" else None
+    if replay_speed is not None:
+        pacing.check_speed(replay_speed)
+    try:
+        head: Head | None = await follow.head(services.pool, generation_id)
+    except StoreUnavailable:
+        # The caller is authorized (a stream token needs no database; a key was checked just
+        # before it went away), so keep the client: 200, keepalives, then the log once the
+        # database answers. A 503 here would make EventSource give up for good.
+        head = None
+    if head is not None and not opens(head, start, replay_speed):
         return Response(b"", status_code=HTTP_204_NO_CONTENT)
     return Stream(
-        frames(services, generation_id, start, speed if pace == "recorded" else None),
+        frames(services, generation_id, start, replay_speed, head_known=head is not None),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )

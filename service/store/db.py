@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import asyncpg
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 else:  # asyncpg's classes are generic only in its stubs
     Pool = asyncpg.Pool
     Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+BIGINT_MAX: Final = 2**63 - 1
+"""PostgreSQL's largest bigint. Every seq, last_seq and tx_id is one, so an integer the API
+takes for them is bounded by it: past it, asyncpg refuses the parameter (a 500, not a 400)."""
 
 # Errors that mean "the database is not there right now", as opposed to a bug in our SQL.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

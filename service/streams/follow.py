@@ -5,6 +5,7 @@ Application logic with no HTTP in it: ``api/stream.py`` turns what it yields int
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,6 +63,32 @@ class Streams:
         """A little under the interval, at random: streams opened together (a deploy, a
         reconnect storm) drift apart instead of all sending keepalives in the same tick."""
         return self.keepalive_s * (1.0 - KEEPALIVE_JITTER * random.random())
+
+
+async def head_once_available(
+    streams: Streams, pool: Pool, generation_id: UUID
+) -> AsyncIterator[Head | Keepalive]:
+    """For a stream opened while PostgreSQL is unavailable: a keepalive after each failed
+    read, backing off to ``OUTAGE_RETRY_MAX_S``, then the generation's head once the
+    database answers. Ends without a head when the process shuts down meanwhile.
+
+    The stream has answered 200 already: an EventSource answered 503 gives up for good, so
+    the client is kept, as an open stream is kept through an outage (``follow``). A read is
+    cut at the keepalive interval: a database that does not answer (rather than refusing)
+    must not keep the client waiting for a line past it.
+    """
+    outage = 0.0
+    while not streams.hub.closing:
+        try:
+            async with asyncio.timeout(streams.keepalive_s):
+                found = await head(pool, generation_id)
+        except (StoreUnavailable, TimeoutError):
+            outage = min(max(outage * 2, 0.1), OUTAGE_RETRY_MAX_S)
+            await asyncio.sleep(outage)
+            yield KEEPALIVE
+            continue
+        yield found
+        return
 
 
 async def follow(

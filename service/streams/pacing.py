@@ -11,15 +11,18 @@ from typing import Final
 
 from service.errors import Conflict, InvalidRequest
 from service.store.event_log import Head, StoredEvent
-from service.streams.follow import Keepalive
+from service.streams.follow import KEEPALIVE, Keepalive
 
 REPLAY_GAP_MAX_S: Final = 2.0  # a pause longer than this in the recording is cut to it
+REPLAY_SPEED_MIN: Final = 0.01  # the longest pause is then 200 s, filled with keepalives
 REPLAY_SPEED_MAX: Final = 100.0
 
 
 def check_speed(speed: float) -> None:
-    if not 0 < speed <= REPLAY_SPEED_MAX:
-        raise InvalidRequest(f"speed must be above 0 and at most {REPLAY_SPEED_MAX:g}")
+    if not REPLAY_SPEED_MIN <= speed <= REPLAY_SPEED_MAX:  # NaN compares false: refused too
+        raise InvalidRequest(
+            f"speed must be from {REPLAY_SPEED_MIN:g} to {REPLAY_SPEED_MAX:g}, got {speed:g}"
+        )
 
 
 def check_replayable(head: Head, speed: float) -> None:
@@ -34,10 +37,16 @@ def check_replayable(head: Head, speed: float) -> None:
 
 
 async def paced(
-    pages: AsyncIterator[list[StoredEvent] | Keepalive], speed: float
+    pages: AsyncIterator[list[StoredEvent] | Keepalive],
+    speed: float,
+    keepalive_s: float | None = None,
 ) -> AsyncIterator[list[StoredEvent] | Keepalive]:
     """The same events one at a time, each after the pause that preceded it when it was
-    recorded (divided by ``speed``, at most ``REPLAY_GAP_MAX_S``)."""
+    recorded (divided by ``speed``, at most ``REPLAY_GAP_MAX_S``).
+
+    A pause longer than ``keepalive_s`` is taken in steps of it, each followed by a
+    keepalive: a stream owes its client a line at least that often (None: no keepalives, for
+    callers that are not streams)."""
     previous: float | None = None
     async for page in pages:
         if isinstance(page, Keepalive):
@@ -46,7 +55,12 @@ async def paced(
         for event in page:
             recorded = _timestamp(event)
             if previous is not None:
-                await asyncio.sleep(min(max(recorded - previous, 0.0), REPLAY_GAP_MAX_S) / speed)
+                pause = min(max(recorded - previous, 0.0), REPLAY_GAP_MAX_S) / speed
+                while keepalive_s is not None and pause > keepalive_s:
+                    await asyncio.sleep(keepalive_s)
+                    pause -= keepalive_s
+                    yield KEEPALIVE
+                await asyncio.sleep(pause)
             previous = recorded
             yield [event]
 

@@ -91,11 +91,28 @@ def test_a_token_issued_two_hours_ago_with_a_one_hour_ttl_is_expired_now() -> No
         # Unicode digits: str.isdigit() says yes, int() may say no (or parse them).
         "\u00b2.c2lnbmF0dXJl",
         "\u0661\u0662\u0663.c2lnbmF0dXJl",
+        # An expiry int() refuses (Python caps conversions at 4,300 digits) or one no clock
+        # reaches: bounded before anything reads it.
+        "9" * 5000 + ".c2lnbmF0dXJl",
+        "9" * 40 + ".c2lnbmF0dXJl",
+        # hmac.compare_digest raises TypeError on a str that is not ASCII.
+        "1800000000.c2lnbmF0dXJl\u00e9",
+        "1800000000.c2lnbmF0dXJl\x00",
+        "1800000000." + "A" * 5000,
     ],
 )
 def test_a_malformed_token_is_unauthorized_not_a_crash(token: str) -> None:
     with pytest.raises(Unauthorized):
         tokens.verify(SECRET, uuid4(), token, now=NOW)
+
+
+def test_the_signature_covers_the_expiry_as_written_not_its_value() -> None:
+    """The token is checked as text: nothing is parsed out of it until its MAC checks out, so
+    another spelling of the same expiry (a leading zero) is another, unsigned, token."""
+    generation_id = uuid4()
+    expires, _, signature = tokens.issue(SECRET, generation_id, 3600, now=NOW).partition(".")
+    with pytest.raises(Unauthorized, match="not valid"):
+        tokens.verify(SECRET, generation_id, f"0{expires}.{signature}", now=NOW)
 
 
 def test_verification_uses_the_generation_id_not_its_spelling() -> None:

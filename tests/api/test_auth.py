@@ -213,8 +213,30 @@ async def test_an_expired_stream_token_is_refused(
 
 @pytest.mark.parametrize(
     "token",
-    ["", "garbage", "123", "123.", "9999999999.bogus-signature", "\u00b2.c2ln", "-1.c2ln"],
-    ids=["empty", "garbage", "no-dot", "no-signature", "bad-signature", "unicode-digit", "neg"],
+    [
+        "",
+        "garbage",
+        "123",
+        "123.",
+        "9999999999.bogus-signature",
+        "\u00b2.c2ln",
+        "-1.c2ln",
+        "9" * 5000 + ".c2ln",
+        "9999999999.c2ln\u00e9",
+        "9999999999.c2ln\x00",
+    ],
+    ids=[
+        "empty",
+        "garbage",
+        "no-dot",
+        "no-signature",
+        "bad-signature",
+        "unicode-digit",
+        "neg",
+        "5000-digit-expiry",
+        "non-ascii-signature",
+        "nul",
+    ],
 )
 async def test_a_malformed_stream_token_is_401_never_a_server_error(
     running: RunningApp, api_key: str, token: str
@@ -224,9 +246,9 @@ async def test_a_malformed_stream_token_is_401_never_a_server_error(
         status, body = await stream_status(
             client, str(created["stream_url"]), params={"token": token}
         )
-    assert status == 401, body
+    assert status in (400, 401), body  # 400: a NUL, refused before anything reads the token
     assert body is not None
-    assert body["status"] == 401
+    assert body["status"] == status
 
 
 async def test_an_api_key_is_never_accepted_in_a_url(running: RunningApp, api_key: str) -> None:

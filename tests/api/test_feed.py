@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import base64
 from typing import Any
+from uuid import uuid4
+
+import pytest
 
 from service.api.cursors import encode_feed_cursor
 from service.store.event_log import FeedPosition
@@ -59,3 +63,28 @@ async def test_the_feed_is_for_admin_keys_only(
     assert anonymous.status_code == 401
     assert garbage.status_code == 400
     assert too_many.status_code == 400
+
+
+def _raw_cursor(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _raw_cursor(f"{2**63}:{uuid4()}:1"),
+        _raw_cursor(f"1:{uuid4()}:{2**63}"),
+        "\x00",
+    ],
+    ids=["tx_id past bigint", "seq past bigint", "nul"],
+)
+async def test_a_cursor_out_of_range_is_400(
+    app_factory: AppFactory, make_key: KeyFactory, cursor: str
+) -> None:
+    async with (
+        app_factory(worker_concurrency=0) as running,
+        running.client(await make_key("ops", is_admin=True)) as client,
+    ):
+        response = await client.get("/api/events", params={"after": cursor})
+    assert response.status_code == 400, response.text
+    assert response.json()["status"] == 400

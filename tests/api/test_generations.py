@@ -202,6 +202,9 @@ def _cursor_of(raw: str) -> str:
         _cursor_of('["2024-01-01T00:00:00+00:00"]'),
         base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode(),
         _cursor_of("[" * 5000),
+        _cursor_of(json.dumps(["0001-01-01T00:00:00+05:00", str(uuid4())])),
+        _cursor_of(json.dumps(["9999-12-31T23:59:59-05:00", str(uuid4())])),
+        "\x00",
     ],
     ids=[
         "garbage",
@@ -215,6 +218,9 @@ def _cursor_of(raw: str) -> str:
         "one-element",
         "not-utf-8",
         "deeply-nested",
+        "year-0-in-utc",
+        "year-10000-in-utc",
+        "nul",
     ],
 )
 async def test_a_bad_cursor_is_400(running: RunningApp, api_key: str, cursor: str) -> None:
@@ -324,7 +330,18 @@ async def test_events_are_the_same_bytes_whichever_page_they_come_from(
 
 @pytest.mark.parametrize(
     "params",
-    [{"limit": 1001}, {"limit": 0}, {"after": -1}, {"after": "x"}, {"limit": "many"}],
+    [
+        {"limit": 1001},
+        {"limit": 0},
+        {"after": -1},
+        {"after": "x"},
+        {"limit": "many"},
+        {"after": 2**63},  # one past PostgreSQL's bigint, which stores every seq
+        {"after": "9" * 5000},
+        {"limit": "9" * 5000},
+        {"after": "1\x00"},
+    ],
+    ids=str,
 )
 async def test_bad_events_parameters_are_400(
     running: RunningApp, api_key: str, params: dict[str, Any]
@@ -333,6 +350,16 @@ async def test_bad_events_parameters_are_400(
         generation_id = str((await create_via_api(client))["id"])
         response = await client.get(f"{API}/{generation_id}/events", params=params)
     assert_problem(response, 400)
+
+
+async def test_events_after_the_largest_seq_postgresql_stores_are_an_empty_page(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = str((await create_via_api(client))["id"])
+        response = await client.get(f"{API}/{generation_id}/events", params={"after": 2**63 - 1})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"events": [], "next_after": 2**63 - 1, "has_more": False}
 
 
 async def test_events_accept_the_largest_page(running: RunningApp, api_key: str) -> None:
@@ -479,6 +506,18 @@ async def test_an_unknown_file_path_is_404(running: RunningApp, api_key: str) ->
     assert_problem(directory, 404)
 
 
+@pytest.mark.parametrize("suffix", ["README.md%00", "app%00/main.py", "%00"])
+async def test_a_file_path_with_a_nul_is_400_naming_the_path(
+    running: RunningApp, api_key: str, suffix: str
+) -> None:
+    generation_id = await finished(running, api_key)
+    async with running.client(api_key) as client:
+        response = await client.get(f"{API}/{generation_id}/files/{suffix}")
+    body = assert_problem(response, 400)
+    assert "path" in body["detail"]
+    assert "NUL" in body["detail"]
+
+
 async def test_a_queued_generation_has_no_files(app_factory: AppFactory, api_key: str) -> None:
     async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
         generation_id = str((await create_via_api(client))["id"])
@@ -536,6 +575,22 @@ BAD_BODIES: dict[str, bytes] = {
     "unknown provider": _body(provider="openai"),
     "provider is a number": _body(provider=1),
     "empty model": _body(model=""),
+    # PostgreSQL stores no NUL in text (nor \u0000 in jsonb): refused at the door, never a
+    # 500 on insert or a run that fails later with the database's own words.
+    "model with a NUL": _body(model="m\u0000"),
+    "description with a NUL": _spec_body(description="a shop\u0000"),
+    "entity description with a NUL": _entities_body(
+        {"name": "User", "fields": {"email": "str"}, "description": "\u0000"}
+    ),
+    "project with a NUL": _spec_body(project="shop\u0000"),
+    "entity name with a NUL": _entities_body({"name": "User\u0000", "fields": {"a": "str"}}),
+    "field name with a NUL": _entities_body({"name": "User", "fields": {"a\u0000": "str"}}),
+    "field type with a NUL": _entities_body({"name": "User", "fields": {"a": "str\u0000"}}),
+    "unknown field named with a NUL": _body(**{"x\u0000": 1}),
+    # A trailing newline slipped through identifier checks written with `$`.
+    "entity name with a newline": _entities_body({"name": "User\n", "fields": {"a": "str"}}),
+    "field name with a newline": _entities_body({"name": "User", "fields": {"email\n": "str"}}),
+    "project with an inner newline": _spec_body(project="sh\nop"),
     "deeply nested json": b'{"spec": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
 }
 
@@ -551,6 +606,33 @@ async def test_bad_input_is_400_with_a_json_problem_and_creates_nothing(
         listing = await client.get(API)
     assert_problem(response, 400)
     assert listing.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"spec": SPEC, "model": "m\u0000"}, "model"),
+        ({"spec": {**SPEC, "description": "\u0000"}}, "spec.description"),
+        (
+            {
+                "spec": {
+                    "project": "p",
+                    "entities": [{"name": "U", "fields": {"a": "str"}, "description": "\u0000"}],
+                }
+            },
+            "spec.entities[0].description",
+        ),
+    ],
+    ids=["model", "description", "entity description"],
+)
+async def test_a_nul_in_a_text_field_is_400_naming_the_field(
+    running: RunningApp, api_key: str, body: dict[str, Any], field: str
+) -> None:
+    async with running.client(api_key) as client:
+        response = await client.post(API, json=body)
+    problem = assert_problem(response, 400)
+    assert field in problem["detail"], problem["detail"]
+    assert "NUL" in problem["detail"]
 
 
 async def test_gemini_without_a_key_is_400_naming_the_missing_key(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -216,6 +217,62 @@ async def test_frames_are_id_event_data_lines_on_the_wire(
 # --- following a live run --------------------------------------------------------------------
 
 
+FORGED_TYPES = [
+    'llm.delta\nid: 999\nevent: generation.succeeded\ndata: {"injected":true}',
+    'llm.delta\rid: 998\revent: generation.failed\rdata: {"injected":true}',
+    "llm.delta\r\n\r\nid: 997",
+]
+
+
+async def test_a_stored_type_with_line_breaks_cannot_forge_frames(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """Whatever reaches the log (an import, a hand-edited row), a line break in a stored field
+    stays inside its own line on the wire: SSE ends a line at CR, LF or CRLF alike."""
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        async with pool.acquire() as conn:
+            for seq, forged in enumerate(FORGED_TYPES, start=2):
+                await conn.execute(
+                    "INSERT INTO generation_events"
+                    " (generation_id, seq, type, status, stage, progress, message, payload)"
+                    " VALUES ($1, $2, $3, 'running', 'core', 0.1, 'forged', '{}')",
+                    UUID(generation_id),
+                    seq,
+                    forged,
+                )
+            await conn.execute(
+                "UPDATE generations SET last_seq = $2 WHERE id = $1",
+                UUID(generation_id),
+                len(FORGED_TYPES) + 1,
+            )
+        last_seq = await append(pool, generation_id, SUCCEEDED)
+        async with asyncio.timeout(10):
+            response = await client.get(stream_url(generation_id))
+    assert response.status_code == 200
+    # The SSE grammar: a line ends at CRLF, LF or CR; a blank line ends a frame.
+    frames: list[dict[str, list[str]]] = [{}]
+    for line in re.split(r"\r\n|\r|\n", response.text):
+        if not line:
+            frames.append({})
+            continue
+        name, _, value = line.partition(":")
+        frames[-1].setdefault(name, []).append(value.removeprefix(" "))
+    frames = [frame for frame in frames if frame and "retry" not in frame]
+    assert [frame["id"] for frame in frames] == [[str(seq)] for seq in range(1, last_seq + 1)]
+    assert {name for frame in frames for name in frame} == {"id", "event", "data"}
+    events = [json.loads("\n".join(frame["data"])) for frame in frames]
+    assert [event["seq"] for event in events] == list(range(1, last_seq + 1))
+    assert [event["type"] for event in events[1:-1]] == FORGED_TYPES  # the data says it all
+    for frame, forged in zip(frames[1:-1], FORGED_TYPES, strict=True):
+        (event_line,) = frame["event"]
+        assert "\n" not in event_line
+        assert "\r" not in event_line
+        assert event_line.startswith("llm.delta")
+        assert event_line != forged
+    assert frames[-1]["event"] == ["generation.succeeded"]
+
+
 async def test_a_stream_opened_before_the_run_starts_gets_every_event_once_in_order(
     app_factory: AppFactory, api_key: str, pool: Pool
 ) -> None:
@@ -378,6 +435,15 @@ async def test_malformed_resume_points_answer_400_with_a_json_body(
             ),
             "?after beyond the last seq": await status_of(
                 client, generation_id, params={"after": "40"}
+            ),
+            "Last-Event-ID past bigint": await status_of(
+                client, generation_id, headers={"Last-Event-ID": str(2**63)}
+            ),
+            "?after with 5000 digits": await status_of(
+                client, generation_id, params={"after": "9" * 5000}
+            ),
+            "Last-Event-ID with a newline": await status_of(
+                client, generation_id, params={"after": "1\n2"}
             ),
         }
     for case, (status, headers, body) in answers.items():
@@ -699,7 +765,49 @@ async def test_replay_refuses_a_running_generation_and_a_bad_speed(
             client, str(finished_id), params={"pace": "recorded", "speed": 1000}
         )
         zero = await status_of(client, str(finished_id), params={"pace": "recorded", "speed": 0})
+        too_slow = await status_of(
+            client, str(finished_id), params={"pace": "recorded", "speed": "1e-300"}
+        )
+        slowest = await status_of(
+            client,
+            str(finished_id),
+            params={"pace": "recorded", "speed": str(pacing.REPLAY_SPEED_MIN)},
+        )
         unknown_pace = await status_of(client, str(finished_id), params={"pace": "fast"})
     assert not_finished[0] == 409
     assert b"finished" in not_finished[2]
-    assert too_fast[0] == zero[0] == unknown_pace[0] == 400
+    assert too_fast[0] == zero[0] == too_slow[0] == unknown_pace[0] == 400
+    assert b"speed" in too_slow[2]
+    assert slowest[0] == 200
+
+
+async def test_a_long_replay_pause_is_filled_with_keepalives(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """?pace=recorded&speed=0.01 pauses up to 200 s between two events: the stream still
+    sends a line at least every keepalive interval."""
+    generation_id = await recorded_generation(pool, [])  # seq 1 queued, seq 2 succeeded
+    async with pool.acquire() as conn:  # recorded a second apart, without waiting a second
+        await conn.execute(
+            "UPDATE generation_events SET created_at = created_at + interval '1 second'"
+            " WHERE generation_id = $1 AND seq = 2",
+            generation_id,
+        )
+    lines: list[tuple[float, str]] = []
+    async with (
+        app_factory(worker_concurrency=0, keepalive_s=0.1) as running,
+        running.client(api_key) as client,
+        asyncio.timeout(10),
+        client.stream(
+            "GET", stream_url(str(generation_id)), params={"pace": "recorded", "speed": 1}
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line:
+                lines.append((time.monotonic(), line))
+    texts = [text for _, text in lines]
+    between = texts[texts.index("id: 1") : texts.index("id: 2")]
+    assert between.count(": keepalive") >= 5, texts  # ~1 s at 80-100 % of 0.1 s each
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(lines)]
+    assert max(gaps) < 0.5, gaps  # never the whole second in silence

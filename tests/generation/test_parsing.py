@@ -224,6 +224,14 @@ def test_a_bad_path_is_refused_with_the_reason(path: str, expected: str) -> None
     assert expected in message
 
 
+@pytest.mark.parametrize("path", ["app/main.py\n", "main.py\n/x.py", "a.py\r"])
+def test_a_path_ending_a_segment_with_a_line_break_is_refused(path: str) -> None:
+    """A marker cannot carry one, but check_path also judges paths from elsewhere (imports):
+    a `$`-anchored match() let a final newline through."""
+    with pytest.raises(MalformedAnswer, match="may only use letters, digits"):
+        check_path(path)
+
+
 def test_an_empty_path_is_refused() -> None:
     with pytest.raises(MalformedAnswer, match="empty"):
         check_path("")

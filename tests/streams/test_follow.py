@@ -10,10 +10,18 @@ import pytest
 
 from service.errors import InvalidRequest
 from service.events import EventType, Status
-from service.store.db import Pool
+from service.store.db import Pool, create_pool
 from service.store.event_log import Head, StoredEvent
-from service.streams.follow import KEEPALIVE, Keepalive, Streams, follow, has_events_after
+from service.streams.follow import (
+    KEEPALIVE,
+    Keepalive,
+    Streams,
+    follow,
+    has_events_after,
+    head_once_available,
+)
 from service.streams.hub import Hub, Subscription
+from tests.conftest import free_socket
 from tests.helpers import DONE, append, delta, new_generation, wait_until
 
 Item = StoredEvent | Keepalive
@@ -299,3 +307,38 @@ def test_resume_point_beyond_the_last_event_of_a_running_generation_is_invalid()
 def test_a_negative_resume_point_is_invalid(status: Status) -> None:
     with pytest.raises(InvalidRequest, match="non-negative"):
         has_events_after(Head(status, 5), -1)
+
+
+def closed_port() -> int:
+    """A port nothing listens on: bound, then closed."""
+    sock = free_socket()
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+async def test_the_head_of_a_stream_opened_in_an_outage_waits_with_keepalives(
+    pool: Pool,
+) -> None:
+    """No database behind the pool (a port nobody listens on): keepalives after each failed
+    read, backing off, until the process shuts down; the same pool answering gives the head."""
+    generation_id = await new_generation(pool)
+    dead = await create_pool(f"postgresql://nobody@127.0.0.1:{closed_port()}/x", min_size=0)
+    try:
+        hub = Hub(dead)
+        waiting = head_once_available(Streams(hub, 15.0), dead, generation_id)
+        started = asyncio.get_running_loop().time()
+        first = [await anext(waiting) for _ in range(3)]
+        elapsed = asyncio.get_running_loop().time() - started
+        hub.end_streams()
+        rest = [item async for item in waiting]
+    finally:
+        await dead.close()
+    assert first == [KEEPALIVE] * 3
+    assert 0.6 <= elapsed < 5  # 0.1 + 0.2 + 0.4 s of backoff
+    assert rest in ([], [KEEPALIVE])  # ends once the process shuts down
+
+    alive = head_once_available(Streams(Hub(pool), 15.0), pool, generation_id)
+    (head,) = [item async for item in alive]
+    assert isinstance(head, Head)
+    assert (head.status, head.last_seq) == (Status.QUEUED, 1)

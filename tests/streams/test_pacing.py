@@ -68,15 +68,59 @@ async def test_keepalives_pass_through_unpaced(pauses: list[float]) -> None:
     assert pauses == []
 
 
-@pytest.mark.parametrize("speed", [0.0, -1.0, pacing.REPLAY_SPEED_MAX + 0.1])
+@pytest.mark.parametrize(
+    "speed",
+    [
+        0.0,
+        -1.0,
+        pacing.REPLAY_SPEED_MAX + 0.1,
+        # A 2 s pause divided by 1e-300 is a stream silent for ever.
+        1e-300,
+        pacing.REPLAY_SPEED_MIN / 2,
+        float("nan"),
+        float("inf"),
+    ],
+)
 def test_a_speed_out_of_range_is_invalid(speed: float) -> None:
     with pytest.raises(InvalidRequest, match="speed"):
         pacing.check_speed(speed)
 
 
-@pytest.mark.parametrize("speed", [0.001, 1.0, pacing.REPLAY_SPEED_MAX])
+@pytest.mark.parametrize("speed", [pacing.REPLAY_SPEED_MIN, 1.0, pacing.REPLAY_SPEED_MAX])
 def test_a_speed_in_range_is_accepted(speed: float) -> None:
     pacing.check_speed(speed)
+
+
+async def test_a_pause_longer_than_the_keepalive_interval_sends_keepalives_through_it(
+    pauses: list[float],
+) -> None:
+    """At the slowest speed a recorded pause lasts up to REPLAY_GAP_MAX_S / REPLAY_SPEED_MIN
+    (200 s): the contract wants a line at least every keepalive interval meanwhile."""
+    recorded = [event(1, 0.0), event(2, 1.0), event(3, 1.05)]
+    out = [
+        item
+        async for item in pacing.paced(pages(recorded), speed=0.1, keepalive_s=3.0)  # 10 s
+    ]
+
+    assert out == [[recorded[0]], KEEPALIVE, KEEPALIVE, KEEPALIVE, [recorded[1]], [recorded[2]]]
+    assert pauses == pytest.approx([3.0, 3.0, 3.0, 1.0, 0.5])
+    assert sum(pauses) == pytest.approx(10.5)
+
+
+async def test_the_slowest_replay_never_pauses_longer_than_the_keepalive_interval(
+    pauses: list[float],
+) -> None:
+    recorded = [event(1, 0.0), event(2, 3600.0)]
+    out = [
+        item
+        async for item in pacing.paced(
+            pages(recorded), speed=pacing.REPLAY_SPEED_MIN, keepalive_s=15.0
+        )
+    ]
+
+    assert max(pauses) <= 15.0
+    assert sum(pauses) == pytest.approx(pacing.REPLAY_GAP_MAX_S / pacing.REPLAY_SPEED_MIN)
+    assert out.count(KEEPALIVE) == len(pauses) - 1 == 13
 
 
 @pytest.mark.parametrize("status", [Status.QUEUED, Status.RUNNING])

@@ -62,7 +62,9 @@ SHOP_RAW: dict[str, Any] = {
 }
 SHOP = Spec.model_validate(SHOP_RAW)
 
-EMPLOYEE_DESCRIPTION = '<<<END FILE>>>\n<<<FILE x.py>>>\n\\"""\'\'\'\u2028\x00 \u2713 end"'
+# Every awkward character a spec may hold (a NUL it may not: Spec refuses it, PostgreSQL could
+# not store it).
+EMPLOYEE_DESCRIPTION = '<<<END FILE>>>\n<<<FILE x.py>>>\n\\"""\'\'\'\u2028\x01 \u2713 end"'
 
 # Names that shadow builtins, modules the generated code uses, pydantic's BaseModel methods,
 # soft keywords; a self-reference and a two-entity cycle (B has no required field at all);
