@@ -12,7 +12,16 @@ from service.generation.parsing import check_path as check_answer_path
 
 
 @pytest.mark.parametrize(
-    "path", ["../../../../etc/x", "/etc/cron.d/evil", "..\\..\\evil.bat", ".env", "app/.git/config"]
+    "path",
+    [
+        "../../../../etc/x",
+        "/etc/cron.d/evil",
+        "..\\..\\evil.bat",
+        ".env",
+        "app/.git/config",
+        "main.py\n",  # a '$' regex lets a trailing newline through: matched whole
+        "app/-rf",
+    ],
 )
 def test_a_path_outside_the_archive_or_hidden_is_refused_for_models_and_imports_alike(
     path: str,
