@@ -18,12 +18,12 @@ from uuid import UUID, uuid4
 
 from bench.asgi import DELTA_TEXT
 from bench.processes import ServerProcess
-from service.access import tokens
+from service.access import keys, tokens
 from service.events import EventType, NewEvent
 from service.generation.runner import LogEmitter
 from service.generation.runs import queued_event
 from service.store import generations
-from service.store.db import Pool, connection
+from service.store.db import Pool, connection, create_pool
 from service.store.generations import Claimed
 
 OWNER = "bench"
@@ -157,9 +157,10 @@ async def finish(writers: Sequence[LogEmitter], *, concurrency: int = 8) -> None
 class Serve:
     """A ``python -m service serve`` subprocess with its worker off, and stream tokens for it."""
 
-    def __init__(self, server: ServerProcess, secret: str) -> None:
+    def __init__(self, server: ServerProcess, secret: str, key_id: UUID) -> None:
         self.server = server
         self._secret = secret
+        self._key_id = key_id  # the live key the bench's stream tokens are issued through
 
     @classmethod
     async def start(cls, database_url: str, work_dir: Path, **settings: str) -> Serve:
@@ -179,10 +180,15 @@ class Serve:
         server = await ServerProcess.start(
             "genstream-serve", ["-m", "service", "serve"], log_dir=work_dir, env=env
         )
-        return cls(server, secret)
+        pool = await create_pool(database_url, min_size=1, max_size=1)
+        try:
+            caller = await keys.authenticate(pool, await keys.create_key(pool, "bench"))
+        finally:
+            await pool.close()
+        return cls(server, secret, caller.key_id)
 
     def stream_path(self, generation_id: UUID, after: int) -> str:
-        token = tokens.issue(self._secret, generation_id, TOKEN_TTL_S)
+        token = tokens.issue(self._secret, generation_id, TOKEN_TTL_S, self._key_id)
         return f"/api/generations/{generation_id}/stream?token={token}&after={after}"
 
     async def stop(self) -> None:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import pytest
 
-from service.access import tokens
+from service.access import keys, tokens
 from service.connections import RETRY_AFTER_S
 from service.store.db import Pool
 from tests.conftest import SERVE_TOKEN_SECRET, SpawnServe
@@ -93,8 +93,10 @@ def get(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: genstream\r\n\r\n".encode()
 
 
-def stream_path(generation_id: UUID) -> str:
-    token = tokens.issue(SERVE_TOKEN_SECRET, generation_id, 3600)
+async def stream_path(pool: Pool, generation_id: UUID) -> str:
+    """A stream URL with a token issued through a live key of the generation's owner."""
+    caller = await keys.authenticate(pool, await keys.create_key(pool, "alice"))
+    token = tokens.issue(SERVE_TOKEN_SECRET, generation_id, 3600, caller.key_id)
     return f"/api/generations/{generation_id}/stream?token={token}"
 
 
@@ -122,7 +124,7 @@ async def test_slow_and_silent_clients_are_closed_on_time_and_a_stream_is_not(
     )
     generation_id = await new_generation(pool)
     stream = await connect(process)
-    await stream.send(get(stream_path(generation_id)))
+    await stream.send(get(await stream_path(pool, generation_id)))
     assert (await stream.head())[0] == 200
     opened = time.monotonic()
 
@@ -180,7 +182,7 @@ async def test_beyond_the_cap_a_request_gets_503_with_retry_after_and_streams_ke
     async def open_stream() -> Client | None:
         # The readiness probe's connection may not be gone from the server's count yet.
         client = await connect(process)
-        await client.send(get(stream_path(generation_id)))
+        await client.send(get(await stream_path(pool, generation_id)))
         if (await client.head())[0] == 200:
             return client
         client.close()

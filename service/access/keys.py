@@ -75,9 +75,13 @@ async def authenticate(pool: Pool, key: str) -> KeyOwner:
     return found
 
 
-async def is_live(pool: Pool, key_id: UUID) -> bool:
+async def live_key(pool: Pool, key_id: UUID) -> KeyOwner:
+    """The key a stream token was issued through, if it is still live (else 401)."""
     async with connection(pool) as conn:
-        return await keys.select_key_is_live(conn, key_id)
+        found = await keys.select_live_key_by_id(conn, key_id)
+    if found is None:
+        raise Unauthorized("the API key this stream token was issued through is revoked or expired")
+    return found
 
 
 async def list_keys(pool: Pool) -> list[KeyRow]:

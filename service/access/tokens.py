@@ -1,8 +1,10 @@
 """Stream tokens: what a browser's EventSource (which cannot send headers) shows instead of an
-API key. A token names one generation and an expiry, signed with HMAC-SHA256:
-``<expiry unix seconds>.<base64url signature of "<generation id>.<expiry>">``. The expiry is
-at most ``EXPIRY_MAX_DIGITS`` ASCII digits and the signature exactly ``SIGNATURE_CHARS``
-base64url characters; anything else is malformed before any key or clock is consulted.
+API key. A token names one generation, the key it was issued through (so that revoking the
+key ends the token) and an expiry, signed with HMAC-SHA256:
+``<expiry unix seconds>.<key id, 32 hex digits>.<base64url HMAC of "<generation id>.<key
+id>.<expiry>">``. The expiry is at most ``EXPIRY_MAX_DIGITS`` ASCII digits and the signature
+exactly ``SIGNATURE_CHARS`` base64url characters; anything else is malformed before any key or
+clock is consulted.
 """
 
 from __future__ import annotations
@@ -42,30 +44,38 @@ def load_or_create_secret(path: Path) -> str:
 EXPIRY_MAX_DIGITS: Final = 12  # unix seconds up to the year 33658
 SIGNATURE_CHARS: Final = 43  # 32 bytes of HMAC-SHA256 in unpadded base64url
 _TOKEN: Final = re.compile(
-    rf"([0-9]{{1,{EXPIRY_MAX_DIGITS}}})\.([A-Za-z0-9_-]{{{SIGNATURE_CHARS}}})"
+    rf"([0-9]{{1,{EXPIRY_MAX_DIGITS}}})\.([0-9a-f]{{32}})\.([A-Za-z0-9_-]{{{SIGNATURE_CHARS}}})"
 )
 
 
-def _signature(secret: str, generation_id: UUID, expires: str) -> str:
-    message = f"{generation_id}.{expires}".encode()
+def _signature(secret: str, generation_id: UUID, key_hex: str, expires: str) -> str:
+    message = f"{generation_id}.{key_hex}.{expires}".encode()
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def issue(secret: str, generation_id: UUID, ttl_s: int, *, now: float | None = None) -> str:
+def issue(
+    secret: str, generation_id: UUID, ttl_s: int, key_id: UUID, *, now: float | None = None
+) -> str:
+    """A token for ``generation_id``, issued through the API key ``key_id``: revoking that
+    key ends the token too (the stream checks the key is live)."""
     expires = str(int((time.time() if now is None else now) + ttl_s))
-    return f"{expires}.{_signature(secret, generation_id, expires)}"
+    return f"{expires}.{key_id.hex}.{_signature(secret, generation_id, key_id.hex, expires)}"
 
 
-def verify(secret: str, generation_id: UUID, token: str, *, now: float | None = None) -> None:
-    """The token's MAC is checked over its text as sent, BEFORE anything is parsed out of it:
-    an unauthenticated caller's text meets one bounded regex and one HMAC, never ``int()``."""
+def verify(secret: str, generation_id: UUID, token: str, *, now: float | None = None) -> UUID:
+    """The id of the key the token was issued through, once its MAC and expiry check out.
+
+    The MAC is checked over the token's text as sent, BEFORE anything is parsed out of it: an
+    unauthenticated caller's text meets one bounded regex and one HMAC, never ``int()``.
+    Whether that key is still live is the caller's to ask (it needs the database)."""
     shape = _TOKEN.fullmatch(token)
     if shape is None:
         raise Unauthorized("malformed stream token")
-    expires_text, signature = shape.groups()
-    expected = _signature(secret, generation_id, expires_text)
+    expires_text, key_hex, signature = shape.groups()
+    expected = _signature(secret, generation_id, key_hex, expires_text)
     if not hmac.compare_digest(expected, signature):
         raise Unauthorized("stream token is not valid for this generation")
     if int(expires_text) < (time.time() if now is None else now):
         raise Unauthorized("stream token expired")
+    return UUID(hex=key_hex)

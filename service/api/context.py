@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from litestar.datastructures import State
 
+from service.access.quotas import StreamSlots
 from service.settings import Settings
 from service.store.db import Pool
 from service.store.listener import Listener
@@ -23,6 +24,7 @@ class Services:
     token_secret: str
     providers: frozenset[str]
     head_revisions: frozenset[str]
+    stream_slots: StreamSlots = field(default_factory=StreamSlots)
 
 
 def provide_services(state: State) -> Services:

@@ -13,6 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from service.access import tokens
+from service.access.quotas import effective
 from service.api.auth import provide_caller
 from service.api.context import Services
 from service.api.cursors import decode_list_cursor, encode_list_cursor
@@ -37,16 +38,10 @@ MAX_EVENTS_PAGE = 1000
 MAX_LIST_PAGE = 100
 
 
-def quota(own: int | None, default: int) -> int | None:
-    """A key's own quota wins over the deployment's; 0 (either) is no limit."""
-    chosen = default if own is None else own
-    return chosen or None
-
-
 def create_limits(caller: KeyOwner, settings: Settings) -> runs.CreateLimits:
     return runs.CreateLimits(
-        max_active_runs=quota(caller.max_active_runs, settings.owner_max_active_runs),
-        runs_per_minute=quota(caller.runs_per_minute, settings.owner_runs_per_minute),
+        max_active_runs=effective(caller.max_active_runs, settings.owner_max_active_runs),
+        runs_per_minute=effective(caller.runs_per_minute, settings.owner_runs_per_minute),
     )
 
 
@@ -76,7 +71,10 @@ class GenerationsController(Controller):
             status=Status.QUEUED,
             stream_url=f"{base}/stream",
             stream_token=tokens.issue(
-                services.token_secret, generation_id, services.settings.stream_token_ttl_s
+                services.token_secret,
+                generation_id,
+                services.settings.stream_token_ttl_s,
+                caller.key_id,
             ),
             events_url=f"{base}/events",
         )
@@ -127,7 +125,7 @@ class GenerationsController(Controller):
         ttl = services.settings.stream_token_ttl_s
         return StreamToken(
             stream_url=f"{self.path}/{generation_id}/stream",
-            stream_token=tokens.issue(services.token_secret, generation_id, ttl),
+            stream_token=tokens.issue(services.token_secret, generation_id, ttl, caller.key_id),
             expires_in=ttl,
         )
 

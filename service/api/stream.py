@@ -19,12 +19,14 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from service.access import keys, tokens
+from service.access.quotas import effective
 from service.api.auth import bearer_key
 from service.api.context import Services
 from service.errors import GenstreamError, InvalidRequest, StoreUnavailable, Unauthorized
 from service.store import generations
 from service.store.db import BIGINT_MAX, connection
 from service.store.event_log import Head, StoredEvent
+from service.store.keys import KeyOwner
 from service.streams import follow, pacing
 
 SSE_HEADERS = {
@@ -55,21 +57,28 @@ async def authorize(
     services: Services,
     generation_id: UUID,
     token: str | None,
-) -> None:
+) -> KeyOwner | UUID:
+    """The caller; or, for a stream token while PostgreSQL is unavailable, the id of the key
+    it was issued through (its MAC checked: whether the key is still live is asked once the
+    database answers, before any event is sent)."""
     if token is not None:
         if keys.looks_like_api_key(token):
             raise Unauthorized(
                 "API keys are never accepted in URLs: use the stream_token from POST "
                 "/api/generations, or the Authorization header"
             )
-        tokens.verify(services.token_secret, generation_id, token)
-        return
+        key_id = tokens.verify(services.token_secret, generation_id, token)
+        try:
+            return await keys.live_key(services.pool, key_id)
+        except StoreUnavailable:
+            return key_id
     key = bearer_key(request)
     if key is None:
         raise Unauthorized("a stream needs ?token=<stream_token> or 'Authorization: Bearer'")
     caller = await keys.authenticate(services.pool, key)
     async with connection(services.pool) as conn:
         await generations.select_generation(conn, caller.owner, generation_id)
+    return caller
 
 
 KEEPALIVE_FRAME: Final = b": keepalive\n\n"
@@ -90,11 +99,17 @@ async def frames(
     speed: float | None = None,
     *,
     head_known: bool = True,
+    unchecked_key: UUID | None = None,
 ) -> AsyncIterator[bytes]:
     """``speed``: replay at the recorded pace. ``head_known`` False: the stream was opened
     while PostgreSQL was unavailable, so the checks the handler makes before answering are
     made here once it answers; until then the client gets keepalives."""
     yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
+    if unchecked_key is not None:
+        try:
+            await keys.live_key(services.pool, unchecked_key)
+        except GenstreamError:
+            return  # revoked meanwhile, or still unreachable: the reconnect gets the answer
     if not head_known:
         head: Head | None = None
         waiting = follow.head_once_available(services.streams, services.pool, generation_id)
@@ -150,7 +165,7 @@ async def stream(
     pace: Annotated[Literal["live", "recorded"], QueryParameter()] = "live",
     speed: Annotated[float, QueryParameter()] = 1.0,
 ) -> Response[bytes] | Stream:
-    await authorize(request, services, generation_id, token)
+    caller = await authorize(request, services, generation_id, token)
     start = resume_point(last_event_id, after)
     replay_speed = speed if pace == "recorded" else None
     if replay_speed is not None:
@@ -164,8 +179,27 @@ async def stream(
         head = None
     if head is not None and not opens(head, start, replay_speed):
         return Response(b"", status_code=HTTP_204_NO_CONTENT)
-    return Stream(
-        frames(services, generation_id, start, replay_speed, head_known=head is not None),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
+    body = frames(
+        services,
+        generation_id,
+        start,
+        replay_speed,
+        head_known=head is not None,
+        unchecked_key=caller if isinstance(caller, UUID) else None,
     )
+    if isinstance(caller, KeyOwner):
+        limit = effective(caller.max_streams, services.settings.owner_max_streams)
+        services.stream_slots.take(caller.owner, limit)  # 429 beyond the owner's quota
+        body = _holding_slot(body, services, caller.owner)
+    return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _holding_slot(
+    body: AsyncIterator[bytes], services: Services, owner: str
+) -> AsyncIterator[bytes]:
+    """The stream's frames; its slot is given back when it ends, however it ends."""
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        services.stream_slots.give_back(owner)

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
+from asyncpg import Record
+
 from service.store.db import Connection
 from service.store.sql import numbered
 
@@ -85,15 +87,19 @@ SELECT
 FROM live
 """
 
-# Whether key $1 is still live: what a stream token issued through it checks.
-SELECT_KEY_IS_LIVE = """
-SELECT EXISTS (
-    SELECT 1
-    FROM api_keys
-    WHERE id = $1
-      AND revoked_at IS NULL
-      AND (expires_at IS NULL OR expires_at > clock_timestamp())
-)
+# Key $1 if it is still live: what a stream token issued through it checks.
+SELECT_LIVE_KEY_BY_ID = """
+SELECT
+    id,
+    owner,
+    is_admin,
+    max_active_runs,
+    runs_per_minute,
+    max_streams
+FROM api_keys
+WHERE id = $1
+  AND revoked_at IS NULL
+  AND (expires_at IS NULL OR expires_at > clock_timestamp())
 """
 
 # Every key, newest first, as an operator lists them (never the digest).
@@ -129,7 +135,7 @@ class KeyOwner:
 
     owner: str
     is_admin: bool
-    key_id: UUID | None = None
+    key_id: UUID
     max_active_runs: int | None = None
     runs_per_minute: int | None = None
     max_streams: int | None = None
@@ -157,7 +163,14 @@ async def insert_key(conn: Connection, key: NewKey) -> None:
 
 
 async def select_live_key(conn: Connection, key_hash: bytes) -> KeyOwner | None:
-    row = await conn.fetchrow(SELECT_LIVE_KEY, key_hash)
+    return _key_owner(await conn.fetchrow(SELECT_LIVE_KEY, key_hash))
+
+
+async def select_live_key_by_id(conn: Connection, key_id: UUID) -> KeyOwner | None:
+    return _key_owner(await conn.fetchrow(SELECT_LIVE_KEY_BY_ID, key_id))
+
+
+def _key_owner(row: Record | None) -> KeyOwner | None:
     if row is None:
         return None
     return KeyOwner(
@@ -168,10 +181,6 @@ async def select_live_key(conn: Connection, key_hash: bytes) -> KeyOwner | None:
         runs_per_minute=row["runs_per_minute"],
         max_streams=row["max_streams"],
     )
-
-
-async def select_key_is_live(conn: Connection, key_id: UUID) -> bool:
-    return bool(await conn.fetchval(SELECT_KEY_IS_LIVE, key_id))
 
 
 async def select_keys(conn: Connection) -> list[KeyRow]:

@@ -12,49 +12,51 @@ from service.errors import Unauthorized
 
 SECRET = "unit-test-secret"
 NOW = 1_800_000_000.0
+KEY = UUID("0c5f3a52-7b7e-4a3d-9d43-3b3c7f2b8a11")  # the key a token is issued through
 
 
-def test_an_issued_token_verifies_for_its_generation() -> None:
+def test_an_issued_token_verifies_for_its_generation_and_names_its_key() -> None:
     generation_id = uuid4()
-    token = tokens.issue(SECRET, generation_id, 3600, now=NOW)
-    tokens.verify(SECRET, generation_id, token, now=NOW)
+    token = tokens.issue(SECRET, generation_id, 3600, KEY, now=NOW)
+    assert tokens.verify(SECRET, generation_id, token, now=NOW) == KEY
     tokens.verify(SECRET, generation_id, token, now=NOW + 3599)
 
 
 def test_a_token_carries_its_expiry_and_a_urlsafe_signature() -> None:
-    token = tokens.issue(SECRET, uuid4(), 60, now=NOW)
-    expires, _, signature = token.partition(".")
+    token = tokens.issue(SECRET, uuid4(), 60, KEY, now=NOW)
+    expires, key_hex, signature = token.split(".")
     assert int(expires) == int(NOW) + 60
+    assert key_hex == KEY.hex
     assert signature
     assert set(signature) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def test_a_token_for_one_generation_is_refused_for_another() -> None:
-    token = tokens.issue(SECRET, uuid4(), 3600, now=NOW)
+    token = tokens.issue(SECRET, uuid4(), 3600, KEY, now=NOW)
     with pytest.raises(Unauthorized, match="not valid for this generation"):
         tokens.verify(SECRET, uuid4(), token, now=NOW)
 
 
 def test_a_token_signed_with_another_secret_is_refused() -> None:
     generation_id = uuid4()
-    token = tokens.issue("some-other-secret", generation_id, 3600, now=NOW)
+    token = tokens.issue("some-other-secret", generation_id, 3600, KEY, now=NOW)
     with pytest.raises(Unauthorized):
         tokens.verify(SECRET, generation_id, token, now=NOW)
 
 
 def test_a_tampered_signature_is_refused() -> None:
     generation_id = uuid4()
-    token = tokens.issue(SECRET, generation_id, 3600, now=NOW)
-    expires, _, signature = token.partition(".")
+    token = tokens.issue(SECRET, generation_id, 3600, KEY, now=NOW)
+    signed, _, signature = token.rpartition(".")
     flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
-    for bad in (f"{expires}.{flipped}", f"{expires}.{signature[:-1]}", f"{expires}.{signature}x"):
+    for bad in (f"{signed}.{flipped}", f"{signed}.{signature[:-1]}", f"{signed}.{signature}x"):
         with pytest.raises(Unauthorized):
             tokens.verify(SECRET, generation_id, bad, now=NOW)
 
 
 def test_extending_the_expiry_of_a_token_breaks_its_signature() -> None:
     generation_id = uuid4()
-    token = tokens.issue(SECRET, generation_id, 60, now=NOW)
+    token = tokens.issue(SECRET, generation_id, 60, KEY, now=NOW)
     expires, _, signature = token.partition(".")
     extended = f"{int(expires) + 86_400}.{signature}"
     with pytest.raises(Unauthorized, match="not valid"):
@@ -63,14 +65,14 @@ def test_extending_the_expiry_of_a_token_breaks_its_signature() -> None:
 
 def test_an_expired_token_is_refused() -> None:
     generation_id = uuid4()
-    token = tokens.issue(SECRET, generation_id, 60, now=NOW)
+    token = tokens.issue(SECRET, generation_id, 60, KEY, now=NOW)
     with pytest.raises(Unauthorized, match="expired"):
         tokens.verify(SECRET, generation_id, token, now=NOW + 61)
 
 
 def test_a_token_issued_two_hours_ago_with_a_one_hour_ttl_is_expired_now() -> None:
     generation_id = uuid4()
-    token = tokens.issue(SECRET, generation_id, 3600, now=time.time() - 7200)
+    token = tokens.issue(SECRET, generation_id, 3600, KEY, now=time.time() - 7200)
     with pytest.raises(Unauthorized, match="expired"):
         tokens.verify(SECRET, generation_id, token)
 
@@ -110,14 +112,21 @@ def test_the_signature_covers_the_expiry_as_written_not_its_value() -> None:
     """The token is checked as text: nothing is parsed out of it until its MAC checks out, so
     another spelling of the same expiry (a leading zero) is another, unsigned, token."""
     generation_id = uuid4()
-    expires, _, signature = tokens.issue(SECRET, generation_id, 3600, now=NOW).partition(".")
+    expires, key_hex, signature = tokens.issue(SECRET, generation_id, 3600, KEY, now=NOW).split(".")
     with pytest.raises(Unauthorized, match="not valid"):
-        tokens.verify(SECRET, generation_id, f"0{expires}.{signature}", now=NOW)
+        tokens.verify(SECRET, generation_id, f"0{expires}.{key_hex}.{signature}", now=NOW)
+
+
+def test_a_token_moved_to_another_key_is_not_valid() -> None:
+    generation_id = uuid4()
+    expires, _, signature = tokens.issue(SECRET, generation_id, 3600, KEY, now=NOW).split(".")
+    with pytest.raises(Unauthorized, match="not valid"):
+        tokens.verify(SECRET, generation_id, f"{expires}.{uuid4().hex}.{signature}", now=NOW)
 
 
 def test_verification_uses_the_generation_id_not_its_spelling() -> None:
     generation_id = uuid4()
-    token = tokens.issue(SECRET, generation_id, 3600, now=NOW)
+    token = tokens.issue(SECRET, generation_id, 3600, KEY, now=NOW)
     tokens.verify(SECRET, UUID(str(generation_id).upper()), token, now=NOW)
 
 

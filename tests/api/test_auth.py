@@ -8,8 +8,9 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from service.access import tokens
+from service.access import keys, tokens
 from service.settings import Settings
+from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp
 from tests.helpers import API, SPEC, create_via_api, wait_for_status
 
@@ -190,14 +191,15 @@ async def test_a_stream_token_is_not_accepted_anywhere_but_the_stream(
 
 
 async def test_an_expired_stream_token_is_refused(
-    running: RunningApp, api_key: str, settings: Settings
+    running: RunningApp, api_key: str, settings: Settings, pool: Pool
 ) -> None:
     created = await finished(running, api_key)
     generation_id = UUID(str(created["id"]))
     secret = settings.stream_token_secret
     assert secret == "test-secret"
-    expired = tokens.issue(secret, generation_id, 3600, now=time.time() - 7200)
-    fresh = tokens.issue(secret, generation_id, 3600)
+    key_id = (await keys.authenticate(pool, api_key)).key_id
+    expired = tokens.issue(secret, generation_id, 3600, key_id, now=time.time() - 7200)
+    fresh = tokens.issue(secret, generation_id, 3600, key_id)
     async with running.client() as client:
         refused, body = await stream_status(
             client, str(created["stream_url"]), params={"token": expired}
@@ -272,3 +274,26 @@ async def test_an_api_key_is_never_accepted_in_a_url(running: RunningApp, api_ke
         header_only, _ = await stream_status(client, str(created["stream_url"]))
     assert both == 401
     assert header_only == 200
+
+
+async def test_revoking_a_key_ends_the_stream_tokens_issued_through_it(
+    app_factory: AppFactory, pool: Pool
+) -> None:
+    key = await keys.create_key(pool, "alice")
+    key_id = (await keys.authenticate(pool, key)).key_id
+    async with app_factory(worker_concurrency=0) as running, running.client(key) as client:
+        created = await create_via_api(client)
+        url = str(created["stream_url"])
+        token = str(created["stream_token"])
+        refreshed = (await client.post(f"{url.removesuffix('/stream')}/stream-token")).json()
+        before, _ = await stream_status(client, url, params={"token": token})
+        await keys.revoke_key(pool, key_id)
+        after, body = await stream_status(client, url, params={"token": token})
+        after_refresh, _ = await stream_status(
+            client, url, params={"token": refreshed["stream_token"]}
+        )
+
+    assert before == 200
+    assert (after, after_refresh) == (401, 401)
+    assert body is not None
+    assert "revoked or expired" in body["detail"]

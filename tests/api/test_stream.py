@@ -8,6 +8,7 @@ itself through the event log, as a worker in another process would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -811,3 +812,34 @@ async def test_a_long_replay_pause_is_filled_with_keepalives(
     assert between.count(": keepalive") >= 5, texts  # ~1 s at 80-100 % of 0.1 s each
     gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(lines)]
     assert max(gaps) < 0.5, gaps  # never the whole second in silence
+
+
+async def test_beyond_the_owners_stream_quota_a_stream_is_429_and_a_closed_one_frees_its_slot(
+    app_factory: AppFactory, make_key: KeyFactory
+) -> None:
+    alice, bob = await make_key("alice"), await make_key("bob")
+    async with (
+        app_factory(worker_concurrency=0, owner_max_streams=2) as running,
+        running.client(alice) as client,
+        running.client(bob) as other,
+    ):
+        url = stream_url((await create_via_api(client))["id"])
+        bobs_url = stream_url((await create_via_api(other))["id"])
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(2):
+                opened = await held.enter_async_context(client.stream("GET", url))
+                assert opened.status_code == 200
+            refused = await client.get(url)
+            bobs = await held.enter_async_context(other.stream("GET", bobs_url))
+            assert bobs.status_code == 200  # another owner's quota is its own
+        # Both of alice's streams are closed now: their slots come back once the server sees it.
+
+        async def reopened() -> int | None:
+            async with client.stream("GET", url) as response:
+                return response.status_code if response.status_code == 200 else None
+
+        assert await wait_until(reopened, "a stream opens again", seconds=10) == 200
+
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "alice has 2 streams open" in refused.json()["detail"]
