@@ -223,7 +223,7 @@ async def test_replay_at_the_recorded_pace_prints_the_same_lines(
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == expected
     assert too_fast.returncode == 2  # a usage error
-    assert "argument --speed: must be above 0 and at most 100" in too_fast.stderr
+    assert "argument --speed: must be from 0.01 to 100, got 500" in too_fast.stderr
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], code: int, says: str) -> None:

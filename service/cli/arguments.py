@@ -36,14 +36,16 @@ def owner_name(value: str) -> str:
 
 
 def speed(value: str) -> float:
-    from service.streams.pacing import REPLAY_SPEED_MAX
+    from service.streams.pacing import REPLAY_SPEED_MAX, REPLAY_SPEED_MIN
 
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not 0 < number <= REPLAY_SPEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most {REPLAY_SPEED_MAX:g}")
+    if not REPLAY_SPEED_MIN <= number <= REPLAY_SPEED_MAX:  # NaN compares false: refused too
+        raise argparse.ArgumentTypeError(
+            f"must be from {REPLAY_SPEED_MIN:g} to {REPLAY_SPEED_MAX:g}, got {value}"
+        )
     return number
 
 
