@@ -105,11 +105,6 @@ async def frames(
     while PostgreSQL was unavailable, so the checks the handler makes before answering are
     made here once it answers; until then the client gets keepalives."""
     yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
-    if unchecked_key is not None:
-        try:
-            await keys.live_key(services.pool, unchecked_key)
-        except GenstreamError:
-            return  # revoked meanwhile, or still unreachable: the reconnect gets the answer
     if not head_known:
         head: Head | None = None
         waiting = follow.head_once_available(services.streams, services.pool, generation_id)
@@ -123,6 +118,13 @@ async def frames(
                 return
         except GenstreamError:
             return  # a 204, 400 or 409 now: the client reconnects and gets it as the answer
+    if unchecked_key is not None:
+        # The token's key could not be checked when the stream opened (the database was
+        # away); it answers now, so ask before the first event goes out.
+        try:
+            await keys.live_key(services.pool, unchecked_key)
+        except GenstreamError:
+            return  # revoked meanwhile (or away again): the reconnect gets the answer
     items = follow.follow(services.streams, generation_id, after)
     if speed is not None:
         items = pacing.paced(items, speed, services.streams.keepalive_wait_s())

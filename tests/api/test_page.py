@@ -413,7 +413,7 @@ async def set_revoked(pool: Pool, owner: str, revoked: bool) -> None:
     [
         pytest.param("server error", "500", id="500"),
         pytest.param("no answer", "Failed to fetch", id="network"),
-        pytest.param("revoked key", "unknown or revoked API key", id="401-revoked-key"),
+        pytest.param("revoked key", "unknown, expired or revoked API key", id="401-revoked-key"),
         pytest.param("another owner's key", "not found", id="404-another-owner"),
     ],
 )
