@@ -152,8 +152,11 @@ class Worker:
                 log.warning("cannot claim runs: %s", exc)
             except Exception:
                 log.exception("claiming a run failed; will retry")
+            # Not asyncio.wait_for: on Python 3.11 it drops a cancel that lands as the wake-up
+            # arrives (CPython gh-86296), and stop() then waits for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_s)
+                async with asyncio.timeout(self._poll_s):
+                    await self._wakeup.wait()
 
     async def _renew_loop(self) -> None:
         while True:
