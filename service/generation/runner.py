@@ -73,7 +73,8 @@ class LogEmitter:
 @dataclass(slots=True)
 class _Run:
     task: asyncio.Task[None]
-    cancel_requested: bool = False
+    cancel_requested: bool = False  # a cancel NOTIFY stopped the task
+    ending: bool = False  # the run is writing its terminal event: a NOTIFY must not stop that
 
 
 class Worker:
@@ -104,10 +105,16 @@ class Worker:
         self._wakeup.set()
 
     def request_cancel(self, payload: str) -> None:
-        """A cancel NOTIFY: if this process runs that generation, stop it now."""
+        """A cancel NOTIFY: if this process runs that generation, stop it now.
+
+        Not if the run is already ending: it may have learnt of the same cancel first from its
+        own append (the NOTIFY is sent by the same commit, and the listener may hand it over
+        later), or failed, and be writing its terminal event. Cancelling the task then left
+        the run without one until its lease ran out and a later claim ended it.
+        """
         with contextlib.suppress(ValueError):
             run = self._runs.get(UUID(payload))
-            if run is not None and not run.cancel_requested:
+            if run is not None and not (run.cancel_requested or run.ending):
                 run.cancel_requested = True
                 run.task.cancel()
 
@@ -145,8 +152,11 @@ class Worker:
                 log.warning("cannot claim runs: %s", exc)
             except Exception:
                 log.exception("claiming a run failed; will retry")
+            # Not asyncio.wait_for: on Python 3.11 it drops a cancel that lands as the wake-up
+            # arrives (CPython gh-86296), and stop() then waits for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_s)
+                async with asyncio.timeout(self._poll_s):
+                    await self._wakeup.wait()
 
     async def _renew_loop(self) -> None:
         while True:
@@ -259,7 +269,14 @@ class Worker:
 
         Its stage and progress are read back from the row: an append interrupted by a cancel
         may have committed without the emitter hearing of it, and the bar must not move back.
+
+        The run is marked ending before the first await, so a cancel NOTIFY handled from here on
+        leaves it alone (see ``request_cancel``); shutdown and a lost lease still stop it, and
+        the run stays for its next claim.
         """
+        run = self._runs.get(emitter.generation_id)
+        if run is not None:
+            run.ending = True
         data = {"error": error} if error is not None else {}
         try:
             async with connection(self._pool) as conn:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
@@ -18,14 +19,14 @@ import pytest
 
 from service.errors import LeaseLost
 from service.events import EventType, NewEvent, NewFile, Status
-from service.generation import runs
+from service.generation import runner, runs
 from service.generation.emitter import Emitter, Generate, Job
 from service.generation.generator import make_generate
 from service.generation.providers.offline import STAGES, render_phase
 from service.generation.runner import LogEmitter, Worker
 from service.settings import Settings
 from service.spec import Spec
-from service.store import generations
+from service.store import event_log, generations
 from service.store.db import Pool
 from service.store.generations import Claimed
 from service.store.listener import Listener
@@ -505,6 +506,117 @@ async def test_a_cancel_notify_during_an_append_ends_where_the_log_stands(
     for (_, stage, progress), (kind, end_stage, end_progress) in ended:
         assert kind == EventType.CANCELLED
         assert (end_stage, end_progress) == (stage, progress), ended
+
+
+class LateCancelNotify:
+    """The cancel channel as a slow listener delivers it: each NOTIFY is held back (``hold`` is
+    the listener's handler) until the run, writing its terminal event, reaches ``hand_over``;
+    only then does the worker hear of it, while the run is suspended there."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._held: asyncio.Queue[str] = asyncio.Queue()
+        self.run: asyncio.Task[Any] | None = None
+        self.handed_over = asyncio.Event()
+
+    def hold(self, payload: str) -> None:
+        self._held.put_nowait(payload)
+
+    async def hand_over(self) -> None:
+        payload = await asyncio.wait_for(self._held.get(), 10)
+        self.run = asyncio.current_task()
+        asyncio.get_running_loop().call_soon(self._worker.request_cancel, payload)
+        self.handed_over.set()
+        await asyncio.sleep(0)  # the worker handles the NOTIFY while the run waits here
+
+
+def stop_the_ending_at(
+    monkeypatch: pytest.MonkeyPatch, point: str, hook: Callable[[], Awaitable[None]]
+) -> None:
+    """The runner's ``event_log`` with ``hook`` awaited before the run, ending, calls
+    ``point``: ``select_head`` (where it reads the head for its terminal event) or ``append``
+    (of a batch that ends with a terminal event)."""
+
+    async def select_head(conn: Any, generation_id: UUID) -> event_log.Head:
+        await hook()
+        return await event_log.select_head(conn, generation_id)
+
+    async def append(
+        conn: Any,
+        generation_id: UUID,
+        events: Sequence[NewEvent],
+        files: Sequence[NewFile] = (),
+        **options: Any,
+    ) -> event_log.Appended:
+        if events[-1].is_terminal:
+            await hook()
+        return await event_log.append(conn, generation_id, events, files, **options)
+
+    wrapped = SimpleNamespace(**vars(event_log))
+    setattr(wrapped, point, {"select_head": select_head, "append": append}[point])
+    monkeypatch.setattr(runner, "event_log", wrapped)
+
+
+@pytest.mark.parametrize("point", ["select_head", "append"])
+@pytest.mark.parametrize(
+    "ending", [EventType.CANCELLED, EventType.FAILED], ids=["cancelled", "failed"]
+)
+async def test_a_cancel_notify_heard_while_the_run_ends_does_not_stop_its_terminal_event(
+    pool: Pool,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    point: str,
+    ending: EventType,
+) -> None:
+    """A cancel commits while the run works. The run learns of it from its own next append
+    (stored, and answering ``cancel_requested``) and starts writing ``generation.cancelled``,
+    or it fails first and starts writing ``generation.failed``. The cancel's NOTIFY was sent by
+    the same commit, but the listener may hand it to the worker only now (in production the
+    append, held back by the cancel's row lock, is answered at the very commit that sends the
+    NOTIFY). It must not stop the terminal event: the run would be left running, its task gone,
+    until its lease ran out (issue 12, finding 8). Driven: the NOTIFY is held back and handed
+    to the worker while the run is suspended just before ``point``, every time."""
+    started = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def working(job: Job, emitter: Emitter) -> None:
+        await emitter.emit(NewEvent(EventType.PHASE_STARTED, "core", 0.1, "Phase 1 of 4"))
+        started.set()
+        await go_on.wait()
+        if ending is EventType.FAILED:
+            raise RuntimeError("the model said no")
+        # The cancel is committed: this append is stored, then raises RunCancelled.
+        await emitter.emit(NewEvent(EventType.LLM_DELTA, "core", 0.2, "Writing", {"text": "x"}))
+
+    worker = Worker(pool, working, concurrency=2, poll_s=30.0)
+    late = LateCancelNotify(worker)
+    stop_the_ending_at(monkeypatch, point, late.hand_over)
+    async with listening(database_url, {generations.CANCEL_CHANNEL: late.hold}):
+        worker.start()
+        try:
+            generation_id = await create_generation(pool)
+            worker.wake()
+            await asyncio.wait_for(started.wait(), 10)
+            assert await runs.cancel_generation(pool, "alice", generation_id) is Status.RUNNING
+            go_on.set()
+            await asyncio.wait_for(late.handed_over.wait(), 10)
+            assert late.run is not None
+            await asyncio.wait({late.run}, timeout=10)
+            assert late.run.done(), "the run never ended"
+            events = await events_of(pool, generation_id)
+        finally:
+            await worker.stop()
+
+    assert types(events)[-1] == ending, f"the run ended without its terminal event: {types(events)}"
+    assert not late.run.cancelled()
+    assert_well_formed(events, ending)
+    if ending is EventType.CANCELLED:
+        assert types(events)[2:] == [EventType.PHASE_STARTED, EventType.LLM_DELTA, ending]
+        assert (events[-1]["stage"], events[-1]["progress"]) == ("core", 0.2)
+    else:
+        assert types(events)[2:] == [EventType.PHASE_STARTED, ending]
+        assert events[-1]["data"] == {"error": "the model said no"}
+    assert (await generation(pool, generation_id)).status == ending.removeprefix("generation.")
 
 
 async def test_a_worker_whose_lease_was_taken_over_stops_that_run_and_frees_its_slot(

@@ -4,7 +4,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import pytest
@@ -155,6 +155,37 @@ async def test_a_worker_runs_at_most_its_concurrency_at_once(pool: Pool) -> None
         await wait_finished(pool, ids)
     for generation_id in ids:
         assert (await generation(pool, generation_id)).status is Status.SUCCEEDED
+
+
+class WakeUp(asyncio.Event):
+    """The worker's wake-up event, saying when its claim loop has begun to wait on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_on = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.waited_on.set()
+        return await super().wait()
+
+
+async def test_stop_returns_when_a_wake_up_lands_in_the_same_instant(pool: Pool) -> None:
+    """A run that ends wakes the claim loop (its slot is free); stop() may come in that very
+    instant, as it does when the last run ends just before SIGTERM. On Python 3.11,
+    ``asyncio.wait_for`` returns its inner result and drops a cancel that lands once the inner
+    wait is done (CPython gh-86296): the claim loop went on polling and stop() never returned.
+    Driven: the wake-up's wait completes, then stop() cancels, before the loop runs again."""
+    worker = Worker(pool, OFFLINE, concurrency=2, poll_s=30.0)
+    wakeup = WakeUp()
+    worker._wakeup = wakeup  # the one seam: when the claim loop idles
+    worker.start()
+    await asyncio.wait_for(wakeup.waited_on.wait(), 10)
+    worker.wake()
+    await asyncio.sleep(0)  # the wake-up's wait completes; the claim loop has not run yet
+    stopping = asyncio.create_task(worker.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert stopping in done, "stop() did not return: the claim loop lost its cancel"
+    stopping.result()
 
 
 async def test_a_generator_that_raises_ends_the_run_as_failed_with_its_error(

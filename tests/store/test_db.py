@@ -1,17 +1,38 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import asyncpg
 import pytest
+from asyncpg import connect_utils
 
 from service.errors import StoreUnavailable
-from service.store.db import asyncpg_dsn, connection, create_pool, sqlalchemy_url
+from service.store.db import Connection, Pool, asyncpg_dsn, connection, create_pool, sqlalchemy_url
+from tests.helpers import wait_until
+
+RESETS = ["asyncpg-reset", "reset-skipped"]
 
 
+async def keep_session(_conn: Connection) -> None:
+    """A pool reset that sends nothing (commit 729cefb tried it for the append's sake)."""
+
+
+async def pool_with(database_url: str, reset: str) -> Pool:
+    """genstream's pool of one connection, or the same with asyncpg's reset query skipped."""
+    if reset == "asyncpg-reset":
+        return await create_pool(database_url, min_size=1, max_size=1)
+    return await asyncpg.create_pool(
+        asyncpg_dsn(database_url), min_size=1, max_size=1, reset=keep_session
+    )
+
+
+@pytest.mark.parametrize("reset", RESETS)
 async def test_a_transaction_left_open_is_rolled_back_when_its_connection_goes_back(
-    database_url: str,
+    database_url: str, reset: str
 ) -> None:
-    # What asyncpg's pool guarantees on release, and genstream relies on.
-    pool = await create_pool(database_url, min_size=1, max_size=1)
+    # What asyncpg's pool guarantees on release, reset query or not, and genstream relies on.
+    pool = await pool_with(database_url, reset)
     try:
         async with pool.acquire() as conn:
             await conn.execute("CREATE TABLE scratch (n int)")
@@ -22,6 +43,58 @@ async def test_a_transaction_left_open_is_rolled_back_when_its_connection_goes_b
             assert await conn.fetchval("SELECT count(*) FROM scratch") == 0
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("reset", RESETS)
+async def test_a_cancel_that_reaches_the_server_late_spares_the_next_query(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, reset: str
+) -> None:
+    """A query whose task is cancelled mid-flight, and whose cancel request reaches the server
+    only once the query has ended: what the reset query was thought to absorb (commit
+    04ae52b). asyncpg lets the connection serve nothing else until the request was delivered
+    (the pool waits for it on release, the protocol again before each query), and PostgreSQL
+    drops a cancel that finds its backend idle: the next query on the same connection runs
+    whole, with the reset query or without it."""
+    first = "SELECT pg_sleep(0.3) -- the first"
+    watcher = await asyncpg.connect(asyncpg_dsn(database_url))
+    real_cancel = connect_utils._cancel  # type: ignore[attr-defined]
+
+    async def running(pid: int, query: str) -> bool:
+        row = await watcher.fetchrow(
+            "SELECT state, query FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        return row is not None and (row["state"], row["query"]) == ("active", query)
+
+    async def late_cancel(**request: Any) -> None:
+        pid = request["backend_pid"]
+
+        async def first_over() -> bool:
+            return not await running(pid, first)
+
+        await wait_until(first_over, "the first query ends")
+        await real_cancel(**request)
+
+    monkeypatch.setattr(connect_utils, "_cancel", late_cancel)
+    pool = await pool_with(database_url, reset)
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+
+        async def query_first() -> None:
+            async with pool.acquire() as conn:
+                await conn.execute(first)
+
+        task = asyncio.create_task(query_first())
+        await wait_until(lambda: running(pid, first), "the first query runs")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+            await conn.execute("SELECT pg_sleep(0.2) -- the next")  # no QueryCanceledError
+    finally:
+        await pool.close()
+        await watcher.close()
 
 
 async def test_one_connection_serves_many_units_of_work(database_url: str) -> None:
