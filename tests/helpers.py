@@ -73,8 +73,14 @@ async def new_generation(
     return generation_id
 
 
-async def create_generation(pool: Pool, owner: str = "alice", spec: dict[str, Any] = SPEC) -> UUID:
-    """A generation created as the API creates it (validated spec, offline provider)."""
+async def create_generation(
+    pool: Pool,
+    owner: str = "alice",
+    spec: dict[str, Any] = SPEC,
+    limits: runs.CreateLimits = runs.CreateLimits(),  # noqa: B008 (frozen: one default is safe)
+) -> UUID:
+    """A generation created as the API creates it (validated spec, offline provider), within
+    ``limits`` (none by default)."""
     return await runs.create_generation(
         pool,
         owner,
@@ -82,6 +88,7 @@ async def create_generation(pool: Pool, owner: str = "alice", spec: dict[str, An
         provider=None,
         model=None,
         available_providers=frozenset({"offline"}),
+        limits=limits,
     )
 
 

@@ -53,22 +53,28 @@ VALUES (
     NewKey._fields,
 )
 
-# The live key (not revoked, not expired) with digest $1, with its quotas; marks it used,
-# at most once a minute (a write per request would cost every request a row lock and WAL).
-SELECT_LIVE_KEY = """
+# What a live key speaks for (a select list, not a query), and what makes a key live.
+KEY_OWNER_COLUMNS = """
+    id,
+    owner,
+    is_admin,
+    max_active_runs,
+    runs_per_minute,
+    max_streams
+"""
+LIVE = """
+    revoked_at IS NULL
+    AND (expires_at IS NULL OR expires_at > clock_timestamp())
+"""
+
+# The live key with digest $1, with its quotas; marks it used, at most once a minute (a write
+# per request would cost every request a row lock and WAL).
+SELECT_LIVE_KEY = f"""
 WITH live AS (
-    SELECT
-        id,
-        owner,
-        is_admin,
-        max_active_runs,
-        runs_per_minute,
-        max_streams,
-        last_used_at
+    SELECT {KEY_OWNER_COLUMNS}, last_used_at
     FROM api_keys
     WHERE key_hash = $1
-      AND revoked_at IS NULL
-      AND (expires_at IS NULL OR expires_at > clock_timestamp())
+      AND {LIVE}
 ),
 touched AS (
     UPDATE api_keys
@@ -77,29 +83,16 @@ touched AS (
     WHERE api_keys.id = live.id
       AND (live.last_used_at IS NULL OR live.last_used_at < clock_timestamp() - interval '1 minute')
 )
-SELECT
-    id,
-    owner,
-    is_admin,
-    max_active_runs,
-    runs_per_minute,
-    max_streams
+SELECT {KEY_OWNER_COLUMNS}
 FROM live
 """
 
 # Key $1 if it is still live: what a stream token issued through it checks.
-SELECT_LIVE_KEY_BY_ID = """
-SELECT
-    id,
-    owner,
-    is_admin,
-    max_active_runs,
-    runs_per_minute,
-    max_streams
+SELECT_LIVE_KEY_BY_ID = f"""
+SELECT {KEY_OWNER_COLUMNS}
 FROM api_keys
 WHERE id = $1
-  AND revoked_at IS NULL
-  AND (expires_at IS NULL OR expires_at > clock_timestamp())
+  AND {LIVE}
 """
 
 # Every key, newest first, as an operator lists them (never the digest).

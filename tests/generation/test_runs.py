@@ -153,16 +153,16 @@ async def test_beyond_the_active_runs_quota_a_create_is_refused_with_a_retry_hin
     pool: Pool,
 ) -> None:
     limits = runs.CreateLimits(max_active_runs=2)
-    first = await create_generation_limited(pool, "alice", limits)
-    await create_generation_limited(pool, "alice", limits)
+    first = await create_generation(pool, "alice", limits=limits)
+    await create_generation(pool, "alice", limits=limits)
 
     with pytest.raises(TooManyRequests, match="2 generations queued or running") as refused:
-        await create_generation_limited(pool, "alice", limits)
+        await create_generation(pool, "alice", limits=limits)
     assert refused.value.retry_after_s == runs.ACTIVE_RETRY_AFTER_S
-    await create_generation_limited(pool, "bob", limits)  # another owner's quota is its own
+    await create_generation(pool, "bob", limits=limits)  # another owner's quota is its own
 
     await runs.cancel_generation(pool, "alice", first)  # a finished one frees its place
-    await create_generation_limited(pool, "alice", limits)
+    await create_generation(pool, "alice", limits=limits)
 
 
 async def test_beyond_the_rate_a_create_is_refused_until_the_minute_has_passed(
@@ -170,14 +170,14 @@ async def test_beyond_the_rate_a_create_is_refused_until_the_minute_has_passed(
 ) -> None:
     limits = runs.CreateLimits(runs_per_minute=3)
     for _ in range(3):
-        await create_generation_limited(pool, "alice", limits)
+        await create_generation(pool, "alice", limits=limits)
     with pytest.raises(TooManyRequests, match="3 generations in the last minute") as refused:
-        await create_generation_limited(pool, "alice", limits)
+        await create_generation(pool, "alice", limits=limits)
     assert 1 <= refused.value.retry_after_s <= 60
 
     async with pool.acquire() as conn:  # as if the minute had passed
         await conn.execute("UPDATE generations SET created_at = created_at - interval '61 s'")
-    await create_generation_limited(pool, "alice", limits)
+    await create_generation(pool, "alice", limits=limits)
 
 
 async def test_concurrent_creates_never_slip_past_the_quota(pool: Pool, database_url: str) -> None:
@@ -188,7 +188,7 @@ async def test_concurrent_creates_never_slip_past_the_quota(pool: Pool, database
     try:
         outcomes = await asyncio.gather(
             *(
-                create_generation_limited(pool if n % 2 else other, "alice", limits)
+                create_generation(pool if n % 2 else other, "alice", limits=limits)
                 for n in range(10)
             ),
             return_exceptions=True,
@@ -199,15 +199,3 @@ async def test_concurrent_creates_never_slip_past_the_quota(pool: Pool, database
     refused = [outcome for outcome in outcomes if isinstance(outcome, TooManyRequests)]
     assert (len(created), len(refused)) == (4, 6), outcomes
     assert len(await owned(pool, "alice")) == 4
-
-
-async def create_generation_limited(pool: Pool, owner: str, limits: runs.CreateLimits) -> UUID:
-    return await runs.create_generation(
-        pool,
-        owner,
-        Spec.model_validate(SPEC),
-        provider=None,
-        model=None,
-        available_providers=OFFLINE_ONLY,
-        limits=limits,
-    )
