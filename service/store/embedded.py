@@ -206,7 +206,8 @@ def _port_is_free(port: int) -> bool:
 @dataclass
 class EmbeddedCluster:
     """One cluster in ``root``; ``start`` is idempotent and safe across processes (file lock).
-    ``createdb`` lets the service role CREATE DATABASE (the tests clone a template per test)."""
+    ``createdb`` lets the service role CREATE DATABASE and end other sessions in the databases
+    it drops (the tests clone a template per test)."""
 
     root: Path
     bindir: Path | None = None
@@ -416,7 +417,15 @@ class EmbeddedCluster:
         password = self.password_file.read_text().strip()
         createdb = "CREATEDB" if self.createdb else "NOCREATEDB"
         variables = f"\\set createdb {createdb}\n\\set verifier '{scram_verifier(password)}'\n"
-        self._psql(port, ADMIN, "postgres", variables + PROVISION)
+        # Where the tests create and drop a database per test, DROP DATABASE ... WITH (FORCE)
+        # must also end an autovacuum worker still in it, which has no role of its own: only
+        # pg_signal_backend members may (a test's teardown failed on it once).
+        signal = (
+            f"GRANT pg_signal_backend TO {ROLE};\n"
+            if self.createdb
+            else f"REVOKE pg_signal_backend FROM {ROLE};\n"
+        )
+        self._psql(port, ADMIN, "postgres", variables + PROVISION + signal)
 
     def _upgrade_old_cluster(self, port: int | None) -> None:
         """A cluster an older genstream made: demote its superuser, close the doors, and stop it.

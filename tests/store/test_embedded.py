@@ -159,6 +159,8 @@ async def test_the_service_role_owns_its_database_and_is_no_superuser(
         )
         assert role is not None
         assert not any(role.values()), dict(role)
+        signals = "SELECT pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')"
+        assert await conn.fetchval(signals) is False
         owner = "SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()"
         assert await conn.fetchval(owner) == "genstream"
 
@@ -287,3 +289,24 @@ def test_a_cluster_made_by_an_older_genstream_is_upgraded_in_place(
         assert cluster.start() == url  # once upgraded, starts as any other cluster
     finally:
         cluster.destroy()
+
+
+async def test_only_the_tests_cluster_lets_the_service_role_end_sessions_in_what_it_drops(
+    server_url: str,
+) -> None:
+    """DROP DATABASE ... WITH (FORCE) in a test's teardown must end an autovacuum worker still
+    in the database; that takes pg_signal_backend, which only the throwaway cluster grants."""
+    conn = await asyncpg.connect(asyncpg_dsn(server_url))
+    try:
+        member = await conn.fetchval(
+            "SELECT pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')"
+        )
+        superuser = await conn.fetchval(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        )
+    finally:
+        await conn.close()
+    if os.environ.get("TEST_DATABASE_URL"):
+        pytest.skip("a server the tests were given: its roles are its operator's")
+    assert member is True
+    assert superuser is False
