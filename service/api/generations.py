@@ -18,6 +18,7 @@ from service.api.auth import provide_caller
 from service.api.context import Services
 from service.api.cursors import decode_list_cursor, encode_list_cursor
 from service.api.schemas import (
+    OVER_QUOTA,
     CancelAccepted,
     Created,
     CreateGeneration,
@@ -49,7 +50,7 @@ class GenerationsController(Controller):
     path = "/api/generations"
     dependencies = {"caller": Provide(provide_caller)}  # noqa: RUF012 (Litestar's idiom)
 
-    @post("/", status_code=HTTP_201_CREATED)
+    @post("/", status_code=HTTP_201_CREATED, responses={429: OVER_QUOTA})
     async def create(
         self,
         data: JSONBody[CreateGeneration],

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
+from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.events import Status
@@ -92,3 +93,18 @@ class Stats(BaseModel):
     to_first_file_s: dict[str, float | None]
     tokens: dict[str, int]
     recoveries: dict[str, int]
+
+
+class Problem(BaseModel):
+    """Every error answer: ``status`` repeats the HTTP status, ``detail`` says what to do."""
+
+    status: int
+    detail: str
+
+
+def problem(description: str) -> ResponseSpec:
+    """An error answer for an operation's OpenAPI ``responses``."""
+    return ResponseSpec(data_container=Problem, description=description)
+
+
+OVER_QUOTA = problem("Over a quota; the Retry-After header says when to try again.")

@@ -22,6 +22,7 @@ from service.access import keys, tokens
 from service.access.quotas import effective
 from service.api.auth import bearer_key
 from service.api.context import Services
+from service.api.schemas import OVER_QUOTA, problem
 from service.errors import GenstreamError, InvalidRequest, StoreUnavailable, Unauthorized
 from service.store import generations
 from service.store.db import BIGINT_MAX, connection
@@ -156,7 +157,13 @@ def frame(event: StoredEvent) -> str:
     return f"id: {event.seq:d}\nevent: {event_type}\ndata: {data}\n\n"
 
 
-@get("/api/generations/{generation_id:uuid}/stream")
+@get(
+    "/api/generations/{generation_id:uuid}/stream",
+    responses={
+        429: OVER_QUOTA,
+        503: problem("The database is unavailable and the caller sent an API key; Retry-After."),
+    },
+)
 async def stream(
     request: Request[Any, Any, Any],
     generation_id: FromPath[UUID],

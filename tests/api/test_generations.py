@@ -733,3 +733,12 @@ async def test_over_a_quota_a_create_is_429_with_retry_after_and_a_key_may_carry
     assert body["status"] == 429
     assert "alice has 1 generation queued or running" in body["detail"]
     assert bobs_fourth.status_code == 429
+
+
+async def test_the_openapi_document_lists_the_quota_answers(running: RunningApp) -> None:
+    async with running.client() as client:
+        paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    create = paths["/api/generations"]["post"]["responses"]
+    stream = paths["/api/generations/{generation_id}/stream"]["get"]["responses"]
+    assert "429" in create
+    assert {"429", "503"} <= set(stream)
