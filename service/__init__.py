@@ -21,8 +21,9 @@ The packages, from the outside in; each may import only the ones ``LAYERS`` list
     generation                  the run: worker, phases, providers (no HTTP, no SQL)
     store                       the only SQL: the event log, runs, keys, the LISTEN connection
     events errors files         leaves: the vocabulary, the error tree, what a stored file
-    settings spec               may be (its path, size, language), configuration, the
-                                request's spec; anyone may import them
+    settings spec observe       may be (its path, size, language), configuration, the
+                                request's spec, the metrics, logs and traces; anyone may
+                                import them
 
 Only ``api`` and the composition modules import Litestar; only ``store`` speaks SQL; only
 ``generation/providers/gemini.py`` imports google-genai.
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 from typing import Final
 
-_LEAVES: Final = frozenset({"events", "errors", "files", "settings", "spec"})
+_LEAVES: Final = frozenset({"events", "errors", "files", "observe", "settings", "spec"})
 _BELOW_API: Final = frozenset({"access", "streams", "generation", "store"}) | _LEAVES
 _EVERYTHING: Final = (
     frozenset(
@@ -59,6 +60,7 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "files": _LEAVES,
     "settings": _LEAVES,
     "spec": _LEAVES,
+    "observe": _LEAVES,
     "web": frozenset(),  # the page's HTML, CSS and script: no Python
 }
 """Layer -> the layers (and "litestar") its modules may import; its own is always allowed."""
