@@ -3,7 +3,6 @@ the error tree to HTTP statuses."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -21,17 +20,20 @@ from service.api.context import Services, provide_services
 from service.api.feed import feed
 from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
+from service.api.metrics import metrics
 from service.api.nul import refuse_nul
 from service.api.page import index, static_files
+from service.api.requests import observe_requests, on_response_start
 from service.api.stats import stats
 from service.api.stream import stream
 from service.generation.providers.registry import available_providers
+from service.observe.logs import get_logger
 from service.runtime import open_runtime
 from service.settings import Settings
 from service.store.migrate import head_revisions
 from service.streams.follow import Streams
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 STATUS_OF: dict[type[errors.GenstreamError], int] = {
     errors.InvalidRequest: 400,
@@ -94,7 +96,7 @@ def _undecodable_body(_: Request[Any, Any, Any], exc: Exception) -> Response[Any
 
 
 def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("unhandled error", exc_info=exc)
+    log.error("request.crashed", exc_info=exc)
     return _problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
@@ -126,11 +128,13 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             stats,
             healthz,
             readyz,
+            metrics,
             index,
             static_files,
         ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
-        middleware=[refuse_nul],
+        middleware=[observe_requests, refuse_nul],
+        before_send=[on_response_start],
         lifespan=[lifespan],
         exception_handlers={
             errors.GenstreamError: _service_error,

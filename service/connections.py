@@ -37,6 +37,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from service.observe import metrics
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
@@ -59,6 +61,7 @@ class Limits:
     ) -> None:
         """The ASGI app a request over the cap gets instead of genstream's."""
         self.refused += 1
+        metrics.CONNECTIONS_REFUSED.inc()
         now = time.monotonic()
         if now - self._warned_at >= WARN_EVERY_S:
             self._warned_at = now

@@ -7,17 +7,27 @@ parts by hand, so a new channel or a new part is added here once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Final
 
+from service.errors import StoreUnavailable
 from service.generation.generator import make_generate
 from service.generation.runner import Worker
+from service.generation.runs import observe_queue
+from service.observe.logs import get_logger
 from service.settings import Settings
 from service.store import event_log, generations
-from service.store.db import Pool, create_pool
+from service.store.db import Pool, create_pool, forget_pool, observe_pool
 from service.store.listener import Listener
 from service.streams.hub import Hub
+
+log = get_logger(__name__)
+
+QUEUE_GAUGES_EVERY_S: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,7 @@ async def open_runtime(
     else:  # a worker-only process: one connection per run, one for claims and leases
         concurrency = max(1, settings.worker_concurrency)
         pool = await create_pool(database_url, max_size=max(2, concurrency + 1))
+    observe_pool(pool)
     worker = Worker(
         pool,
         make_generate(settings),
@@ -75,15 +86,33 @@ async def open_runtime(
         hub.start_checking(settings.wakeup_check_s)
     if concurrency > 0:
         worker.start()
+    queue_gauges = asyncio.create_task(_observe_queue(pool), name="genstream-queue-gauges")
     try:
         yield Runtime(pool=pool, worker=worker, listener=listener, hub=hub)
     finally:
+        queue_gauges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await queue_gauges
         if hub is not None:
             hub.end_streams()
             await hub.stop()
         await worker.stop()
         await listener.stop()
+        forget_pool(pool)
         await pool.close()
+
+
+async def _observe_queue(pool: Pool) -> None:
+    """The queue's gauges, kept fresh for a scraper of ``GENSTREAM_METRICS_ADDRESS`` (the
+    API's ``/metrics`` refreshes them itself)."""
+    while True:
+        try:
+            await observe_queue(pool)
+        except StoreUnavailable:
+            pass  # genstream_db_up tells the operator; the gauges keep their last values
+        except Exception:
+            log.exception("metrics.queue_failed")
+        await asyncio.sleep(QUEUE_GAUGES_EVERY_S)
 
 
 def _wake_followers(hub: Hub) -> Callable[[str], None]:

@@ -1,31 +1,28 @@
 """Running a process until it is told to stop: ``serve`` (uvicorn around the app, its
-connections guarded by ``connections.py``) and ``worker`` (the runtime alone), both logging
-with secrets redacted. The command line calls these; the parts come from ``runtime.py`` and
-``app.py``."""
+connections guarded by ``connections.py``) and ``worker`` (the runtime alone). The command line
+calls these; the parts come from ``runtime.py`` and ``app.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
-import logging
-import re
 import resource
 import signal
 import socket
-from collections.abc import Mapping
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from litestar import Litestar
 
 from service import connections
 from service.app import create_app
+from service.observe import metrics
+from service.observe.logs import get_logger
 from service.runtime import open_runtime
 from service.settings import Settings
 
-log = logging.getLogger("service")
+log = get_logger("service")
 
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -61,7 +58,8 @@ class Server(uvicorn.Server):
 def serve(settings: Settings, database_url: str, *, host: str, port: int) -> None:
     """The HTTP API, the streams and an in-process worker, until SIGTERM or Ctrl-C."""
     raise_open_file_limit()
-    redact_secrets_in_logs()
+    if settings.metrics_address is not None:
+        metrics.serve_metrics(settings.metrics_address)
     app = create_app(settings, database_url)
     limits = connections.Limits(settings.request_read_timeout_s, settings.max_connections)
     config = uvicorn.Config(
@@ -70,7 +68,9 @@ def serve(settings: Settings, database_url: str, *, host: str, port: int) -> Non
         port=port,
         http=connections.protocol(limits),
         timeout_keep_alive=settings.keepalive_timeout_s,
-        log_level="info",
+        log_level=settings.log_level.lower(),
+        log_config=None,  # logging is ours (observe/logs.py), configured by the command line
+        access_log=False,  # the request middleware logs each request with its id and route
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
     )
@@ -80,7 +80,8 @@ def serve(settings: Settings, database_url: str, *, host: str, port: int) -> Non
 def run_worker(settings: Settings, database_url: str) -> None:
     """Claim and run generations, no HTTP, until SIGTERM or Ctrl-C; then hand the runs in
     progress back (their leases released, so another worker resumes them at once)."""
-    redact_secrets_in_logs()
+    if settings.metrics_address is not None:
+        metrics.serve_metrics(settings.metrics_address)
 
     async def main() -> None:
         async with open_runtime(settings, database_url, serves_streams=False) as runtime:
@@ -88,7 +89,7 @@ def run_worker(settings: Settings, database_url: str) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            log.info("worker %s running", runtime.worker.worker_id)
+            log.info("worker.running", worker=runtime.worker.worker_id)
             await stop.wait()
 
     asyncio.run(main())
@@ -104,67 +105,3 @@ def raise_open_file_limit() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-# What must never reach a log line: a credential in a query string (uvicorn's access log
-# writes every URL, and a stream token is good for an hour), an API key or a stream token
-# anywhere (a key put in a URL by mistake is refused, and would still be logged), a bearer
-# credential, a password in a database URL.
-_SECRETS = (
-    (
-        re.compile(
-            r"(?<![\w-])((?:token|stream_token|access_token|api_key|apikey|key|password|secret)=)"
-            r"[^&\s\"']+",
-            re.IGNORECASE,
-        ),
-        r"\1***",
-    ),
-    (re.compile(r"\bgsk_[\w-]+"), "gsk_***"),
-    (re.compile(r"\b[0-9]+\.[\w-]{43}(?![\w-])"), "***"),  # <expiry>.<signature>
-    (re.compile(r"\b(Bearer\s+)\S+", re.IGNORECASE), r"\1***"),
-    (re.compile(r"(://[^/:@\s]*:)[^@/\s]+@"), r"\1***@"),
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with every secret it carries replaced by ``***``."""
-    for secret, replacement in _SECRETS:
-        text = secret.sub(replacement, text)
-    return text
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, (int, float)) or value is None:
-        return value  # never a secret, and a %d placeholder needs the number
-    try:
-        text = str(value)
-    except Exception:
-        return value  # logging reports it when it formats the line; never raise here
-    clean = redact(text)
-    return value if clean == text else clean
-
-
-def redact_secrets_in_logs() -> None:
-    """Every log record of this process, whoever logs it and wherever it goes, is made with
-    its secrets redacted: message, arguments and exception text. uvicorn's access log formats
-    from the arguments, so each is redacted in place rather than the message rendered."""
-    make_record = logging.getLogRecordFactory()
-    if getattr(make_record, "redacts", False):
-        return
-
-    def redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = make_record(*args, **kwargs)
-        record.msg = _redacted(record.msg)
-        if isinstance(record.args, Mapping):
-            record.args = {name: _redacted(value) for name, value in record.args.items()}
-        elif record.args:
-            record.args = tuple(_redacted(value) for value in record.args)
-        if record.exc_info and not record.exc_text:
-            record.exc_text = redact(_FORMATTER.formatException(record.exc_info))
-        return record
-
-    redacted_record.redacts = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(redacted_record)
-
-
-_FORMATTER = logging.Formatter()

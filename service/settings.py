@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -154,6 +155,47 @@ class Settings(BaseSettings):
         description="Connections one `serve` process holds, streams included; a request "
         "beyond them gets 503 with Retry-After.",
     )
+
+    log_format: Literal["json", "console"] = Field(
+        default="console",
+        description="Log lines as JSON objects (for a log pipeline) or text for a terminal.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="The least severe log level written."
+    )
+    metrics_address: str | None = Field(
+        default=None,
+        description="host:port where /metrics is also served without a key (a `worker` has "
+        "no other port). Unset: only the API port's /metrics, for admin keys.",
+    )
+
+    otel_traces_exporter: str | None = Field(
+        default=None,
+        validation_alias="OTEL_TRACES_EXPORTER",
+        description="OpenTelemetry's standard variable: `otlp` or `console` turns traces on "
+        "(needs the `otel` extra); unset or `none`: off.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OpenTelemetry's standard variable: where OTLP/HTTP traces go; setting it "
+        "turns traces on. The exporter reads its other OTEL_* variables itself.",
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:9464")
+        return value
 
     @field_validator("database_url")
     @classmethod

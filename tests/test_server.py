@@ -1,18 +1,17 @@
 """``server.py``: what a serving process needs from the operating system, and logs with no
-secret in them. How ``serve`` and ``worker`` start, stop and hand over runs is tested on real
-processes in test_processes.py and test_faults.py; what a connection may cost, in
-test_connections.py."""
+secret in them (the redaction itself: tests/observe/test_logs.py). How ``serve`` and
+``worker`` start, stop and hand over runs is tested on real processes in test_processes.py and
+test_faults.py; what a connection may cost, in test_connections.py."""
 
 from __future__ import annotations
 
-import logging
 import resource
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from service.server import raise_open_file_limit, redact, redact_secrets_in_logs
+from service.server import raise_open_file_limit
 from tests.conftest import SpawnServe
 from tests.helpers import API, SMALL_SPEC, create_via_api, wait_until
 from tests.processes import terminate
@@ -33,63 +32,6 @@ def test_the_open_file_limit_rises_to_the_hard_limit(file_limits: tuple[int, int
 
     assert soft == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert soft == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
-
-
-@pytest.mark.parametrize(
-    ("line", "logged"),
-    [
-        (
-            '127.0.0.1:5 - "GET /api/generations/1/stream?token=1767225600.'
-            + "a" * 43
-            + '&after=3 HTTP/1.1" 200',
-            '127.0.0.1:5 - "GET /api/generations/1/stream?token=***&after=3 HTTP/1.1" 200',
-        ),
-        ("/stream?after=2&token=gsk_AbC-d_9", "/stream?after=2&token=***"),
-        ("/api/generations?api_key=gsk_x&limit=5", "/api/generations?api_key=***&limit=5"),
-        ("/api/generations/gsk_AbC-d_9/files", "/api/generations/gsk_***/files"),
-        ("refused gsk_AbC-d_9, said so", "refused gsk_***, said so"),
-        ("token 1767225600." + "Z" * 43 + ".", "token ***."),
-        ("Authorization: Bearer gsk_AbC", "Authorization: Bearer ***"),
-        (
-            "postgresql://genstream:pa55@127.0.0.1:5432/db",
-            "postgresql://genstream:***@127.0.0.1:5432/db",
-        ),
-        ("Key (generation_id, seq)=(x, 1) already exists", None),
-        ("?after=9223372036854775808&pace=recorded&speed=1.5", None),
-    ],
-)
-def test_redact_hides_keys_and_tokens_and_nothing_else(line: str, logged: str | None) -> None:
-    assert redact(line) == (line if logged is None else logged)
-
-
-@pytest.fixture
-def record_factory() -> Iterator[None]:
-    factory = logging.getLogRecordFactory()
-    yield
-    logging.setLogRecordFactory(factory)
-
-
-def test_log_records_are_made_with_their_secrets_redacted(
-    record_factory: None, caplog: pytest.LogCaptureFixture
-) -> None:
-    redact_secrets_in_logs()
-    redact_secrets_in_logs()  # once is enough; twice changes nothing
-    log = logging.getLogger("tests.redaction")
-
-    with caplog.at_level(logging.INFO, logger="tests.redaction"):
-        log.info('%s - "%s %s" %d', "127.0.0.1:1", "GET", "/s?token=gsk_secret", 401)
-        log.info("key %(key)s", {"key": "gsk_secret"})
-        try:
-            raise ValueError("bad key gsk_secret")
-        except ValueError:
-            log.exception("failed with gsk_secret")
-
-    first, mapping, failure = caplog.records
-    assert first.args == ("127.0.0.1:1", "GET", "/s?token=***", 401)  # %d keeps its number
-    assert mapping.getMessage() == "key gsk_***"
-    assert "gsk_secret" not in caplog.text
-    assert failure.exc_text is not None
-    assert "bad key gsk_***" in failure.exc_text
 
 
 async def test_serve_logs_no_stream_token_and_no_api_key(

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 
 from service.access import keys
 from service.api.context import Services
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 from service.store.keys import KeyOwner
 
 
@@ -30,3 +30,14 @@ async def provide_caller(
     if key is None:
         raise Unauthorized("an API key is required: 'Authorization: Bearer <api key>'")
     return await keys.authenticate(services.pool, key)
+
+
+async def require_admin(request: Request[Any, Any, Any], services: Services, what: str) -> KeyOwner:
+    """The caller, who must hold an admin key (401 without a key, 403 with another)."""
+    key = bearer_key(request)
+    if key is None:
+        raise Unauthorized("an admin API key is required: 'Authorization: Bearer <api key>'")
+    caller = await keys.authenticate(services.pool, key)
+    if not caller.is_admin:
+        raise Forbidden(f"the {what} is for admin keys (python -m service keys create --admin)")
+    return caller

@@ -15,11 +15,9 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from service.access import keys
-from service.api.auth import bearer_key
+from service.api.auth import require_admin
 from service.api.context import Services
 from service.api.cursors import decode_feed_cursor, encode_feed_cursor
-from service.errors import Forbidden, Unauthorized
 from service.store import event_log
 from service.store.db import connection
 
@@ -33,12 +31,7 @@ async def feed(
     after: Annotated[str | None, QueryParameter()] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_FEED_PAGE)] = 100,
 ) -> Response[bytes]:
-    key = bearer_key(request)
-    if key is None:
-        raise Unauthorized("an admin API key is required: 'Authorization: Bearer <api key>'")
-    caller = await keys.authenticate(services.pool, key)
-    if not caller.is_admin:
-        raise Forbidden("the global feed is for admin keys (python -m service keys create --admin)")
+    await require_admin(request, services, "global feed")
     position = decode_feed_cursor(after)
     async with connection(services.pool) as conn:
         events = await event_log.select_feed(conn, position, limit)

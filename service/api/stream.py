@@ -7,8 +7,10 @@ text PostgreSQL rendered goes to the socket untouched, and a keepalive is a bare
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
@@ -23,12 +25,22 @@ from service.access.quotas import effective
 from service.api.auth import bearer_key
 from service.api.context import Services
 from service.api.schemas import OVER_QUOTA, problem
-from service.errors import GenstreamError, InvalidRequest, StoreUnavailable, Unauthorized
+from service.errors import (
+    GenstreamError,
+    InvalidRequest,
+    StoreUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
+from service.observe import metrics
+from service.observe.logs import get_logger
 from service.store import generations
 from service.store.db import BIGINT_MAX, connection
 from service.store.event_log import Head, StoredEvent
 from service.store.keys import KeyOwner
 from service.streams import follow, pacing
+
+log = get_logger(__name__)
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -105,12 +117,83 @@ async def frames(
     """``speed``: replay at the recorded pace. ``head_known`` False: the stream was opened
     while PostgreSQL was unavailable, so the checks the handler makes before answering are
     made here once it answers; until then the client gets keepalives."""
+    opened_at = time.time()
+    metrics.STREAMS_OPENED.inc()
+    _Open.count += 1
+    ending = _Ending()
+    try:
+        # aclosing: a client that goes away closes this generator at its ``yield``; the inner
+        # one (and the hub subscription inside it) must end then too, not when collected.
+        inner = _frames(services, generation_id, after, speed, head_known, unchecked_key, ending)
+        async with contextlib.aclosing(inner) as chunks:
+            async for chunk in chunks:
+                yield chunk
+                if ending.page is not None:
+                    _observe_delivery(ending.page, opened_at)
+                    ending.page = None
+        if ending.reason == "client_gone":  # the log ran out without a terminal event
+            ending.reason = "shutdown" if services.hub.closing else "ended"
+    except Exception:
+        ending.reason = "error"
+        raise
+    finally:
+        _Open.count -= 1
+        metrics.STREAMS_CLOSED.labels(ending.reason).inc()
+        log.info(
+            "stream.closed",
+            generation_id=str(generation_id),
+            reason=ending.reason,
+            events=ending.events,
+            seconds=round(time.time() - opened_at, 3),
+        )
+
+
+class _Open:
+    """SSE streams open in this process (the ``genstream_streams_open`` gauge)."""
+
+    count = 0
+
+
+metrics.STREAMS_OPEN.read_from(_Open, lambda: [((), _Open.count)])
+
+
+class _Ending:
+    """How a stream is going: the page just written, events sent, and why it would end now
+    (a client that goes away ends it at a ``yield``, where nothing else can say so)."""
+
+    __slots__ = ("events", "page", "reason")
+
+    def __init__(self) -> None:
+        self.page: list[StoredEvent] | None = None
+        self.events = 0
+        self.reason = "client_gone"
+
+
+def _observe_delivery(page: list[StoredEvent], opened_at: float) -> None:
+    """Each event of a page just written, appended after the stream opened (a replay of
+    history is not a delivery), from its append to now."""
+    now = time.time()
+    for event in page:
+        if event.at >= opened_at:
+            metrics.DELIVERY_LAG.observe(now - event.at)
+
+
+async def _frames(
+    services: Services,
+    generation_id: UUID,
+    after: int,
+    speed: float | None,
+    head_known: bool,
+    unchecked_key: UUID | None,
+    ending: _Ending,
+) -> AsyncGenerator[bytes, None]:
     yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
     if not head_known:
         head: Head | None = None
         waiting = follow.head_once_available(services.streams, services.pool, generation_id)
         async for found in waiting:
             if isinstance(found, follow.Keepalive):
+                metrics.KEEPALIVES_SENT.inc()
                 yield KEEPALIVE_FRAME
             else:
                 head = found
@@ -131,8 +214,14 @@ async def frames(
         items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
     async for item in items:
         if isinstance(item, follow.Keepalive):
+            metrics.KEEPALIVES_SENT.inc()
             yield KEEPALIVE_FRAME
         else:
+            ending.page = item
+            ending.events += len(item)
+            metrics.FRAMES_SENT.inc(len(item))
+            if item[-1].is_terminal:
+                ending.reason = "terminal"
             # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
             yield "".join(map(frame, item)).encode()
 
@@ -174,7 +263,11 @@ async def stream(
     pace: Annotated[Literal["live", "recorded"], QueryParameter()] = "live",
     speed: Annotated[float, QueryParameter()] = 1.0,
 ) -> Response[bytes] | Stream:
-    caller = await authorize(request, services, generation_id, token)
+    try:
+        caller = await authorize(request, services, generation_id, token)
+    except Unauthorized:
+        metrics.STREAMS_REFUSED.labels("unauthorized").inc()
+        raise
     start = resume_point(last_event_id, after)
     replay_speed = speed if pace == "recorded" else None
     if replay_speed is not None:
@@ -198,7 +291,11 @@ async def stream(
     )
     if isinstance(caller, KeyOwner):
         limit = effective(caller.max_streams, services.settings.owner_max_streams)
-        services.stream_slots.take(caller.owner, limit)  # 429 beyond the owner's quota
+        try:
+            services.stream_slots.take(caller.owner, limit)  # 429 beyond the owner's quota
+        except TooManyRequests:
+            metrics.STREAMS_REFUSED.labels("quota").inc()
+            raise
         body = _holding_slot(body, services, caller.owner)
     return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS)
 

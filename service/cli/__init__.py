@@ -17,7 +17,6 @@ database an operator points them at.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 from service.cli.arguments import parser
 from service.cli.commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from service.errors import GenstreamError
+from service.observe import logs, traces
 from service.settings import Settings, environment_variable
 
 
@@ -43,13 +43,23 @@ def settings_problems(error: ValidationError) -> list[str]:
 def main(argv: Sequence[str] | None = None, prog: str = "genstream") -> int:
     """The console script's entry point (``python -m service`` passes its own ``prog``)."""
     args = parser(prog).parse_args(argv)  # exits 2 with argparse's message on a usage error
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:
         for problem in settings_problems(exc):
             print(f"{prog}: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        traces.configure(
+            settings.otel_traces_exporter, settings.otel_exporter_otlp_endpoint, "genstream"
+        )
+    except ImportError as exc:
+        print(
+            f"{prog}: error: traces are configured (OTEL_*) but OpenTelemetry is not installed "
+            f"({exc.name}): pip install 'genstream[otel]'",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         code: int = args.run(settings, args)

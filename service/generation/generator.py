@@ -20,6 +20,7 @@ from service.generation.parsing import MalformedAnswer, parse_answer
 from service.generation.phases import PHASES, Phase
 from service.generation.providers import Prompt, Provider, ProviderError, StreamBroken, Usage
 from service.generation.providers.registry import build_provider
+from service.observe import metrics, traces
 from service.settings import Settings
 from service.spec import Spec
 
@@ -107,6 +108,12 @@ class PhasedGenerator:
                 known[file.path] = file.content
 
     async def _phase(self, spec: Spec, phase: Phase, files: dict[str, str]) -> tuple[NewFile, ...]:
+        with traces.span("phase", phase=phase.stage):
+            return await self._phase_traced(spec, phase, files)
+
+    async def _phase_traced(
+        self, spec: Spec, phase: Phase, files: dict[str, str]
+    ) -> tuple[NewFile, ...]:
         started = self._clock()
         prompt = prompts.phase_prompt(spec, phase, files)
         prompt_tokens = output_tokens = 0
@@ -163,7 +170,25 @@ class PhasedGenerator:
         )
 
     async def _stream(self, phase: Phase, prompt: Prompt, attempt: int) -> _Answer:
+        """One model call, counted by outcome, with its tokens and time to first text."""
+        provider, model = self._provider.name, self._provider.model or ""
+        with traces.span("model.call", provider=provider, model=model, attempt=attempt):
+            try:
+                answer = await self._answer(phase, prompt, attempt)
+            except StreamBroken:
+                metrics.MODEL_CALLS.labels(provider, model, "broken").inc()
+                raise
+            except ProviderError:
+                metrics.MODEL_CALLS.labels(provider, model, "error").inc()
+                raise
+        metrics.MODEL_CALLS.labels(provider, model, "ok").inc()
+        metrics.MODEL_TOKENS.labels(provider, model, "in").inc(answer.usage.prompt_tokens)
+        metrics.MODEL_TOKENS.labels(provider, model, "out").inc(answer.usage.output_tokens)
+        return answer
+
+    async def _answer(self, phase: Phase, prompt: Prompt, attempt: int) -> _Answer:
         start, end = phase.span
+        asked = time.monotonic()
         buffer = DeltaBuffer(
             flush_s=self._tuning.flush_s, flush_bytes=self._tuning.flush_bytes, clock=self._clock
         )
@@ -187,6 +212,10 @@ class PhasedGenerator:
             if isinstance(item, Usage):
                 usage = item
                 continue
+            if not parts:
+                metrics.MODEL_FIRST_TOKEN.labels(
+                    self._provider.name, self._provider.model or ""
+                ).observe(time.monotonic() - asked)
             parts.append(item)
             received += len(item)
             if (ready := buffer.add(item)) is not None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID, uuid4
@@ -25,11 +25,12 @@ from service.events import EventType, NewEvent, NewFile
 from service.generation.emitter import Generate, Job, RunCancelled
 from service.generation.generator import GenerationFailed
 from service.generation.phases import STARTED
+from service.observe import logs, metrics, traces
 from service.store import event_log, generations
 from service.store.db import Pool, connection
 from service.store.generations import Claimed
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 
 class LogEmitter:
@@ -45,6 +46,7 @@ class LogEmitter:
         self.attempt = job.attempt
         self.stage = stage
         self.progress = job.progress
+        self._created_at = job.created_at
 
     async def emit(self, *events: NewEvent, files: Sequence[NewFile] = ()) -> None:
         self._batches += 1
@@ -62,12 +64,43 @@ class LogEmitter:
                 # The COMMIT may or may not have happened: the same keys make a retry safe.
                 if loop.time() >= deadline:
                     raise
-                log.warning("append failed (%s); retrying in %.2fs", exc, delay)
+                metrics.APPEND_RETRIES.labels("unavailable").inc()
+                log.warning("append.retry", error=str(exc), retry_in_s=round(delay, 2))
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
         self.stage, self.progress = events[-1].stage, events[-1].progress
+        for event in events:
+            if event.type is EventType.PHASE_COMPLETED or event.is_terminal:
+                self._observe(event)
         if appended.cancel_requested and not events[-1].is_terminal:
             raise RunCancelled
+
+    def _observe(self, event: NewEvent) -> None:
+        """A phase's or the run's end, in the metrics and the log (once: it is committed)."""
+        data = event.data
+        if event.type is EventType.PHASE_COMPLETED:
+            seconds = float(data.get("duration_ms", 0)) / 1000
+            metrics.PHASE_SECONDS.labels(str(data.get("phase"))).observe(seconds)
+            log.info(
+                "phase.completed",
+                phase=data.get("phase"),
+                duration_s=seconds,
+                files=data.get("files"),
+                attempts=data.get("attempts"),
+                prompt_tokens=data.get("prompt_tokens"),
+                output_tokens=data.get("output_tokens"),
+            )
+            return
+        outcome = event.status.value
+        seconds = max(0.0, time.time() - self._created_at) if self._created_at else 0.0
+        metrics.RUNS_FINISHED.labels(outcome).inc()
+        metrics.RUN_SECONDS.labels(outcome).observe(seconds)
+        log.info(
+            "run.finished",
+            outcome=outcome,
+            duration_s=round(seconds, 3),
+            **({"error": data["error"]} if "error" in data else {}),
+        )
 
 
 @dataclass(slots=True)
@@ -119,6 +152,7 @@ class Worker:
                 run.task.cancel()
 
     def start(self) -> None:
+        metrics.RUNS_ACTIVE.read_from(self, lambda: [((), len(self._runs))])
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="genstream-worker"),
             asyncio.create_task(self._renew_loop(), name="genstream-leases"),
@@ -126,6 +160,7 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop claiming, stop the runs, and release their leases for another worker."""
+        metrics.RUNS_ACTIVE.forget(self)
         for task in self._tasks:
             task.cancel()
         running = dict(self._runs)
@@ -138,9 +173,9 @@ class Worker:
             try:
                 async with connection(self._pool) as conn:
                     await generations.release_leases(conn, self.worker_id, list(running))
-                log.info("released %d run(s) for other workers", len(running))
+                log.info("worker.released", runs=len(running), worker=self.worker_id)
             except StoreUnavailable:
-                log.warning("could not release leases; they will expire instead")
+                log.warning("worker.release_failed", runs=len(running), worker=self.worker_id)
 
     async def _claim_loop(self) -> None:
         while True:
@@ -149,9 +184,9 @@ class Worker:
                 while len(self._runs) < self._concurrency and await self._claim_one():
                     pass
             except StoreUnavailable as exc:
-                log.warning("cannot claim runs: %s", exc)
+                log.warning("worker.claim_failed", error=str(exc))
             except Exception:
-                log.exception("claiming a run failed; will retry")
+                log.exception("worker.claim_error")
             # Not asyncio.wait_for: on Python 3.11 it drops a cancel that lands as the wake-up
             # arrives (CPython gh-86296), and stop() then waits for ever.
             with contextlib.suppress(TimeoutError):
@@ -169,11 +204,13 @@ class Worker:
                         conn, self.worker_id, self._lease_s, list(self._runs)
                     )
             except StoreUnavailable as exc:
-                log.warning("cannot renew leases: %s", exc)
+                metrics.LEASE_RENEWAL_FAILURES.inc()
+                log.warning("lease.renewal_failed", error=str(exc), runs=len(self._runs))
                 continue
             for generation_id, run in list(self._runs.items()):
                 if generation_id not in held:
-                    log.warning("lost the lease on %s; stopping that run", generation_id)
+                    metrics.LEASES_LOST.inc()
+                    log.warning("lease.lost", generation_id=str(generation_id))
                     run.task.cancel()
 
     async def _claim_one(self) -> bool:
@@ -191,6 +228,18 @@ class Worker:
         self.wake()  # a slot is free
 
     async def _run(self, claimed: Claimed) -> None:
+        logs.bind_run(claimed.id, claimed.attempt, claimed.owner)  # this task's lines only
+        metrics.CLAIMS.inc()
+        with traces.continuing(
+            "run",
+            claimed.trace_context,
+            generation_id=str(claimed.id),
+            attempt=claimed.attempt,
+            provider=claimed.provider,
+        ):
+            await self._run_claimed(claimed)
+
+    async def _run_claimed(self, claimed: Claimed) -> None:
         emitter = LogEmitter(self._pool, claimed, retry_s=self._lease_s, stage=claimed.stage)
         try:
             await self._execute(claimed, emitter)
@@ -199,19 +248,20 @@ class Worker:
         except asyncio.CancelledError:
             run = self._runs.get(claimed.id)
             if run is None or not run.cancel_requested:
+                log.info("run.stopped", reason="shutdown or lease lost: left for the next claim")
                 raise  # shutdown or lease lost: the run stays for another worker
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
             await self._finish(emitter, EventType.CANCELLED, "Cancelled")
         except (GenerationFinished, LeaseLost) as exc:
-            log.info("run %s stops: %s", claimed.id, exc)
+            log.info("run.stopped", reason=str(exc))
         except StoreUnavailable as exc:
-            log.warning("run %s stops, PostgreSQL unreachable: %s", claimed.id, exc)
+            log.warning("run.stopped", reason=f"PostgreSQL unreachable: {exc}")
         except GenerationFailed as exc:
             await self._finish(emitter, EventType.FAILED, f"Failed: {exc}", error=str(exc))
         except Exception as exc:
-            log.exception("generation %s failed", claimed.id)
+            log.exception("run.crashed")
             error = str(exc) or type(exc).__name__
             await self._finish(emitter, EventType.FAILED, f"Failed: {error}", error=error)
 
@@ -229,6 +279,8 @@ class Worker:
         details = {"worker": self.worker_id, "attempt": claimed.attempt}
         if state.started:
             done = len(state.completed_stages)
+            metrics.RESUMES.inc()
+            log.info("run.resumed", worker=self.worker_id, completed_phases=done)
             await emitter.emit(
                 NewEvent(
                     EventType.RESUMED,
@@ -240,6 +292,9 @@ class Worker:
                 )
             )
         else:
+            if claimed.attempt == 1 and claimed.created_at:
+                metrics.QUEUE_WAIT.observe(max(0.0, time.time() - claimed.created_at))
+            log.info("run.claimed", worker=self.worker_id, provider=claimed.provider)
             await emitter.emit(
                 NewEvent(
                     EventType.STARTED,
@@ -283,4 +338,4 @@ class Worker:
                 head = await event_log.select_head(conn, emitter.generation_id)
             await emitter.emit(NewEvent(kind, head.stage, head.progress, message, data))
         except (GenerationFinished, LeaseLost, StoreUnavailable) as exc:
-            log.warning("could not end run %s: %s", emitter.generation_id, exc)
+            log.warning("run.end_failed", error=str(exc))

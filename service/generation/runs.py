@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 from service.errors import Conflict, InvalidRequest, TooManyRequests
 from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status
 from service.generation.providers.registry import KNOWN
+from service.observe import metrics, traces
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool, connection
@@ -55,7 +56,14 @@ async def create_generation(
             await generations.lock_owner(conn, owner)
             _check_limits(owner, await generations.select_owner_load(conn, owner), limits)
         await generations.insert_generation(
-            conn, generation_id, owner, spec_json, provider, model, queued_event()
+            conn,
+            generation_id,
+            owner,
+            spec_json,
+            provider,
+            model,
+            queued_event(),
+            trace_context=traces.current_carrier(),
         )
     return generation_id
 
@@ -96,3 +104,16 @@ async def cancel_generation(pool: Pool, owner: str, generation_id: UUID) -> Stat
 
 def _generations(count: int) -> str:
     return f"{count} generation{'' if count == 1 else 's'}"
+
+
+OWNER_CLASSES: Final = ("admin", "standard")
+
+
+async def observe_queue(pool: Pool) -> None:
+    """Set the queue's gauges (depth and oldest age per owner class) from the database."""
+    async with connection(pool) as conn:
+        found = {queue.owner_class: queue for queue in await generations.select_queue(conn)}
+    for owner_class in OWNER_CLASSES:
+        queue = found.get(owner_class)
+        metrics.QUEUE_DEPTH.set(queue.depth if queue else 0, owner_class)
+        metrics.QUEUE_OLDEST_AGE.set(queue.oldest_age_s if queue else 0.0, owner_class)

@@ -179,37 +179,31 @@ Reading = Callable[[], Iterable[tuple[Sequence[str], float]]]
 
 @dataclass(slots=True)
 class Gauge:
-    """A value read when scraped, from whatever the process registered for it."""
+    """A value set by whoever computes it (``set``) or read at scrape time from the live
+    objects registered with ``read_from``; all of them added up per label values."""
 
     name: str
     documentation: str
     labels: Sequence[str] = ()
     readings: dict[object, Reading] = field(default_factory=dict)
+    values: dict[tuple[str, ...], float] = field(default_factory=dict)
 
     def read_from(self, owner: object, reading: Reading) -> None:
-        """Register where the value comes from; ``owner`` (a pool, a hub...) unregisters it
-        with ``forget`` when it goes away. Several owners' readings are added up."""
+        """Read the value from ``reading`` at every scrape until ``forget(owner)`` (a pool,
+        a hub: whatever goes away with its reading)."""
         self.readings[owner] = reading
 
     def forget(self, owner: object) -> None:
         self.readings.pop(owner, None)
 
     def set(self, value: float, *labels: str) -> None:
-        """A value computed elsewhere (the queue's depth after a query)."""
-        current = dict(self._static())
-        current[tuple(labels)] = value
-        frozen = list(current.items())
-        self.readings[Gauge] = lambda: frozen
-
-    def _static(self) -> Iterable[tuple[tuple[str, ...], float]]:
-        reading = self.readings.get(Gauge)
-        return [(tuple(k), v) for k, v in reading()] if reading is not None else []
+        self.values[labels] = value
 
     def value(self, *labels: str) -> float:
-        return self._totals().get(tuple(labels), 0.0)
+        return self._totals().get(labels, 0.0)
 
     def _totals(self) -> dict[tuple[str, ...], float]:
-        totals: dict[tuple[str, ...], float] = {}
+        totals = dict(self.values)
         for reading in list(self.readings.values()):
             for values, value in reading():
                 key = tuple(values)
@@ -279,7 +273,7 @@ STREAMS_CLOSED = _counter(
 )
 STREAMS_REFUSED = _counter(
     "genstream_streams_refused",
-    "Streams refused before opening: quota (429), connections (503), unauthorized (401).",
+    "Streams refused before opening: quota (429), unauthorized (401).",
     ["reason"],
 )
 DELIVERY_LAG = _histogram(
@@ -390,6 +384,10 @@ HTTP_REQUESTS = _counter(
     "genstream_http_requests", "Responses, by method, route and status.",
     ["method", "route", "status"],
 )  # fmt: skip
+CONNECTIONS_REFUSED = _counter(
+    "genstream_connections_refused",
+    "Requests answered 503 because the process held GENSTREAM_MAX_CONNECTIONS connections.",
+)
 HTTP_SECONDS = _histogram(
     "genstream_http_request_duration_seconds",
     "Request to response start (a stream's first byte, not its end), by route.",
@@ -419,3 +417,12 @@ def render() -> bytes:
 def names() -> list[str]:
     """Every genstream metric's name (counters without their ``_total``)."""
     return [metric.name for metric in _ALL]
+
+
+def serve_metrics(address: str) -> None:
+    """Serve ``/metrics`` (no key asked) on ``host:port`` from a daemon thread, for the
+    operator's scraper on a private address; prometheus-client's own small HTTP server."""
+    from prometheus_client import start_http_server
+
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=REGISTRY)  # noqa: S104

@@ -214,7 +214,10 @@ GENERATION_COLUMNS: Final[Mapping[str, Check]] = {
     "started_at": _optional(_time),
     "finished_at": _optional(_time),
     "updated_at": _time,
+    "trace_context": _optional(_object),
 }
+ADDED_LATER: Final = frozenset({"trace_context"})
+"""Columns an export made before they existed lacks: imported as NULL."""
 EVENT_COLUMNS: Final[Mapping[str, Check]] = {
     "generation_id": _uuid,
     "seq": _integer(1, BIGINT_MAX),
@@ -241,14 +244,14 @@ FILE_COLUMNS: Final[Mapping[str, Check]] = {
 
 def columns(line: Line, what: str, checks: Mapping[str, Check]) -> dict[str, Any]:
     """The row's columns, each checked and in its canonical form; Refused at the first fault."""
-    if missing := [name for name in checks if name not in line.row]:
+    if missing := [name for name in checks if name not in line.row and name not in ADDED_LATER]:
         raise Refused(line.number, f"{what} has no {missing[0]!r}")
     if unknown := sorted(set(line.row) - set(checks)):
         raise Refused(line.number, f"{what} has an unknown column {shown(unknown[0])}")
     checked = {}
     for name, check in checks.items():
         try:
-            checked[name] = check(line.row[name])
+            checked[name] = check(line.row.get(name))
         except ValueError as exc:
             raise Refused(line.number, f"{what}'s {name}: {exc}") from None
     return checked

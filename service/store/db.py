@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 import asyncpg
 
 from service.errors import StoreUnavailable
+from service.observe import metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,42 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Poo
     return pool
 
 
+class _Waiting:
+    """Tasks of this process inside ``pool.acquire()`` now (for the pool's metrics)."""
+
+    count = 0
+
+
+def observe_pool(pool: Pool) -> None:
+    """Report ``pool``'s connections in the process's metrics until ``forget_pool``."""
+    metrics.POOL_CONNECTIONS.read_from(
+        pool,
+        lambda: [
+            (("idle",), pool.get_idle_size()),
+            (("in_use",), pool.get_size() - pool.get_idle_size()),
+        ],
+    )
+    metrics.POOL_MAX.read_from(pool, lambda: [((), pool.get_max_size())])
+    metrics.POOL_WAITING.read_from(_Waiting, lambda: [((), _Waiting.count)])
+
+
+def forget_pool(pool: Pool) -> None:
+    metrics.POOL_CONNECTIONS.forget(pool)
+    metrics.POOL_MAX.forget(pool)
+
+
 @asynccontextmanager
 async def connection(pool: Pool) -> AsyncIterator[Connection]:
     """A pooled connection for one unit of work; connection trouble becomes StoreUnavailable."""
     try:
-        async with pool.acquire() as conn:
+        _Waiting.count += 1
+        try:
+            conn = await pool.acquire()
+        finally:
+            _Waiting.count -= 1
+        try:
             yield conn
+        finally:
+            await pool.release(conn)
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc

@@ -27,6 +27,7 @@ Ordering, in one place:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -36,6 +37,7 @@ import asyncpg
 
 from service.errors import GenerationFinished, LeaseLost, NotFound
 from service.events import EventType, NewEvent, NewFile, Status
+from service.observe import metrics, traces
 from service.store.db import Connection
 from service.store.sql import numbered
 
@@ -238,7 +240,8 @@ SELECT_EVENTS_AFTER = f"""
 SELECT
     seq,
     type,
-    {EVENT_JSON} AS json
+    {EVENT_JSON} AS json,
+    extract(epoch FROM created_at)::float8 AS at
 FROM generation_events
 WHERE generation_id = $1
   AND seq > $2
@@ -277,6 +280,7 @@ class StoredEvent:
     seq: int
     type: str
     json: str
+    at: float = 0.0  # unix seconds of its append (the row's created_at): for delivery lag
 
     @property
     def is_terminal(self) -> bool:
@@ -376,15 +380,20 @@ async def append(
     if any(event.is_terminal for event in events[:-1]):
         raise ValueError("a terminal event can only be the last of a batch")
     parameters = _append_parameters(generation_id, events, files, fence, keys)
+    started = time.perf_counter()
     try:
-        row = await conn.fetchrow(INSERT_EVENTS, *parameters)
+        with traces.span("append", generation_id=str(generation_id), events=len(events)):
+            row = await conn.fetchrow(INSERT_EVENTS, *parameters)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != IDEMPOTENCY_INDEX:
             raise
+        metrics.IDEMPOTENT_REPLAYS.inc()
         head = await select_head(conn, generation_id)
         return Appended(last_seq=head.last_seq, cancel_requested=head.cancel_requested)
+    metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
     if row is None:
         head = await select_head(conn, generation_id)
+        metrics.APPENDS_FENCED.labels("finished" if head.is_finished else "lease_lost").inc()
         if head.is_finished:
             raise GenerationFinished(
                 f"generation {generation_id} is {head.status}: nothing can follow its terminal "
@@ -394,6 +403,9 @@ async def append(
             f"generation {generation_id} is held by attempt {head.attempt}, not {fence}: "
             "this worker lost its lease"
         )
+    metrics.NOTIFIES_SENT.inc()
+    for event in events:
+        metrics.EVENTS_APPENDED.labels(event.type.value).inc()
     return Appended(last_seq=row["last_seq"], cancel_requested=row["cancel_requested"])
 
 
@@ -473,4 +485,4 @@ async def select_events_after(
 ) -> list[StoredEvent]:
     """One keyset page: events with ``seq > after`` in order (primary key index scan)."""
     rows = await conn.fetch(SELECT_EVENTS_AFTER, generation_id, after, limit)
-    return [StoredEvent(seq=row["seq"], type=row["type"], json=row["json"]) for row in rows]
+    return [StoredEvent(row["seq"], row["type"], row["json"], row["at"]) for row in rows]

@@ -26,8 +26,9 @@ CANCEL_CHANNEL = "genstream_cancel"
 # Create a queued generation ($1 id, $2 owner, $3 spec, $4 provider, $5 model) and NOTIFY workers.
 INSERT_GENERATION = f"""
 WITH generation AS (
-    INSERT INTO generations (id, owner, status, stage, message, spec, provider, model)
-    VALUES ($1, $2, 'queued', 'queued', 'Queued', $3::json, $4, $5)
+    INSERT INTO generations
+        (id, owner, status, stage, message, spec, provider, model, trace_context)
+    VALUES ($1, $2, 'queued', 'queued', 'Queued', $3::json, $4, $5, $6::jsonb)
     RETURNING id
 )
 SELECT pg_notify('{JOBS_CHANNEL}', generation.id::text)
@@ -154,7 +155,10 @@ WITH claimed AS (
         status,
         stage,
         progress,
-        cancel_requested_at IS NOT NULL AS cancel_requested
+        cancel_requested_at IS NOT NULL AS cancel_requested,
+        owner,
+        extract(epoch FROM created_at)::float8 AS created_at,
+        trace_context
 )
 SELECT
     id,
@@ -165,8 +169,30 @@ SELECT
     status,
     stage,
     progress,
-    cancel_requested
+    cancel_requested,
+    owner,
+    created_at,
+    trace_context::text AS trace_context
 FROM claimed
+"""
+
+# Unclaimed generations by owner class (admin: the owner holds a live admin key), with the
+# age of the oldest. A claim is unclaimed again when its lease ran out.
+SELECT_QUEUE = """
+SELECT
+    CASE WHEN EXISTS (
+        SELECT 1
+        FROM api_keys AS k
+        WHERE k.owner = g.owner
+          AND k.is_admin
+          AND k.revoked_at IS NULL
+    ) THEN 'admin' ELSE 'standard' END AS owner_class,
+    count(*) AS depth,
+    extract(epoch FROM clock_timestamp() - min(g.created_at))::float8 AS oldest_age_s
+FROM generations AS g
+WHERE g.status IN ('queued', 'running')
+  AND (g.claimed_by IS NULL OR g.lease_expires_at < clock_timestamp())
+GROUP BY 1
 """
 
 # Extend worker $1's leases on runs $3 to $2 seconds from now; returns the ids it still holds.
@@ -252,6 +278,9 @@ class Claimed:
     stage: str
     progress: float
     cancel_requested: bool
+    owner: str = ""
+    created_at: float = 0.0  # unix seconds
+    trace_context: dict[str, str] | None = None  # the creating request's (observe/traces.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,11 +304,18 @@ async def insert_generation(
     provider: str,
     model: str | None,
     queued: NewEvent,
+    trace_context: Mapping[str, str] | None = None,
 ) -> None:
     """The row and its first event (``generation.queued``) in one transaction."""
     async with conn.transaction():
         await conn.execute(
-            INSERT_GENERATION, generation_id, owner, json.dumps(spec), provider, model
+            INSERT_GENERATION,
+            generation_id,
+            owner,
+            json.dumps(spec),
+            provider,
+            model,
+            json.dumps(trace_context) if trace_context else None,
         )
         await event_log.append(conn, generation_id, [queued])
 
@@ -369,7 +405,23 @@ def claimed_from_row(row: asyncpg.Record) -> Claimed:
         stage=row["stage"],
         progress=row["progress"],
         cancel_requested=row["cancel_requested"],
+        owner=row["owner"],
+        created_at=row["created_at"],
+        trace_context=json.loads(row["trace_context"]) if row["trace_context"] else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueClass:
+    owner_class: str
+    depth: int
+    oldest_age_s: float
+
+
+async def select_queue(conn: Connection) -> list[QueueClass]:
+    """What waits for a worker, per owner class (for the queue's metrics)."""
+    rows = await conn.fetch(SELECT_QUEUE)
+    return [QueueClass(row["owner_class"], row["depth"], row["oldest_age_s"]) for row in rows]
 
 
 async def renew_leases(

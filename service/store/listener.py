@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 
 import asyncpg
 
+from service.observe import metrics
+from service.observe.logs import get_logger
 from service.store.db import UNAVAILABLE_ERRORS, asyncpg_dsn
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Listener:
@@ -41,11 +43,24 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.connections_made = 0
+        self._lost_at: float | None = None  # when the connection was last lost (monotonic)
+
+    def _connected_again(self) -> None:
+        if self.connections_made and self._lost_at is not None:
+            outage_s = time.monotonic() - self._lost_at
+            metrics.LISTENER_RECONNECTS.inc()
+            metrics.DB_UNREACHABLE.inc(outage_s)
+            log.info("listener.reconnected", outage_s=round(outage_s, 3))
+        self._lost_at = None
+        self.connections_made += 1
+        self.connected.set()
 
     def start(self) -> None:
+        metrics.DB_UP.read_from(self, lambda: [((), 1.0 if self.connected.is_set() else 0.0)])
         self._task = asyncio.create_task(self._run(), name="genstream-listener")
 
     async def stop(self) -> None:
+        metrics.DB_UP.forget(self)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -57,7 +72,7 @@ class Listener:
             try:
                 handler(str(payload))
             except Exception:
-                log.exception("notification handler for %s failed on %r", channel, payload)
+                log.exception("listener.handler_failed", channel=channel, payload=str(payload))
 
     async def _run(self) -> None:
         delay = 0.05
@@ -69,20 +84,24 @@ class Listener:
                 conn.add_termination_listener(partial(_set_event, lost))
                 for channel in self._handlers:
                     await conn.add_listener(channel, self._dispatch)
-                self.connections_made += 1
-                self.connected.set()
+                self._connected_again()
                 self._on_connect()
                 delay = 0.05
                 while not lost.is_set():
+                    # Not asyncio.wait_for: on Python 3.11 it can drop the cancel of stop()
+                    # that lands as the wait ends (CPython gh-86296).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self._health_check_s)
+                        async with asyncio.timeout(self._health_check_s):
+                            await lost.wait()
                     if not lost.is_set():
                         # A half-open TCP connection never says it died: ask.
                         await conn.fetchval("SELECT 1", timeout=self._health_check_s)
-                log.warning("LISTEN connection lost; reconnecting")
+                log.warning("listener.lost", reconnecting=True)
             except UNAVAILABLE_ERRORS as exc:
-                log.warning("LISTEN connection failed (%s); retrying in %.2fs", exc, delay)
+                log.warning("listener.failed", error=str(exc), retry_in_s=round(delay, 2))
             finally:
+                if self.connected.is_set() or self._lost_at is None:
+                    self._lost_at = time.monotonic()
                 self.connected.clear()
                 if conn is not None and not conn.is_closed():
                     conn.terminate()

@@ -34,6 +34,8 @@ generations = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # The W3C trace context of the creating request (observe/traces.py); NULL untraced.
+    sa.Column("trace_context", JSONB, nullable=True),
     sa.CheckConstraint(
         "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
         name="generations_status_check",

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from typing import Final
 from uuid import UUID
 
 from service.errors import StoreUnavailable
+from service.observe import metrics
 from service.store import event_log
 from service.store.db import Pool, connection
 from service.store.event_log import StoredEvent
@@ -245,8 +247,11 @@ class Hub:
         while True:
             base, tail = edge.base, edge.tail
             if base is not None and tail is not None:
-                if after < base:
-                    return await self._read(edge.generation_id, after)  # behind the edge
+                if after < base:  # behind the edge: a page of its own
+                    page = await self._read(edge.generation_id, after)
+                    metrics.CATCHUP_PAGES.inc()
+                    metrics.CATCHUP_EVENTS.inc(len(page))
+                    return page
                 if after < tail:
                     start = after - base
                     return edge.events[start : start + self._page_size]
@@ -269,7 +274,9 @@ class Hub:
 
     def _start_read(self, edge: LiveEdge, after: int) -> _Read:
         read = edge._reading = _Read()
-        task = asyncio.create_task(self._advance(edge, after, read))
+        # In a context of its own: the stream whose wake-up started the read is one of many it
+        # serves, and its request id must not label the read's log lines.
+        task = asyncio.create_task(self._advance(edge, after, read), context=contextvars.Context())
         self._read_tasks.add(task)  # a reference until it ends, and for ``stop``
         task.add_done_callback(self._read_tasks.discard)
         return read
@@ -285,6 +292,7 @@ class Hub:
             tail = edge.tail
             start = tail if tail is not None and after <= tail else after
             page = await self._read(edge.generation_id, start)
+            metrics.EDGE_READS.inc()
             if start == tail:
                 edge.events.extend(page)
                 self._trim(edge)
@@ -349,6 +357,7 @@ class Hub:
                 if self._edges.get(generation_id) is edge:
                     behind += 1
                     self._announce(edge)
+        metrics.LOST_WAKEUPS.inc(behind)
         return behind
 
     def start_checking(self, every_s: float) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 import math
 import random
 import ssl
@@ -24,8 +23,10 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from service.generation.providers import Prompt, ProviderError, StreamBroken, Usage
+from service.observe import metrics
+from service.observe.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TEMPERATURE = 0.2
 # Deadline for a whole answer announced to Gemini's servers (X-Server-Timeout), in seconds.
@@ -163,7 +164,11 @@ class GeminiProvider:
                             else:
                                 yielded_text = True
                                 yield item
+                except ProviderError:  # a blocked prompt: no retry can help
+                    metrics.MODEL_FAILURES.labels(self.name, self.model, "blocked").inc()
+                    raise
                 except _Failure as failure:
+                    metrics.MODEL_FAILURES.labels(self.name, self.model, failure.kind).inc()
                     if yielded_text:
                         raise failure.after_text() from failure.__cause__
                     if not failure.retryable:
@@ -172,12 +177,16 @@ class GeminiProvider:
                         raise failure.exhausted(attempt) from failure.__cause__
                     cap = min(self._backoff_max_s, self._backoff_s * 2 ** (attempt - 1))
                     delay = random.uniform(0, cap)
+                    metrics.MODEL_RETRIES.labels(self.name, self.model, failure.kind).inc()
                     log.warning(
-                        "Gemini attempt %d of %d failed (%s); retrying in %.2fs",
-                        attempt,
-                        self._attempts,
-                        failure.summary,
-                        delay,
+                        "model.retry",
+                        provider=self.name,
+                        model=self.model,
+                        attempt=attempt,
+                        attempts=self._attempts,
+                        kind=failure.kind,
+                        reason=failure.summary,
+                        wait_s=round(delay, 2),
                     )
                     await asyncio.sleep(delay)
                     continue
