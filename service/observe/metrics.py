@@ -29,11 +29,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 LABEL_VALUES_MAX: Final = 50
-CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+# The classic text format every Prometheus reads (Litestar adds the charset).
+CONTENT_TYPE: Final = "text/plain; version=0.0.4"
 
 # Latency bounds in seconds: sub-millisecond steps where the log's commits and the stream's
 # sends live, then up to the long tails of a model call or a whole run.
