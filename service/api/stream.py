@@ -7,10 +7,9 @@ text PostgreSQL rendered goes to the socket untouched, and a keepalive is a bare
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
@@ -116,34 +115,70 @@ async def frames(
 ) -> AsyncIterator[bytes]:
     """``speed``: replay at the recorded pace. ``head_known`` False: the stream was opened
     while PostgreSQL was unavailable, so the checks the handler makes before answering are
-    made here once it answers; until then the client gets keepalives."""
+    made here once it answers; until then the client gets keepalives.
+
+    Counted and logged as it ends, with why: ``terminal`` (its last event went out),
+    ``client_gone`` (closed at a ``yield``: nothing else can say so), ``shutdown``, ``ended``
+    (nothing to send after all: the reconnect gets the answer) or ``error``. One generator,
+    the bookkeeping inline: a wrapping generator would cost every send a hop."""
     opened_at = time.time()
     metrics.STREAMS_OPENED.inc()
     _Open.count += 1
-    ending = _Ending()
+    reason, sent = "client_gone", 0
     try:
-        # aclosing: a client that goes away closes this generator at its ``yield``; the inner
-        # one (and the hub subscription inside it) must end then too, not when collected.
-        inner = _frames(services, generation_id, after, speed, head_known, unchecked_key, ending)
-        async with contextlib.aclosing(inner) as chunks:
-            async for chunk in chunks:
-                yield chunk
-                if ending.page is not None:
-                    _observe_delivery(ending.page, opened_at)
-                    ending.page = None
-        if ending.reason == "client_gone":  # the log ran out without a terminal event
-            ending.reason = "shutdown" if services.hub.closing else "ended"
+        yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
+        if not head_known:
+            head: Head | None = None
+            waiting = follow.head_once_available(services.streams, services.pool, generation_id)
+            async for found in waiting:
+                if isinstance(found, follow.Keepalive):
+                    metrics.KEEPALIVES_SENT.inc()
+                    yield KEEPALIVE_FRAME
+                else:
+                    head = found
+            try:
+                if head is None or not opens(head, after, speed):
+                    reason = "shutdown" if head is None else "ended"
+                    return
+            except GenstreamError:
+                reason = "ended"
+                return  # a 204, 400 or 409 now: the client reconnects and gets it as the answer
+        if unchecked_key is not None:
+            # The token's key could not be checked when the stream opened (the database was
+            # away); it answers now, so ask before the first event goes out.
+            try:
+                await keys.live_key(services.pool, unchecked_key)
+            except GenstreamError:
+                reason = "ended"
+                return  # revoked meanwhile (or away again): the reconnect gets the answer
+        items = follow.follow(services.streams, generation_id, after)
+        if speed is not None:
+            items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
+        async for item in items:
+            if isinstance(item, follow.Keepalive):
+                metrics.KEEPALIVES_SENT.inc()
+                yield KEEPALIVE_FRAME
+                continue
+            sent += len(item)
+            metrics.FRAMES_SENT.inc(len(item))
+            if item[-1].is_terminal:
+                reason = "terminal"
+            # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
+            yield "".join(map(frame, item)).encode()
+            _observe_delivery(item, opened_at)  # written: the client has been sent it
+        if reason != "terminal":
+            reason = "shutdown" if services.hub.closing else "ended"
     except Exception:
-        ending.reason = "error"
+        reason = "error"
         raise
     finally:
         _Open.count -= 1
-        metrics.STREAMS_CLOSED.labels(ending.reason).inc()
+        metrics.STREAMS_CLOSED.labels(reason).inc()
         log.info(
             "stream.closed",
             generation_id=str(generation_id),
-            reason=ending.reason,
-            events=ending.events,
+            reason=reason,
+            events=sent,
             seconds=round(time.time() - opened_at, 3),
         )
 
@@ -157,73 +192,13 @@ class _Open:
 metrics.STREAMS_OPEN.read_from(_Open, lambda: [((), _Open.count)])
 
 
-class _Ending:
-    """How a stream is going: the page just written, events sent, and why it would end now
-    (a client that goes away ends it at a ``yield``, where nothing else can say so)."""
-
-    __slots__ = ("events", "page", "reason")
-
-    def __init__(self) -> None:
-        self.page: list[StoredEvent] | None = None
-        self.events = 0
-        self.reason = "client_gone"
-
-
 def _observe_delivery(page: list[StoredEvent], opened_at: float) -> None:
-    """Each event of a page just written, appended after the stream opened (a replay of
-    history is not a delivery), from its append to now."""
+    """Each event of a page just written that was appended after the stream opened (a replay
+    of history is not a delivery): from its append to now."""
     now = time.time()
     for event in page:
         if event.at >= opened_at:
             metrics.DELIVERY_LAG.observe(now - event.at)
-
-
-async def _frames(
-    services: Services,
-    generation_id: UUID,
-    after: int,
-    speed: float | None,
-    head_known: bool,
-    unchecked_key: UUID | None,
-    ending: _Ending,
-) -> AsyncGenerator[bytes, None]:
-    yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
-    if not head_known:
-        head: Head | None = None
-        waiting = follow.head_once_available(services.streams, services.pool, generation_id)
-        async for found in waiting:
-            if isinstance(found, follow.Keepalive):
-                metrics.KEEPALIVES_SENT.inc()
-                yield KEEPALIVE_FRAME
-            else:
-                head = found
-        try:
-            if head is None or not opens(head, after, speed):
-                return
-        except GenstreamError:
-            return  # a 204, 400 or 409 now: the client reconnects and gets it as the answer
-    if unchecked_key is not None:
-        # The token's key could not be checked when the stream opened (the database was
-        # away); it answers now, so ask before the first event goes out.
-        try:
-            await keys.live_key(services.pool, unchecked_key)
-        except GenstreamError:
-            return  # revoked meanwhile (or away again): the reconnect gets the answer
-    items = follow.follow(services.streams, generation_id, after)
-    if speed is not None:
-        items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
-    async for item in items:
-        if isinstance(item, follow.Keepalive):
-            metrics.KEEPALIVES_SENT.inc()
-            yield KEEPALIVE_FRAME
-        else:
-            ending.page = item
-            ending.events += len(item)
-            metrics.FRAMES_SENT.inc(len(item))
-            if item[-1].is_terminal:
-                ending.reason = "terminal"
-            # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
-            yield "".join(map(frame, item)).encode()
 
 
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")  # where SSE ends a line

@@ -127,7 +127,7 @@ async def test_a_generation_and_its_stream_move_each_counter_by_what_they_did(
     assert (
         value(after, "genstream_db_pool_max_connections")
         == running.app.state.services.settings.pool_max_size
-    )  # noqa: E501
+    )
     assert value(after, "genstream_db_pool_connections", state="in_use") >= 0
     assert value(after, "genstream_queue_depth", owner_class="standard") == 0
     assert ("process_cpu_seconds_total", ()) in after
