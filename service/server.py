@@ -48,6 +48,7 @@ class Server(uvicorn.Server):
         gc.set_threshold(20_000, 20, 50)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        log.info("serve.stopping", signal=signal.Signals(sig).name)
         # Streams are endless: tell them to end, or uvicorn waits on them forever.
         services = getattr(self._app.state, "services", None)
         if services is not None:
@@ -91,6 +92,7 @@ def run_worker(settings: Settings, database_url: str) -> None:
                 loop.add_signal_handler(sig, stop.set)
             log.info("worker.running", worker=runtime.worker.worker_id)
             await stop.wait()
+            log.info("worker.stopping", worker=runtime.worker.worker_id)
 
     asyncio.run(main())
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from service.events import NewFile
 from service.generation.parsing import render_block
 from service.generation.phases import PHASES
 from tests.conftest import AppFactory, RunningApp
-from tests.generation.fake_gemini import Drop, FakeGemini, Hang, Stream
+from tests.generation.fake_gemini import Drop, Fail, FakeGemini, Hang, Stream
 from tests.helpers import SPEC
 
 
@@ -193,3 +195,30 @@ async def test_asking_for_gemini_without_a_key_is_a_clear_400(
         answer = await client.post("/api/generations", json={"spec": SPEC, "provider": "gemini"})
     assert answer.status_code == 400
     assert "GEMINI_API_KEY" in answer.json()["detail"]
+
+
+async def test_a_model_retry_is_logged_with_the_run_it_delays(
+    app_factory: AppFactory, api_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider knows nothing of runs: the run's context (bound in its task) names it."""
+    async with gemini_app(app_factory) as (running, fake):
+        fake.script(
+            Fail(429, "Resource has been exhausted (e.g. check quota)."),
+            *(Stream(ANSWERS[p.stage][1], 120, 80) for p in PHASES),
+        )
+        with caplog.at_level(logging.INFO):
+            generation_id, events = await run_to_end(
+                running, api_key, {"spec": SPEC, "provider": "gemini"}
+            )
+    assert events[-1]["type"] == "generation.succeeded"
+    logged = [record.msg for record in caplog.records if isinstance(record.msg, dict)]
+    (retry,) = [line for line in logged if line["event"] == "model.retry"]
+    assert retry["generation_id"] == generation_id
+    assert (retry["attempt"], retry["owner"], retry["kind"]) == (1, "alice", "api")
+    assert (retry["request"], retry["requests_max"]) == (1, 4)
+    assert "429" in retry["reason"]
+    assert retry["wait_s"] >= 0
+    finished = [line for line in logged if line["event"] == "run.finished"]
+    assert [(line["generation_id"], line["outcome"]) for line in finished] == [
+        (generation_id, "succeeded")
+    ]

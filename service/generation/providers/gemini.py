@@ -182,8 +182,9 @@ class GeminiProvider:
                         "model.retry",
                         provider=self.name,
                         model=self.model,
-                        attempt=attempt,
-                        attempts=self._attempts,
+                        # Not "attempt": that names the run's claim on every line of a run.
+                        request=attempt,
+                        requests_max=self._attempts,
                         kind=failure.kind,
                         reason=failure.summary,
                         wait_s=round(delay, 2),

@@ -12,6 +12,7 @@ import pytest
 
 from service.generation.providers import Prompt, ProviderError, StreamBroken, Usage
 from service.generation.providers.gemini import GeminiProvider
+from service.observe import metrics
 from service.spec import Spec
 from tests.generation.fake_gemini import Blocked, Drop, Fail, FakeGemini, Hang, Stream
 from tests.helpers import SPEC
@@ -133,9 +134,14 @@ async def test_503_on_every_attempt_fails_after_exactly_the_allowed_attempts(
     fake: FakeGemini, provider_for: ProviderFactory
 ) -> None:
     fake.script(*[Fail(503, "The model is overloaded. Please try again later.")] * 5)
+    retries = metrics.MODEL_RETRIES.value("gemini", MODEL, "api")
+    failures = metrics.MODEL_FAILURES.value("gemini", MODEL, "api")
     async with provider_for(attempts=3) as provider:
         with pytest.raises(ProviderError) as caught:
             await collect(provider)
+    # Three failed requests, two of them tried again.
+    assert metrics.MODEL_RETRIES.value("gemini", MODEL, "api") - retries == 2
+    assert metrics.MODEL_FAILURES.value("gemini", MODEL, "api") - failures == 3
     assert not isinstance(caught.value, StreamBroken)
     message = str(caught.value)
     assert "503" in message
@@ -219,9 +225,11 @@ async def test_blocked_prompt_fails_at_once_with_the_reason(
     fake: FakeGemini, provider_for: ProviderFactory
 ) -> None:
     fake.script(Blocked("PROHIBITED_CONTENT"), Stream(["unused"]))
+    blocked = metrics.MODEL_FAILURES.value("gemini", MODEL, "blocked")
     async with provider_for() as provider:
         with pytest.raises(ProviderError) as caught:
             await collect(provider)
+    assert metrics.MODEL_FAILURES.value("gemini", MODEL, "blocked") - blocked == 1
     assert "PROHIBITED_CONTENT" in str(caught.value)
     assert len(fake.requests) == 1
 
@@ -231,9 +239,11 @@ async def test_unreachable_server_is_retried_then_fails_as_a_connection_error(
 ) -> None:
     async with FakeGemini() as gone:
         dead_url = gone.base_url
+    retries = metrics.MODEL_RETRIES.value("gemini", MODEL, "connection")
     async with provider_for(base_url=dead_url, attempts=2) as provider:
         with pytest.raises(ProviderError) as caught:
             await collect(provider)
+    assert metrics.MODEL_RETRIES.value("gemini", MODEL, "connection") - retries == 1
     assert "2 attempts" in str(caught.value)
     assert "connection" in str(caught.value)
 
