@@ -16,6 +16,7 @@ from service.generation.emitter import Emitter, Generate, Job, RunCancelled
 from service.generation.generator import make_generate
 from service.generation.providers.offline import STAGES, render_phase
 from service.generation.runner import LogEmitter, Worker
+from service.observe import metrics
 from service.settings import Settings
 from service.spec import Spec
 from service.store import event_log, generations
@@ -349,6 +350,9 @@ async def test_log_emitter_retry_after_a_lost_commit_answer_stores_the_batch_onc
     flaky = FlakyConnection(2, after_commit=True)
     monkeypatch.setattr(runner, "connection", flaky)
     file = NewFile("app/main.py", "print('hi')\n", "python")
+    retries = metrics.APPEND_RETRIES.value("unavailable")
+    replays = metrics.IDEMPOTENT_REPLAYS.value()
+    appended = metrics.EVENTS_APPENDED.value(EventType.FILE_SAVED.value)
 
     await asyncio.wait_for(
         emitter.emit(
@@ -361,6 +365,10 @@ async def test_log_emitter_retry_after_a_lost_commit_answer_stores_the_batch_onc
     await emitter.emit(NewEvent(EventType.PHASE_STARTED, "models", 0.3, "Phase 2"))
 
     assert flaky.calls == 4  # two lost answers, the retry that found the batch stored, one more
+    assert metrics.APPEND_RETRIES.value("unavailable") - retries == 2
+    # The first lost answer's COMMIT stored the batch; both retries found it by its keys.
+    assert metrics.IDEMPOTENT_REPLAYS.value() - replays == 2
+    assert metrics.EVENTS_APPENDED.value(EventType.FILE_SAVED.value) - appended == 1
     events = await events_of(pool, generation_id)
     assert types(events) == [
         EventType.QUEUED, EventType.STARTED, EventType.FILE_SAVED, EventType.PHASE_COMPLETED,

@@ -12,6 +12,7 @@ import pytest
 from service.errors import GenerationFinished, LeaseLost, NotFound
 from service.events import EventType, NewEvent, NewFile
 from service.generation.runner import LogEmitter
+from service.observe import metrics
 from service.store import event_log, generations
 from service.store.db import Connection, Pool, asyncpg_dsn
 from tests.helpers import delta, new_generation
@@ -236,9 +237,11 @@ async def test_an_append_fenced_by_an_older_attempt_raises_lease_lost_and_stores
     old = await claimed_by(pool, "worker-a", lease_s=0.0)
     new = await claimed_by(pool, "worker-b")  # A's lease ran out at once: B takes over
     assert (old.attempt, new.attempt) == (1, 2)
+    fenced = metrics.APPENDS_FENCED.value("lease_lost")
     async with pool.acquire() as conn:
         with pytest.raises(LeaseLost):
             await event_log.append(conn, generation_id, [delta(1), delta(2)], fence=old.attempt)
+        assert metrics.APPENDS_FENCED.value("lease_lost") - fenced == 1
         head = await event_log.select_head(conn, generation_id)
         await event_log.append(conn, generation_id, [delta(3)], fence=new.attempt)
     assert head.last_seq == 1

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from service.observe import metrics
 from service.store.db import Pool
 from service.store.listener import Listener
 from tests.helpers import wait_until
@@ -110,6 +111,8 @@ async def test_the_listener_reconnects_by_itself_after_its_backend_is_terminated
     await notify(pool, "before")
     assert await asyncio.wait_for(recorder.payloads.get(), 5) == "before"
     [pid] = await listen_backends(pool)
+    reconnects, unreachable = metrics.LISTENER_RECONNECTS.value(), metrics.DB_UNREACHABLE.value()
+    assert metrics.DB_UP.value() == 1
 
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
@@ -117,6 +120,9 @@ async def test_the_listener_reconnects_by_itself_after_its_backend_is_terminated
     await until(lambda: listener.connections_made == 2)
     await asyncio.wait_for(listener.connected.wait(), 10)
     assert recorder.connects == 2
+    assert metrics.LISTENER_RECONNECTS.value() - reconnects == 1
+    assert metrics.DB_UNREACHABLE.value() > unreachable  # the outage, in seconds
+    assert metrics.DB_UP.value() == 1
     new_backends = await listen_backends(pool)
     assert len(new_backends) == 1
     assert new_backends != [pid]

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from service.errors import StoreUnavailable
+from service.observe import metrics
 from service.store.db import Pool
 from service.store.event_log import StoredEvent
 from service.streams import hub as hub_module
@@ -223,8 +224,13 @@ async def test_a_follower_far_behind_the_edge_reads_its_own_pages_and_catches_up
     live = hub.subscribe(generation_id, 21)
     assert await take(hub, live) == []
     behind = hub.subscribe(generation_id, 0)
+    own_pages, own_events = metrics.CATCHUP_PAGES.value(), metrics.CATCHUP_EVENTS.value()
+    shared = metrics.EDGE_READS.value()
 
     pages = [await take(hub, behind) for _ in range(5)]
+    assert metrics.CATCHUP_PAGES.value() - own_pages == 5  # all behind the edge (at 21)
+    assert metrics.CATCHUP_EVENTS.value() - own_events == 21
+    assert metrics.EDGE_READS.value() == shared
 
     assert pages == [
         [1, 2, 3, 4, 5],
@@ -385,7 +391,9 @@ async def test_check_wakes_an_edge_whose_wake_up_was_lost_and_only_that_one(pool
     assert await take(hub, heard_follower) == [2]
     heard_follower.clear()  # set by the read that brought 2 in
 
+    lost_wakeups = metrics.LOST_WAKEUPS.value()
     assert await hub.check() == 1
+    assert metrics.LOST_WAKEUPS.value() - lost_wakeups == 1
     assert await lost_follower.wait(0.01) is True
     assert await heard_follower.wait(0.01) is False
     assert await take(hub, lost_follower) == [2]
