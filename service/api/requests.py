@@ -23,6 +23,7 @@ from service.observe import logs, metrics, traces
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 _STATE_KEY: Final = "genstream.request"
+_PROBES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 _SANE_ID: Final = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 log = logs.get_logger("service.requests")
@@ -82,7 +83,9 @@ async def on_response_start(message: Message, scope: Scope) -> None:
     metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
     metrics.HTTP_SECONDS.labels(route).observe(seconds)
     query = scope["query_string"].decode("latin-1")
-    log.info(
+    # Probes and scrapes come every few seconds from machines: only at debug level.
+    write = log.debug if route in _PROBES and status < 400 else log.info
+    write(
         "request",
         request_id=rid,
         method=method,

@@ -106,6 +106,7 @@ class LogEmitter:
 @dataclass(slots=True)
 class _Run:
     task: asyncio.Task[None]
+    claimed: Claimed
     cancel_requested: bool = False  # a cancel NOTIFY stopped the task
     ending: bool = False  # the run is writing its terminal event: a NOTIFY must not stop that
 
@@ -210,7 +211,12 @@ class Worker:
             for generation_id, run in list(self._runs.items()):
                 if generation_id not in held:
                     metrics.LEASES_LOST.inc()
-                    log.warning("lease.lost", generation_id=str(generation_id))
+                    log.warning(
+                        "lease.lost",
+                        generation_id=str(generation_id),
+                        attempt=run.claimed.attempt,
+                        owner=run.claimed.owner,
+                    )
                     run.task.cancel()
 
     async def _claim_one(self) -> bool:
@@ -219,7 +225,7 @@ class Worker:
         if claimed is None:
             return False
         task = asyncio.create_task(self._run(claimed), name=f"genstream-run-{claimed.id}")
-        self._runs[claimed.id] = _Run(task)
+        self._runs[claimed.id] = _Run(task, claimed)
         task.add_done_callback(lambda _: self._finished(claimed.id))
         return True
 
