@@ -1,12 +1,12 @@
 """deploy/nginx.conf, as shipped, in front of two real ``serve`` processes on one database.
 
 Debian's nginx (``make proxy``) runs the shipped file with two things replaced: the upstream's
-servers (the two processes' ports instead of compose's names) and the listen address. Every
-``location`` is the shipped one, byte for byte (``render`` checks it). Around it, the test's
-own ``http {}`` adds two directives the locations inherit: ``proxy_ignore_headers
-X-Accel-Buffering``, so that the config alone must keep streams flowing (the service's own
-header would hide a mistake), and a response header naming the upstream that answered, so that
-a test knows which process holds a stream.
+servers (the two processes' ports instead of compose's names) and the listen address;
+``render`` touches nothing else, so every ``location`` is the shipped one, byte for byte.
+Around it, the test's own ``http {}`` adds two directives the locations inherit:
+``proxy_ignore_headers X-Accel-Buffering``, so that the config alone must keep streams
+flowing (the service's own header would hide a mistake), and a response header naming the
+upstream that answered, so that a test knows which process holds a stream.
 
 A ``worker`` process runs the generations (offline provider), as in compose.yaml; the two
 ``serve`` processes run none.
