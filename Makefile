@@ -41,8 +41,17 @@ browser: ## Debian's chromium for the web page's tests (installed when run as ro
 	    echo "The web page's tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
 	  fi; }
 
+.PHONY: proxy
+proxy: ## Debian's nginx for the reverse-proxy tests (installed when run as root)
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else \
+	    echo "The reverse-proxy tests need Debian's nginx: sudo apt-get install nginx" >&2; exit 1; \
+	  fi; }
+
 .PHONY: test
-test: $(STAMP) browser ## the whole suite against a real PostgreSQL and a real Chromium
+test: $(STAMP) browser proxy ## the whole suite against a real PostgreSQL, Chromium and nginx
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
