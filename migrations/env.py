@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -20,9 +21,16 @@ def _url() -> str:
     return str(url)
 
 
+# Held until the migration's transaction ends: processes that start together (every `serve`
+# and `worker` migrates on start) upgrade one at a time, and the later ones find the schema at
+# head (Alembic reads the version after the lock is taken) instead of racing to apply it twice.
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('genstream.migrate', 0))"
+
+
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata, compare_type=True)
     with context.begin_transaction():
+        connection.execute(text(MIGRATION_LOCK))
         context.run_migrations()
 
 

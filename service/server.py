@@ -70,6 +70,8 @@ def serve(settings: Settings, database_url: str, *, host: str, port: int) -> Non
         http=connections.protocol(limits),
         timeout_keep_alive=settings.keepalive_timeout_s,
         log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=None,  # logging is ours (observe/logs.py), configured by the command line
         access_log=False,  # the request middleware logs each request with its id and route
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,

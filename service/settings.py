@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         "beyond them gets 503 with Retry-After.",
     )
 
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated addresses (or `*`) of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto `serve` believes: the request log then names the real client.",
+    )
     log_format: Literal["json", "console"] = Field(
         default="console",
         description="Log lines as JSON objects (for a log pipeline) or text for a terminal.",

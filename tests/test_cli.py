@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -450,6 +451,23 @@ async def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Pat
     )
     assert_user_error(replay, 1, "cannot connect to PostgreSQL")
     assert_user_error(migrate, 1, "cannot connect to PostgreSQL")
+
+
+async def test_a_refused_login_or_a_missing_database_is_one_line_not_a_traceback(
+    database_url: str,
+) -> None:
+    wrong_password = re.sub(r"://([^:@/]+)(:[^@/]*)?@", r"://\1:not-the-password@", database_url)
+    no_database = database_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    migrate, replay, missing = await asyncio.gather(
+        cli("migrate", database_url=wrong_password),
+        cli("replay", str(uuid4()), database_url=wrong_password),
+        cli("migrate", database_url=no_database),
+    )
+    assert_user_error(migrate, 1, "PostgreSQL refused the connection: password authentication")
+    assert_user_error(replay, 1, "PostgreSQL refused the connection: password authentication")
+    assert_user_error(missing, 1, "PostgreSQL refused the connection")
+    assert "no_such_database_here" in missing.stderr
+    assert "not-the-password" not in migrate.stderr + replay.stderr
 
 
 async def test_keys_list_shows_every_key_but_never_a_secret_and_revoke_refuses_it(

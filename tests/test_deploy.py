@@ -17,18 +17,13 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from service.cli.arguments import parser
 from service.observe import metrics
 from service.settings import PROJECT_ROOT, Settings, environment_variable
 
 DEPLOY = PROJECT_ROOT / "deploy"
-# Settings of the same change as this directory (logging and the metrics address); they join
-# service/settings.py there, and then this list can go.
-UPCOMING_SETTINGS = frozenset(
-    {"GENSTREAM_LOG_FORMAT", "GENSTREAM_LOG_LEVEL", "GENSTREAM_METRICS_ADDRESS"}
-)
 SCRAPE_LABELS = frozenset({"job", "instance", "role"})
 REFERENCE = re.compile(r"^\$\{[A-Z][A-Z0-9_]*(:?[-?][^}]*)?\}$")  # ${NAME}, ${NAME:?why}...
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|API_KEY")
@@ -105,11 +100,9 @@ def test_each_command_is_a_command_of_the_cli(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(genstream_services()))
 def test_every_variable_set_is_a_setting(name: str) -> None:
-    known = settings_variables() | UPCOMING_SETTINGS
+    known = settings_variables()
     unknown = [
-        variable
-        for variable in genstream_services()[name]["environment"]
-        if variable not in known and not variable.startswith("OTEL_")
+        variable for variable in genstream_services()[name]["environment"] if variable not in known
     ]
     assert not unknown, f"{name} sets variables no setting reads: {unknown}"
 

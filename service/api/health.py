@@ -1,4 +1,5 @@
-"""Liveness and readiness: ``/readyz`` is 503 unless the database answers and is at head."""
+"""Liveness and readiness: ``/readyz`` is 503 unless the database answers and its schema is
+at this code's head or ahead of it (a newer release migrated it during a rolling upgrade)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from service.api.context import Services
 from service.store.db import UNAVAILABLE_ERRORS
-from service.store.migrate import current_revisions
+from service.store.migrate import current_revisions, schema_state
 
 READY_TIMEOUT_S = 2.0
 
@@ -30,7 +31,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[dict[str, obje
             {"status": "unavailable", "detail": f"database unreachable: {exc}"},
             status_code=HTTP_503_SERVICE_UNAVAILABLE,
         )
-    if revisions != services.head_revisions:
+    state = schema_state(revisions)
+    if state in ("behind", "missing"):
         return Response(
             {
                 "status": "unavailable",
@@ -40,7 +42,13 @@ async def readyz(services: NamedDependency[Services]) -> Response[dict[str, obje
             },
             status_code=HTTP_503_SERVICE_UNAVAILABLE,
         )
+    # "ahead": a newer release migrated the database while this process runs; it keeps
+    # serving until it is replaced (migrations only add), so a balancer must not drop it.
     return Response(
-        {"status": "ready", "listener": services.listener.connected.is_set()},
+        {
+            "status": "ready",
+            "listener": services.listener.connected.is_set(),
+            "schema": state,
+        },
         status_code=HTTP_200_OK,
     )

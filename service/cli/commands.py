@@ -47,7 +47,7 @@ def database_url(settings: Settings) -> str:
 
 def migrated_database(settings: Settings) -> str:
     from service.errors import StoreUnavailable
-    from service.store.db import UNAVAILABLE_ERRORS
+    from service.store.db import REFUSED_LOGIN_ERRORS, UNAVAILABLE_ERRORS
     from service.store.migrate import upgrade
 
     url = database_url(settings)
@@ -55,6 +55,8 @@ def migrated_database(settings: Settings) -> str:
         upgrade(url)
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    except REFUSED_LOGIN_ERRORS as exc:
+        raise StoreUnavailable(f"PostgreSQL refused the connection: {exc}") from exc
     return url
 
 

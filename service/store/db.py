@@ -43,6 +43,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# PostgreSQL answered, and refused us: a wrong password or role, a database that does not
+# exist. No retry helps; the operator must fix the URL, and hears it in one line.
+REFUSED_LOGIN_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # wrong password, unknown role, pg_hba
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
+
+
 def asyncpg_dsn(url: str) -> str:
     """asyncpg wants a plain ``postgresql://`` URL; accept SQLAlchemy-style schemes too."""
     scheme, sep, rest = url.partition("://")
@@ -66,6 +74,8 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Poo
         )
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    except REFUSED_LOGIN_ERRORS as exc:
+        raise StoreUnavailable(f"PostgreSQL refused the connection: {exc}") from exc
     return pool
 
 

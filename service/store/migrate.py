@@ -6,9 +6,13 @@ Alembic's async env.py calls ``asyncio.run()``, so ``upgrade`` must run outside 
 
 from __future__ import annotations
 
+import functools
+from typing import Literal
+
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 from service.settings import PROJECT_ROOT
 from service.store.db import Connection, sqlalchemy_url
@@ -36,9 +40,33 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config("postgresql://unused"))
+
+
 def head_revisions() -> frozenset[str]:
-    script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
-    return frozenset(script.get_heads())
+    return frozenset(_scripts().get_heads())
+
+
+SchemaState = Literal["at head", "ahead", "behind", "missing"]
+
+
+def schema_state(current: frozenset[str]) -> SchemaState:
+    """Where the database's schema stands for this code. ``ahead``: a newer release has
+    migrated it (a revision this code does not know), which this code keeps working with
+    while it is being replaced: migrations only add (see CONTRIBUTING.md)."""
+    if not current:
+        return "missing"
+    if current == head_revisions():
+        return "at head"
+    for revision in current:
+        try:
+            if _scripts().get_revision(revision) is None:
+                return "ahead"
+        except CommandError:  # alembic's "no such revision"
+            return "ahead"
+    return "behind"
 
 
 async def current_revisions(conn: Connection) -> frozenset[str]:

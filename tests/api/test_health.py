@@ -27,17 +27,36 @@ async def test_readyz_is_503_when_the_schema_is_behind_and_200_once_restored(
     assert frozenset({current}) == head_revisions()
     async with running.client() as client:
         async with pool.acquire() as conn:
-            await conn.execute("UPDATE alembic_version SET version_num = '0000'")
+            await conn.execute("UPDATE alembic_version SET version_num = '0005'")
         behind = await client.get("/readyz")
         async with pool.acquire() as conn:
             await conn.execute("UPDATE alembic_version SET version_num = $1", current)
         restored = await client.get("/readyz")
     assert behind.status_code == 503
     body = behind.json()
-    assert body["current"] == ["0000"]
+    assert body["current"] == ["0005"]
     assert body["head"] == sorted(head_revisions())
     assert "head" in body["detail"]
     assert restored.status_code == 200
+
+
+async def test_readyz_stays_200_when_a_newer_release_migrated_the_database(
+    running: RunningApp, pool: Pool
+) -> None:
+    """A rolling upgrade: the new release's migration ran while this process serves. It
+    keeps serving until replaced; a balancer acting on /readyz must not take it out."""
+    async with pool.acquire() as conn:
+        current = await conn.fetchval("SELECT version_num FROM alembic_version")
+    async with running.client() as client:
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE alembic_version SET version_num = '0099_from_the_future'")
+        ahead = await client.get("/readyz")
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE alembic_version SET version_num = $1", current)
+        at_head = await client.get("/readyz")
+    assert ahead.status_code == 200
+    assert (ahead.json()["status"], ahead.json()["schema"]) == ("ready", "ahead")
+    assert at_head.json()["schema"] == "at head"
 
 
 async def test_readyz_is_503_without_an_alembic_version_table(
