@@ -55,9 +55,25 @@ def migrated_database(settings: Settings) -> str:
         upgrade(url)
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    except REFUSED_LOGIN_ERRORS as exc:
-        raise StoreUnavailable(f"PostgreSQL refused the connection: {exc}") from exc
+    except Exception as exc:
+        # Alembic connects through SQLAlchemy, which wraps the driver's refusal.
+        refusal = _cause(exc, REFUSED_LOGIN_ERRORS)
+        if refusal is None:
+            raise
+        raise StoreUnavailable(f"PostgreSQL refused the connection: {refusal}") from exc
     return url
+
+
+def _cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of ``kinds`` in ``exc``'s chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def with_pool(url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = True) -> T:
