@@ -193,12 +193,16 @@ metrics.STREAMS_OPEN.read_from(_Open, lambda: [((), _Open.count)])
 
 
 def _observe_delivery(page: list[StoredEvent], opened_at: float) -> None:
-    """Each event of a page just written that was appended after the stream opened (a replay
-    of history is not a delivery): from its append to now."""
-    now = time.time()
-    for event in page:
-        if event.at >= opened_at:
-            metrics.DELIVERY_LAG.observe(now - event.at)
+    """One observation per write (a page's frames go out in one): from the append of the
+    oldest event in it that was appended after the stream opened (a replay of history is not
+    a delivery) to now, an upper bound for the page's other events. Per event it cost 0.35 µs
+    each, 4 µs for a page of ten, a quarter of a send's CPU when a generation saturates."""
+    if page[-1].at < opened_at:
+        return  # all history
+    oldest = page[0]
+    if oldest.at < opened_at:
+        oldest = next(event for event in page if event.at >= opened_at)
+    metrics.DELIVERY_LAG.observe(time.time() - oldest.at)
 
 
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")  # where SSE ends a line

@@ -279,7 +279,8 @@ STREAMS_REFUSED = _counter(
 DELIVERY_LAG = _histogram(
     "genstream_delivery_lag_seconds",
     "From an event's append (its row's created_at, taken in the append's statement just "
-    "before COMMIT) to the write of its frame, for events appended after the stream opened.",
+    "before COMMIT) to the write of its frame, for events appended after the stream opened; "
+    "one observation per write, for the oldest such event in it.",
 )
 CATCHUP_PAGES = _counter(
     "genstream_catchup_pages", "Pages a stream read on its own (behind the live edge)."

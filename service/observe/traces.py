@@ -62,19 +62,24 @@ def use(provider: TracerProvider | None) -> None:
     _tracer = provider.get_tracer("genstream") if provider is not None else None
 
 
-def span(
-    name: str, **attributes: str | int | float | bool
-) -> contextlib.AbstractContextManager[Any]:
-    """A span around a block, child of the current one; a no-op while tracing is off."""
+def span(name: str, **attributes: object) -> contextlib.AbstractContextManager[Any]:
+    """A span around a block, child of the current one; a no-op while tracing is off.
+    Attributes other than text and numbers (a UUID) are turned into text only when tracing
+    is on: the hot paths pass them as they are and pay nothing for them otherwise."""
     if _tracer is None:
         return _NOTHING
-    return _tracer.start_as_current_span(name, attributes=attributes)
+    return _tracer.start_as_current_span(name, attributes=_attributes(attributes))
+
+
+def _attributes(attributes: Mapping[str, object]) -> dict[str, str | int | float | bool]:
+    return {
+        key: value if isinstance(value, str | int | float | bool) else str(value)
+        for key, value in attributes.items()
+    }
 
 
 @contextlib.contextmanager
-def continuing(
-    name: str, carrier: Mapping[str, str] | None, **attributes: str | int | float | bool
-) -> Iterator[Any]:
+def continuing(name: str, carrier: Mapping[str, str] | None, **attributes: object) -> Iterator[Any]:
     """A span whose parent is the context in ``carrier`` (W3C headers: ``traceparent``), or
     a new trace without one; a no-op while tracing is off."""
     if _tracer is None:
@@ -83,7 +88,9 @@ def continuing(
     from opentelemetry.propagate import extract
 
     context = extract(dict(carrier)) if carrier else None
-    with _tracer.start_as_current_span(name, context=context, attributes=attributes) as current:
+    with _tracer.start_as_current_span(
+        name, context=context, attributes=_attributes(attributes)
+    ) as current:
         yield current
 
 

@@ -382,7 +382,7 @@ async def append(
     parameters = _append_parameters(generation_id, events, files, fence, keys)
     started = time.perf_counter()
     try:
-        with traces.span("append", generation_id=str(generation_id), events=len(events)):
+        with traces.span("append", generation_id=generation_id, events=len(events)):
             row = await conn.fetchrow(INSERT_EVENTS, *parameters)
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name != IDEMPOTENCY_INDEX:
