@@ -212,6 +212,18 @@ async def state_via_api(client: httpx.AsyncClient, generation_id: UUID | str) ->
     return body
 
 
+async def events_via_api(
+    client: httpx.AsyncClient, generation_id: UUID | str
+) -> list[dict[str, Any]]:
+    """Every stored event of a generation through ``GET .../events`` (one page: a test's
+    generation has fewer than 1,000)."""
+    response = await client.get(f"{API}/{generation_id}/events", params={"after": 0, "limit": 1000})
+    assert response.status_code == 200, response.text
+    assert not response.json()["has_more"]
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
 async def wait_for_status(
     client: httpx.AsyncClient,
     generation_id: UUID | str,

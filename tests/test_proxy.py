@@ -34,7 +34,7 @@ import pytest
 
 from service.settings import PROJECT_ROOT
 from tests.conftest import SERVE_TOKEN_SECRET, KeyFactory, SpawnServe
-from tests.helpers import create_via_api, wait_for_status, wait_until
+from tests.helpers import create_via_api, events_via_api, wait_for_status, wait_until
 from tests.processes import STOP_TIMEOUT_S, ServiceProcess, free_port, kill_all, spawn_service
 
 pytestmark = pytest.mark.slow
@@ -374,15 +374,6 @@ def stream_path(generation_id: str) -> str:
     return f"/api/generations/{generation_id}/stream"
 
 
-async def stored_events(client: httpx.AsyncClient, generation_id: str) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/api/generations/{generation_id}/events", params={"after": 0, "limit": 1000}
-    )
-    assert response.status_code == 200, response.text
-    events: list[dict[str, Any]] = response.json()["events"]
-    return events
-
-
 # --- the tests ----------------------------------------------------------------------------------
 
 
@@ -412,7 +403,7 @@ async def test_live_events_cross_nginx_within_milliseconds_of_a_direct_stream(
             finally:
                 proxied_task.cancel()
                 direct_task.cancel()
-        stored = await stored_events(proxied_client, generation_id)
+        stored = await events_via_api(proxied_client, generation_id)
 
     assert proxied.seqs == direct.seqs == [event["seq"] for event in stored]
     assert [event.json() for event in proxied.events] == stored
@@ -437,7 +428,7 @@ async def test_last_event_id_resumes_through_nginx_on_either_process(stack: Stac
         whole = await follow_resuming(client, path, Follow(), attempts=1)
         resumed = await follow_resuming(client, path, Follow(), attempts=1, last_id="5")
         ended = await follow_resuming(client, path, Follow(), attempts=1, last_id=str(last_seq))
-        stored = await stored_events(client, generation_id)
+        stored = await events_via_api(client, generation_id)
     # The stream token one process issued opens the stream on the other (one shared secret):
     # least_conn takes idle upstreams in turn, so a few requests reach both.
     answered: dict[str, list[int]] = {}
@@ -515,7 +506,7 @@ async def test_a_stopped_process_s_client_resumes_on_the_other_with_exactly_the_
             await asyncio.wait_for(reader, 60)
         finally:
             reader.cancel()
-        stored = await stored_events(client, generation_id)
+        stored = await events_via_api(client, generation_id)
 
     assert state["status"] == "running", "the run must go on while the client is away"
     first, *others = follow.connections

@@ -20,7 +20,7 @@ import bisect
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -66,17 +66,39 @@ class _HistogramChild:
         self.sum += value
 
 
-class _Family:
-    """A metric with labels: one child per distinct label values, made on first use."""
+ChildT = TypeVar("ChildT")
 
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+
+class _Family(Generic[ChildT]):
+    """A metric with labels: one child per distinct label values, made on first use. A label
+    value past the cap shares the ``other`` child, which its own spelling then finds at once."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        make_child: Callable[[], ChildT],
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.label_names = tuple(labels)
         self._caps: dict[int, set[str]] = {}
+        self._make_child = make_child
+        self._children: dict[tuple[str, ...], ChildT] = {}
+        self._unlabelled = make_child()
+        if not labels:
+            self._children[()] = self._unlabelled
 
-    def capped(self, position: int, value: str) -> str:
-        """``value`` for the label at ``position``, or ``other`` past the cap."""
+    def labels(self, *values: str) -> ChildT:
+        child = self._children.get(values)
+        if child is None:
+            key = tuple(self._capped(i, v) for i, v in enumerate(values))
+            child = self._children.setdefault(key, self._make_child())
+            self._children[values] = child
+        return child
+
+    def _capped(self, position: int, value: str) -> str:
         seen = self._caps.setdefault(position, set())
         if value in seen:
             return value
@@ -85,22 +107,18 @@ class _Family:
         seen.add(value)
         return value
 
+    def _distinct(self) -> Iterator[tuple[tuple[str, ...], ChildT]]:
+        """Each child once, under its own label values (not an aliased spelling)."""
+        seen: set[int] = set()
+        for values, child in list(self._children.items()):
+            if id(child) not in seen:
+                seen.add(id(child))
+                yield values, child
 
-class Counter(_Family):
+
+class Counter(_Family[_Child]):
     def __init__(self, name: str, documentation: str, labels: Sequence[str] = ()) -> None:
-        super().__init__(name, documentation, labels)
-        self._children: dict[tuple[str, ...], _Child] = {}
-        self._unlabelled = _Child()
-        if not labels:
-            self._children[()] = self._unlabelled
-
-    def labels(self, *values: str) -> _Child:
-        child = self._children.get(values)
-        if child is None:
-            key = tuple(self.capped(i, v) for i, v in enumerate(values))
-            child = self._children.setdefault(key, _Child())
-            self._children[values] = child  # the uncapped spelling finds it at once next time
-        return child
+        super().__init__(name, documentation, labels, _Child)
 
     def inc(self, amount: float = 1.0) -> None:
         self._unlabelled.value += amount
@@ -116,15 +134,8 @@ class Counter(_Family):
             family.add_metric(list(values), child.value)
         return family
 
-    def _distinct(self) -> Iterator[tuple[tuple[str, ...], _Child]]:
-        seen: set[int] = set()
-        for values, child in list(self._children.items()):
-            if id(child) not in seen:
-                seen.add(id(child))
-                yield values, child
 
-
-class Histogram(_Family):
+class Histogram(_Family[_HistogramChild]):
     def __init__(
         self,
         name: str,
@@ -132,20 +143,8 @@ class Histogram(_Family):
         labels: Sequence[str] = (),
         buckets: tuple[float, ...] = FAST_BUCKETS,
     ) -> None:
-        super().__init__(name, documentation, labels)
         self.bounds = tuple(sorted(buckets))
-        self._children: dict[tuple[str, ...], _HistogramChild] = {}
-        self._unlabelled = _HistogramChild(self.bounds)
-        if not labels:
-            self._children[()] = self._unlabelled
-
-    def labels(self, *values: str) -> _HistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            key = tuple(self.capped(i, v) for i, v in enumerate(values))
-            child = self._children.setdefault(key, _HistogramChild(self.bounds))
-            self._children[values] = child
-        return child
+        super().__init__(name, documentation, labels, lambda: _HistogramChild(self.bounds))
 
     def observe(self, value: float) -> None:
         self._unlabelled.observe(value)
@@ -156,14 +155,9 @@ class Histogram(_Family):
 
     def collect(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
-        seen: set[int] = set()
-        for values, child in list(self._children.items()):
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            counts = list(child.counts)
+        for values, child in self._distinct():
             cumulative, buckets = 0, []
-            for bound, count in zip((*self.bounds, math.inf), counts, strict=True):
+            for bound, count in zip((*self.bounds, math.inf), list(child.counts), strict=True):
                 cumulative += count
                 buckets.append((_bound(bound), cumulative))
             family.add_metric(list(values), buckets, child.sum)

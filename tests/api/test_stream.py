@@ -34,6 +34,7 @@ from tests.helpers import (
     append,
     create_via_api,
     delta,
+    events_via_api,
     wait_for_status,
     wait_until,
 )
@@ -51,16 +52,6 @@ SSE_RETRY_MS = 2000  # the Settings default the fixtures keep
 
 def stream_url(generation_id: str) -> str:
     return f"/api/generations/{generation_id}/stream"
-
-
-async def stored_events(client: httpx.AsyncClient, generation_id: str) -> list[dict[str, Any]]:
-    response = await client.get(
-        f"/api/generations/{generation_id}/events", params={"after": 0, "limit": 1000}
-    )
-    assert response.status_code == 200, response.text
-    events: list[dict[str, Any]] = response.json()["events"]
-    assert not response.json()["has_more"]
-    return events
 
 
 @dataclass
@@ -180,7 +171,7 @@ async def test_a_stream_of_a_finished_run_sends_retry_then_every_event_once_and_
         generation_id = (await create_via_api(client))["id"]
         last_seq = (await wait_for_status(client, generation_id))["last_seq"]
         received = await read_stream(client, generation_id)
-        stored = await stored_events(client, generation_id)
+        stored = await events_via_api(client, generation_id)
 
     assert received.first_is_retry, "the first thing sent must be `retry: <ms>`"
     assert received.retry == SSE_RETRY_MS
@@ -305,7 +296,7 @@ async def test_a_stream_opened_mid_run_gets_every_event_once_in_order(
     ):
         generation_id = (await create_via_api(client))["id"]
         async with asyncio.timeout(10):  # wait until the run is under way
-            while len(await stored_events(client, generation_id)) < 4:
+            while len(await events_via_api(client, generation_id)) < 4:
                 await asyncio.sleep(0.01)
         received = Received(0, httpx.Headers())
         reader = asyncio.create_task(read_stream(client, generation_id, received=received))
