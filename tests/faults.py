@@ -36,8 +36,8 @@ from tests.processes import (
 
 TERMINAL = frozenset({"generation.succeeded", "generation.failed", "generation.cancelled"})
 STAGES = tuple(phase.stage for phase in PHASES)
-WORKER_RUNNING = re.compile(r"worker \S+ running")
-LOST_LEASE = ("lost its lease", "lost the lease")
+WORKER_RUNNING = re.compile(r"\bworker\.running\b")  # the line ``worker`` logs once it claims
+LOST_LEASE = ("lost its lease", "lease.lost")
 RUN_MARKS = ("phase.started", "generation.resumed")
 
 Event = dict[str, Any]
@@ -54,7 +54,7 @@ class Child(ServiceProcess):
     _ready: bool = False
 
     def ready(self) -> bool:
-        """A worker that has logged ``worker <id> running`` (claims from then on)."""
+        """A worker that has logged ``worker.running`` (claims from then on)."""
         if not self._ready:
             self._ready = bool(WORKER_RUNNING.search(self.log()))
         return self._ready
