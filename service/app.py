@@ -12,6 +12,7 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from service import errors
@@ -24,6 +25,7 @@ from service.api.metrics import metrics
 from service.api.nul import refuse_nul
 from service.api.page import index, static_files
 from service.api.requests import observe_requests, on_response_start
+from service.api.schemas import API_KEY, SECURITY_SCHEMES
 from service.api.stats import stats
 from service.api.stream import stream
 from service.generation.providers.registry import available_providers
@@ -149,6 +151,10 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         # and flushes at exit, which uvicorn's SIGTERM re-raise skips, losing the last lines.
         logging_config=None,
         openapi_config=OpenAPIConfig(
-            title="genstream", version=version("genstream"), path="/schema"
+            title="genstream",
+            version=version("genstream"),
+            path="/schema",
+            components=Components(security_schemes=SECURITY_SCHEMES),
+            security=[{API_KEY: []}],
         ),
     )

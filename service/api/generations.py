@@ -7,7 +7,7 @@ import zipfile
 from typing import Annotated
 from uuid import UUID
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, MediaType, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
@@ -220,4 +220,5 @@ class GenerationsController(Controller):
             content, _language = await generations.select_file(
                 conn, caller.owner, generation_id, path.lstrip("/")
             )
-        return Response(content, media_type="text/plain; charset=utf-8")
+        # Litestar adds "; charset=utf-8" to text types itself: naming it here said it twice.
+        return Response(content, media_type=MediaType.TEXT)

@@ -10,18 +10,19 @@ from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from service.api.context import Services
+from service.api.schemas import NO_CREDENTIALS
 from service.store.db import UNAVAILABLE_ERRORS
 from service.store.migrate import current_revisions, schema_state
 
 READY_TIMEOUT_S = 2.0
 
 
-@get("/healthz", sync_to_thread=False)
+@get("/healthz", sync_to_thread=False, security=NO_CREDENTIALS)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz")
+@get("/readyz", security=NO_CREDENTIALS)
 async def readyz(services: NamedDependency[Services]) -> Response[dict[str, object]]:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), services.pool.acquire() as conn:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 from uuid import UUID
 
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.events import Status
@@ -108,3 +109,24 @@ def problem(description: str) -> ResponseSpec:
 
 
 OVER_QUOTA = problem("Over a quota; the Retry-After header says when to try again.")
+
+
+API_KEY: Final = "apiKey"
+STREAM_TOKEN: Final = "streamToken"  # noqa: S105 (a scheme's name, not a secret)
+SECURITY_SCHEMES: Final[dict[str, SecurityScheme | Reference]] = {
+    API_KEY: SecurityScheme(
+        type="http",
+        scheme="bearer",
+        description="An API key (`python -m service keys create --owner NAME`) in "
+        "`Authorization: Bearer gsk_...`. Never accepted in a URL.",
+    ),
+    STREAM_TOKEN: SecurityScheme(
+        type="apiKey",
+        name="token",
+        security_scheme_in="query",
+        description="The `stream_token` of `POST /api/generations` (or `.../stream-token`): "
+        "one generation's stream only, for EventSource, which cannot send headers.",
+    ),
+}
+NO_CREDENTIALS: Final[list[SecurityRequirement]] = [{}]
+"""An operation anyone may call (an empty requirement: no credentials)."""

@@ -23,7 +23,7 @@ from service.access import keys, tokens
 from service.access.quotas import effective
 from service.api.auth import bearer_key
 from service.api.context import Services
-from service.api.schemas import OVER_QUOTA, problem
+from service.api.schemas import API_KEY, OVER_QUOTA, STREAM_TOKEN, problem
 from service.errors import (
     GenstreamError,
     InvalidRequest,
@@ -227,6 +227,7 @@ def frame(event: StoredEvent) -> str:
 
 @get(
     "/api/generations/{generation_id:uuid}/stream",
+    security=[{API_KEY: []}, {STREAM_TOKEN: []}],
     responses={
         429: OVER_QUOTA,
         503: problem("The database is unavailable and the caller sent an API key; Retry-After."),

@@ -491,7 +491,7 @@ async def test_files_list_matches_the_file_saved_events_and_serves_their_content
         assert event["data"]["size"] == file["size"]
         response = contents[file["path"]]
         assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/plain")
+        assert response.headers["content-type"] == "text/plain; charset=utf-8"
         assert hashlib.sha256(response.content).hexdigest() == file["sha256"]
         assert len(response.content) == file["size"]
     assert "app/models/user.py" in contents

@@ -91,3 +91,22 @@ async def test_schema_serves_the_openapi_document(running: RunningApp) -> None:
     paths = document.json()["paths"]
     assert "/api/generations" in paths
     assert "/api/generations/{generation_id}/stream" in paths
+
+
+async def test_the_openapi_document_names_how_each_operation_is_authorized(
+    running: RunningApp,
+) -> None:
+    async with running.client() as client:
+        document = (await client.get("/schema/openapi.json")).json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["apiKey"]["type"] == "http"
+    assert schemes["apiKey"]["scheme"] == "bearer"
+    assert (schemes["streamToken"]["type"], schemes["streamToken"]["in"]) == ("apiKey", "query")
+    assert schemes["streamToken"]["name"] == "token"
+    assert document["security"] == [{"apiKey": []}]  # every operation, unless it says otherwise
+    paths = document["paths"]
+    stream = paths["/api/generations/{generation_id}/stream"]["get"]
+    assert stream["security"] == [{"apiKey": []}, {"streamToken": []}]
+    assert paths["/healthz"]["get"]["security"] == [{}]
+    assert paths["/readyz"]["get"]["security"] == [{}]
+    assert "security" not in paths["/api/generations"]["post"]
