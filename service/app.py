@@ -23,6 +23,7 @@ from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
 from service.api.metrics import metrics
 from service.api.nul import refuse_nul
+from service.api.openapi import document_errors
 from service.api.page import index, static_files
 from service.api.requests import observe_requests, on_response_start
 from service.api.schemas import API_KEY, SECURITY_SCHEMES
@@ -122,7 +123,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             )
             yield
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             GenerationsController,
             stream,
@@ -158,3 +159,5 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             security=[{API_KEY: []}],
         ),
     )
+    document_errors(app.openapi_schema)
+    return app

@@ -4,9 +4,11 @@ at this code's head or ahead of it (a newer release migrated it during a rolling
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from litestar import Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from service.api.context import Services
@@ -22,7 +24,17 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", security=NO_CREDENTIALS)
+@get(
+    "/readyz",
+    security=NO_CREDENTIALS,
+    responses={
+        503: ResponseSpec(
+            data_container=dict[str, Any],
+            description="Not ready: the database is unreachable, or its schema is missing or "
+            "behind this code's migrations (the body says which, with the revisions).",
+        )
+    },
+)
 async def readyz(services: NamedDependency[Services]) -> Response[dict[str, object]]:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S), services.pool.acquire() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from litestar.openapi.datastructures import ResponseSpec
@@ -101,6 +101,9 @@ class Problem(BaseModel):
 
     status: int
     detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="On a 400 from validation: each problem, its key and message."
+    )
 
 
 def problem(description: str) -> ResponseSpec:
