@@ -4,7 +4,7 @@ import re
 from functools import cache
 
 import pytest
-from pydantic import AliasChoices
+from pydantic import AliasChoices, ValidationError
 from pydantic.fields import FieldInfo
 
 from service.settings import PROJECT_ROOT, Settings
@@ -79,3 +79,34 @@ def test_abbreviated_names_expand_to_the_variables_they_stand_for() -> None:
     assert expand("GENSTREAM_DELTA_FLUSH_S", "_DELTA_FLUSH_BYTES") == (
         "GENSTREAM_DELTA_FLUSH_BYTES"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GENSTREAM_METRICS_ADDRESS", "9464"),
+        ("GENSTREAM_METRICS_ADDRESS", "127.0.0.1:port"),
+        ("GENSTREAM_METRICS_ADDRESS", "127.0.0.1:70000"),
+        ("GENSTREAM_LOG_FORMAT", "xml"),
+        ("GENSTREAM_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_logging_or_metrics_value_is_refused_by_its_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert [problem["loc"][0] for problem in refused.value.errors()] == [
+        variable.removeprefix("GENSTREAM_").lower()
+    ]
+
+
+def test_logging_and_metrics_values_as_an_operator_writes_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GENSTREAM_LOG_LEVEL", "warning")
+    monkeypatch.setenv("GENSTREAM_METRICS_ADDRESS", "0.0.0.0:9464")
+    settings = Settings()
+    assert settings.log_level == "WARNING"
+    assert settings.metrics_address == "0.0.0.0:9464"

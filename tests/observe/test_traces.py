@@ -86,3 +86,18 @@ def test_tracing_is_off_unless_the_standard_variables_ask() -> None:
     assert traces.current_carrier() is None
     with traces.span("append") as nothing:
         assert nothing is None
+
+
+async def test_a_malformed_traceparent_starts_a_trace_of_its_own_and_the_request_succeeds(
+    app_factory: AppFactory, make_key: KeyFactory, exported: InMemorySpanExporter
+) -> None:
+    key = await make_key("alice")
+    async with app_factory(worker_concurrency=0) as running, running.client(key) as client:
+        responses = [
+            await client.get("/api/generations", headers={b"traceparent": parent})
+            for parent in (b"garbage", b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-01", b"\xe9" * 60)
+        ]
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    spans = [s for s in exported.get_finished_spans() if s.name == "GET /api/generations"]
+    assert len(spans) == 3
+    assert all(s.parent is None for s in spans)  # none continued an invalid context
