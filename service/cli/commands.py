@@ -46,34 +46,11 @@ def database_url(settings: Settings) -> str:
 
 
 def migrated_database(settings: Settings) -> str:
-    from service.errors import StoreUnavailable
-    from service.store.db import REFUSED_LOGIN_ERRORS, UNAVAILABLE_ERRORS
     from service.store.migrate import upgrade
 
     url = database_url(settings)
-    try:
-        upgrade(url)
-    except UNAVAILABLE_ERRORS as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    except Exception as exc:
-        # Alembic connects through SQLAlchemy, which wraps the driver's refusal.
-        refusal = _cause(exc, REFUSED_LOGIN_ERRORS)
-        if refusal is None:
-            raise
-        raise StoreUnavailable(f"PostgreSQL refused the connection: {refusal}") from exc
+    upgrade(url)  # StoreUnavailable when PostgreSQL is away or refuses us: one line
     return url
-
-
-def _cause(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
-    """The first exception of ``kinds`` in ``exc``'s chain of causes."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kinds):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def with_pool(url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = True) -> T:

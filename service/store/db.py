@@ -72,11 +72,27 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Poo
             max_size=max_size,
             command_timeout=60,
         )
-    except UNAVAILABLE_ERRORS as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    except REFUSED_LOGIN_ERRORS as exc:
-        raise StoreUnavailable(f"PostgreSQL refused the connection: {exc}") from exc
+    except Exception as exc:
+        if (error := connect_error(exc)) is None:
+            raise
+        raise error from exc
     return pool
+
+
+def connect_error(exc: BaseException) -> StoreUnavailable | None:
+    """What a failed connection attempt means to the service: ``StoreUnavailable`` when
+    PostgreSQL could not be reached or refused the login, wherever that is in ``exc``'s
+    chain (SQLAlchemy, under Alembic, wraps the driver's error); None for anything else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, REFUSED_LOGIN_ERRORS):
+            return StoreUnavailable(f"PostgreSQL refused the connection: {current}")
+        if isinstance(current, UNAVAILABLE_ERRORS):
+            return StoreUnavailable(f"cannot connect to PostgreSQL: {current}")
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class _Waiting:

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from service.settings import PROJECT_ROOT
-from service.store.db import Connection, sqlalchemy_url
+from service.store.db import Connection, connect_error, sqlalchemy_url
 
 # Whether the database has Alembic's version table at all (a fresh database has not).
 SELECT_VERSION_TABLE_EXISTS = """
@@ -37,7 +37,12 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except Exception as exc:
+        if (error := connect_error(exc)) is None:
+            raise
+        raise error from exc
 
 
 @functools.cache
