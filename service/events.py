@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 
 class EventType(StrEnum):
@@ -33,6 +33,82 @@ class Status(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+# What each type's ``data`` holds. Writers build these (so mypy holds them to it), the OpenAPI
+# document publishes them (``api/schemas.py``), the Python client is generated from that, and a
+# test checks a real run's events against them. Readers must ignore keys they do not know:
+# a key may be added to a type's data; none is removed or changes meaning.
+
+
+class NoData(TypedDict):
+    """``generation.queued``, ``generation.succeeded``, ``generation.cancelled``."""
+
+
+class StartedData(TypedDict):
+    worker: str
+    attempt: int
+    provider: str
+    model: str | None
+
+
+class PhaseStartedData(TypedDict):
+    phase: str
+    number: int
+    of: int
+    attempt: int
+    provider: str
+    model: str | None
+    reason: NotRequired[str]
+    """On a restart of the phase: why (its stream broke, its answer did not parse)."""
+
+
+class DeltaData(TypedDict):
+    phase: str
+    attempt: int
+    text: str
+
+
+class FileSavedData(TypedDict):
+    path: str
+    size: int
+    sha256: str
+    language: str
+
+
+class PhaseCompletedData(TypedDict):
+    phase: str
+    files: int
+    attempts: int
+    prompt_tokens: int
+    output_tokens: int
+    duration_ms: int
+    provider: str
+    model: str | None
+
+
+class ResumedData(TypedDict):
+    worker: str
+    attempt: int
+    completed_phases: list[str]
+
+
+class FailedData(TypedDict):
+    error: NotRequired[str]
+
+
+EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
+    EventType.QUEUED: NoData,
+    EventType.STARTED: StartedData,
+    EventType.PHASE_STARTED: PhaseStartedData,
+    EventType.LLM_DELTA: DeltaData,
+    EventType.FILE_SAVED: FileSavedData,
+    EventType.PHASE_COMPLETED: PhaseCompletedData,
+    EventType.RESUMED: ResumedData,
+    EventType.SUCCEEDED: NoData,
+    EventType.FAILED: FailedData,
+    EventType.CANCELLED: NoData,
+}
+"""Every type's data; one entry per type (a test holds it to ``EventType``)."""
 
 TERMINAL_TYPES = frozenset({EventType.SUCCEEDED, EventType.FAILED, EventType.CANCELLED})
 TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
@@ -96,10 +172,7 @@ class NewFile:
             stage,
             progress,
             f"Saved {self.path}",
-            {
-                "path": self.path,
-                "size": self.size,
-                "sha256": self.sha256,
-                "language": self.language,
-            },
+            FileSavedData(
+                path=self.path, size=self.size, sha256=self.sha256, language=self.language
+            ),
         )

@@ -12,7 +12,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from service.events import EventType, NewEvent, NewFile
+from service.events import (
+    DeltaData,
+    EventType,
+    NewEvent,
+    NewFile,
+    PhaseCompletedData,
+    PhaseStartedData,
+)
 from service.generation import prompts
 from service.generation.deltas import DeltaBuffer
 from service.generation.emitter import Emitter, Generate, Job
@@ -155,14 +162,14 @@ class PhasedGenerator:
         message = f"Phase {phase.number} of {len(PHASES)}: {phase.title}"
         if note:
             message = f"{message} (attempt {attempt}: {note})"
-        data: dict[str, object] = {
-            "phase": phase.stage,
-            "number": phase.number,
-            "of": len(PHASES),
-            "attempt": attempt,
-            "provider": self._provider.name,
-            "model": self._provider.model,
-        }
+        data = PhaseStartedData(
+            phase=phase.stage,
+            number=phase.number,
+            of=len(PHASES),
+            attempt=attempt,
+            provider=self._provider.name,
+            model=self._provider.model,
+        )
         if note:
             data["reason"] = note
         await self._emitter.emit(
@@ -204,7 +211,7 @@ class PhasedGenerator:
                     phase.stage,
                     self._advance(start + (end - start) * share),
                     f"Writing {phase.title.lower()}",
-                    {"phase": phase.stage, "attempt": attempt, "text": text},
+                    DeltaData(phase=phase.stage, attempt=attempt, text=text),
                 )
             )
 
@@ -245,16 +252,16 @@ class PhasedGenerator:
                 phase.stage,
                 self._advance(end),
                 f"{phase.title} done: {len(files)} files",
-                {
-                    "phase": phase.stage,
-                    "files": len(files),
-                    "attempts": attempts,
-                    "prompt_tokens": prompt_tokens,
-                    "output_tokens": output_tokens,
-                    "duration_ms": round((self._clock() - started) * 1000),
-                    "provider": self._provider.name,
-                    "model": self._provider.model,
-                },
+                PhaseCompletedData(
+                    phase=phase.stage,
+                    files=len(files),
+                    attempts=attempts,
+                    prompt_tokens=prompt_tokens,
+                    output_tokens=output_tokens,
+                    duration_ms=round((self._clock() - started) * 1000),
+                    provider=self._provider.name,
+                    model=self._provider.model,
+                ),
             )
         )
         await self._emitter.emit(*events, files=files)

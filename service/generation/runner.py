@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 from service.errors import GenerationFinished, LeaseLost, StoreUnavailable
-from service.events import EventType, NewEvent, NewFile
+from service.events import (
+    EventType,
+    FailedData,
+    NewEvent,
+    NewFile,
+    ResumedData,
+    StartedData,
+)
 from service.generation.emitter import Generate, Job, RunCancelled
 from service.generation.generator import GenerationFailed
 from service.generation.phases import STARTED
@@ -282,7 +289,6 @@ class Worker:
             raise GenerationFailed(reason)
         async with connection(self._pool) as conn:
             state = await event_log.select_run_state(conn, claimed.id)
-        details = {"worker": self.worker_id, "attempt": claimed.attempt}
         if state.started:
             done = len(state.completed_stages)
             metrics.RESUMES.inc()
@@ -294,7 +300,11 @@ class Worker:
                     claimed.progress,
                     f"Resumed by another worker (attempt {claimed.attempt}) after {done} of "
                     "the phases",
-                    {**details, "completed_phases": list(state.completed_stages)},
+                    ResumedData(
+                        worker=self.worker_id,
+                        attempt=claimed.attempt,
+                        completed_phases=list(state.completed_stages),
+                    ),
                 )
             )
         else:
@@ -307,7 +317,12 @@ class Worker:
                     "starting",
                     max(STARTED, claimed.progress),
                     f"Started with the {claimed.provider} provider",
-                    {**details, "provider": claimed.provider, "model": claimed.model},
+                    StartedData(
+                        worker=self.worker_id,
+                        attempt=claimed.attempt,
+                        provider=claimed.provider,
+                        model=claimed.model,
+                    ),
                 )
             )
         job = Job(
@@ -338,7 +353,7 @@ class Worker:
         run = self._runs.get(emitter.generation_id)
         if run is not None:
             run.ending = True
-        data = {"error": error} if error is not None else {}
+        data = FailedData(error=error) if error is not None else FailedData()
         try:
             async with connection(self._pool) as conn:
                 head = await event_log.select_head(conn, emitter.generation_id)
