@@ -23,12 +23,14 @@ from service.api.generations import GenerationsController
 from service.api.health import healthz, readyz
 from service.api.metrics import metrics
 from service.api.nul import refuse_nul
-from service.api.openapi import document_errors
+from service.api.openapi import Document
 from service.api.page import index, static_files
 from service.api.requests import observe_requests, on_response_start
 from service.api.schemas import API_KEY, SECURITY_SCHEMES
 from service.api.stats import stats
 from service.api.stream import stream
+from service.api.viewer import Viewer
+from service.api.viewer import assets as viewer_assets
 from service.generation.providers.registry import available_providers
 from service.observe.logs import get_logger
 from service.runtime import open_runtime
@@ -88,7 +90,8 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    return _problem(exc.status_code, str(exc.detail))
+    # Litestar's own headers: a 405's Allow (RFC 9110 requires it) lists the methods.
+    return _problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
 def _undecodable_body(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -123,7 +126,9 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             )
             yield
 
-    app = Litestar(
+    providers = available_providers(settings)
+    document = Document(providers=providers)
+    return Litestar(
         route_handlers=[
             GenerationsController,
             stream,
@@ -134,6 +139,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             metrics,
             index,
             static_files,
+            viewer_assets,
         ],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         middleware=[observe_requests, refuse_nul],
@@ -157,7 +163,10 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             path="/schema",
             components=Components(security_schemes=SECURITY_SCHEMES),
             security=[{API_KEY: []}],
+            render_plugins=[
+                document,
+                Document(providers=providers, yaml_form=True),
+                Viewer(document),
+            ],
         ),
     )
-    document_errors(app.openapi_schema)
-    return app

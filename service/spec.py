@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -47,8 +48,37 @@ ProjectName = Annotated[
     ),
     AfterValidator(_check_project),
 ]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-TypeName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=68)]
+# As with ProjectName, the OpenAPI document gets the patterns (WithJsonSchema) and the model
+# validators refuse, with messages that say which rule. What no schema can say is described:
+# a keyword is not a name, and a type may name only an entity of the same spec.
+_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": _NAME_PATTERN,
+            "description": "A Python identifier, not a keyword.",
+        }
+    ),
+]
+TypeName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=68),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"enum": sorted(SCALAR_TYPES)},
+                {"type": "string", "maxLength": 68, "pattern": "^(ref:)?[A-Za-z_][A-Za-z0-9_]*$"},
+            ],
+            "description": "A scalar type, or the name of another entity of this spec (a "
+            "reference), optionally written `ref:Name`.",
+        }
+    ),
+]
 
 
 def _check_identifier(name: str, what: str) -> None:

@@ -18,7 +18,8 @@ from uuid import UUID, uuid4
 import asyncpg
 import httpx
 
-from service.events import TERMINAL_STATUSES, EventType, NewEvent, NewFile
+from service.api.schemas import Event
+from service.events import EVENT_DATA, TERMINAL_STATUSES, EventType, NewEvent, NewFile
 from service.generation import runs
 from service.generation.runs import queued_event
 from service.operations.transfer import export_lines
@@ -179,6 +180,14 @@ def assert_well_formed(events: Sequence[dict[str, Any]], terminal: EventType) ->
     assert [t for t in types(events) if t in TERMINAL_TYPES] == [terminal]
     assert events[-1]["type"] == terminal
     assert events[-1]["status"] == terminal.removeprefix("generation.")
+
+
+def assert_documented(event: dict[str, Any]) -> None:
+    """``event`` fits the published schema of its type (``Event`` in the OpenAPI document),
+    with every data key that type requires and none it does not name."""
+    Event.model_validate(event)
+    data = EVENT_DATA[EventType(event["type"])]
+    assert data.__required_keys__ <= set(event["data"]) <= set(data.__annotations__), event  # type: ignore[attr-defined]
 
 
 # --- exports ---------------------------------------------------------------------------------

@@ -24,6 +24,13 @@ from service.store.event_log import FeedPosition
 LIST_CURSOR_MAX_CHARS: Final = 200
 FEED_CURSOR_MAX_CHARS: Final = 120
 INVALID: Final = "invalid cursor: pass back next_cursor exactly as received"
+OPAQUE_CURSOR: Final[dict[str, object]] = {
+    "pattern": "^[A-Za-z0-9_-]*$",
+    "maxLength": LIST_CURSOR_MAX_CHARS,
+    "description": "A `next_cursor` exactly as received: any other text is a 400.",
+}
+"""What the OpenAPI document can say of a cursor: its alphabet and length (not which texts
+of them we issued)."""
 
 
 def encode_list_cursor(created_at: datetime, generation_id: UUID) -> str:

@@ -17,18 +17,27 @@ from litestar.params import QueryParameter
 
 from service.api.auth import require_admin
 from service.api.context import Services
-from service.api.cursors import decode_feed_cursor, encode_feed_cursor
+from service.api.cursors import OPAQUE_CURSOR, decode_feed_cursor, encode_feed_cursor
 from service.store import event_log
 from service.store.db import connection
 
 MAX_FEED_PAGE = 1000
 
 
-@get("/api/events")
+@get(
+    "/api/events",
+    operation_id="feed",
+    summary="Every generation's events (admin)",
+    description=(
+        "Every generation's events, for admin keys, in an order that is safe against concurrent"
+        " commits: an event appears only once nothing that could commit before it is still "
+        "open. Pass `next_cursor` back as `after`; an empty page means nothing new yet."
+    ),
+)
 async def feed(
     request: Request[Any, Any, Any],
     services: NamedDependency[Services],
-    after: Annotated[str | None, QueryParameter()] = None,
+    after: Annotated[str | None, QueryParameter(schema_extra=OPAQUE_CURSOR)] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_FEED_PAGE)] = 100,
 ) -> Response[bytes]:
     await require_admin(request, services, "global feed")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import Annotated
+from typing import Annotated, Final
 from uuid import UUID
 
-from litestar import Controller, MediaType, Response, get, post
+from litestar import Controller, HttpMethod, MediaType, Response, get, post, route
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from service.access import tokens
 from service.access.quotas import effective
 from service.api.auth import provide_caller
 from service.api.context import Services
-from service.api.cursors import decode_list_cursor, encode_list_cursor
+from service.api.cursors import OPAQUE_CURSOR, decode_list_cursor, encode_list_cursor
 from service.api.schemas import (
     OVER_QUOTA,
     CancelAccepted,
@@ -28,6 +28,7 @@ from service.api.schemas import (
     GenerationState,
     StreamToken,
 )
+from service.errors import InvalidRequest
 from service.events import Status
 from service.generation import runs
 from service.settings import Settings
@@ -37,6 +38,19 @@ from service.store.keys import KeyOwner
 
 MAX_EVENTS_PAGE = 1000
 MAX_LIST_PAGE = 100
+
+
+_STATUS: Final[dict[str, object]] = {"enum": [status.value for status in Status]}
+
+
+def _status(text: str | None) -> Status | None:
+    if text is None:
+        return None
+    try:
+        return Status(text)
+    except ValueError:
+        choices = ", ".join(status.value for status in Status)
+        raise InvalidRequest(f"status must be one of {choices}, got {text[:40]!r}") from None
 
 
 def create_limits(caller: KeyOwner, settings: Settings) -> runs.CreateLimits:
@@ -50,7 +64,18 @@ class GenerationsController(Controller):
     path = "/api/generations"
     dependencies = {"caller": Provide(provide_caller)}  # noqa: RUF012 (Litestar's idiom)
 
-    @post("/", status_code=HTTP_201_CREATED, responses={429: OVER_QUOTA})
+    @post(
+        "/",
+        status_code=HTTP_201_CREATED,
+        responses={429: OVER_QUOTA},
+        operation_id="createGeneration",
+        description=(
+            "Queues a generation of `spec` and answers at once; a worker runs it. Follow it "
+            "with `stream_url?token=<stream_token>` (EventSource) or page through `events_url`."
+            " Over a quota: `429` with `Retry-After`."
+        ),
+        summary="Start a generation",
+    )
     async def create(
         self,
         data: JSONBody[CreateGeneration],
@@ -80,19 +105,37 @@ class GenerationsController(Controller):
             events_url=f"{base}/events",
         )
 
-    @get("/")
+    @route("/", http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False)
+    def allowed_methods(self) -> Response[None]:
+        """Litestar 2's own OPTIONS answer names only one of the methods of a path with two
+        (litestar#4169, fixed in 3): this path's, said here."""
+        return Response(
+            None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": "GET, OPTIONS, POST"}
+        )
+
+    @get(
+        "/",
+        operation_id="listGenerations",
+        description=(
+            "The caller's generations, newest first, `limit` per page; pass `next_cursor` back "
+            "as `cursor` for the next page (null: no more)."
+        ),
+        summary="The caller's generations",
+    )
     async def list_generations(
         self,
         caller: NamedDependency[KeyOwner],
         services: NamedDependency[Services],
-        status: Annotated[Status | None, QueryParameter()] = None,
+        # Text, checked here: Litestar reads "null" as None for an optional enum.
+        status: Annotated[str | None, QueryParameter(schema_extra=_STATUS)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIST_PAGE)] = 20,
-        cursor: Annotated[str | None, QueryParameter()] = None,
+        cursor: Annotated[str | None, QueryParameter(schema_extra=OPAQUE_CURSOR)] = None,
     ) -> GenerationPage:
         before = decode_list_cursor(cursor) if cursor else None
+        wanted = _status(status)
         async with connection(services.pool) as conn:
             rows = await generations.select_generations(
-                conn, caller.owner, status=status, before=before, limit=limit + 1
+                conn, caller.owner, status=wanted, before=before, limit=limit + 1
             )
         items, more = rows[:limit], len(rows) > limit
         next_cursor = encode_list_cursor(items[-1].created_at, items[-1].id) if more else None
@@ -100,7 +143,15 @@ class GenerationsController(Controller):
             items=[GenerationState.of(row) for row in items], next_cursor=next_cursor
         )
 
-    @get("/{generation_id:uuid}")
+    @get(
+        "/{generation_id:uuid}",
+        operation_id="getGeneration",
+        description=(
+            "A generation's state, read from the projection its events maintain: status, stage,"
+            " progress, the seq of its last event, and its error if it failed."
+        ),
+        summary="One generation's state",
+    )
     async def read(
         self,
         generation_id: FromPath[UUID],
@@ -111,7 +162,17 @@ class GenerationsController(Controller):
             row = await generations.select_generation(conn, caller.owner, generation_id)
         return GenerationState.of(row)
 
-    @post("/{generation_id:uuid}/stream-token", status_code=HTTP_201_CREATED)
+    @post(
+        "/{generation_id:uuid}/stream-token",
+        status_code=HTTP_201_CREATED,
+        operation_id="issueStreamToken",
+        description=(
+            "A fresh stream token for one generation's stream, for a page that has the API key "
+            "but no token (after a reload) or whose token expired. EventSource cannot send "
+            "headers, so the stream takes this token in `?token=`."
+        ),
+        summary="A fresh stream token",
+    )
     async def stream_token(
         self,
         generation_id: FromPath[UUID],
@@ -130,7 +191,17 @@ class GenerationsController(Controller):
             expires_in=ttl,
         )
 
-    @post("/{generation_id:uuid}/cancel", status_code=HTTP_202_ACCEPTED)
+    @post(
+        "/{generation_id:uuid}/cancel",
+        status_code=HTTP_202_ACCEPTED,
+        operation_id="cancelGeneration",
+        description=(
+            "Asks the generation to stop: `202` with its status now (a queued one is cancelled "
+            "at once; a running one ends with `generation.cancelled` when its worker notices). "
+            "`409` if it had already ended."
+        ),
+        summary="Ask a generation to stop",
+    )
     async def cancel(
         self,
         generation_id: FromPath[UUID],
@@ -140,7 +211,15 @@ class GenerationsController(Controller):
         status = await runs.cancel_generation(services.pool, caller.owner, generation_id)
         return CancelAccepted(id=generation_id, status=status)
 
-    @get("/{generation_id:uuid}/events")
+    @get(
+        "/{generation_id:uuid}/events",
+        operation_id="listEvents",
+        description=(
+            "A page of the generation's log after seq `after`, in seq order, as stored. Pass "
+            "`next_after` back as `after` while `has_more`."
+        ),
+        summary="A page of the log",
+    )
     async def events(
         self,
         generation_id: FromPath[UUID],
@@ -165,7 +244,15 @@ class GenerationsController(Controller):
         )
         return Response(body.encode(), media_type="application/json")
 
-    @get("/{generation_id:uuid}/files")
+    @get(
+        "/{generation_id:uuid}/files",
+        operation_id="listFiles",
+        description=(
+            "Every file the generation saved so far, with the seq of the `file.saved` event "
+            "that stored it."
+        ),
+        summary="The generated files",
+    )
     async def files(
         self,
         generation_id: FromPath[UUID],
@@ -187,7 +274,13 @@ class GenerationsController(Controller):
             ]
         )
 
-    @get("/{generation_id:uuid}/archive")
+    @get(
+        "/{generation_id:uuid}/archive",
+        operation_id="getArchive",
+        description="Every saved file in one zip, at the paths the files list gives.",
+        summary="All generated files as a zip",
+        media_type="application/zip",
+    )
     async def archive(
         self,
         generation_id: FromPath[UUID],
@@ -208,7 +301,13 @@ class GenerationsController(Controller):
             },
         )
 
-    @get("/{generation_id:uuid}/files/{path:path}")
+    @get(
+        "/{generation_id:uuid}/files/{path:path}",
+        operation_id="getFile",
+        description="One saved file's text, by its path.",
+        summary="One generated file",
+        media_type=MediaType.TEXT,
+    )
     async def file(
         self,
         generation_id: FromPath[UUID],

@@ -4,7 +4,6 @@ at this code's head or ahead of it (a newer release migrated it during a rolling
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from litestar import Response, get
 from litestar.di import NamedDependency
@@ -12,14 +11,21 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from service.api.context import Services
-from service.api.schemas import NO_CREDENTIALS
+from service.api.schemas import NO_CREDENTIALS, Readiness
 from service.store.db import UNAVAILABLE_ERRORS
 from service.store.migrate import current_revisions, schema_state
 
 READY_TIMEOUT_S = 2.0
 
 
-@get("/healthz", sync_to_thread=False, security=NO_CREDENTIALS)
+@get(
+    "/healthz",
+    sync_to_thread=False,
+    security=NO_CREDENTIALS,
+    operation_id="healthz",
+    description=("The process is up (it does not ask the database)."),
+    summary="Liveness",
+)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -27,9 +33,15 @@ def healthz() -> dict[str, str]:
 @get(
     "/readyz",
     security=NO_CREDENTIALS,
+    operation_id="readyz",
+    description=(
+        "200 when this process can serve: its database answers and its schema is at this code's"
+        " migrations or ahead of them; else 503 with the reason."
+    ),
+    summary="Readiness",
     responses={
         503: ResponseSpec(
-            data_container=dict[str, Any],
+            data_container=Readiness,
             description="Not ready: the database is unreachable, or its schema is missing or "
             "behind this code's migrations (the body says which, with the revisions).",
         )

@@ -22,6 +22,7 @@ from service.observe import metrics as process_metrics
 
 @get(
     "/metrics",
+    operation_id="metrics",
     summary="This process's metrics (Prometheus text format)",
     description="Needs an admin API key. Counters, histograms and gauges named genstream_*; "
     "see docs/operations.md for what to alert on.",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Union
 from uuid import UUID
 
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
-from service.events import Status
+from service.events import EVENT_DATA, EventType, Status, status_after
 from service.spec import Spec, refuse_nul
 from service.store.generations import Generation
 
@@ -94,6 +94,80 @@ class Stats(BaseModel):
     to_first_file_s: dict[str, float | None]
     tokens: dict[str, int]
     recoveries: dict[str, int]
+
+
+class EventEnvelope(BaseModel):
+    """What every event carries, whatever its type (``docs/CONTRACT.md``, "The event")."""
+
+    generation_id: UUID
+    seq: int = Field(ge=1, description="1, 2, 3, ... per generation: no gap, no repeat.")
+    stage: str
+    progress: float = Field(ge=0, le=1)
+    message: str = Field(description="For people; its wording may change.")
+    timestamp: datetime = Field(description="When the event was committed (UTC).")
+
+
+def _event_model(event_type: EventType) -> type[EventEnvelope]:
+    """``FileSavedEvent`` for ``file.saved``: the envelope, the type's status and its data."""
+    name = "".join(word.capitalize() for word in event_type.replace(".", "_").split("_"))
+    fields: dict[str, Any] = {
+        "type": (Literal[event_type.value], ...),
+        "status": (Literal[status_after(event_type).value], ...),
+        "data": (EVENT_DATA[event_type], ...),
+    }
+    return create_model(f"{name}Event", __base__=EventEnvelope, **fields)
+
+
+EVENT_MODELS: Final = {event_type: _event_model(event_type) for event_type in EventType}
+
+
+_ANY_EVENT: Any = Union[tuple(EVENT_MODELS.values())]  # noqa: UP007 (built from a tuple)
+
+
+class Event(RootModel[Any]):
+    """One event of the log; ``type`` says which, and what ``data`` holds. A reader must
+    ignore types and data keys it does not know: newer servers add them."""
+
+    root: Annotated[_ANY_EVENT, Field(discriminator="type")]
+
+
+class EventsPage(BaseModel):
+    """``GET /api/generations/{id}/events``: a page of one generation's log, in seq order."""
+
+    events: list[Event]
+    next_after: int = Field(description="Pass as ``after`` for the next page.")
+    has_more: bool
+
+
+class FeedPage(BaseModel):
+    """``GET /api/events``: a page of the global feed."""
+
+    events: list[Event]
+    next_cursor: str = Field(
+        description="Pass back as ``after``, as received; the same cursor again when the page "
+        "is empty (nothing new yet)."
+    )
+
+
+class Readiness(BaseModel):
+    """``GET /readyz``: ``ready`` (200), or ``unavailable`` (503) with the reason in ``detail``
+    and, when the schema is behind, the revisions it is at and should be at."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    status: Literal["ready", "unavailable"]
+    listener: bool | None = Field(
+        default=None, description="Whether this process's LISTEN connection is up (200 only)."
+    )
+    schema_state: Literal["at head", "ahead"] | None = Field(
+        default=None,
+        alias="schema",
+        description="``ahead``: a newer release migrated the database; this process still "
+        "serves (migrations only add).",
+    )
+    detail: str | None = None
+    current: list[str] | None = None
+    head: list[str] | None = None
 
 
 class Problem(BaseModel):

@@ -14,7 +14,16 @@ from service.store.db import connection
 from service.store.keys import KeyOwner
 
 
-@get("/api/stats", dependencies={"caller": Provide(provide_caller)})
+@get(
+    "/api/stats",
+    dependencies={"caller": Provide(provide_caller)},
+    operation_id="getStats",
+    description=(
+        "Counts by outcome, p50/p95 durations, time to the first event and file, tokens and "
+        "recoveries of the caller's generations."
+    ),
+    summary="Headline analytics",
+)
 async def stats(caller: NamedDependency[KeyOwner], services: NamedDependency[Services]) -> Stats:
     async with connection(services.pool) as conn:
         found = await analytics.select_stats(conn, caller.owner)

@@ -48,16 +48,24 @@ SSE_HEADERS = {
 }
 
 _NON_NEGATIVE = re.compile(r"[0-9]{1,19}")
+SEQ: Final[dict[str, object]] = {
+    "pattern": "^[0-9]{1,19}$",
+    "description": f"A seq: resume after it (0 to {BIGINT_MAX}).",
+}
 
 
 def resume_point(last_event_id: str | None, after: str | None) -> int:
-    """``Last-Event-ID`` wins over ``?after=``; neither means from the start."""
-    value = last_event_id if last_event_id is not None else after
+    """``Last-Event-ID`` wins over ``?after=``; neither means from the start. Both are
+    checked when both are given: a wrong one is a mistake whichever would have won."""
+    header, query = _seq("Last-Event-ID", last_event_id), _seq("after", after)
+    return header if header is not None else query if query is not None else 0
+
+
+def _seq(source: str, value: str | None) -> int | None:
     if value is None:
-        return 0
+        return None
     value = value.strip()
     if not _NON_NEGATIVE.fullmatch(value) or int(value) > BIGINT_MAX:
-        source = "Last-Event-ID" if last_event_id is not None else "after"
         raise InvalidRequest(
             f"{source} must be an integer from 0 to {BIGINT_MAX}, got {value[:40]!r}"
         )
@@ -228,6 +236,15 @@ def frame(event: StoredEvent) -> str:
 @get(
     "/api/generations/{generation_id:uuid}/stream",
     security=[{API_KEY: []}, {STREAM_TOKEN: []}],
+    operation_id="streamEvents",
+    description=(
+        "The generation's log as Server-Sent Events: what is stored after the resume point, "
+        "then live events as they are committed, then the end after the terminal event. "
+        "Authenticate with the API key (header) or a stream token (`?token=`, for EventSource)."
+        " The response's description gives the frame grammar."
+    ),
+    summary="Follow the log live (Server-Sent Events)",
+    media_type="text/event-stream",
     responses={
         429: OVER_QUOTA,
         503: problem("The database is unavailable and the caller sent an API key; Retry-After."),
@@ -238,10 +255,17 @@ async def stream(
     generation_id: FromPath[UUID],
     services: NamedDependency[Services],
     token: Annotated[str | None, QueryParameter()] = None,
-    after: Annotated[str | None, QueryParameter()] = None,
-    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    after: Annotated[str | None, QueryParameter(schema_extra=SEQ)] = None,
+    last_event_id: Annotated[
+        str | None, HeaderParameter(name="Last-Event-ID", schema_extra=SEQ)
+    ] = None,
     pace: Annotated[Literal["live", "recorded"], QueryParameter()] = "live",
-    speed: Annotated[float, QueryParameter()] = 1.0,
+    speed: Annotated[
+        float,
+        QueryParameter(
+            schema_extra={"minimum": pacing.REPLAY_SPEED_MIN, "maximum": pacing.REPLAY_SPEED_MAX}
+        ),
+    ] = 1.0,
 ) -> Response[bytes] | Stream:
     try:
         caller = await authorize(request, services, generation_id, token)
@@ -249,9 +273,8 @@ async def stream(
         metrics.STREAMS_REFUSED.labels("unauthorized").inc()
         raise
     start = resume_point(last_event_id, after)
+    pacing.check_speed(speed)  # without pace=recorded it is unused, but still checked
     replay_speed = speed if pace == "recorded" else None
-    if replay_speed is not None:
-        pacing.check_speed(replay_speed)
     try:
         head: Head | None = await follow.head(services.pool, generation_id)
     except StoreUnavailable:

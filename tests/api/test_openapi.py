@@ -6,7 +6,17 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
+import jsonschema_rs
+
+from service.events import EventType
 from tests.conftest import AppFactory, KeyFactory
+from tests.helpers import (
+    API,
+    SMALL_SPEC,
+    create_via_api,
+    events_via_api,
+    wait_for_status,
+)
 
 METHODS = ("get", "post", "put", "delete", "patch")
 
@@ -76,3 +86,141 @@ async def test_the_documented_errors_are_the_ones_the_service_gives(
         assert body["status"] == status
         assert isinstance(body["detail"], str)
         assert set(body) <= {"status", "detail", "errors"}
+
+
+# --- bodies, examples, events ----------------------------------------------------------------
+
+
+def validator(document: dict[str, Any], schema: dict[str, Any]) -> jsonschema_rs.Validator:
+    """``schema`` checked with the document's components (its ``$ref``s resolve there)."""
+    return jsonschema_rs.validator_for({**schema, "components": document["components"]})
+
+
+async def served_document(app_factory: AppFactory) -> dict[str, Any]:
+    async with app_factory(worker_concurrency=0) as running, running.client() as client:
+        document: dict[str, Any] = (await client.get("/schema/openapi.json")).json()
+    return document
+
+
+async def test_every_operation_has_a_summary_a_description_and_an_example(
+    app_factory: AppFactory,
+) -> None:
+    document = await served_document(app_factory)
+    for path, method, operation in operations(document):
+        where = f"{method.upper()} {path}"
+        assert operation.get("summary"), where
+        assert operation.get("description"), where
+        assert operation.get("operationId"), where
+        success = next(r for code, r in operation["responses"].items() if code.startswith("2"))
+        (media_type, media), *_ = success["content"].items()
+        assert "example" in media or media_type == "application/zip", where
+
+
+async def test_every_example_fits_the_schema_of_its_body(app_factory: AppFactory) -> None:
+    document = await served_document(app_factory)
+    checked = 0
+    for _path, _method, operation in operations(document):
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if body is not None:
+            validator(document, body["schema"]).validate(body["example"])
+            checked += 1
+        for code, response in operation["responses"].items():
+            media = response.get("content", {}).get("application/json")
+            if code.startswith("2") and media is not None and "example" in media:
+                validator(document, media["schema"]).validate(media["example"])
+                checked += 1
+    assert checked >= 12
+
+
+async def test_the_bodies_the_handlers_send_as_text_are_named(app_factory: AppFactory) -> None:
+    document = await served_document(app_factory)
+    paths = document["paths"]
+
+    def body(path: str, method: str = "get", code: str = "200") -> dict[str, Any]:
+        content: dict[str, Any] = paths[path][method]["responses"][code]["content"]
+        return content
+
+    generation = "/api/generations/{generation_id}"
+    assert body(f"{generation}/events")["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EventsPage"
+    }
+    assert body("/api/events")["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/FeedPage"
+    }
+    assert set(body(f"{generation}/archive")) == {"application/zip"}
+    assert set(body(f"{generation}/files/{{path}}")) == {"text/plain"}
+    stream = paths[f"{generation}/stream"]["get"]["responses"]
+    assert set(stream["200"]["content"]) == {"text/event-stream"}
+    assert "retry:" in stream["200"]["description"]
+    assert "204" in stream
+    # A spec's fields are a dict of names to types, not an array (Litestar's reading).
+    fields = document["components"]["schemas"]["Entity"]["properties"]["fields"]
+    assert fields["type"] == "object"
+    assert "pattern" in fields["propertyNames"]
+    assert "patternProperties" not in fields
+    # The providers this server runs, and no other.
+    provider = document["components"]["schemas"]["CreateGeneration"]["properties"]["provider"]
+    assert provider["anyOf"][0] == {"enum": ["offline"]}
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The published data schema with no room for keys it does not name (published, extra
+    keys are allowed for newer servers; a real run of this one must not have any)."""
+    return {**schema, "additionalProperties": False}
+
+
+async def test_the_events_of_real_runs_fit_the_event_schema_type_by_type(
+    app_factory: AppFactory, make_key: KeyFactory
+) -> None:
+    key = await make_key("alice")
+    async with app_factory(offline_delay_s=0.0) as running, running.client(key) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+        succeeded = (await create_via_api(client, SMALL_SPEC))["id"]
+        await wait_for_status(client, succeeded)
+        async with app_factory(worker_concurrency=0) as idle, idle.client(key) as other:
+            cancelled = (await create_via_api(other, SMALL_SPEC))["id"]
+            assert (await other.post(f"{API}/{cancelled}/cancel")).status_code == 202
+        events = [
+            *await events_via_api(client, succeeded),
+            *await events_via_api(client, cancelled),
+        ]
+    schemas = document["components"]["schemas"]
+    any_event = validator(document, {"$ref": "#/components/schemas/Event"})
+    mapping = schemas["Event"]["discriminator"]["mapping"]
+    assert set(mapping) == {event_type.value for event_type in EventType}
+    seen: set[str] = set()
+    for event in events:
+        any_event.validate(event)
+        name = mapping[event["type"]].rsplit("/", 1)[-1]
+        data_ref = schemas[name]["properties"]["data"]["$ref"]
+        data_schema = schemas[data_ref.rsplit("/", 1)[-1]]
+        validator(document, strict(data_schema)).validate(event["data"])
+        seen.add(event["type"])
+    # generation.failed and .resumed need a failing provider or a lost lease: their events
+    # are checked against the same schema where those are made (test_runner, test_recovery).
+    assert {event_type.value for event_type in EventType} - seen == {
+        EventType.FAILED.value,
+        EventType.RESUMED.value,
+    }
+
+
+# --- methods ---------------------------------------------------------------------------------
+
+
+async def test_options_and_405_name_exactly_the_documented_methods(
+    app_factory: AppFactory, make_key: KeyFactory
+) -> None:
+    key = await make_key("alice")
+    async with app_factory(worker_concurrency=0) as running, running.client(key) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+        for path, item in document["paths"].items():
+            url = path.format(generation_id=uuid4(), path="app/main.py")
+            documented = {method.upper() for method in item if method in METHODS}
+            options = await client.options(url)
+            assert options.status_code == 204, path
+            allowed = {m.strip() for m in options.headers["allow"].split(",")}
+            assert allowed == documented | {"OPTIONS"}, path
+            refused = await client.request("TRACE", url)
+            assert refused.status_code == 405, path
+            assert refused.json()["status"] == 405
+            assert {m.strip() for m in refused.headers["allow"].split(",")} == allowed, path

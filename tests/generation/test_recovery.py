@@ -32,6 +32,7 @@ from service.store.generations import Claimed
 from service.store.listener import Listener
 from tests.helpers import (
     SPEC,
+    assert_documented,
     assert_well_formed,
     create_generation,
     events_of,
@@ -179,6 +180,7 @@ def assert_resumed_run_is_complete(
     assert types(events).count(EventType.RESUMED) == 1
     resumed = events[len(before)]
     assert resumed["type"] == EventType.RESUMED
+    assert_documented(resumed)
     assert resumed["data"] == {
         "worker": resumer.worker_id,
         "attempt": 2,

@@ -23,6 +23,7 @@ from service.store import event_log, generations
 from service.store.db import Pool, connection
 from tests.helpers import (
     SPEC,
+    assert_documented,
     assert_well_formed,
     create_generation,
     events_of,
@@ -208,6 +209,7 @@ async def test_a_generator_that_raises_ends_the_run_as_failed_with_its_error(
     ]  # fmt: skip
     failed = events[-1]
     assert failed["data"] == {"error": "the model said no"}
+    assert_documented(failed)
     assert "the model said no" in failed["message"]
     assert (failed["stage"], failed["progress"]) == ("models", 0.3)
     row = await generation(pool, generation_id)
