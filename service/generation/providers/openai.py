@@ -26,6 +26,7 @@ from service.generation.providers.network import Failure, Retries
 
 TEMPERATURE = 0.2
 LABEL = "OpenAI-compatible API"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Sent when no key is configured: the SDK insists on one, local servers ignore it.
 PLACEHOLDER_KEY = "unused"
 # Longest part of a non-JSON error body (an HTML page from a proxy, say) quoted in a message.
@@ -52,8 +53,8 @@ class OpenAIProvider:
     def __init__(
         self,
         *,
-        base_url: str,
         model: str,
+        base_url: str | None = None,
         api_key: str | None = None,
         timeout_s: float = 60,
         attempts: int = 4,
@@ -63,7 +64,7 @@ class OpenAIProvider:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.model = model
-        self._base_url = base_url
+        self._base_url = base_url or DEFAULT_BASE_URL
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._retries = Retries(attempts, backoff_s, backoff_max_s)
