@@ -3,6 +3,7 @@ OpenAI-compatible HTTP server. What the model answered is exactly what the log a
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import zipfile
@@ -23,6 +24,7 @@ from tests.helpers import SPEC
 
 API_KEY = "sk-test-openai-run-key"
 OPENAI = {"spec": SPEC, "provider": "openai"}
+DELTA = "llm.delta"
 
 
 @asynccontextmanager
@@ -153,6 +155,29 @@ async def test_a_model_retry_is_logged_with_the_run_it_delays(
     assert (retry["provider"], retry["model"], retry["kind"]) == ("openai", "gpt-4o-mini", "api")
     assert (retry["request"], retry["requests_max"]) == (1, 4)
     assert "429" in retry["reason"]
+
+
+async def test_cancel_mid_answer_ends_the_run_and_hangs_up_on_the_server(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    async with openai_app(app_factory) as (running, fake):
+        fake.script(Stream(["Here is the core phase.\n", "never sent"], delay_s=30))
+        async with running.client(api_key) as client:
+            created = (await client.post("/api/generations", json=OPENAI)).json()
+            url = f"/api/generations/{created['id']}"
+            async with asyncio.timeout(10):
+                while not of_type((await client.get(f"{url}/events")).json()["events"], DELTA):
+                    await asyncio.sleep(0.02)
+            assert (await client.post(f"{url}/cancel")).status_code == 202
+            async with asyncio.timeout(10):
+                while (await client.get(url)).json()["status"] == "running":
+                    await asyncio.sleep(0.02)
+                while fake.abandoned != [1]:
+                    await asyncio.sleep(0.01)
+            events = (await client.get(f"{url}/events?limit=1000")).json()["events"]
+    assert events[-1]["type"] == "generation.cancelled"
+    assert not of_type(events, "phase.completed")
+    assert len(fake.requests) == 1
 
 
 async def test_asking_for_openai_on_a_server_without_it_is_a_clear_400(
