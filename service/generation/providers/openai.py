@@ -160,9 +160,11 @@ class OpenAIProvider:
         if isinstance(exc, openai.APIError):
             # An error event inside a stream that began with 200: its code, when there is one,
             # is the HTTP status the failure would have had.
-            code = int(exc.code) if exc.code and exc.code.isdigit() else None
-            summary = self._hide_key(_status_summary(code, exc))
-            retryable = code is not None and (code == 429 or code >= 500)
+            # (A string in newer SDKs, the JSON's number in older ones.)
+            code = str(exc.code) if exc.code is not None else ""
+            status = int(code) if code.isdigit() else None
+            summary = self._hide_key(_status_summary(status, exc))
+            retryable = status is not None and (status == 429 or status >= 500)
             return Failure(summary, retryable=retryable, kind="api")
         summary = self._hide_key(f"{type(exc).__name__}: {exc}")
         return Failure(summary, retryable=False, kind="unexpected")
@@ -175,7 +177,11 @@ class OpenAIProvider:
 
 def _status_summary(status: int | None, exc: openai.APIError) -> str:
     """``401 invalid_api_key: Incorrect API key provided`` from what the server said."""
-    head = " ".join(str(part) for part in (status, exc.code or exc.type) if part)
+    kind = exc.code if exc.code is not None else exc.type
+    parts = [str(status)] if status is not None else []
+    if kind is not None and str(kind) not in ("", *parts):
+        parts.append(str(kind))
+    head = " ".join(parts)
     message = _server_message(exc.body)
     if not message:
         message = _phrase(status) if status is not None else exc.message
