@@ -31,6 +31,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "unused"
 # Longest part of a non-JSON error body (an HTML page from a proxy, say) quoted in a message.
 BODY_QUOTE_CHARS = 200
+MIN_HIDDEN_KEY_CHARS = 8
 
 # The SDK wraps what its HTTP stack raises; older versions let a failure mid-stream through.
 _TIMEOUTS: tuple[type[BaseException], ...] = (openai.APITimeoutError, *network.timeouts())
@@ -171,8 +172,11 @@ class OpenAIProvider:
 
     def _hide_key(self, text: str) -> str:
         """Servers quote a rejected key back (OpenAI masks most of it; others may not): the
-        text becomes the run's failure reason, shown to users and logged."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+        text becomes the run's failure reason, shown to users and logged. (A "key" of a few
+        characters is no secret, and replacing it would garble the text.)"""
+        if self._api_key is None or len(self._api_key) < MIN_HIDDEN_KEY_CHARS:
+            return text
+        return text.replace(self._api_key, "***")
 
 
 def _status_summary(status: int | None, exc: openai.APIError) -> str:
