@@ -26,7 +26,8 @@ The packages, from the outside in; each may import only the ones ``LAYERS`` list
                                 import them
 
 Only ``api`` and the composition modules import Litestar; only ``store`` speaks SQL; only
-``generation/providers/gemini.py`` imports google-genai.
+``generation/providers/gemini.py`` imports google-genai, only ``generation/providers/openai.py``
+the openai SDK.
 """
 
 from __future__ import annotations

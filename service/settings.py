@@ -137,6 +137,31 @@ class Settings(BaseSettings):
     gemini_backoff_max_s: float = Field(
         default=8.0, ge=0, description="Cap of the exponential backoff between Gemini tries."
     )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="An OpenAI-compatible chat-completions API, e.g. http://127.0.0.1:11434/v1 "
+        "(Ollama); it, or an openai_api_key, enables provider 'openai'. Unset: api.openai.com.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key for openai_base_url; enables provider 'openai' too. Unset: a "
+        "placeholder is sent (local servers such as Ollama or vLLM need none).",
+    )
+    openai_model: str = Field(
+        default="gpt-4o-mini", description="Default model of provider 'openai'."
+    )
+    openai_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for the OpenAI API's first or next chunk."
+    )
+    openai_attempts: int = Field(
+        default=4, ge=1, description="Tries per call on 429/5xx/connection errors before text."
+    )
+    openai_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay; doubles, capped, full jitter."
+    )
+    openai_backoff_max_s: float = Field(
+        default=8.0, ge=0, description="Cap of the exponential backoff between OpenAI API tries."
+    )
     request_read_timeout_s: float = Field(
         default=10.0,
         gt=0,
@@ -200,6 +225,15 @@ class Settings(BaseSettings):
         _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port, e.g. 127.0.0.1:9464 or 0.0.0.0:9464")
+        return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _http_url_or_unset(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # blank is unset
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/v1")
         return value
 
     @field_validator("database_url")

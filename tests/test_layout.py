@@ -50,6 +50,8 @@ def test_a_module_imports_only_what_its_layer_may(path: Path) -> None:
             assert "litestar" in allowed, f"{path}: only the HTTP side imports Litestar"
         elif top == "google":
             assert path.name == "gemini.py", f"{path}: only the Gemini provider imports google"
+        elif top == "openai":
+            assert path.name == "openai.py", f"{path}: only the OpenAI provider imports openai"
         elif top == "service" and "." in name:
             target = layer_of(name)
             if target in LAYERS and target != layer:

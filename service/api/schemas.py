@@ -19,7 +19,7 @@ class CreateGeneration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spec: Spec
-    provider: Literal["offline", "gemini"] | None = None
+    provider: Literal["offline", "gemini", "openai"] | None = None
     model: str | None = Field(default=None, min_length=1, max_length=100)
 
     @model_validator(mode="before")

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 from service.errors import Conflict, InvalidRequest, TooManyRequests
 from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status
-from service.generation.providers.registry import KNOWN
+from service.generation.providers.registry import KNOWN, requirement
 from service.observe import metrics, traces
 from service.spec import Spec
 from service.store import event_log, generations
@@ -46,8 +46,7 @@ async def create_generation(
         raise InvalidRequest(f"unknown provider {provider!r}: use one of {sorted(KNOWN)}")
     if provider not in available_providers:
         raise InvalidRequest(
-            f"provider {provider!r} is not available on this server "
-            "(gemini needs GEMINI_API_KEY or GOOGLE_API_KEY)"
+            f"provider {provider!r} is not available on this server ({requirement(provider)})"
         )
     generation_id = uuid4()
     spec_json: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)

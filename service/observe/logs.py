@@ -7,7 +7,7 @@ Every module logs through the standard library (``logging.getLogger``) or struct
 JSON lines (``GENSTREAM_LOG_FORMAT=json``) or aligned text for a terminal (``console``).
 
 The context rides on ``contextvars``: ``bind_run`` in a run's task adds ``generation_id``,
-``attempt`` and ``owner`` to every line logged inside it (the Gemini provider's retries
+``attempt`` and ``owner`` to every line logged inside it (a provider's retries
 included); the request middleware binds ``request_id``. A task inherits the context it was
 created in, so what a run or a request starts carries its identity too.
 

@@ -1,22 +1,19 @@
 """A fake Gemini API over real HTTP, for pointing the real google-genai SDK at in tests.
 
 ``async with FakeGemini() as fake:`` serves a small raw-ASGI app with uvicorn on a free port in
-the running event loop. ``fake.script(...)`` queues what the next requests get, one behaviour
-per request and in order; ``fake.requests`` records every request. A request that finds the
-script empty gets a 500 saying so, so a test that under-scripts fails loudly.
+the running event loop (``fake_server.ScriptedServer``). ``fake.script(...)`` queues what the
+next requests get, one behaviour per request and in order; ``fake.requests`` records every
+request. A request that finds the script empty gets a 500 saying so, so a test that
+under-scripts fails loudly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-from collections import deque
-from dataclasses import dataclass, field
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
+from tests.generation.fake_server import Exchange, RecordedRequest, ScriptedServer
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -84,13 +81,7 @@ Behaviour = Stream | Fail | Drop | Hang | Blocked
 
 
 @dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: Any
-
+class GeminiRequest(RecordedRequest):
     @property
     def streaming(self) -> bool:
         return self.path.endswith(STREAM_SUFFIX)
@@ -137,165 +128,26 @@ def _sse(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\r\n\r\n"
 
 
-def _free_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @dataclass
-class _Exchange:
-    """One request in flight: its ASGI send, and whether the client left or we are closing."""
-
-    send: Any
-    gone: asyncio.Event
-    closing: asyncio.Event
-    started: bool = False
-
-    async def pause(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; False when cut short (client gone or server closing)."""
-        waiters = [
-            asyncio.ensure_future(self.gone.wait()),
-            asyncio.ensure_future(self.closing.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(waiters, timeout=seconds, return_when="FIRST_COMPLETED")
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-        return not done
-
-    async def start(self, status: int, content_type: bytes, length: int | None = None) -> None:
-        headers = [(b"content-type", content_type)]
-        if length is not None:
-            headers.append((b"content-length", str(length).encode()))
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-        self.started = True
-
-    async def body(self, data: bytes, *, more: bool) -> None:
-        await self.send({"type": "http.response.body", "body": data, "more_body": more})
-
-    async def whole(self, status: int, body: bytes) -> None:
-        await self.start(status, b"application/json; charset=UTF-8", len(body))
-        await self.body(body, more=False)
-
-
-@dataclass
-class FakeGemini:
+class FakeGemini(ScriptedServer[Behaviour, GeminiRequest]):
     """The fake server. Use as an async context manager; ``base_url`` is set inside it."""
 
-    graceful_shutdown_s: int = 2
-    requests: list[RecordedRequest] = field(default_factory=list)
-    # Numbers (1-based) of the requests whose client went away before the answer was done.
-    abandoned: list[int] = field(default_factory=list)
-    base_url: str = ""
-    _queue: deque[Behaviour] = field(default_factory=deque)
-    _closing: asyncio.Event = field(default_factory=asyncio.Event)
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
-    _sock: socket.socket | None = None
+    def record(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: Any
+    ) -> GeminiRequest:
+        return GeminiRequest(method, path, query, headers, body)
 
-    def script(self, *behaviours: Behaviour) -> None:
-        """Queue what the next requests get, in order."""
-        self._queue.extend(behaviours)
-
-    @property
-    def pending(self) -> int:
-        """Scripted behaviours not yet used by a request."""
-        return len(self._queue)
-
-    async def __aenter__(self) -> FakeGemini:
-        self._sock = _free_socket()
-        port = self._sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            lifespan="off",
-            interface="asgi3",
-            log_config=None,
-            log_level=None,
-            access_log=False,
-            timeout_graceful_shutdown=self.graceful_shutdown_s,
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._closing.set()
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-        if self._sock is not None:
-            self._sock.close()
-
-    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        raw = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            raw.extend(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
-        path: str = scope["path"]
-        self.requests.append(
-            RecordedRequest(
-                method=scope["method"],
-                path=path,
-                query=scope.get("query_string", b"").decode(),
-                headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
-                body=body,
-            )
-        )
-
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.create_task(watch())
-        exchange = _Exchange(send, gone, self._closing)
-        number = len(self.requests)
-        try:
-            await self._answer(exchange, path)
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-            if gone.is_set():
-                self.abandoned.append(number)
-
-    async def _answer(self, exchange: _Exchange, path: str) -> None:
-        number = len(self.requests)
+    async def answer(self, exchange: Exchange, request: GeminiRequest, number: int) -> None:
+        path = request.path
         if not (path.endswith(STREAM_SUFFIX) or path.endswith(UNARY_SUFFIX)):
             message = f"FakeGemini: no such endpoint {path} (request {number})"
             await exchange.whole(404, error_body(404, message))
             return
-        if not self._queue:
+        behaviour = self.next_behaviour()
+        if behaviour is None:
             message = f"FakeGemini: nothing scripted for request {number} ({path})"
             await exchange.whole(500, error_body(500, message))
             return
-        behaviour = self._queue.popleft()
         streaming = path.endswith(STREAM_SUFFIX)
         if isinstance(behaviour, Fail):
             await exchange.whole(behaviour.status, error_body(behaviour.status, behaviour.message))
@@ -320,7 +172,7 @@ class FakeGemini:
         else:
             await self._send_stream(exchange, behaviour, streaming=streaming)
 
-    async def _send_stream(self, exchange: _Exchange, stream: Stream, *, streaming: bool) -> None:
+    async def _send_stream(self, exchange: Exchange, stream: Stream, *, streaming: bool) -> None:
         usage = (stream.prompt_tokens, stream.output_tokens)
         if not streaming:
             final = _response(
@@ -348,7 +200,7 @@ class FakeGemini:
 
     async def _send_events(
         self,
-        exchange: _Exchange,
+        exchange: Exchange,
         events: list[dict[str, Any]],
         *,
         streaming: bool,

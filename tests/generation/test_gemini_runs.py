@@ -19,19 +19,8 @@ from service.generation.parsing import render_block
 from service.generation.phases import PHASES
 from tests.conftest import AppFactory, RunningApp
 from tests.generation.fake_gemini import Drop, Fail, FakeGemini, Hang, Stream
+from tests.generation.model_runs import ANSWERS, of_type, run_to_end
 from tests.helpers import SPEC
-
-
-def phase_answer(stage: str) -> tuple[list[NewFile], list[str]]:
-    files = [
-        NewFile(f"{stage}/module_{i}.py", f'"""{stage} {i}"""\n\nVALUE = {i}\n', "python")
-        for i in range(3)
-    ]
-    text = f"Here is the {stage} phase.\n" + "".join(render_block(f) for f in files)
-    return files, [text[i : i + 40] for i in range(0, len(text), 40)]
-
-
-ANSWERS = {phase.stage: phase_answer(phase.stage) for phase in PHASES}
 
 
 @asynccontextmanager
@@ -49,25 +38,6 @@ async def gemini_app(
         }
         async with app_factory(**settings) as running:
             yield running, fake
-
-
-async def run_to_end(running: RunningApp, key: str, body: dict[str, Any]) -> tuple[str, list[Any]]:
-    async with running.client(key) as client:
-        created = await client.post("/api/generations", json=body)
-        assert created.status_code == 201, created.text
-        generation_id = created.json()["id"]
-        async with asyncio.timeout(30):
-            while True:
-                state = (await client.get(f"/api/generations/{generation_id}")).json()
-                if state["status"] not in ("queued", "running"):
-                    break
-                await asyncio.sleep(0.05)
-        page = await client.get(f"/api/generations/{generation_id}/events?limit=1000")
-    return generation_id, page.json()["events"]
-
-
-def of_type(events: list[Any], kind: str) -> list[Any]:
-    return [event for event in events if event["type"] == kind]
 
 
 async def test_a_gemini_run_stores_exactly_what_the_model_answered(

@@ -45,30 +45,40 @@ async def test_create_generation_defaults_to_offline_and_queues_it(pool: Pool) -
 async def test_create_generation_refuses_an_unknown_provider_and_stores_nothing(
     pool: Pool,
 ) -> None:
-    with pytest.raises(InvalidRequest, match=r"unknown provider 'openai'.*offline"):
+    with pytest.raises(InvalidRequest, match=r"unknown provider 'anthropic'.*offline"):
         await runs.create_generation(
             pool,
             "alice",
             Spec.model_validate(SPEC),
-            provider="openai",
+            provider="anthropic",
             model=None,
             available_providers=frozenset({"offline", "gemini"}),
         )
     assert await owned(pool, "alice") == []
 
 
+@pytest.mark.parametrize(
+    ("provider", "needs"),
+    [
+        ("gemini", "gemini needs GEMINI_API_KEY or GOOGLE_API_KEY"),
+        ("openai", "openai needs GENSTREAM_OPENAI_BASE_URL or GENSTREAM_OPENAI_API_KEY"),
+    ],
+)
 async def test_create_generation_refuses_a_provider_unavailable_here_and_stores_nothing(
-    pool: Pool,
+    pool: Pool, provider: str, needs: str
 ) -> None:
-    with pytest.raises(InvalidRequest, match=r"provider 'gemini' is not available"):
+    with pytest.raises(InvalidRequest) as refused:
         await runs.create_generation(
             pool,
             "alice",
             Spec.model_validate(SPEC),
-            provider="gemini",
-            model="gemini-2.5-flash",
+            provider=provider,
+            model="some-model",
             available_providers=OFFLINE_ONLY,
         )
+    assert str(refused.value) == (
+        f"provider {provider!r} is not available on this server ({needs})"
+    )
     assert await owned(pool, "alice") == []
 
 

@@ -9,7 +9,14 @@ from service.generation.providers import Provider
 from service.generation.providers.registry import available_providers, build_provider
 from service.settings import Settings
 
-KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GENSTREAM_GEMINI_MODEL")
+KEY_VARIABLES = (
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GENSTREAM_GEMINI_MODEL",
+    "GENSTREAM_OPENAI_BASE_URL",
+    "GENSTREAM_OPENAI_API_KEY",
+    "GENSTREAM_OPENAI_MODEL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -63,10 +70,11 @@ def test_gemini_with_a_model_but_without_a_key_is_an_invalid_request() -> None:
         build_provider("gemini", "gemini-x", Settings())
 
 
-@pytest.mark.parametrize("name", ["openai", "", "Offline", "GEMINI"])
+@pytest.mark.parametrize("name", ["anthropic", "", "Offline", "GEMINI", "OpenAI"])
 def test_an_unknown_provider_is_an_invalid_request(name: str) -> None:
+    settings = Settings(GEMINI_API_KEY="x", openai_base_url="http://127.0.0.1:11434/v1")
     with pytest.raises(InvalidRequest, match="is not available"):
-        build_provider(name, None, Settings(GEMINI_API_KEY="x"))
+        build_provider(name, None, settings)
 
 
 async def test_offline_is_built_without_a_key() -> None:
@@ -106,3 +114,70 @@ async def test_gemini_with_a_key_uses_the_model_asked_for() -> None:
         assert provider.model == "gemini-x"
     finally:
         await close(provider)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("GENSTREAM_OPENAI_BASE_URL", "http://127.0.0.1:11434/v1"), ("GENSTREAM_OPENAI_API_KEY", "x")],
+)
+def test_a_base_url_or_a_key_makes_openai_available(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    assert available_providers(Settings()) == {"offline", "openai"}
+
+
+def test_both_keys_make_every_provider_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GEMINI_API_KEY", "x")
+    monkeypatch.setenv("GENSTREAM_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+
+    assert available_providers(Settings()) == {"offline", "gemini", "openai"}
+
+
+@pytest.mark.parametrize("blank", [{"openai_base_url": ""}, {"openai_api_key": ""}])
+def test_a_blank_base_url_or_key_leaves_openai_unavailable(blank: dict[str, str]) -> None:
+    settings = Settings.model_validate(blank)
+
+    assert available_providers(settings) == {"offline"}
+    with pytest.raises(InvalidRequest, match="'openai' is not available"):
+        build_provider("openai", None, settings)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:11434/v1", "ftp://example.com/v1", "localhost"])
+def test_a_base_url_that_is_not_http_is_refused_by_name(url: str) -> None:
+    with pytest.raises(ValueError, match="openai_base_url"):
+        Settings(openai_base_url=url)
+
+
+def test_openai_without_a_base_url_or_a_key_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequest, match="'openai' is not available"):
+        build_provider("openai", "gpt-x", Settings(GEMINI_API_KEY="x"))
+
+
+async def test_openai_with_a_base_url_uses_the_default_model() -> None:
+    settings = Settings(openai_base_url="http://127.0.0.1:11434/v1")
+
+    provider = build_provider("openai", None, settings)
+    try:
+        assert provider.name == "openai"
+        assert provider.model == settings.openai_model
+    finally:
+        await close(provider)
+
+
+async def test_openai_uses_the_model_asked_for_or_the_configured_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GENSTREAM_OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("GENSTREAM_OPENAI_MODEL", "qwen2.5-coder:7b")
+    settings = Settings()
+
+    default = build_provider("openai", None, settings)
+    asked = build_provider("openai", "llama3.3", settings)
+    try:
+        assert default.model == "qwen2.5-coder:7b"
+        assert asked.model == "llama3.3"
+    finally:
+        await close(default)
+        await close(asked)
