@@ -10,32 +10,16 @@ from typing import Any
 import httpx
 import pytest
 
-from service.generation.providers import Prompt, ProviderError, StreamBroken, Usage
+from service.generation.providers import ProviderError, StreamBroken, Usage
 from service.generation.providers.gemini import GeminiProvider
 from service.observe import metrics
-from service.spec import Spec
 from tests.generation.fake_gemini import Blocked, Drop, Fail, FakeGemini, Hang, Stream
-from tests.helpers import SPEC
+from tests.generation.providers.exchange import ANSWER, SYSTEM, USER, collect, prompt
 
 MODEL = "gemini-test-model"
 API_KEY = "test-gemini-key"
-SYSTEM = "You write Python files. Answer only with file blocks."
-USER = "Write app/models/user.py for the entity User(email: str, age: int)."
-
-ANSWER = [
-    "=== file: app/models/user.py ===\n",
-    "from dataclasses import dataclass\n\n\n",
-    "@dataclass\nclass User:\n",
-    "    email: str\n",
-    "    age: int\n",
-    "=== end ===\n",
-]
 
 ProviderFactory = Callable[..., AbstractAsyncContextManager[GeminiProvider]]
-
-
-def prompt() -> Prompt:
-    return Prompt(stage="models", system=SYSTEM, user=USER, spec=Spec.model_validate(SPEC))
 
 
 @pytest.fixture
@@ -63,18 +47,6 @@ def provider_for(fake: FakeGemini) -> ProviderFactory:
         yield GeminiProvider(**options)
 
     return factory
-
-
-async def collect(
-    provider: GeminiProvider, into: list[str | Usage] | None = None
-) -> list[str | Usage]:
-    """Everything the stream yields; with ``into``, items land there as they arrive (so a test
-    sees what was yielded before an exception)."""
-    items: list[str | Usage] = [] if into is None else into
-    async with asyncio.timeout(10):
-        async for item in provider.stream(prompt()):
-            items.append(item)
-    return items
 
 
 async def test_streams_the_answer_chunk_by_chunk_then_exactly_one_usage(

@@ -11,10 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.generation.providers import Prompt, ProviderError, StreamBroken, Usage
+from service.generation.providers import ProviderError, StreamBroken, Usage
 from service.generation.providers.openai import PLACEHOLDER_KEY, OpenAIProvider
 from service.observe import metrics
-from service.spec import Spec
 from tests.generation.fake_openai import (
     Drop,
     ErrorEvent,
@@ -24,27 +23,12 @@ from tests.generation.fake_openai import (
     Refusal,
     Stream,
 )
-from tests.helpers import SPEC
+from tests.generation.providers.exchange import ANSWER, SYSTEM, USER, collect, prompt
 
 MODEL = "openai-test-model"
 API_KEY = "sk-test-0penai-k3y-never-logged"
-SYSTEM = "You write Python files. Answer only with file blocks."
-USER = "Write app/models/user.py for the entity User(email: str, age: int)."
-
-ANSWER = [
-    "=== file: app/models/user.py ===\n",
-    "from dataclasses import dataclass\n\n\n",
-    "@dataclass\nclass User:\n",
-    "    email: str\n",
-    "    age: int\n",
-    "=== end ===\n",
-]
 
 ProviderFactory = Callable[..., AbstractAsyncContextManager[OpenAIProvider]]
-
-
-def prompt() -> Prompt:
-    return Prompt(stage="models", system=SYSTEM, user=USER, spec=Spec.model_validate(SPEC))
 
 
 @pytest.fixture
@@ -72,18 +56,6 @@ def provider_for(fake: FakeOpenAI) -> ProviderFactory:
         yield OpenAIProvider(**options)
 
     return factory
-
-
-async def collect(
-    provider: OpenAIProvider, into: list[str | Usage] | None = None
-) -> list[str | Usage]:
-    """Everything the stream yields; with ``into``, items land there as they arrive (so a test
-    sees what was yielded before an exception)."""
-    items: list[str | Usage] = [] if into is None else into
-    async with asyncio.timeout(10):
-        async for item in provider.stream(prompt()):
-            items.append(item)
-    return items
 
 
 async def test_streams_the_answer_chunk_by_chunk_then_exactly_one_usage(
