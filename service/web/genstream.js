@@ -18,12 +18,14 @@
  *   token    a stream token in hand (POST /api/generations returns one) for the first
  *            connection; later connections fetch their own
  *   baseUrl  where the service answers ("": this page's origin)
- *   pace     "recorded" replays a finished generation at its recorded pace, sped up `speed` times
- *   stallMs  the silence after which the log is checked for a stalled stream (30000; 0: never)
+ *   pace     "recorded": replay a finished generation at the pace it was recorded, `speed`
+ *            times faster (1, from 0.01 to 100)
+ *   stallMs  how long a silence may last before the log is asked whether the stream has
+ *            stalled (30000, one small request per silence; 0: never)
  *   retryMs  the first step of the back-off when the module reconnects by itself (2000)
  *
- * A Follow is an EventTarget. Listeners added at once (in the same task as follow()) see
- * every event and every state:
+ * A Follow is an EventTarget. It starts on a microtask, so listeners added before the caller
+ * next awaits see every event and every state:
  *   "event"  detail: one event as docs/CONTRACT.md shapes it; each seq once, none skipped, in
  *            order, the terminal event (generation.succeeded|failed|cancelled) last.
  *   "state"  detail: {state, attempt, reason}, state one of
@@ -47,11 +49,12 @@
  *   expired token, 404, 429, 503): the module reads the log after lastSeq (which finds the
  *   terminal event, or the refusal's reason with the API key), takes a fresh token and opens a
  *   new stream, after a back-off doubling from retryMs to 30 s, with jitter (so the clients of
- *   a restarted server do not return in step), or the server's Retry-After when longer.
+ *   a restarted server do not return in step), or a refused request's Retry-After if longer.
  * - A stall: keepalive comments are invisible to EventSource, so silence cannot tell a dead
  *   connection from an idle run. After stallMs with no event and no open, the module reads the
  *   log instead: if the log is ahead of what the stream delivered, it delivers those events and
- *   reopens the stream; if not, the run is merely quiet and the stream is kept.
+ *   reopens the stream; if not, the run is merely quiet and the stream is kept. Not in a
+ *   replay, whose log is always ahead of its paced stream.
  * A 4xx answer other than 408 and 429 to the token or events request (401, 403, 404, 400)
  * ends the follow: `error`, and `done` rejects. Anything else (5xx, no answer) is retried.
  */
@@ -267,7 +270,9 @@ export class Follow extends EventTarget {
 
   async #recover() {
     try {
-      await this.#readLog(); // the terminal event (a 204 meant that), or the refusal's reason
+      // The log says what a refused stream cannot: its terminal event (a 204 meant that) or
+      // the refusal's reason. Not in a replay: the log would hand over the rest at once.
+      if (!this.#pace) await this.#readLog();
       if (!this.#ended && this.#lastEvent === null && this.#lastSeq > 0) await this.#endedBefore();
       if (!this.#ended) await this.#open();
     } catch (error) {
@@ -285,7 +290,9 @@ export class Follow extends EventTarget {
   // No event and no open for stallMs: ask the log whether the stream has fallen behind it.
   #arm() {
     clearTimeout(this.#watch);
-    if (this.#stallMs > 0 && !this.#ended) this.#watch = setTimeout(() => this.#probe(), this.#stallMs);
+    if (this.#stallMs > 0 && !this.#pace && !this.#ended) {
+      this.#watch = setTimeout(() => this.#probe(), this.#stallMs);
+    }
   }
 
   async #probe() {
