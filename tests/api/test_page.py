@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
 
 import pytest
 from playwright.async_api import Download, Page, Request, Route, async_playwright
 from pydantic import SecretStr, ValidationError
 
+from service.access import tokens
 from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
+from tests.helpers import create_via_api
 
 pytestmark = pytest.mark.slow
 
@@ -201,6 +206,175 @@ async def test_the_page_resumes_exactly_where_it_was_after_the_server_restarts(
     assert view["seqs"] == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
     assert view["files"] == log["files"]
     assert log["last"]["type"] == "generation.succeeded"
+
+
+# --- genstream.js alone, on a page of the same origin with nothing else on it ---------------
+
+BLANK = "/blank-page-for-genstream-js"  # answered by the browser itself, never by the service
+# Follows with the listener API, keeping what it was told on `window` for the test to read.
+FOLLOW = """async ([id, options]) => {
+    const { follow } = await import("/static/genstream.js");
+    Object.assign(window, { seen: [], states: [], reasons: [], outcome: null });
+    const run = follow(id, options);
+    run.addEventListener("event", (e) => window.seen.push(e.detail));
+    run.addEventListener("state", (e) => {
+        window.states.push(e.detail.state);
+        window.reasons.push(e.detail.reason);
+    });
+    run.done.then(
+        (event) => { window.outcome = { done: event.seq }; },
+        (error) => {
+            const { name, status, detail, message } = error;
+            window.outcome = { name, status, detail, message };
+        },
+    );
+}"""
+# The same through `for await`.
+ITERATE = """async ([id, options]) => {
+    const { follow } = await import("/static/genstream.js");
+    Object.assign(window, { seen: [], states: [], reasons: [], outcome: null });
+    const run = follow(id, options);
+    run.addEventListener("state", (e) => {
+        window.states.push(e.detail.state);
+        window.reasons.push(e.detail.reason);
+    });
+    (async () => {
+        try {
+            for await (const event of run) window.seen.push(event);
+            window.outcome = { done: window.seen.at(-1).seq };
+        } catch (error) {
+            const { name, status, detail, message } = error;
+            window.outcome = { name, status, detail, message };
+        }
+    })();
+}"""
+
+
+async def blank_page(page: Page, running: RunningApp) -> None:
+    async def blank(route: Route) -> None:
+        await route.fulfill(content_type="text/html", body="<!doctype html><title>blank</title>")
+
+    await page.route(running.base_url + BLANK, blank)
+    await page.goto(running.base_url + BLANK)
+
+
+async def start_generation(running: RunningApp, key: str) -> str:
+    async with running.client(key) as client:
+        created = await create_via_api(client)
+    generation_id: str = created["id"]
+    return generation_id
+
+
+async def followed(page: Page) -> dict[str, Any]:
+    """What the module delivered once its ``done`` settled."""
+    await page.wait_for_function("window.outcome !== null", timeout=RUN_S)
+    result: dict[str, Any] = await page.evaluate(
+        "({seen: window.seen, states: window.states, reasons: window.reasons,"
+        " outcome: window.outcome})"
+    )
+    return result
+
+
+async def test_the_module_alone_follows_a_run_across_a_server_restart(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    port = free_port()
+    settings = {"offline_delay_s": 0.03, "sse_retry_ms": 300}
+    async with app_factory(port=port, **settings) as first:
+        generation_id = await start_generation(first, api_key)
+        await blank_page(page, first)
+        await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key}])
+        await page.wait_for_function("window.seen.length >= 8", timeout=RUN_S)
+    # The server is gone mid-run: its streams were closed and its run handed back.
+    await page.wait_for_function("window.states.includes('reconnecting')", timeout=10_000)
+    before_restart = await page.evaluate("window.seen.length")
+    async with app_factory(port=port, **settings) as second:
+        result = await followed(page)
+        log = await stored(second, api_key, generation_id)
+    seqs = [event["seq"] for event in result["seen"]]
+    assert seqs == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
+    assert before_restart < len(seqs)  # the second server sent the rest
+    assert result["seen"][-1] == log["last"]
+    assert log["last"]["type"] == "generation.succeeded"
+    assert result["outcome"] == {"done": len(seqs)}
+    assert result["states"][0] == "connecting"
+    assert result["states"][-2:] == ["live", "done"]
+
+
+@pytest.mark.parametrize("whose", ["nobody's", "another owner's"])
+async def test_a_key_the_service_refuses_ends_the_module_with_the_services_reason(
+    running: RunningApp, api_key: str, make_key: KeyFactory, page: Page, whose: str
+) -> None:
+    generation_id = await start_generation(running, api_key)
+    key = "gsk_" + "x" * 40 if whose == "nobody's" else await make_key("bob")
+    async with running.client(key) as client:
+        refused = await client.post(f"/api/generations/{generation_id}/stream-token")
+    assert refused.status_code in (401, 404), refused.text
+    await blank_page(page, running)
+    await page.evaluate(FOLLOW, [generation_id, {"apiKey": key}])
+    result = await followed(page)
+    reason = refused.json()["detail"]
+    assert result["outcome"] == {
+        "name": "FollowError",
+        "status": refused.status_code,
+        "detail": reason,
+        "message": reason,
+    }
+    assert result["seen"] == []
+    assert result["states"] == ["connecting", "error"]
+    assert result["reasons"][-1] == reason
+
+
+async def test_the_module_takes_a_fresh_token_when_its_own_has_expired(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.01) as running:
+        generation_id = await start_generation(running, api_key)
+        async with running.client(api_key) as client:
+            issued = await client.post(f"/api/generations/{generation_id}/stream-token")
+        key_id = UUID(hex=issued.json()["stream_token"].split(".")[1])
+        secret = running.app.state.services.token_secret
+        expired = tokens.issue(secret, UUID(generation_id), 60, key_id, now=time.time() - 3600)
+        streams: list[str] = []
+
+        def record(request: Request) -> None:
+            if STREAM.search(request.url):
+                streams.append(request.url)
+
+        page.on("request", record)
+        await blank_page(page, running)
+        options = {"apiKey": api_key, "token": expired, "retryMs": 100}
+        await page.evaluate(ITERATE, [generation_id, options])
+        result = await followed(page)
+        log = await stored(running, api_key, generation_id)
+    assert [event["seq"] for event in result["seen"]] == log["seqs"]
+    assert result["outcome"] == {"done": len(log["seqs"])}
+    assert result["states"][:2] == ["connecting", "reconnecting"]  # the stream refused it
+    assert result["states"][-2:] == ["live", "done"]  # and took a fresh one
+    tokens_sent = [parse_qs(urlsplit(url).query)["token"][0] for url in streams]
+    assert tokens_sent[0] == expired
+    assert expired not in tokens_sent[1:]
+
+
+async def test_the_module_reads_the_log_when_its_stream_stalls(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.01) as running:
+        generation_id = await start_generation(running, api_key)
+        stalled: list[Route] = []
+
+        async def stall(route: Route) -> None:
+            stalled.append(route)  # never answered: no open, no event, no error, ever
+
+        await page.route(STREAM, stall, times=1)
+        await blank_page(page, running)
+        await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "stallMs": 500}])
+        result = await followed(page)
+        log = await stored(running, api_key, generation_id)
+    assert len(stalled) == 1
+    assert [event["seq"] for event in result["seen"]] == log["seqs"]
+    assert result["outcome"] == {"done": len(log["seqs"])}
+    assert "stalled" in result["reasons"]
 
 
 async def test_a_reload_mid_run_and_after_the_end_rebuilds_the_same_view(
