@@ -27,7 +27,7 @@ from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
-from tests.helpers import create_via_api
+from tests.helpers import create_via_api, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -375,6 +375,42 @@ async def test_the_module_reads_the_log_when_its_stream_stalls(
     assert [event["seq"] for event in result["seen"]] == log["seqs"]
     assert result["outcome"] == {"done": len(log["seqs"])}
     assert "stalled" in result["reasons"]
+
+
+async def test_the_module_resumes_after_the_seq_it_is_given_and_a_loop_left_early_closes_it(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    generation_id = await start_generation(running, api_key)
+    async with running.client(api_key) as client:
+        await wait_for_status(client, generation_id)
+    log = await stored(running, api_key, generation_id)
+    last = log["seqs"][-1]
+    await blank_page(page, running)
+    # Mid-way: the rest, from after+1.
+    await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "after": 5}])
+    mid_way = await followed(page)
+    # At the terminal event itself (the stream answers 204): done, with nothing to deliver.
+    await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "after": last, "retryMs": 100}])
+    at_the_end = await followed(page)
+    left_early = await page.evaluate(
+        """async ([id, apiKey]) => {
+            const { follow } = await import("/static/genstream.js");
+            const run = follow(id, { apiKey });
+            const seqs = [];
+            for await (const event of run) {
+                seqs.push(event.seq);
+                if (seqs.length === 3) break;
+            }
+            const ending = await run.done.then(() => "resolved", (error) => error.name);
+            return { seqs, state: run.state, ending };
+        }""",
+        [generation_id, api_key],
+    )
+    assert [event["seq"] for event in mid_way["seen"]] == log["seqs"][5:]
+    assert mid_way["outcome"] == {"done": last}
+    assert at_the_end["seen"] == []
+    assert at_the_end["outcome"] == {"done": last}
+    assert left_early == {"seqs": [1, 2, 3], "state": "closed", "ending": "AbortError"}
 
 
 async def test_a_reload_mid_run_and_after_the_end_rebuilds_the_same_view(
