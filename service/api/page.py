@@ -1,10 +1,12 @@
 """``GET /``: the web page, and ``/static/*``: its script and style, served from ``service/web``.
 
-No build step: plain HTML, CSS and a script that uses the browser's own EventSource and fetch.
+No build step: plain HTML, CSS and two ES modules on the browser's own EventSource and fetch:
+``genstream.js`` follows a run (any frontend may import it), ``app.js`` renders the page.
 """
 
 from __future__ import annotations
 
+import mimetypes
 from pathlib import Path
 from typing import Final
 
@@ -13,6 +15,11 @@ from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
 WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
+
+# Scripts go out as text/javascript (RFC 9239), genstream.js for other pages too. Python 3.11's
+# own table says application/javascript; only a system mime.types corrects it, and slim images
+# have none.
+mimetypes.add_type("text/javascript", ".js")
 
 static_files = create_static_files_router(
     path="/static",

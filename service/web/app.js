@@ -1,14 +1,8 @@
 // genstream's page: start a generation and follow it live; rebuild any generation from its log.
-// Renders strictly by seq: an event already rendered is ignored, and a gap is filled from the
-// events endpoint before anything after it is shown. The stream itself resumes by
-// Last-Event-ID (the browser's EventSource does that on reconnect).
-"use strict";
+// Rendering only: genstream.js follows the run (tokens, resume, gaps, repeats, stalls) and
+// hands each event over once, in seq order.
+import { follow } from "./genstream.js";
 
-const TYPES = [
-  "generation.queued", "generation.started", "generation.resumed", "phase.started",
-  "llm.delta", "file.saved", "phase.completed",
-  "generation.succeeded", "generation.failed", "generation.cancelled",
-];
 const TERMINAL = { "generation.succeeded": "finished", "generation.failed": "failed", "generation.cancelled": "cancelled" };
 const KEY_STORAGE = "genstream.apiKey";
 const $ = (id) => document.getElementById(id);
@@ -53,14 +47,9 @@ function setState(state, detail) {
 class Run {
   constructor(id) {
     this.id = id;
-    this.lastSeq = 0;
     this.progress = 0;
-    this.pending = new Map(); // seq -> event that arrived ahead of a gap
-    this.filling = false;
-    this.source = null;
-    this.attempts = 0;
     this.phases = new Map();
-    this.done = false;
+    this.following = null; // genstream.js's Follow
   }
 
   reset() {
@@ -79,39 +68,6 @@ class Run {
     const percent = Math.round(this.progress * 100);
     $("progress-fill").style.width = `${percent}%`;
     $("progress").setAttribute("aria-valuenow", String(percent));
-  }
-
-  // Every event goes through here, in any order; it renders in seq order exactly once.
-  accept(event) {
-    if (event.seq <= this.lastSeq) return;
-    this.pending.set(event.seq, event);
-    this.drain();
-    if (this.pending.size && !this.filling) this.fillGap();
-  }
-
-  drain() {
-    while (this.pending.has(this.lastSeq + 1)) {
-      const event = this.pending.get(this.lastSeq + 1);
-      this.pending.delete(event.seq);
-      this.lastSeq = event.seq;
-      this.render(event);
-    }
-  }
-
-  async fillGap() {
-    this.filling = true;
-    try {
-      while (this.pending.size) {
-        const page = await (await api("GET", `/api/generations/${this.id}/events?after=${this.lastSeq}&limit=1000`)).json();
-        if (!page.events.length) break;
-        for (const event of page.events) if (event.seq > this.lastSeq) this.pending.set(event.seq, event);
-        this.drain();
-      }
-    } catch (error) {
-      $("run-error").textContent = `Could not fetch missing events: ${error.message}`;
-    } finally {
-      this.filling = false;
-    }
   }
 
   render(event) {
@@ -188,8 +144,6 @@ class Run {
   }
 
   finish(event) {
-    this.done = true;
-    if (this.source) { this.source.close(); this.source = null; }
     const state = TERMINAL[event.type];
     setState(state);
     for (const [stage, item] of this.phases) {
@@ -200,89 +154,40 @@ class Run {
     listGenerations();
   }
 
-  // Rebuild from the stored log first (a reload, an old generation), then follow live.
-  async open(token) {
+  // Live from the stored log on (a reload, an old generation: the stream sends the history
+  // first); `token` is the one POST /api/generations returned, else one is fetched. With
+  // `speed`, a finished generation again, at the pace it was recorded (the server paces it).
+  open(token, speed) {
     this.reset();
-    try {
-      await this.catchUp();
-      if (this.done) return;
-      if (!token) token = (await (await api("POST", `/api/generations/${this.id}/stream-token`)).json()).stream_token;
-      this.follow(token);
-    } catch (error) {
-      setState("failed", "could not load");
-      $("run-error").textContent = error.message;
-    }
-  }
-
-  async catchUp() {
-    for (;;) {
-      const page = await (await api("GET", `/api/generations/${this.id}/events?after=${this.lastSeq}&limit=1000`)).json();
-      for (const event of page.events) this.accept(event);
-      if (!page.has_more) return;
-    }
-  }
-
-  // A finished generation again, at the pace it was recorded (the server paces it).
-  async replay(speed) {
-    this.reset();
-    try {
-      const token = (await (await api("POST", `/api/generations/${this.id}/stream-token`)).json()).stream_token;
-      this.follow(token, `&pace=recorded&speed=${speed}`);
-    } catch (error) {
-      setState("failed", "could not replay");
-      $("run-error").textContent = error.message;
-    }
-  }
-
-  follow(token, extra = "") {
-    const url = `/api/generations/${this.id}/stream?token=${encodeURIComponent(token)}&after=${this.lastSeq}${extra}`;
-    const source = new EventSource(url);
-    this.source = source;
-    const streaming = extra ? "replaying" : "live";
-    source.onopen = () => { this.attempts = 0; if (!this.done) setState(streaming); };
-    source.onerror = () => {
-      if (this.done || this.source !== source) return;
-      if (source.readyState === EventSource.CLOSED) {
-        // The server ended it for good (a 204 after the end, an expired token): look it up.
-        this.source = null;
-        this.recover();
-      } else {
-        this.attempts += 1;
-        setState("reconnecting", `attempt ${this.attempts}`);
+    const replaying = speed !== undefined;
+    const following = follow(this.id, {
+      apiKey: apiKey(), token, ...(replaying ? { pace: "recorded", speed } : {}),
+    });
+    this.following = following;
+    following.addEventListener("event", (e) => this.render(e.detail));
+    following.addEventListener("state", ({ detail }) => {
+      if (detail.state === "live") setState(replaying ? "replaying" : "live");
+      else if (detail.state === "reconnecting") setState("reconnecting", `attempt ${detail.attempt}`);
+      else if (detail.state === "error") {
+        setState("failed", replaying ? "could not replay" : "could not load");
+        $("run-error").textContent = detail.reason;
       }
-    };
-    for (const type of TYPES) {
-      source.addEventListener(type, (message) => {
-        if (!message.data) return;
-        this.accept(JSON.parse(message.data));
-      });
-    }
+    });
   }
 
-  async recover() {
-    try {
-      await this.catchUp();
-      if (!this.done) {
-        const token = (await (await api("POST", `/api/generations/${this.id}/stream-token`)).json()).stream_token;
-        this.follow(token);
-      }
-    } catch (error) {
-      setState("reconnecting", error.message);
-      setTimeout(() => this.recover(), 2000);
-    }
-  }
+  close() { this.following?.close(); }
 }
 
 function openRun(id, token) {
-  if (run && run.source) run.source.close();
+  run?.close();
   run = new Run(id);
   run.open(token);
 }
 
 function replayRun(id) {
-  if (run && run.source) run.source.close();
+  run?.close();
   run = new Run(id);
-  run.replay($("replay-speed").value);
+  run.open(null, Number($("replay-speed").value));
 }
 
 async function listGenerations() {

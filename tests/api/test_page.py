@@ -7,20 +7,27 @@ what the page shows; the stored log is the reference. Screenshots go to
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import time
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
 
 import pytest
 from playwright.async_api import Download, Page, Request, Route, async_playwright
 from pydantic import SecretStr, ValidationError
 
+from service.access import tokens
 from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
+from tests.helpers import create_via_api, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +43,15 @@ CHROMIUM_ARGS = [
 ]
 ENTITIES = "\n".join(f"Thing{n}: title str, count int, note str" for n in range(4))
 RUN_S = 60_000  # ms: the longest any run here may take to show its end
+STREAM = re.compile(r"/api/generations/[^/]+/stream\?")  # any generation's stream request
+
+
+def free_port() -> int:
+    """A port nobody listens on now: a server restarted on it is where clients expect it."""
+    sock = free_socket()
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
 
 
 def chromium() -> str:
@@ -122,12 +138,19 @@ async def test_the_page_is_served_with_its_script_and_style(running: RunningApp)
     async with running.client() as client:
         index = await client.get("/")
         script = await client.get("/static/app.js")
+        module = await client.get("/static/genstream.js")
         style = await client.get("/static/app.css")
     assert index.status_code == 200
     assert index.headers["content-type"].startswith("text/html")
-    assert '<script src="/static/app.js"' in index.text
+    assert '<script src="/static/app.js" type="module"' in index.text
     assert script.status_code == 200
-    assert "EventSource" in script.text
+    assert 'from "./genstream.js"' in script.text
+    # A module script is refused by browsers unless served as JavaScript.
+    for served in (script, module):
+        assert served.headers["content-type"].startswith("text/javascript")
+    assert module.status_code == 200
+    assert "export function follow(" in module.text
+    assert "EventSource" in module.text
     assert style.status_code == 200
 
 
@@ -167,9 +190,7 @@ async def test_a_full_run_shows_every_event_once_every_file_and_the_end(
 async def test_the_page_resumes_exactly_where_it_was_after_the_server_restarts(
     app_factory: AppFactory, api_key: str, page: Page
 ) -> None:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_port()
     settings = {"offline_delay_s": 0.03, "sse_retry_ms": 300}
     async with app_factory(port=port, **settings) as first:
         await sign_in(page, first, api_key)
@@ -185,6 +206,211 @@ async def test_the_page_resumes_exactly_where_it_was_after_the_server_restarts(
     assert view["seqs"] == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
     assert view["files"] == log["files"]
     assert log["last"]["type"] == "generation.succeeded"
+
+
+# --- genstream.js alone, on a page of the same origin with nothing else on it ---------------
+
+BLANK = "/blank-page-for-genstream-js"  # answered by the browser itself, never by the service
+# Follows with the listener API, keeping what it was told on `window` for the test to read.
+FOLLOW = """async ([id, options]) => {
+    const { follow } = await import("/static/genstream.js");
+    Object.assign(window, { seen: [], states: [], reasons: [], outcome: null });
+    const run = follow(id, options);
+    run.addEventListener("event", (e) => window.seen.push(e.detail));
+    run.addEventListener("state", (e) => {
+        window.states.push(e.detail.state);
+        window.reasons.push(e.detail.reason);
+    });
+    run.done.then(
+        (event) => { window.outcome = { done: event.seq }; },
+        (error) => {
+            const { name, status, detail, message } = error;
+            window.outcome = { name, status, detail, message };
+        },
+    );
+}"""
+# The same through `for await`.
+ITERATE = """async ([id, options]) => {
+    const { follow } = await import("/static/genstream.js");
+    Object.assign(window, { seen: [], states: [], reasons: [], outcome: null });
+    const run = follow(id, options);
+    run.addEventListener("state", (e) => {
+        window.states.push(e.detail.state);
+        window.reasons.push(e.detail.reason);
+    });
+    (async () => {
+        try {
+            for await (const event of run) window.seen.push(event);
+            window.outcome = { done: window.seen.at(-1).seq };
+        } catch (error) {
+            const { name, status, detail, message } = error;
+            window.outcome = { name, status, detail, message };
+        }
+    })();
+}"""
+
+
+async def blank_page(page: Page, running: RunningApp) -> None:
+    async def blank(route: Route) -> None:
+        await route.fulfill(content_type="text/html", body="<!doctype html><title>blank</title>")
+
+    await page.route(running.base_url + BLANK, blank)
+    await page.goto(running.base_url + BLANK)
+
+
+async def start_generation(running: RunningApp, key: str) -> str:
+    async with running.client(key) as client:
+        created = await create_via_api(client)
+    generation_id: str = created["id"]
+    return generation_id
+
+
+async def followed(page: Page) -> dict[str, Any]:
+    """What the module delivered once its ``done`` settled."""
+    await page.wait_for_function("window.outcome !== null", timeout=RUN_S)
+    result: dict[str, Any] = await page.evaluate(
+        "({seen: window.seen, states: window.states, reasons: window.reasons,"
+        " outcome: window.outcome})"
+    )
+    return result
+
+
+async def test_the_module_alone_follows_a_run_across_a_server_restart(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    port = free_port()
+    settings = {"offline_delay_s": 0.03, "sse_retry_ms": 300}
+    async with app_factory(port=port, **settings) as first:
+        generation_id = await start_generation(first, api_key)
+        await blank_page(page, first)
+        await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key}])
+        await page.wait_for_function("window.seen.length >= 8", timeout=RUN_S)
+    # The server is gone mid-run: its streams were closed and its run handed back.
+    await page.wait_for_function("window.states.includes('reconnecting')", timeout=10_000)
+    before_restart = await page.evaluate("window.seen.length")
+    async with app_factory(port=port, **settings) as second:
+        result = await followed(page)
+        log = await stored(second, api_key, generation_id)
+    seqs = [event["seq"] for event in result["seen"]]
+    assert seqs == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
+    assert before_restart < len(seqs)  # the second server sent the rest
+    assert result["seen"][-1] == log["last"]
+    assert log["last"]["type"] == "generation.succeeded"
+    assert result["outcome"] == {"done": len(seqs)}
+    assert result["states"][0] == "connecting"
+    assert result["states"][-2:] == ["live", "done"]
+
+
+@pytest.mark.parametrize("whose", ["nobody's", "another owner's"])
+async def test_a_key_the_service_refuses_ends_the_module_with_the_services_reason(
+    running: RunningApp, api_key: str, make_key: KeyFactory, page: Page, whose: str
+) -> None:
+    generation_id = await start_generation(running, api_key)
+    key = "gsk_" + "x" * 40 if whose == "nobody's" else await make_key("bob")
+    async with running.client(key) as client:
+        refused = await client.post(f"/api/generations/{generation_id}/stream-token")
+    assert refused.status_code in (401, 404), refused.text
+    await blank_page(page, running)
+    await page.evaluate(FOLLOW, [generation_id, {"apiKey": key}])
+    result = await followed(page)
+    reason = refused.json()["detail"]
+    assert result["outcome"] == {
+        "name": "FollowError",
+        "status": refused.status_code,
+        "detail": reason,
+        "message": reason,
+    }
+    assert result["seen"] == []
+    assert result["states"] == ["connecting", "error"]
+    assert result["reasons"][-1] == reason
+
+
+async def test_the_module_takes_a_fresh_token_when_its_own_has_expired(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.01) as running:
+        generation_id = await start_generation(running, api_key)
+        async with running.client(api_key) as client:
+            issued = await client.post(f"/api/generations/{generation_id}/stream-token")
+        key_id = UUID(hex=issued.json()["stream_token"].split(".")[1])
+        secret = running.app.state.services.token_secret
+        expired = tokens.issue(secret, UUID(generation_id), 60, key_id, now=time.time() - 3600)
+        streams: list[str] = []
+
+        def record(request: Request) -> None:
+            if STREAM.search(request.url):
+                streams.append(request.url)
+
+        page.on("request", record)
+        await blank_page(page, running)
+        options = {"apiKey": api_key, "token": expired, "retryMs": 100}
+        await page.evaluate(ITERATE, [generation_id, options])
+        result = await followed(page)
+        log = await stored(running, api_key, generation_id)
+    assert [event["seq"] for event in result["seen"]] == log["seqs"]
+    assert result["outcome"] == {"done": len(log["seqs"])}
+    assert result["states"][:2] == ["connecting", "reconnecting"]  # the stream refused it
+    assert result["states"][-2:] == ["live", "done"]  # and took a fresh one
+    tokens_sent = [parse_qs(urlsplit(url).query)["token"][0] for url in streams]
+    assert tokens_sent[0] == expired
+    assert expired not in tokens_sent[1:]
+
+
+async def test_the_module_reads_the_log_when_its_stream_stalls(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with app_factory(offline_delay_s=0.01) as running:
+        generation_id = await start_generation(running, api_key)
+        stalled: list[Route] = []
+
+        async def stall(route: Route) -> None:
+            stalled.append(route)  # never answered: no open, no event, no error, ever
+
+        await page.route(STREAM, stall, times=1)
+        await blank_page(page, running)
+        await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "stallMs": 500}])
+        result = await followed(page)
+        log = await stored(running, api_key, generation_id)
+    assert len(stalled) == 1
+    assert [event["seq"] for event in result["seen"]] == log["seqs"]
+    assert result["outcome"] == {"done": len(log["seqs"])}
+    assert "stalled" in result["reasons"]
+
+
+async def test_the_module_resumes_after_the_seq_it_is_given_and_a_loop_left_early_closes_it(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    generation_id = await start_generation(running, api_key)
+    async with running.client(api_key) as client:
+        await wait_for_status(client, generation_id)
+    log = await stored(running, api_key, generation_id)
+    last = log["seqs"][-1]
+    await blank_page(page, running)
+    # Mid-way: the rest, from after+1.
+    await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "after": 5}])
+    mid_way = await followed(page)
+    # At the terminal event itself (the stream answers 204): done, with nothing to deliver.
+    await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "after": last, "retryMs": 100}])
+    at_the_end = await followed(page)
+    left_early = await page.evaluate(
+        """async ([id, apiKey]) => {
+            const { follow } = await import("/static/genstream.js");
+            const run = follow(id, { apiKey });
+            const seqs = [];
+            for await (const event of run) {
+                seqs.push(event.seq);
+                if (seqs.length === 3) break;
+            }
+            const ending = await run.done.then(() => "resolved", (error) => error.name);
+            return { seqs, state: run.state, ending };
+        }""",
+        [generation_id, api_key],
+    )
+    assert [event["seq"] for event in mid_way["seen"]] == log["seqs"][5:]
+    assert mid_way["outcome"] == {"done": last}
+    assert at_the_end["seen"] == []
+    assert at_the_end["outcome"] == {"done": last}
+    assert left_early == {"seqs": [1, 2, 3], "state": "closed", "ending": "AbortError"}
 
 
 async def test_a_reload_mid_run_and_after_the_end_rebuilds_the_same_view(
@@ -303,23 +529,29 @@ async def test_an_event_past_a_gap_waits_for_the_gap_to_be_fetched_and_repeats_a
         events = (
             await client.get(f"/api/generations/{generation_id}/events", params={"limit": 1000})
         ).json()["events"]
-    # A fresh view of the same generation, fed by hand: seq 5 first (a gap of 1..4), then
-    # seq 5 and seq 2 again. The page must fetch 1..4, show 1..N once each, in order.
-    await page.evaluate(
-        """([id, fifth, second]) => {
-            run = new Run(id);
-            run.reset();
-            run.accept(fifth);
-            run.accept(fifth);
-            run.accept(second);
-        }""",
-        [generation_id, events[4], events[1]],
+    # Every stream the page opens sends seq 5 first (a gap of 1..4), then seq 5 and seq 2
+    # again, then ends, with a retry hint too long to matter here. The page must fetch the
+    # rest from the log and show 1..N once each, in order.
+    frames = "".join(
+        f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+        for event in (events[4], events[4], events[1])
     )
+
+    gapped_streams: list[str] = []
+
+    async def gapped(route: Route) -> None:
+        gapped_streams.append(route.request.url)
+        await route.fulfill(
+            status=200, content_type="text/event-stream", body=f"retry: 600000\n\n{frames}"
+        )
+
+    await page.route(STREAM, gapped)
+    await page.goto(running.base_url + "/")  # a fresh page, nothing on screen
+    await page.click("#refresh")
+    await page.click(f"#generations li:has-text('{generation_id[:8]}') button")
     await wait_state(page, "finished")
-    await page.wait_for_function(
-        "n => document.querySelectorAll('#log tr').length >= n", arg=len(events)
-    )
     view = await shown(page)
+    assert gapped_streams
     assert view["seqs"] == log["seqs"] == list(range(1, len(events) + 1))
 
 

@@ -1,0 +1,364 @@
+/**
+ * genstream.js: follow one generation of a genstream service from any web page, and get each
+ * of its events exactly once, in seq order, across dropped connections, server restarts,
+ * expired stream tokens and silent stalls. An ES module: no dependencies, no build step.
+ *
+ *   import { follow } from "/static/genstream.js";
+ *   const run = follow(generationId, { apiKey });
+ *   run.addEventListener("event", (e) => render(e.detail));       // seq after+1 .. N, in order
+ *   run.addEventListener("state", (e) => show(e.detail.state));    // see "state" below
+ *   const last = await run.done;   // the terminal event
+ *   run.close();                   // stop early
+ *
+ *   for await (const event of follow(generationId, { apiKey })) render(event);
+ *
+ * follow(generationId, options) returns a Follow. Options:
+ *   apiKey   the caller's API key (required): it fetches stream tokens and missing events
+ *   after    the last seq the caller already has (0, the default: from the start)
+ *   token    a stream token in hand (POST /api/generations returns one) for the first
+ *            connection; later connections fetch their own
+ *   baseUrl  where the service answers ("": this page's origin)
+ *   pace     "recorded": replay a finished generation at the pace it was recorded, `speed`
+ *            times faster (1, from 0.01 to 100)
+ *   stallMs  how long a silence may last before the log is asked whether the stream has
+ *            stalled (30000, one small request per silence; 0: never)
+ *   retryMs  the first step of the back-off when the module reconnects by itself (2000)
+ *
+ * A Follow is an EventTarget. It starts on a microtask, so listeners added before the caller
+ * next awaits see every event and every state:
+ *   "event"  detail: one event as docs/CONTRACT.md shapes it; each seq once, none skipped, in
+ *            order, the terminal event (generation.succeeded|failed|cancelled) last.
+ *   "state"  detail: {state, attempt, reason}, state one of
+ *              connecting    asking for a token, opening the stream
+ *              live          the stream is open
+ *              reconnecting  it dropped or was refused; `attempt` counts, `reason` says why
+ *              done          the terminal event was delivered (also in detail.event)
+ *              error         the service refused for good (detail.error, a FollowError)
+ *              closed        close() was called
+ * Properties: state, lastSeq (the last delivered seq), done: a Promise of the terminal event
+ * that rejects with a FollowError (the service's status and `detail`) or, after close(), an
+ * AbortError. Iterating yields the events delivered from then on, ends after the terminal
+ * event, throws the FollowError; leaving the loop early closes the follow.
+ *
+ * How it resumes. Every event goes through one gate: a seq already delivered is dropped, one
+ * past a gap waits while the gap is read from GET /api/generations/{id}/events?after=N.
+ * The stream is the browser's EventSource, opened with a stream token and ?after=lastSeq.
+ * - A dropped connection: the browser reconnects by itself, sending Last-Event-ID, after the
+ *   server's `retry:` hint. The module leaves that alone: only the browser can read the hint.
+ * - A refused one (EventSource gives up on any answer but 200: 204 after the end, 401 for an
+ *   expired token, 404, 429, 503): the module reads the log after lastSeq (which finds the
+ *   terminal event, or the refusal's reason with the API key), takes a fresh token and opens a
+ *   new stream, after a back-off doubling from retryMs to 30 s, with jitter (so the clients of
+ *   a restarted server do not return in step), or a refused request's Retry-After if longer.
+ * - A stall: keepalive comments are invisible to EventSource, so silence cannot tell a dead
+ *   connection from an idle run. After stallMs with no event and no open, the module reads the
+ *   log instead: if the log is ahead of what the stream delivered, it delivers those events and
+ *   reopens the stream; if not, the run is merely quiet and the stream is kept. Not in a
+ *   replay, whose log is always ahead of its paced stream.
+ * A 4xx answer other than 408 and 429 to the token or events request (401, 403, 404, 400)
+ * ends the follow: `error`, and `done` rejects. Anything else (5xx, no answer) is retried.
+ */
+
+const TYPES = [
+  "generation.queued", "generation.started", "generation.resumed", "phase.started",
+  "llm.delta", "file.saved", "phase.completed",
+  "generation.succeeded", "generation.failed", "generation.cancelled",
+];
+const TERMINAL = new Set(["generation.succeeded", "generation.failed", "generation.cancelled"]);
+const PAGE = 1000; // events per read of the log, the endpoint's most
+const BACKOFF_CAP_MS = 30_000;
+
+/** The service refused: `status` and its `detail`; `fatal` when asking again cannot help. */
+export class FollowError extends Error {
+  constructor(status, detail, retryAfterMs = 0) {
+    super(detail);
+    this.name = "FollowError";
+    this.status = status;
+    this.detail = detail;
+    this.retryAfterMs = retryAfterMs;
+  }
+
+  get fatal() {
+    return this.status >= 400 && this.status < 500 && this.status !== 408 && this.status !== 429;
+  }
+
+  static async of(response) {
+    let detail = `${response.status} ${response.statusText}`.trim();
+    try {
+      const body = await response.json();
+      if (body && typeof body.detail === "string") detail = body.detail;
+    } catch { /* not JSON: the status line says it */ }
+    const seconds = Number(response.headers.get("Retry-After")); // null -> 0, a date -> NaN
+    return new FollowError(response.status, detail, Number.isFinite(seconds) ? seconds * 1000 : 0);
+  }
+}
+
+/** Follow one generation: see the module's header. */
+export function follow(generationId, options) {
+  return new Follow(generationId, options);
+}
+
+export class Follow extends EventTarget {
+  #id; #apiKey; #base; #pace; #stallMs; #retryMs;
+  #lastSeq; #lastEvent = null; #pending = new Map(); // seq -> event waiting for a gap to fill
+  #token; #source = null; #streamSeq = 0; // the highest seq the open stream has sent
+  #state = "connecting"; #attempt = 0; #ended = false; #error = null;
+  #reading = null; #gapRetry = 0; #watch = 0; #retry = 0; #settle;
+
+  constructor(generationId, {
+    apiKey, after = 0, token = null, baseUrl = "", pace = "live", speed = 1,
+    stallMs = 30_000, retryMs = 2_000,
+  } = {}) {
+    super();
+    if (!apiKey) throw new TypeError("follow() needs options.apiKey");
+    if (!Number.isSafeInteger(after) || after < 0) throw new TypeError("after: a seq, 0 or more");
+    this.#id = encodeURIComponent(generationId);
+    this.#apiKey = apiKey;
+    this.#base = baseUrl.replace(/\/+$/, "");
+    this.#pace = pace === "recorded" ? `&pace=recorded&speed=${encodeURIComponent(speed)}` : "";
+    this.#stallMs = stallMs;
+    this.#retryMs = retryMs;
+    this.#lastSeq = after;
+    this.#token = token;
+    this.done = new Promise((resolve, reject) => { this.#settle = { resolve, reject }; });
+    this.done.catch(() => {}); // unawaited, a refusal is a state, not an unhandled rejection
+    queueMicrotask(() => { // after the caller's listeners are attached
+      if (this.#ended) return;
+      this.#setState("connecting");
+      this.#open();
+    });
+  }
+
+  get state() { return this.#state; }
+  get lastSeq() { return this.#lastSeq; }
+
+  close() {
+    if (this.#ended) return;
+    this.#end();
+    this.#setState("closed");
+    this.#settle.reject(new DOMException("close() was called before the end", "AbortError"));
+  }
+
+  [Symbol.asyncIterator]() {
+    // Listen now, not at the first next(): an event may arrive before the loop asks.
+    const queue = [];
+    let wake = () => {};
+    const onEvent = (e) => { queue.push(e.detail); wake(); };
+    const onState = () => wake();
+    this.addEventListener("event", onEvent);
+    this.addEventListener("state", onState);
+    const self = this;
+    return (async function* events() {
+      try {
+        for (;;) {
+          while (queue.length) yield queue.shift();
+          if (self.#state === "error") throw self.#error;
+          if (self.#state === "done" || self.#state === "closed") return;
+          await new Promise((resolve) => { wake = resolve; });
+        }
+      } finally {
+        self.removeEventListener("event", onEvent);
+        self.removeEventListener("state", onState);
+        self.close(); // a loop left early stops following; after the end, a no-op
+      }
+    })();
+  }
+
+  // The stream, with the token in hand or a fresh one.
+  async #open() {
+    try {
+      this.#token ??= (await this.#request("POST", "/stream-token")).stream_token;
+      if (!this.#ended) this.#listen();
+    } catch (error) {
+      this.#trouble(error);
+    }
+  }
+
+  #listen() {
+    this.#source?.close();
+    const url = `${this.#base}/api/generations/${this.#id}/stream`
+      + `?token=${encodeURIComponent(this.#token)}&after=${this.#lastSeq}${this.#pace}`;
+    const source = new EventSource(url);
+    this.#source = source;
+    this.#streamSeq = this.#lastSeq;
+    source.onopen = () => {
+      this.#attempt = 0;
+      this.#arm();
+      this.#setState("live");
+    };
+    source.onerror = () => {
+      if (this.#source !== source) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        // Dropped: the browser reconnects after the server's retry hint, with Last-Event-ID.
+        this.#attempt += 1;
+        this.#setState("reconnecting", "connection lost");
+      } else {
+        // Refused, and EventSource hides why: the token may have expired, so drop it.
+        source.close();
+        this.#source = null;
+        this.#token = null;
+        this.#trouble(new Error("the stream was refused"));
+      }
+    };
+    const onMessage = (message) => {
+      if (this.#source !== source || !message.data) return;
+      const event = JSON.parse(message.data);
+      this.#streamSeq = Math.max(this.#streamSeq, event.seq);
+      this.#arm();
+      this.#accept(event);
+    };
+    for (const type of [...TYPES, "message"]) source.addEventListener(type, onMessage);
+    this.#arm();
+  }
+
+  // The one gate every event goes through, from the stream or the log, in any order.
+  #accept(event) {
+    if (this.#ended || event.seq <= this.#lastSeq || this.#pending.has(event.seq)) return;
+    this.#pending.set(event.seq, event);
+    while (!this.#ended && this.#pending.has(this.#lastSeq + 1)) {
+      const next = this.#pending.get(this.#lastSeq + 1);
+      this.#pending.delete(next.seq);
+      this.#lastSeq = next.seq;
+      this.#lastEvent = next;
+      this.dispatchEvent(new CustomEvent("event", { detail: next }));
+      if (TERMINAL.has(next.type)) this.#finish(next);
+    }
+    if (!this.#ended && this.#pending.size) this.#fillGap();
+  }
+
+  #fillGap() {
+    this.#readLog().catch((error) => error.fatal && this.#fail(error));
+  }
+
+  // Every stored event after lastSeq, page by page; one read at a time, shared by its callers.
+  // A gap still open when a read ends (it failed, or raced the event's commit) is read again.
+  #readLog() {
+    this.#reading ??= (async () => {
+      for (;;) {
+        const before = this.#lastSeq;
+        const page = await this.#request("GET", `/events?after=${before}&limit=${PAGE}`);
+        for (const event of page.events) this.#accept(event);
+        if (this.#ended || (!page.has_more && (!this.#pending.size || this.#lastSeq === before))) {
+          return;
+        }
+      }
+    })().finally(() => {
+      this.#reading = null;
+      if (!this.#ended && this.#pending.size && !this.#gapRetry) {
+        this.#gapRetry = setTimeout(() => {
+          this.#gapRetry = 0;
+          if (this.#pending.size) this.#fillGap();
+        }, this.#backoff(1));
+      }
+    });
+    return this.#reading;
+  }
+
+  // Something failed: end on a refusal that asking again cannot change, else try again later.
+  #trouble(error) {
+    if (this.#ended) return;
+    if (error.fatal) {
+      this.#fail(error);
+      return;
+    }
+    this.#attempt += 1;
+    this.#setState("reconnecting", error.message);
+    clearTimeout(this.#retry);
+    const wait = Math.max(this.#backoff(this.#attempt), error.retryAfterMs || 0);
+    this.#retry = setTimeout(() => this.#recover(), wait);
+  }
+
+  async #recover() {
+    try {
+      // The log says what a refused stream cannot: its terminal event (a 204 meant that) or
+      // the refusal's reason. Not in a replay: the log would hand over the rest at once.
+      if (!this.#pace) await this.#readLog();
+      if (!this.#ended && this.#lastEvent === null && this.#lastSeq > 0) await this.#endedBefore();
+      if (!this.#ended) await this.#open();
+    } catch (error) {
+      this.#trouble(error);
+    }
+  }
+
+  // Asked to resume after the terminal event itself (the stream answers 204 forever): done.
+  async #endedBefore() {
+    const page = await this.#request("GET", `/events?after=${this.#lastSeq - 1}&limit=1`);
+    const [last] = page.events;
+    if (last && last.seq === this.#lastSeq && TERMINAL.has(last.type)) this.#finish(last);
+  }
+
+  // No event and no open for stallMs: ask the log whether the stream has fallen behind it.
+  #arm() {
+    clearTimeout(this.#watch);
+    if (this.#stallMs > 0 && !this.#pace && !this.#ended) {
+      this.#watch = setTimeout(() => this.#probe(), this.#stallMs);
+    }
+  }
+
+  async #probe() {
+    const source = this.#source;
+    if (!source) return; // recovering: the next stream arms the watch again
+    try {
+      await this.#readLog();
+    } catch (error) {
+      if (error.fatal) this.#fail(error);
+      else this.#arm();
+      return;
+    }
+    if (this.#ended || this.#source !== source) return;
+    if (this.#lastSeq > this.#streamSeq) {
+      // The log has events this stream never sent: it is stalled, whatever its state says.
+      this.#attempt += 1;
+      this.#setState("reconnecting", "stalled");
+      this.#listen();
+    } else {
+      this.#arm(); // quiet, not stalled: keep it
+    }
+  }
+
+  async #request(method, path) {
+    const response = await fetch(`${this.#base}/api/generations/${this.#id}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${this.#apiKey}` },
+    });
+    if (!response.ok) throw await FollowError.of(response);
+    return response.json();
+  }
+
+  // Doubling from retryMs, at most 30 s, drawn from its upper half.
+  #backoff(attempt) {
+    const ceiling = Math.min(BACKOFF_CAP_MS, this.#retryMs * 2 ** Math.min(attempt - 1, 16));
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  #finish(event) {
+    if (this.#ended) return; // closed by a listener of this very event
+    this.#end();
+    this.#setState("done", null, { event });
+    this.#settle.resolve(event);
+  }
+
+  #fail(error) {
+    if (this.#ended) return;
+    this.#end();
+    this.#error = error;
+    this.#setState("error", error.message, { error });
+    this.#settle.reject(error);
+  }
+
+  #end() {
+    this.#ended = true;
+    this.#source?.close();
+    this.#source = null;
+    this.#pending.clear();
+    clearTimeout(this.#watch);
+    clearTimeout(this.#retry);
+    clearTimeout(this.#gapRetry);
+  }
+
+  #setState(state, reason = null, extra = {}) {
+    this.#state = state;
+    const detail = { state, attempt: this.#attempt, reason, ...extra };
+    this.dispatchEvent(new CustomEvent("state", { detail }));
+  }
+}
