@@ -1,0 +1,185 @@
+"""``follow``: one generation's events, live, each exactly once and in order, whatever breaks.
+
+How it holds to that, step by step:
+
+* The stream is opened with a stream token (``?token=``), never with the API key: a stream
+  opened with a token while the server's database is away answers 200 and keepalives until
+  it is back, where one opened with the key answers 503. The token comes from ``POST
+  .../stream-token`` (with the key). A 401 on the stream (the token expired, or the server's
+  secret changed) fetches a fresh one at once; a fresh token refused too is fatal, and so is
+  the key refused when asking for one (revoked, expired).
+* Every connection after the first event resumes with ``Last-Event-ID: <last seq yielded>``.
+* Each event's seq is checked against the last one yielded: a repeat is dropped; a jump is
+  filled from the events endpoint before the event is yielded (a seq the log cannot give
+  is a ``ProtocolError``). So no seq is skipped or repeated, whatever the server sends.
+* It ends after the terminal event, or on ``204`` (nothing after the resume point: finished).
+* Between connections it waits the server's ``retry:`` hint (``DEFAULT_RETRY_S`` until one
+  arrives), doubled for each failure in a row up to ``BACKOFF_CAP_S``, plus up to half again at
+  random so that the clients of a restarted server do not come back at the same instant; a
+  429 or 503 waits at least its ``Retry-After``. An event resets the count.
+* Retried: connection failures, a stream silent for ``STREAM_READ_TIMEOUT_S`` (three times the
+  contract's keepalive interval), a stream that ends before the terminal event, 429, 5xx.
+  Raised: 400, 401 from the key, 403, 404 and every other 4xx; a malformed event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import httpx
+
+from genstream_client.errors import (
+    GenstreamError,
+    ProtocolError,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    error_of,
+)
+from genstream_client.models import Event
+from genstream_client.sse import SSEParser
+
+if TYPE_CHECKING:
+    from genstream_client.client import AsyncGenstream
+
+log = logging.getLogger("genstream_client")
+
+DEFAULT_RETRY_S = 2.0
+BACKOFF_CAP_S = 15.0
+STREAM_READ_TIMEOUT_S = 45.0
+
+
+def reconnect_delay(
+    retry_s: float,
+    failures: int,
+    retry_after: float | None = None,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait before the next connection: the hint, doubled per failure in a row
+    (capped, but never below the hint), jittered by up to half again; at least Retry-After."""
+    backoff = max(retry_s, min(BACKOFF_CAP_S, retry_s * 2.0 ** min(failures, 16)))
+    delay = backoff * (1 + rng() / 2)
+    if retry_after is not None:
+        delay = max(delay, retry_after * (1 + rng() / 10))
+    return delay
+
+
+class _Ended(Exception):
+    """The stream answered 204: nothing after the resume point."""
+
+
+class _TokenRefused(Exception):
+    """The stream answered 401 to a token: fetch a fresh one and reconnect at once."""
+
+
+class _Follower:
+    def __init__(self, client: AsyncGenstream, generation_id: str, after: int) -> None:
+        self.client = client
+        self.generation_id = generation_id
+        self.last = after
+        self.retry_s = DEFAULT_RETRY_S
+        self.failures = 0
+        self.token: str | None = None
+        self.refused_tokens = 0  # stream 401s in a row, each on a fresh token
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            retry_after: float | None = None
+            try:
+                async for event in self._connection():
+                    yield event
+                    if event.is_terminal:
+                        return
+                why = "the stream ended before the terminal event"
+            except _Ended:
+                return
+            except _TokenRefused:
+                continue
+            except httpx.TransportError as exc:
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except (TooManyRequests, Unavailable) as exc:
+                why, retry_after = str(exc), exc.retry_after
+            except GenstreamError as exc:
+                if exc.status is None or exc.status < 500:
+                    raise
+                why = str(exc)
+            delay = reconnect_delay(self.retry_s, self.failures, retry_after)
+            self.failures += 1
+            log.warning(
+                "genstream %s: %s; reconnecting after seq %d in %.1f s",
+                self.generation_id,
+                why,
+                self.last,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _connection(self) -> AsyncIterator[Event]:
+        """One connection's events, checked and gap-filled; returns when the stream ends."""
+        if self.token is None:
+            self.token = await self.client.stream_token(self.generation_id)
+        headers = {"Last-Event-ID": str(self.last)} if self.last else {}
+        timeout = httpx.Timeout(self.client.http.timeout.connect, read=STREAM_READ_TIMEOUT_S)
+        async with self.client.http.stream(
+            "GET",
+            self.client.url(f"/api/generations/{self.generation_id}/stream"),
+            params={"token": self.token},
+            headers=headers,
+            timeout=timeout,
+        ) as response:
+            if response.status_code == 204:
+                raise _Ended
+            if response.status_code != 200:
+                await response.aread()
+                error = error_of(response)
+                if isinstance(error, Unauthorized) and not self.refused_tokens:
+                    log.info("genstream %s: %s; fetching a fresh token", self.generation_id, error)
+                    self.token, self.refused_tokens = None, 1
+                    raise _TokenRefused
+                raise error
+            self.refused_tokens = 0
+            parser = SSEParser()
+            async for chunk in response.aiter_bytes():
+                for sse in parser.feed(chunk):
+                    event = Event.from_json(sse.data)
+                    if event.seq <= self.last:
+                        continue  # a repeat
+                    if event.seq > self.last + 1:
+                        async for missing in self._fill(event.seq):
+                            yield missing
+                            if missing.is_terminal:
+                                return
+                    self.last, self.failures = event.seq, 0
+                    yield event
+                    if event.is_terminal:
+                        return
+                if parser.retry is not None:
+                    self.retry_s = parser.retry / 1000
+
+    async def _fill(self, seq: int) -> AsyncIterator[Event]:
+        """The events between the last one yielded and ``seq``, from the events endpoint."""
+        while self.last < seq - 1:
+            page = await self.client.events_page(
+                self.generation_id, self.last, min(1000, seq - 1 - self.last)
+            )
+            if not page.events:
+                raise ProtocolError(
+                    f"the stream of {self.generation_id} skipped from seq {self.last} to "
+                    f"{seq}, and its log has no seq {self.last + 1}"
+                )
+            for event in page.events:
+                if event.seq != self.last + 1:
+                    raise ProtocolError(
+                        f"the log of {self.generation_id} gives seq {event.seq} after {self.last}"
+                    )
+                self.last = event.seq
+                yield event
+
+
+async def follow(client: AsyncGenstream, generation_id: str, after: int) -> AsyncIterator[Event]:
+    async for event in _Follower(client, generation_id, after).events():
+        yield event
