@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -121,7 +121,7 @@ class AsyncGenstream:
 
     async def list(
         self, status: str | None = None, limit: int = MAX_LIST_PAGE
-    ) -> AsyncIterator[Generation]:
+    ) -> AsyncGenerator[Generation, None]:
         """Every generation of the caller's (with ``status``, if given), newest first,
         fetched ``limit`` at a time."""
         cursor: str | None = None
@@ -152,7 +152,7 @@ class AsyncGenstream:
         )
         return EventPage.from_text(response.text)
 
-    async def events(self, generation_id: str, after: int = 0) -> AsyncIterator[Event]:
+    async def events(self, generation_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
         """Every stored event after ``after``, page by page; ends at the last stored one (a
         running generation's later events need ``follow``)."""
         while True:
@@ -163,7 +163,7 @@ class AsyncGenstream:
                 return
             after = page.next_after
 
-    def follow(self, generation_id: str, after: int | None = None) -> AsyncIterator[Event]:
+    def follow(self, generation_id: str, after: int | None = None) -> AsyncGenerator[Event, None]:
         """The generation's events after ``after`` (None: from the first), live, until its
         terminal event; each exactly once, in seq order, across dropped connections and
         restarts of the server or its database. See ``genstream_client.following``."""

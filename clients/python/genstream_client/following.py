@@ -25,9 +25,10 @@ How it holds to that, step by step:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -86,14 +87,17 @@ class _Follower:
         self.token: str | None = None
         self.refused_tokens = 0  # stream 401s in a row, each on a fresh token
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         while True:
             retry_after: float | None = None
             try:
-                async for event in self._connection():
-                    yield event
-                    if event.is_terminal:
-                        return
+                # aclosing: a consumer that stops early closes the connection now, not when
+                # the garbage collector finds the generator holding it.
+                async with contextlib.aclosing(self._connection()) as events:
+                    async for event in events:
+                        yield event
+                        if event.is_terminal:
+                            return
                 why = "the stream ended before the terminal event"
             except _Ended:
                 return
@@ -118,7 +122,7 @@ class _Follower:
             )
             await asyncio.sleep(delay)
 
-    async def _connection(self) -> AsyncIterator[Event]:
+    async def _connection(self) -> AsyncGenerator[Event, None]:
         """One connection's events, checked and gap-filled; returns when the stream ends."""
         if self.token is None:
             self.token = await self.client.stream_token(self.generation_id)
@@ -149,10 +153,11 @@ class _Follower:
                     if event.seq <= self.last:
                         continue  # a repeat
                     if event.seq > self.last + 1:
-                        async for missing in self._fill(event.seq):
-                            yield missing
-                            if missing.is_terminal:
-                                return
+                        async with contextlib.aclosing(self._fill(event.seq)) as missing:
+                            async for earlier in missing:
+                                yield earlier
+                                if earlier.is_terminal:
+                                    return
                     self.last, self.failures = event.seq, 0
                     yield event
                     if event.is_terminal:
@@ -160,26 +165,24 @@ class _Follower:
                 if parser.retry is not None:
                     self.retry_s = parser.retry / 1000
 
-    async def _fill(self, seq: int) -> AsyncIterator[Event]:
+    async def _fill(self, seq: int) -> AsyncGenerator[Event, None]:
         """The events between the last one yielded and ``seq``, from the events endpoint."""
         while self.last < seq - 1:
             page = await self.client.events_page(
                 self.generation_id, self.last, min(1000, seq - 1 - self.last)
             )
-            if not page.events:
+            if not page.events or page.events[0].seq != self.last + 1:
+                found = f"seq {page.events[0].seq}" if page.events else "nothing"
                 raise ProtocolError(
                     f"the stream of {self.generation_id} skipped from seq {self.last} to "
-                    f"{seq}, and its log has no seq {self.last + 1}"
+                    f"{seq}, and its log cannot fill seq {self.last + 1} (it gives {found})"
                 )
             for event in page.events:
                 if event.seq != self.last + 1:
-                    raise ProtocolError(
-                        f"the log of {self.generation_id} gives seq {event.seq} after {self.last}"
-                    )
+                    break  # the next page's request names what is missing
                 self.last = event.seq
                 yield event
 
 
-async def follow(client: AsyncGenstream, generation_id: str, after: int) -> AsyncIterator[Event]:
-    async for event in _Follower(client, generation_id, after).events():
-        yield event
+def follow(client: AsyncGenstream, generation_id: str, after: int) -> AsyncGenerator[Event, None]:
+    return _Follower(client, generation_id, after).events()
