@@ -12,19 +12,22 @@ import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
 
+from service.access import keys
 from service.events import TERMINAL_STATUSES, EventType, NewEvent, NewFile
 from service.generation import runs
 from service.generation.runs import queued_event
 from service.operations.transfer import export_lines
 from service.spec import Spec
 from service.store import event_log, generations
-from service.store.db import Pool, asyncpg_dsn
+from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.embedded import EmbeddedCluster
 from service.store.event_log import StoredEvent
 
 T = TypeVar("T")
@@ -45,6 +48,24 @@ SMALL_SPEC: dict[str, Any] = {
 }
 
 EMPTY_SPEC: dict[str, Any] = {"project": "p", "entities": []}
+
+
+@dataclass
+class Database:
+    """A PostgreSQL cluster of a test's own (the ``database`` fixture), for tests that stop
+    and start it; ``url`` names its migrated database."""
+
+    cluster: EmbeddedCluster
+    url: str
+
+
+async def new_key(url: str, owner: str) -> str:
+    """An API key for ``owner`` in the database at ``url`` (one of a test's own clusters)."""
+    pool = await create_pool(url, min_size=1, max_size=1)
+    try:
+        return await keys.create_key(pool, owner)
+    finally:
+        await pool.close()
 
 
 async def execute_as_admin(url: str, sql: str) -> None:
@@ -90,6 +111,24 @@ async def create_generation(
         available_providers=frozenset({"offline"}),
         limits=limits,
     )
+
+
+async def insert_running_generation(pool: Pool, owner: str) -> UUID:
+    """A generation no worker will claim: started, and held by the test under a long lease."""
+    generation_id = uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await generations.insert_generation(
+            conn, generation_id, owner, SMALL_SPEC, "offline", None, queued_event()
+        )
+        await conn.execute(
+            "UPDATE generations SET claimed_by = 'the test', attempt = 1, "
+            "lease_expires_at = clock_timestamp() + interval '1 hour' WHERE id = $1",
+            generation_id,
+        )
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started by hand")]
+        )
+    return generation_id
 
 
 def delta(n: int, stage: str = "models") -> NewEvent:

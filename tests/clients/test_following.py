@@ -122,21 +122,22 @@ async def test_503_and_429_wait_their_retry_after_and_failures_in_a_row_back_off
     assert waits == [(2.0, 0, 7.0), (2.0, 1, 3.0), (2.0, 2, None)]
 
 
-async def test_a_refused_token_is_replaced_at_once(
+async def test_a_refused_token_is_replaced_at_once_even_a_fresh_one(
     fake: FakeGenstream, waits: list[tuple[float, int, float | None]]
 ) -> None:
-    fake.script(Answer(401, detail="stream token expired"))
+    fake.script(*[Answer(401, detail="stream token expired")] * following.TOKEN_REFUSALS_MAX)
     events = await follow_all(fake)
     assert seqs(events) == [1, 2, 3, 4, 5, 6]
-    assert [r.query["token"] for r in fake.streams()] == ["token-1", "token-2"]
+    tokens = [f"token-{n}" for n in range(1, following.TOKEN_REFUSALS_MAX + 2)]
+    assert [r.query["token"] for r in fake.streams()] == tokens
     assert waits == []
 
 
-async def test_a_fresh_token_refused_too_raises_unauthorized_with_the_servers_detail(
+async def test_fresh_tokens_refused_again_and_again_raise_the_servers_401(
     fake: FakeGenstream,
 ) -> None:
     fake.script(
-        Answer(401, detail="stream token expired"),
+        *[Answer(401, detail="stream token expired")] * following.TOKEN_REFUSALS_MAX,
         Answer(401, detail="stream token is not valid for this generation"),
     )
     with pytest.raises(Unauthorized, match="not valid for this generation") as raised:

@@ -6,8 +6,10 @@ How it holds to that, step by step:
   opened with a token while the server's database is away answers 200 and keepalives until
   it is back, where one opened with the key answers 503. The token comes from ``POST
   .../stream-token`` (with the key). A 401 on the stream (the token expired, or the server's
-  secret changed) fetches a fresh one at once; a fresh token refused too is fatal, and so is
-  the key refused when asking for one (revoked, expired).
+  secret changed) fetches a fresh one at once. A short-lived token can expire between its
+  issue and its use, so a fresh one refused is tried again, up to ``TOKEN_REFUSALS_MAX`` in a
+  row; then the 401 is raised. The key refused when asking for a token (revoked, expired) is
+  raised at once.
 * Every connection after the first event resumes with ``Last-Event-ID: <last seq yielded>``.
 * Each event's seq is checked against the last one yielded: a repeat is dropped; a jump is
   filled from the events endpoint before the event is yielded (a seq the log cannot give
@@ -50,8 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("genstream_client")
 
 DEFAULT_RETRY_S = 2.0
-BACKOFF_CAP_S = 15.0
+BACKOFF_CAP_S = 10.0
 STREAM_READ_TIMEOUT_S = 45.0
+TOKEN_REFUSALS_MAX = 3  # fresh tokens refused in a row before the 401 is believed
 
 
 def reconnect_delay(
@@ -85,7 +88,7 @@ class _Follower:
         self.retry_s = DEFAULT_RETRY_S
         self.failures = 0
         self.token: str | None = None
-        self.refused_tokens = 0  # stream 401s in a row, each on a fresh token
+        self.refused_tokens = 0  # stream 401s in a row since the last 200
 
     async def events(self) -> AsyncGenerator[Event, None]:
         while True:
@@ -140,9 +143,10 @@ class _Follower:
             if response.status_code != 200:
                 await response.aread()
                 error = error_of(response)
-                if isinstance(error, Unauthorized) and not self.refused_tokens:
+                if isinstance(error, Unauthorized) and self.refused_tokens < TOKEN_REFUSALS_MAX:
                     log.info("genstream %s: %s; fetching a fresh token", self.generation_id, error)
-                    self.token, self.refused_tokens = None, 1
+                    self.token = None
+                    self.refused_tokens += 1
                     raise _TokenRefused
                 raise error
             self.refused_tokens = 0
