@@ -232,7 +232,8 @@ async def test_follow_rides_out_a_postgresql_restart(
             return await readyz(server.current) == 503
 
         await wait_until(outage_seen, "the server to see the outage", RUN_TIMEOUT_S)
-        assert not following.task or not following.task.done()
+        assert following.task is not None
+        assert not following.task.done(), "the follow ended during the outage"
         assert await asyncio.to_thread(database.cluster.start) == database.url
         started_at = time.monotonic()
         events = await following.end()
