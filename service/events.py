@@ -2,9 +2,10 @@
 
 The stored event (what clients see) is rendered by PostgreSQL itself from the row, so its shape
 lives in one SQL expression in ``store/event_log.py``; this module holds what a writer says.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: a TypedDict knows which keys are
+``NotRequired`` only when its annotations are evaluated as the class is made.
+"""
 
 import hashlib
 from collections.abc import Mapping
@@ -37,8 +38,9 @@ class Status(StrEnum):
 
 
 # What each type's ``data`` holds. Writers build these (so mypy holds them to it), the OpenAPI
-# document publishes them (``api/schemas.py``), the Python client is generated from that, and a
-# test checks a real run's events against them. Readers must ignore keys they do not know:
+# document publishes them (``api/schemas.py``), the Python client's vocabulary is generated
+# from them (``clients/python/generate.py``), and a test checks a real run's events against
+# them. Readers must ignore keys they do not know:
 # a key may be added to a type's data; none is removed or changes meaning.
 
 

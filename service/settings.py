@@ -250,6 +250,25 @@ class Settings(BaseSettings):
         return self.data_dir / "stream-token-secret"
 
 
+class ClientSettings(BaseSettings):
+    """What ``follow`` reads: it is a client of a genstream server (any, local or not), so
+    these say which server and with what key; they configure no genstream process, and the
+    README's configuration table (of a process's settings) leaves them out."""
+
+    model_config = SettingsConfigDict(env_prefix="GENSTREAM_", extra="ignore", frozen=True)
+
+    url: str | None = Field(
+        default=None,
+        description="The server `follow` talks to when no --url is given "
+        "(unset: http://127.0.0.1:8000).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key `follow` sends; read from the environment only, never from "
+        "a flag, so that it stays out of shell history and process lists.",
+    )
+
+
 def get_settings() -> Settings:
     return Settings()
 

@@ -29,7 +29,7 @@ from service.settings import Settings
 from service.store.db import Pool, asyncpg_dsn, create_pool
 from service.store.embedded import throwaway_cluster
 from service.store.migrate import upgrade
-from tests.helpers import execute_as_admin
+from tests.helpers import Database, execute_as_admin
 from tests.processes import ServiceProcess, spawn_service, terminate, wait_ready
 
 TEMPLATE = "genstream_template"
@@ -97,6 +97,20 @@ async def scratch_database(
         yield _with_database(server_url, name)
     finally:
         await execute_as_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database() -> Iterator[Database]:
+    """A cluster of the test's own, migrated (sync: Alembic runs its own event loop), for a
+    test that stops and starts PostgreSQL. Never shared: a test that fails mid-restart must
+    not leave the next one a cluster that is down or on another port."""
+    cluster = throwaway_cluster()
+    try:
+        url = cluster.start()
+        upgrade(url)
+        yield Database(cluster, url)
+    finally:
+        cluster.destroy()
 
 
 @pytest.fixture

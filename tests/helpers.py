@@ -12,12 +12,14 @@ import inspect
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
 
+from service.access import keys
 from service.api.schemas import Event
 from service.events import EVENT_DATA, TERMINAL_STATUSES, EventType, NewEvent, NewFile
 from service.generation import runs
@@ -25,7 +27,8 @@ from service.generation.runs import queued_event
 from service.operations.transfer import export_lines
 from service.spec import Spec
 from service.store import event_log, generations
-from service.store.db import Pool, asyncpg_dsn
+from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.embedded import EmbeddedCluster
 from service.store.event_log import StoredEvent
 
 T = TypeVar("T")
@@ -46,6 +49,24 @@ SMALL_SPEC: dict[str, Any] = {
 }
 
 EMPTY_SPEC: dict[str, Any] = {"project": "p", "entities": []}
+
+
+@dataclass
+class Database:
+    """A PostgreSQL cluster of a test's own (the ``database`` fixture), for tests that stop
+    and start it; ``url`` names its migrated database."""
+
+    cluster: EmbeddedCluster
+    url: str
+
+
+async def new_key(url: str, owner: str) -> str:
+    """An API key for ``owner`` in the database at ``url`` (one of a test's own clusters)."""
+    pool = await create_pool(url, min_size=1, max_size=1)
+    try:
+        return await keys.create_key(pool, owner)
+    finally:
+        await pool.close()
 
 
 async def execute_as_admin(url: str, sql: str) -> None:
@@ -91,6 +112,24 @@ async def create_generation(
         available_providers=frozenset({"offline"}),
         limits=limits,
     )
+
+
+async def insert_running_generation(pool: Pool, owner: str) -> UUID:
+    """A generation no worker will claim: started, and held by the test under a long lease."""
+    generation_id = uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await generations.insert_generation(
+            conn, generation_id, owner, SMALL_SPEC, "offline", None, queued_event()
+        )
+        await conn.execute(
+            "UPDATE generations SET claimed_by = 'the test', attempt = 1, "
+            "lease_expires_at = clock_timestamp() + interval '1 hour' WHERE id = $1",
+            generation_id,
+        )
+        await event_log.append(
+            conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started by hand")]
+        )
+    return generation_id
 
 
 def delta(n: int, stage: str = "models") -> NewEvent:
@@ -187,7 +226,8 @@ def assert_documented(event: dict[str, Any]) -> None:
     with every data key that type requires and none it does not name."""
     Event.model_validate(event)
     data = EVENT_DATA[EventType(event["type"])]
-    assert data.__required_keys__ <= set(event["data"]) <= set(data.__annotations__), event  # type: ignore[attr-defined]
+    required, named = data.__required_keys__, set(data.__annotations__)  # type: ignore[attr-defined]
+    assert required <= set(event["data"]) <= named, event
 
 
 # --- exports ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -62,11 +62,15 @@ class ServiceProcess:
         )
 
 
-def spawn_service(command: str, name: str, workdir: Path, env: Mapping[str, str]) -> ServiceProcess:
+def spawn_service(
+    command: str, name: str, workdir: Path, env: Mapping[str, str], port: int | None = None
+) -> ServiceProcess:
     """Start ``python -m service COMMAND`` with ``env`` over this process's environment (a
-    ``serve`` gets a free port on 127.0.0.1); not waited for: see ``wait_ready``."""
+    ``serve`` gets ``port`` on 127.0.0.1, or a free one: a restart where clients expect it
+    passes the old one); not waited for: see ``wait_ready``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port() if command == "serve" else 0
+    if port is None:
+        port = free_port() if command == "serve" else 0
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
@@ -132,3 +136,38 @@ def kill_all(processes: list[ServiceProcess]) -> None:
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.proc.wait(STOP_TIMEOUT_S)
+
+
+@dataclass
+class RestartableServe:
+    """A ``serve`` process that can be killed and started again on the same port, where its
+    clients expect it. ``start`` spawns a new process and waits until it is ready."""
+
+    workdir: Path
+    env: Mapping[str, str]
+    port: int = field(default_factory=free_port)
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def current(self) -> ServiceProcess:
+        return self.processes[-1]
+
+    async def start(self) -> ServiceProcess:
+        name = f"serve-{len(self.processes)}"
+        process = spawn_service("serve", name, self.workdir, self.env, port=self.port)
+        self.processes.append(process)
+        await wait_ready(process)
+        return process
+
+    async def kill(self) -> None:
+        """SIGKILL: no stream is ended, no run handed back; the kernel closes the sockets."""
+        self.current.proc.kill()
+        await asyncio.to_thread(self.current.proc.wait, STOP_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        """SIGTERM: streams end, runs are handed back (``terminate``)."""
+        await terminate(self.current.proc)

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
+import httpx
 import pytest
 
 from service.access import keys
@@ -21,10 +22,13 @@ from service.errors import Unauthorized
 from service.settings import PROJECT_ROOT
 from service.store.db import Pool, asyncpg_dsn, create_pool
 from service.store.migrate import current_revisions, head_revisions
-from tests.helpers import exported, finished_generation, ndjson, stored_json
+from tests.conftest import KeyFactory, SpawnServe
+from tests.helpers import SPEC, exported, finished_generation, ndjson, stored_json
 from tests.processes import free_port
 
 CLI_TIMEOUT_S = 60
+# What the shell running the tests may have set that would change what a command does.
+INHERITED_NOT = frozenset({"DATABASE_URL", "GENSTREAM_API_KEY", "GENSTREAM_URL"})
 
 
 async def cli(
@@ -34,7 +38,7 @@ async def cli(
     program: Sequence[str] = (sys.executable, "-m", "service"),
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    environment = {key: value for key, value in os.environ.items() if key not in INHERITED_NOT}
     if database_url is not None:
         environment["DATABASE_URL"] = database_url
     environment.update(env or {})
@@ -501,3 +505,119 @@ async def test_keys_list_shows_every_key_but_never_a_secret_and_revoke_refuses_i
     assert_user_error(unknown, 1, "no API key")
     bad = await cli("keys", "create", "--owner", "x", "--expires-in", "soon", database_url=None)
     assert_user_error(bad, 2, "not a duration")
+
+
+# --- follow: a client of a running server ------------------------------------------------------
+
+
+async def test_follow_without_genstream_api_key_says_to_set_it() -> None:
+    missing = await cli("follow", str(uuid4()), database_url=None)
+    blank = await cli("follow", str(uuid4()), database_url=None, env={"GENSTREAM_API_KEY": " "})
+    for result in (missing, blank):
+        assert_user_error(result, 2, "GENSTREAM_API_KEY is not set")
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+async def test_follow_of_a_server_that_is_not_there_is_one_line() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    by_flag, by_environment = await asyncio.gather(
+        cli("follow", str(uuid4()), "--url", nowhere, database_url=None,
+            env={"GENSTREAM_API_KEY": "gsk_x"}),
+        cli("follow", str(uuid4()), database_url=None,
+            env={"GENSTREAM_API_KEY": "gsk_x", "GENSTREAM_URL": nowhere}),
+    )  # fmt: skip
+    assert_user_error(by_flag, 1, f"cannot reach genstream at {nowhere}")
+    assert_user_error(by_environment, 1, f"cannot reach genstream at {nowhere}")
+    bad_url = await cli("follow", str(uuid4()), "--url", "localhost:8000", database_url=None)
+    assert_user_error(bad_url, 2, "not an http:// or https:// URL")
+
+
+async def create_run(base_url: str, key: str) -> str:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        created = await client.post(
+            "/api/generations", json={"spec": SPEC}, headers={"Authorization": f"Bearer {key}"}
+        )
+    assert created.status_code == 201, created.text
+    generation_id: str = created.json()["id"]
+    return generation_id
+
+
+@pytest.mark.slow
+async def test_follow_prints_a_run_live_and_exits_0_when_it_succeeds(
+    spawn_serve: SpawnServe, make_key: KeyFactory, pool: Pool
+) -> None:
+    server = await spawn_serve(worker_concurrency="2", offline_delay_s="0.002")
+    key = await make_key("alice")
+    generation_id = await create_run(server.base_url, key)
+    env = {"GENSTREAM_API_KEY": key}
+    as_json, as_lines = await asyncio.gather(
+        cli("follow", generation_id, "--json", "--url", server.base_url, database_url=None,
+            env=env),
+        cli("follow", generation_id, database_url=None,
+            env={**env, "GENSTREAM_URL": server.base_url}),
+    )  # fmt: skip
+
+    assert as_json.returncode == 0, as_json.stderr
+    stored = await stored_json(pool, UUID(generation_id))
+    assert as_json.stdout.splitlines() == stored, "each event's JSON exactly as the log holds it"
+    assert as_lines.returncode == 0, as_lines.stderr
+    lines = as_lines.stdout.splitlines()
+    deltas = sum('"type":"llm.delta"' in event for event in stored)
+    assert deltas > 3
+    assert len(lines) < len(stored) - deltas + 10, "deltas are folded, not one line each"
+    assert re.search(r"llm\.delta +\d+ deltas?, [\d,]+ characters", as_lines.stdout)
+    assert re.search(r"file\.saved +Saved \S+ \(\d+ bytes\)", as_lines.stdout)
+    assert re.match(r" +\d+ 100%  generation\.succeeded", lines[-1]), lines[-1]
+    assert key not in as_lines.stdout + as_lines.stderr + as_json.stderr
+
+
+@pytest.mark.slow
+async def test_follow_exits_1_when_the_run_it_follows_is_cancelled(
+    spawn_serve: SpawnServe, make_key: KeyFactory
+) -> None:
+    server = await spawn_serve(worker_concurrency="2", offline_delay_s="0.05")
+    key = await make_key("alice")
+    generation_id = await create_run(server.base_url, key)
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED_NOT}
+    follow = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "follow", generation_id, "--url", server.base_url,
+        cwd=PROJECT_ROOT, env={**env, "GENSTREAM_API_KEY": key},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(CLI_TIMEOUT_S):
+            assert follow.stdout is not None
+            first = await follow.stdout.readline()  # printed live, before the run ends
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+                cancelled = await client.post(
+                    f"/api/generations/{generation_id}/cancel",
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+            assert cancelled.status_code == 202, cancelled.text
+            stdout, stderr = await follow.communicate()
+    finally:
+        if follow.returncode is None:
+            follow.kill()
+            await follow.wait()
+
+    assert b"generation.queued" in first
+    assert follow.returncode == 1, stderr.decode()
+    assert b"generation.cancelled" in stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+async def test_follow_with_a_refused_key_or_an_unknown_id_says_which_in_one_line(
+    spawn_serve: SpawnServe, make_key: KeyFactory
+) -> None:
+    server = await spawn_serve()
+    key = await make_key("alice")
+    unknown = str(uuid4())
+    refused, missing = await asyncio.gather(
+        cli("follow", unknown, "--url", server.base_url, database_url=None,
+            env={"GENSTREAM_API_KEY": "gsk_not_a_key"}),
+        cli("follow", unknown, "--url", server.base_url, database_url=None,
+            env={"GENSTREAM_API_KEY": key}),
+    )  # fmt: skip
+    assert_user_error(refused, 2, f"{server.base_url} refused GENSTREAM_API_KEY: ")
+    assert_user_error(missing, 1, f"generation {unknown} not found")
+    assert "gsk_not_a_key" not in refused.stderr

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,9 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from service.access import keys
 from service.store import event_log
-from service.store.db import asyncpg_dsn, create_pool
-from service.store.embedded import EmbeddedCluster, throwaway_cluster
-from service.store.migrate import upgrade
-from tests.helpers import SPEC, wait_until
+from service.store.db import asyncpg_dsn
+from tests.helpers import SPEC, Database, new_key, wait_until
 from tests.processes import ServiceProcess, readyz, spawn_service, terminate, wait_ready
 
 pytestmark = pytest.mark.slow
@@ -43,26 +40,6 @@ TERMINAL = {"generation.succeeded", "generation.failed", "generation.cancelled"}
 # be cut in the middle, short enough to keep the test quick.
 OFFLINE_DELAY_S = "0.008"
 LEASE_S = "3"
-
-
-@dataclass
-class Database:
-    cluster: EmbeddedCluster
-    url: str
-
-
-@pytest.fixture
-def database() -> Iterator[Database]:
-    """A cluster of the test's own, migrated (sync: Alembic runs its own event loop). Not shared
-    even within this module: a test that fails mid-restart must not leave the next one a
-    cluster that is down or on another port."""
-    cluster = throwaway_cluster()
-    try:
-        url = cluster.start()
-        upgrade(url)
-        yield Database(cluster, url)
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture
@@ -87,14 +64,6 @@ async def server(database: Database, tmp_path: Path) -> AsyncIterator[ServicePro
         yield process
     finally:
         await terminate(process.proc)
-
-
-async def new_key(database: Database, owner: str) -> str:
-    pool = await create_pool(database.url, min_size=1, max_size=1)
-    try:
-        return await keys.create_key(pool, owner)
-    finally:
-        await pool.close()
 
 
 async def stored_events(database: Database, generation_id: UUID) -> list[dict[str, Any]]:
@@ -177,7 +146,7 @@ async def run_through(
 ) -> list[Follower]:
     """Start three generations, follow their streams, disrupt PostgreSQL mid-run, and return
     the followers once every stream has ended."""
-    key = await new_key(database, "alice")
+    key = await new_key(database.url, "alice")
     async with server.client(key) as client:
         followers: list[Follower] = []
         for _ in range(3):
@@ -343,7 +312,7 @@ async def test_a_stream_opened_during_an_outage_keeps_its_client_until_the_datab
     database, so a stream opened with one while PostgreSQL is down answers 200 at once,
     sends retry: and keepalives, and replays and follows the log once the database is back.
     An API key cannot be checked then: that is a 503 with Retry-After (scripts honour it)."""
-    key = await new_key(database, "alice")
+    key = await new_key(database.url, "alice")
     async with server.client(key) as client:
         created = await client.post("/api/generations", json={"spec": SPEC})
         assert created.status_code == 201, created.text

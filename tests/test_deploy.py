@@ -216,6 +216,15 @@ def test_dockerfile_healthcheck_asks_readyz_and_the_default_command_serves() -> 
     assert parser().parse_args(json.loads(command)).command == "serve"
 
 
+def test_the_image_installs_the_python_client_that_follow_runs_on() -> None:
+    (build, *_) = dockerfile_stages()
+    copies = [rest.split() for name, rest in build.instructions if name == "COPY"]
+    assert ["clients/python", "./clients/python"] in copies
+    runs = " ".join(rest for name, rest in build.instructions if name == "RUN")
+    assert "pip install ./clients/python" in runs
+    assert parser().parse_args(["follow", str(uuid4())]).command == "follow"
+
+
 def test_the_build_context_lets_through_what_the_dockerfile_copies() -> None:
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     allowed = {line.removeprefix("!").rstrip("/") for line in ignore if line.startswith("!")}

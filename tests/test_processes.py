@@ -13,18 +13,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import httpx
 import pytest
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
 from service.events import EventType, NewEvent
-from service.generation.runs import queued_event
-from service.store import event_log, generations
+from service.store import event_log
 from service.store.db import Pool
 from tests.conftest import KeyFactory
-from tests.helpers import SMALL_SPEC
+from tests.helpers import insert_running_generation
 from tests.processes import (
     STOP_TIMEOUT_S,
     ServiceProcess,
@@ -81,24 +80,6 @@ async def spawn(database_url: str, tmp_path: Path) -> AsyncIterator[Spawn]:
 
     yield start
     await asyncio.gather(*(terminate(process.proc) for process in started))
-
-
-async def insert_running_generation(pool: Pool, owner: str) -> UUID:
-    """A generation no worker will claim: started, and held by the test under a long lease."""
-    generation_id = uuid4()
-    async with pool.acquire() as conn, conn.transaction():
-        await generations.insert_generation(
-            conn, generation_id, owner, SMALL_SPEC, "offline", None, queued_event()
-        )
-        await conn.execute(
-            "UPDATE generations SET claimed_by = 'the test', attempt = 1, "
-            "lease_expires_at = clock_timestamp() + interval '1 hour' WHERE id = $1",
-            generation_id,
-        )
-        await event_log.append(
-            conn, generation_id, [NewEvent(EventType.STARTED, "starting", 0.0, "Started by hand")]
-        )
-    return generation_id
 
 
 async def test_a_stream_on_one_process_relays_every_event_of_a_run_on_another(

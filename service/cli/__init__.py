@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from service.cli.arguments import parser
-from service.cli.commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from service.cli.commands import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from service.errors import GenstreamError
 from service.observe import logs, traces
 from service.settings import Settings, environment_variable
@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "genstream") -> int:
         return EXIT_USAGE
     try:
         code: int = args.run(settings, args)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except GenstreamError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

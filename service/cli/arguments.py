@@ -26,6 +26,7 @@ from service.cli.commands import (
     cmd_serve,
     cmd_worker,
 )
+from service.cli.follow import cmd_follow
 from service.settings import Settings
 
 
@@ -93,6 +94,12 @@ def generation_id(value: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a generation id (a UUID): {value!r}") from None
+
+
+def http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {value!r}")
+    return value.rstrip("/")
 
 
 def timestamp(value: str) -> datetime:
@@ -213,6 +220,29 @@ def parser(prog: str = "genstream") -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--speed", type=speed, default=1.0, metavar="F", help="with --pace recorded: F times faster"
+    )
+    follow = command(
+        "follow",
+        "print a generation's events live, from a running server",
+        "Follow a generation on a running genstream server and print each event as it "
+        "arrives, to the terminal event: a line per event (llm.delta folded into one line per "
+        "run of them), or with --json each event's JSON exactly as the stream sent it. "
+        "Resumes by itself across dropped connections and restarts of the server or its "
+        "database. The API key is read from GENSTREAM_API_KEY only (never a flag: keys stay "
+        "out of shell history and process lists); the server is --url, else GENSTREAM_URL, "
+        "else http://127.0.0.1:8000. Exits 0 when the generation succeeded, 1 when it failed, "
+        "was cancelled or is not found, 2 when the key is missing or refused.",
+        cmd_follow,
+    )
+    follow.add_argument("generation_id", type=generation_id, metavar="GENERATION_ID")
+    follow.add_argument("--after", type=non_negative, default=0, metavar="N", help="after seq N")
+    follow.add_argument(
+        "--json", action="store_true", help="each event's JSON, one per line, as sent"
+    )
+    follow.add_argument(
+        "--url",
+        type=http_url,
+        help="the server (overrides GENSTREAM_URL; default http://127.0.0.1:8000)",
     )
     export = command(
         "export",

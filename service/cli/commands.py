@@ -33,6 +33,10 @@ class SchemaMissing(GenstreamError):
     """The database has no genstream schema, or an older one than this code needs."""
 
 
+class UsageError(GenstreamError):
+    """A bad environment value the command found itself (exit code 2, like argparse's)."""
+
+
 # --- the database a command works on ---------------------------------------------------------
 
 
