@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -59,7 +60,8 @@ def issue(
 ) -> str:
     """A token for ``generation_id``, issued through the API key ``key_id``: revoking that
     key ends the token too (the stream checks the key is live)."""
-    expires = str(int((time.time() if now is None else now) + ttl_s))
+    # Rounded up: a token lives at least its ttl (down, a 1 s token could be dead at birth).
+    expires = str(math.ceil((time.time() if now is None else now) + ttl_s))
     return f"{expires}.{key_id.hex}.{_signature(secret, generation_id, key_id.hex, expires)}"
 
 
