@@ -200,6 +200,9 @@ def sandbox_command(
                 args += ["--perms", "0755", "--dir", str(parent)]
                 made.add(str(parent))
         args += ["--ro-bind", os.path.realpath(root), root]
+    # bwrap's own tmpfs (the root, /dev) would be writable without a size when bwrap runs
+    # unprivileged in a user namespace: read-only, /tmp stays the one writable place.
+    args += ["--remount-ro", "/", "--remount-ro", "/dev"]
     args += ["--chdir", HOME, "--clearenv"]
     for name, value in {**sandbox_environment(), **(env or {})}.items():
         args += ["--setenv", name, value]
@@ -296,15 +299,18 @@ async def run_sandboxed(
     try:
         done, _ = await asyncio.wait({finished}, timeout=limits.wall_s)
         timed_out = not done
-        _kill(process)  # after the timeout or past the output cap; else it has ended
-        await finished  # the sandbox's end closes every pipe, so this and report end too
-        tail, total = output.result()
-        report_bytes = await report
     finally:
-        _kill(process)  # the caller was cancelled: the sandbox goes with it
-        for task in (output, report, feeder, finished):
-            task.cancel()
+        # The sandbox ends here, whatever ended the wait: its time is up, it printed too much,
+        # it ended by itself, or the caller was cancelled (then these awaits are a moment: a
+        # killed sandbox closes every pipe). What is left of its output is read to the end,
+        # else asyncio never closes the process's transport.
+        _kill(process)
+        await finished
+        await process.stdout.read()
+        await feeder
+        report_bytes = await report
         transport.close()
+    tail, total = output.result()
     duration_ms = round((time.monotonic() - started) * 1000)
     return _result(
         limits,
