@@ -168,7 +168,8 @@ async def check_tests(files: Mapping[str, str], limits: Limits) -> CheckResult:
     if run.stopped_by:
         assert run.stopped is not None
         reason = f"the test suite was stopped: {run.stopped}"
-        return _result("tests", run, False, reason + (f" ({fail_words})" if failed else ""))
+        reason += f" ({fail_words})" if failed else ""
+        return _result("tests", run, False, reason, counts, failing)
     if junit is None:
         return _broken("tests", run, "running the tests")
     if failed:
