@@ -302,12 +302,13 @@ async def run_sandboxed(
     finally:
         # The sandbox ends here, whatever ended the wait: its time is up, it printed too much,
         # it ended by itself, or the caller was cancelled (then these awaits are a moment: a
-        # killed sandbox closes every pipe). What is left of its output is read to the end,
-        # else asyncio never closes the process's transport.
+        # killed sandbox closes every pipe). What is left of its output is read to the end
+        # BEFORE waiting: Python 3.11's wait() returns only once every pipe is closed.
         _kill(process)
         await finished
         await process.stdout.read()
         await feeder
+        await process.wait()
         report_bytes = await report
         transport.close()
     tail, total = output.result()
@@ -424,7 +425,8 @@ async def _tail(stream: asyncio.StreamReader, keep: int) -> tuple[bytes, int]:
 async def _finish(
     process: asyncio.subprocess.Process, output: asyncio.Task[tuple[bytes, int]]
 ) -> None:
-    """Returns once the command has ended and its output is read, or at the output cap."""
+    """Returns once the command has ended and its output is read, or at the output cap (its
+    output unread, the command cannot end: the caller kills it)."""
     _, total = await output
     if total <= OUTPUT_STOP_BYTES:
         await process.wait()
@@ -439,9 +441,11 @@ async def _read_capped(stream: asyncio.StreamReader, cap: int) -> bytes:
 
 
 async def _feed(stdin: asyncio.StreamWriter, request: bytes) -> None:
-    with contextlib.suppress(ConnectionError):  # the sandbox ended before reading it all
+    try:
         stdin.write(request)
-        await stdin.drain()
+        with contextlib.suppress(ConnectionError):  # the sandbox ended before reading it all
+            await stdin.drain()
+    finally:
         stdin.close()
 
 
