@@ -30,7 +30,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.verify.sandbox import RESULT, Limit, Limits, SandboxResult, run_sandboxed
+from service.verify.limits import Limit, Limits
+from service.verify.sandbox import RESULT, SandboxResult, run_sandboxed
 
 Step = Literal["compile", "import", "tests"]
 STEPS: tuple[Step, ...] = ("compile", "import", "tests")

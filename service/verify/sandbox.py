@@ -14,32 +14,23 @@ costs the loop a pipe to read, never a blocked call) and gives the command:
   and a minimal ``/dev``;
 - **one writable place**: a private tmpfs on ``/tmp`` of ``GENSTREAM_VERIFY_DISK_MB``, holding
   the project (``/tmp/project``, the command's directory) and ``HOME``; it vanishes with the
-  sandbox, so nothing the command writes reaches the host;
+  sandbox, so nothing the command writes reaches the host. All else is read-only, bwrap's own
+  root and ``/dev`` included (unprivileged, they would be writable tmpfs without a size);
 - **no environment of the service**: bwrap itself starts with an empty environment and
   ``--clearenv``; the command gets PATH, HOME, LANG, TMPDIR, PYTHONDONTWRITEBYTECODE,
   PYTHONHASHSEED and what the caller adds (no database URL, no API key);
-- **limits**, set by the supervisor (``inside.py``) on itself before it starts the command,
-  soft = hard so the command cannot raise them: CPU seconds (RLIMIT_CPU), data memory of a
-  process (RLIMIT_DATA: heap, anonymous mappings, thread stacks; RLIMIT_STACK is 2 MB so a
-  thread reserves 2 MB of it, not 8), processes and threads (RLIMIT_NPROC), file size
-  (RLIMIT_FSIZE), open files, no core files; and wall time here: at ``wall_s`` bwrap's process
-  group is SIGKILLed, bwrap's PID 1 dies with it (``--die-with-parent``) and the kernel kills
-  every process of the sandbox's PID namespace. A command that prints more than 16 MB is
-  stopped the same way (reading it would cost the loop); the last ``output_kb`` are kept.
+- **limits** (``limits.py``): set by the supervisor (``inside.py``) on itself before it
+  starts the command, and wall time here: at ``wall_s`` bwrap's process group is SIGKILLed,
+  bwrap's PID 1 dies with it (``--die-with-parent``) and the kernel kills every process of
+  the sandbox's PID namespace. A command that prints more than 16 MB is stopped the same way
+  (reading it would cost the loop); the last ``output_kb`` are kept.
 
-**Processes as root.** The kernel does not enforce RLIMIT_NPROC for real uid 0, and bwrap's
-``--unshare-user --uid N`` does not help: in a user namespace made by root, uid N is still
-kernel uid 0 (tried: 100 forks under a limit of 20 all succeeded). So when genstream runs as
-root, bwrap does not make a user namespace; its command is ``setpriv`` (util-linux), which
-drops to a fresh unprivileged uid and gid (random in 2^30 + [0, 2^24), no account has them,
-so sandboxes running at once do not share a process count), clears the supplementary
-groups, every capability and the bounding set, and sets no_new_privs before the interpreter
-starts. Not root, bwrap makes a user namespace (and forbids nested ones); the user's own uid
-is counted, so the limit then also counts the user's other processes, as RLIMIT_NPROC does.
-
-What rlimits cannot do: bound the SUM over processes. A command may run ``processes`` processes
-of ``memory_mb`` each; a cgroup (``memory.max``, ``pids.max``) would bound the sandbox as a
-whole, where the service may create one.
+**As root**, bwrap makes no user namespace (in one made by root, every uid is still kernel
+uid 0, for which RLIMIT_NPROC is not enforced): its command is ``setpriv`` (util-linux), which
+drops to a fresh unprivileged uid and gid (random in 2^30 + [0, 2^24); no account has them,
+so sandboxes running at once do not share a process count), clears the supplementary groups,
+every capability and the bounding set, and sets no_new_privs before the interpreter starts.
+Not root, bwrap makes a user namespace (and forbids nested ones).
 """
 
 from __future__ import annotations
@@ -56,93 +47,22 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from service.files import check_path
-
-if TYPE_CHECKING:
-    from service.settings import Settings
+from service.verify.limits import OUTPUT_STOP_BYTES, Limit, Limits, classify
 
 HOME = "/tmp"  # noqa: S108 (the sandbox's own tmpfs, not the host's /tmp)
 PROJECT = f"{HOME}/project"
 RESULT = f"{HOME}/.verify/result"  # where a command may leave its result for the caller
-OUTPUT_STOP_BYTES = 16 * 1024 * 1024
 RESULT_MAX_BYTES = 1024 * 1024
 REPORT_MAX_BYTES = 6 * RESULT_MAX_BYTES + 4096  # the result as JSON: \uXXXX is 6 bytes a char
-STACK_BYTES = 2 * 1024 * 1024
-OPEN_FILES = 1024
 UID_BASE, UID_SPAN = 1 << 30, 1 << 24
 SUPERVISOR = (Path(__file__).parent / "inside.py").read_text()
-
-Limit = Literal["timeout", "cpu", "memory", "processes", "file_size", "disk", "output", "signal"]
-
-# How a Python program shows a limit it ran into without being killed for it: the call fails,
-# and the exception (a test's failure, a traceback) is in the output. First match wins.
-_MARKERS: tuple[tuple[str, Limit], ...] = (
-    ("MemoryError", "memory"),
-    ("[Errno 12] Cannot allocate memory", "memory"),
-    ("[Errno 11] Resource temporarily unavailable", "processes"),
-    ("can't start new thread", "processes"),
-    ("[Errno 27] File too large", "file_size"),
-    ("[Errno 28] No space left on device", "disk"),
-)
 
 
 class SandboxUnavailable(RuntimeError):
     """bubblewrap is missing or cannot make a sandbox here; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one command in the sandbox may use (the GENSTREAM_VERIFY_* settings)."""
-
-    cpu_s: int = 120
-    wall_s: float = 180.0
-    memory_mb: int = 2048
-    processes: int = 512
-    file_mb: int = 16
-    disk_mb: int = 128
-    output_kb: int = 64
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        return cls(
-            cpu_s=settings.verify_cpu_s,
-            wall_s=settings.verify_wall_s,
-            memory_mb=settings.verify_memory_mb,
-            processes=settings.verify_processes,
-            file_mb=settings.verify_file_mb,
-            disk_mb=settings.verify_disk_mb,
-            output_kb=settings.verify_output_kb,
-        )
-
-    def words(self, limit: Limit, signal_number: int | None = None) -> str:
-        """Why the command was stopped, as the end of a sentence: "it used more than ..."."""
-        if limit == "signal":
-            return f"it was killed by {_signal_name(signal_number)}"
-        return {
-            "timeout": f"it ran longer than {self.wall_s:g} s",
-            "cpu": f"it used more than {self.cpu_s} s of CPU time",
-            "memory": f"it used more than {self.memory_mb} MB of memory",
-            "processes": f"it started more than {self.processes} processes and threads",
-            "file_size": f"it wrote a file larger than {self.file_mb} MB",
-            "disk": f"it wrote more than {self.disk_mb} MB",
-            "output": f"it printed more than {OUTPUT_STOP_BYTES // 2**20} MB",
-        }[limit]
-
-    def rlimits(self) -> dict[str, tuple[int, int]]:
-        """The supervisor's resource limits, soft and hard (the CPU's hard limit a second
-        later: SIGXCPU first, which a program may report, then SIGKILL)."""
-        mb = 1024 * 1024
-        return {
-            "cpu": (self.cpu_s, self.cpu_s + 1),
-            "data": (self.memory_mb * mb, self.memory_mb * mb),
-            "stack": (STACK_BYTES, STACK_BYTES),
-            "nproc": (self.processes, self.processes),
-            "fsize": (self.file_mb * mb, self.file_mb * mb),
-            "nofile": (OPEN_FILES, OPEN_FILES),
-            "core": (0, 0),
-        }
 
 
 @dataclass(frozen=True)
@@ -351,7 +271,7 @@ def _result(
         if text.startswith("bwrap:"):
             raise SandboxUnavailable(text.strip().splitlines()[0])
         exit_code = bwrap_status  # the supervisor itself was killed: bwrap says how
-    stopped_by = _stopped_by(
+    stopped_by = classify(
         limits,
         timed_out=timed_out,
         overflow=overflow,
@@ -371,32 +291,6 @@ def _result(
         output_bytes=total,
         result=result,
     )
-
-
-def _stopped_by(
-    limits: Limits,
-    *,
-    timed_out: bool,
-    overflow: bool,
-    exit_code: int | None,
-    signal_number: int | None,
-    cpu_s: float | None,
-    output: str,
-) -> Limit | None:
-    if timed_out:
-        return "timeout"
-    if overflow:
-        return "output"
-    if signal_number is not None:
-        if signal_number == signal.SIGXCPU:
-            return "cpu"
-        if signal_number == signal.SIGKILL and cpu_s is not None and cpu_s >= limits.cpu_s:
-            return "cpu"
-        return "file_size" if signal_number == signal.SIGXFSZ else "signal"
-    if exit_code in (0, None):
-        return None
-    found = [(output.find(marker), limit) for marker, limit in _MARKERS if marker in output]
-    return min(found)[1] if found else None
 
 
 def _parse_report(raw: bytes) -> dict[str, Any] | None:
@@ -457,10 +351,3 @@ def _kill(process: asyncio.subprocess.Process) -> None:
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _signal_name(number: int | None) -> str:
-    try:
-        return signal.Signals(number or 0).name
-    except ValueError:
-        return f"signal {number}"

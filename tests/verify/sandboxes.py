@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from uuid import uuid4
 
-from service.verify.sandbox import Limits
+from service.verify.limits import Limits
 
 # Small enough that a test hitting one is quick and light on a shared 2-core machine.
 SMALL = Limits(cpu_s=5, wall_s=30, memory_mb=256, processes=32, file_mb=1, disk_mb=16)

@@ -28,7 +28,7 @@ from service.verify.checks import (
     summary,
     verify,
 )
-from service.verify.sandbox import Limits
+from service.verify.limits import Limits
 from tests.verify.sandboxes import SMALL, processes_with, project, token
 
 # The generated suites import litestar: more room than SMALL, still far below the defaults.

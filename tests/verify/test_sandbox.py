@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from service.files import FileRefused
-from service.settings import PROJECT_ROOT, Settings
+from service.settings import PROJECT_ROOT
+from service.verify.limits import OUTPUT_STOP_BYTES, Limits
 from service.verify.sandbox import (
-    OUTPUT_STOP_BYTES,
     PROJECT,
-    Limits,
     SandboxResult,
     SandboxUnavailable,
     interpreter_roots,
@@ -313,17 +312,3 @@ async def test_the_event_loop_keeps_running_while_a_hostile_command_runs() -> No
     assert [result.stopped_by for result in results] == ["cpu", "timeout", "output"]
     assert len(gaps) > 50
     assert max(gaps) < 0.5, f"the loop stalled for {max(gaps):.2f} s"
-
-
-def test_the_limits_come_from_the_settings() -> None:
-    settings = Settings(
-        verify_cpu_s=7,
-        verify_wall_s=8.5,
-        verify_memory_mb=300,
-        verify_processes=40,
-        verify_file_mb=2,
-        verify_disk_mb=32,
-        verify_output_kb=4,
-    )
-    assert Limits.from_settings(settings) == Limits(7, 8.5, 300, 40, 2, 32, 4)
-    assert Limits.from_settings(Settings()) == Limits()
