@@ -51,12 +51,21 @@ proxy: ## Debian's nginx for the reverse-proxy tests (installed when run as root
 	    echo "The reverse-proxy tests need Debian's nginx: sudo apt-get install nginx" >&2; exit 1; \
 	  fi; }
 
+.PHONY: sandbox
+sandbox: ## Debian's bubblewrap, the sandbox generated code is verified in (installed when run as root)
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "Verifying generated code needs Debian's bubblewrap: sudo apt-get install bubblewrap" >&2; exit 1; \
+	  fi; }
+
 .PHONY: test
-test: $(STAMP) browser proxy ## the whole suite against a real PostgreSQL, Chromium and nginx
+test: $(STAMP) browser proxy sandbox ## the whole suite against a real PostgreSQL, Chromium, nginx and bubblewrap
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
-test-fast: $(STAMP) ## the inner loop: every test not marked slow (no browser, faults, bench)
+test-fast: $(STAMP) sandbox ## the inner loop: every test not marked slow (no browser, faults, bench)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: bench

@@ -19,6 +19,8 @@ The packages, from the outside in; each may import only the ones ``LAYERS`` list
     streams                     the read side: the hub, following one generation, paced replay
     access                      who may do what: API keys, stream tokens
     generation                  the run: worker, phases, providers (no HTTP, no SQL)
+    verify                      untrusted code run safely: the bubblewrap sandbox with its
+                                limits, and the checks (compile, import, tests); leaves only
     store                       the only SQL: the event log, runs, keys, the LISTEN connection
     events errors files         leaves: the vocabulary, the error tree, what a stored file
     settings spec observe       may be (its path, size, language), configuration, the
@@ -35,7 +37,7 @@ from __future__ import annotations
 from typing import Final
 
 _LEAVES: Final = frozenset({"events", "errors", "files", "observe", "settings", "spec"})
-_BELOW_API: Final = frozenset({"access", "streams", "generation", "store"}) | _LEAVES
+_BELOW_API: Final = frozenset({"access", "streams", "generation", "verify", "store"}) | _LEAVES
 _EVERYTHING: Final = (
     frozenset(
         {"app", "runtime", "server", "connections", "cli", "api", "operations", "web", "litestar"}
@@ -54,7 +56,8 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "operations": frozenset({"streams", "store"}) | _LEAVES,
     "streams": frozenset({"store"}) | _LEAVES,
     "access": frozenset({"store"}) | _LEAVES,
-    "generation": frozenset({"store"}) | _LEAVES,
+    "generation": frozenset({"store", "verify"}) | _LEAVES,
+    "verify": _LEAVES,
     "store": _LEAVES,
     "events": _LEAVES,
     "errors": _LEAVES,

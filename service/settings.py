@@ -181,6 +181,44 @@ class Settings(BaseSettings):
         "beyond them gets 503 with Retry-After.",
     )
 
+    verify_cpu_s: int = Field(
+        default=120,
+        ge=1,
+        description="CPU seconds each process of a verification step may use (RLIMIT_CPU).",
+    )
+    verify_wall_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="Wall time of one verification step; then its whole sandbox is killed.",
+    )
+    verify_memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        description="Memory each process of a verification step may map for its data: heap, "
+        "anonymous mappings and thread stacks (RLIMIT_DATA).",
+    )
+    verify_processes: int = Field(
+        default=512,
+        ge=8,
+        description="Processes and threads a verification step may run at once (RLIMIT_NPROC "
+        "of the sandbox's own user).",
+    )
+    verify_file_mb: int = Field(
+        default=16, ge=1, description="Largest file a verification step may write (RLIMIT_FSIZE)."
+    )
+    verify_disk_mb: int = Field(
+        default=128,
+        ge=8,
+        description="Size of the sandbox's private tmpfs, the only place a step may write: the "
+        "project's files and whatever its tests write.",
+    )
+    verify_output_kb: int = Field(
+        default=64,
+        ge=1,
+        description="Tail of a verification step's output that is kept (a step that writes "
+        "more than 16 MB is stopped).",
+    )
+
     forwarded_allow_ips: str = Field(
         default="127.0.0.1",
         description="Comma-separated addresses (or `*`) of proxies whose X-Forwarded-For and "
