@@ -437,6 +437,14 @@ async def test_malformed_resume_points_answer_400_with_a_json_body(
             "Last-Event-ID with a newline": await status_of(
                 client, generation_id, params={"after": "1\n2"}
             ),
+            # The header wins, but a wrong ?after= beside it is still a mistake.
+            "?after=abc beside a good Last-Event-ID": await status_of(
+                client, generation_id, headers={"Last-Event-ID": "1"}, params={"after": "abc"}
+            ),
+            # Without pace=recorded speed is unused, but still checked.
+            "?speed=1000 at the live pace": await status_of(
+                client, generation_id, params={"speed": "1000"}
+            ),
         }
     for case, (status, headers, body) in answers.items():
         assert status == 400, f"{case}: {status} {body!r}"
