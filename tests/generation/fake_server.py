@@ -19,6 +19,8 @@ from typing import Any, Generic, Self, TypeVar
 
 import uvicorn
 
+from tests.conftest import free_socket
+
 
 @dataclass(frozen=True)
 class RecordedRequest:
@@ -31,13 +33,6 @@ class RecordedRequest:
 
 RequestT = TypeVar("RequestT", bound=RecordedRequest)
 BehaviourT = TypeVar("BehaviourT")
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 @dataclass
