@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NotRequired
+from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict  # pydantic reads it on 3.11 (api/schemas.py)
 
@@ -23,6 +23,7 @@ class EventType(StrEnum):
     LLM_DELTA = "llm.delta"
     FILE_SAVED = "file.saved"
     PHASE_COMPLETED = "phase.completed"
+    CHECK_COMPLETED = "check.completed"
     RESUMED = "generation.resumed"
     SUCCEEDED = "generation.succeeded"
     FAILED = "generation.failed"
@@ -45,7 +46,7 @@ class Status(StrEnum):
 
 
 class NoData(TypedDict):
-    """``generation.queued``, ``generation.succeeded``, ``generation.cancelled``."""
+    """``generation.queued``, ``generation.cancelled``."""
 
 
 class StartedData(TypedDict):
@@ -64,6 +65,8 @@ class PhaseStartedData(TypedDict):
     model: str | None
     reason: NotRequired[str]
     """On a restart of the phase: why (its stream broke, its answer did not parse)."""
+    round: NotRequired[int]
+    """``verify`` and ``repair`` only: which verification round (1: the first verify)."""
 
 
 class DeltaData(TypedDict):
@@ -79,6 +82,54 @@ class FileSavedData(TypedDict):
     language: str
 
 
+CheckStep = Literal["compile", "import", "tests"]
+VerifyLevel = Literal["off", "compile", "tests"]
+"""How far a run's code is checked: ``compile`` (every Python file compiles) or ``tests`` (it
+compiles, its app imports, its tests pass); ``off``: not at all."""
+
+
+class CheckCounts(TypedDict):
+    """Files (compile), modules (import) or tests (tests) by outcome."""
+
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+    total: int
+
+
+class CheckCompletedData(TypedDict):
+    step: CheckStep
+    ok: bool
+    reason: str
+    """One line in words, passed or not ("3 of 31 generated tests fail: test_total, ...")."""
+    counts: CheckCounts
+    failing: list[str]
+    """The files (compile, import) or tests (tests) that failed."""
+    duration_ms: int
+    output: str
+    """The tail of the step's output when it failed (at most 8,000 characters); else empty."""
+    round: int
+    stopped_by: NotRequired[str]
+    """The sandbox limit that stopped the step: timeout, cpu, memory, processes, file_size,
+    disk, output or signal."""
+
+
+class Verification(TypedDict):
+    """A verification round's outcome, and on the terminal event the run's."""
+
+    level: VerifyLevel
+    ok: bool
+    summary: str
+    """In words: what passed, or the first failure's reason."""
+    rounds: int
+    """Verify rounds run (1 + repairs when every repair was verified)."""
+    repairs: int
+    """Repair phases that completed."""
+    checks: list[CheckCompletedData]
+    """The last round's checks, in order, up to the first that failed."""
+
+
 class PhaseCompletedData(TypedDict):
     phase: str
     files: int
@@ -88,6 +139,10 @@ class PhaseCompletedData(TypedDict):
     duration_ms: int
     provider: str
     model: str | None
+    round: NotRequired[int]
+    """``verify`` and ``repair`` only, as in ``phase.started``."""
+    verification: NotRequired[Verification]
+    """``verify`` only: how the round went."""
 
 
 class ResumedData(TypedDict):
@@ -96,8 +151,15 @@ class ResumedData(TypedDict):
     completed_phases: list[str]
 
 
+class SucceededData(TypedDict):
+    verification: NotRequired[Verification]
+    """Always written since verification exists; absent on runs stored before it."""
+
+
 class FailedData(TypedDict):
     error: NotRequired[str]
+    verification: NotRequired[Verification]
+    """When verification ran: its last round (why the code was not accepted, if that is why)."""
 
 
 EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
@@ -107,8 +169,9 @@ EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
     EventType.LLM_DELTA: DeltaData,
     EventType.FILE_SAVED: FileSavedData,
     EventType.PHASE_COMPLETED: PhaseCompletedData,
+    EventType.CHECK_COMPLETED: CheckCompletedData,
     EventType.RESUMED: ResumedData,
-    EventType.SUCCEEDED: NoData,
+    EventType.SUCCEEDED: SucceededData,
     EventType.FAILED: FailedData,
     EventType.CANCELLED: NoData,
 }

@@ -181,6 +181,18 @@ class Settings(BaseSettings):
         "beyond them gets 503 with Retry-After.",
     )
 
+    verify_default: Literal["off", "compile", "tests"] = Field(
+        default="tests",
+        description="How far a generation's code is verified when its request does not say "
+        "(`verify`): `tests` (compiles, imports, its tests pass), `compile` or `off`.",
+    )
+    repair_attempts: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Repairs a model may make of code that failed verification, each verified "
+        "again, before the generation fails.",
+    )
     verify_cpu_s: int = Field(
         default=120,
         ge=1,

@@ -34,6 +34,11 @@ from tests.processes import ServiceProcess, spawn_service, terminate, wait_ready
 
 TEMPLATE = "genstream_template"
 
+# A run's code is verified only where a test asks for it (``verify`` in the request, or
+# ``verify_default``): verifying each of the suite's hundreds of offline runs would cost 1-3 s
+# of sandboxed pytest apiece. Set here, so services the suite spawns inherit it as well.
+os.environ.setdefault("GENSTREAM_VERIFY_DEFAULT", "off")
+
 
 def _with_database(url: str, database: str) -> str:
     base, _, _ = asyncpg_dsn(url).rpartition("/")

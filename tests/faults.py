@@ -241,37 +241,42 @@ def log_violations(
         last = events[-1] if events else None
         bad.append(f"{where}: terminal events {terminals}, last {last}")
     completed = [e["stage"] for e in events if e["type"] == "phase.completed"]
-    if completed != list(STAGES):
-        bad.append(f"{where}: phase.completed stages {completed}, expected {list(STAGES)}")
+    if completed[: len(STAGES)] != list(STAGES) or not verify_rounds(completed[len(STAGES) :]):
+        bad.append(f"{where}: phase.completed stages {completed}, expected {list(STAGES)} then "
+                   "verify rounds (verify, then repair and verify again)")  # fmt: skip
 
     done: list[str] = []
     for i, event in enumerate(events):
         kind, stage, seq = event["type"], event["stage"], event["seq"]
-        if kind in ("phase.started", "llm.delta", "file.saved") and stage in done:
+        if kind in ("phase.started", "llm.delta", "file.saved") and stage in done[: len(STAGES)]:
             bad.append(f"{where}: seq {seq} is a {kind} of {stage}, completed before")
         if kind == "phase.completed":
-            # The phase's files are stored in its batch: right before it, one event per file.
+            # The phase's files are stored in its batch: right before it, one event per file
+            # (verify writes none).
             count = event["data"]["files"]
             batch = [(e["type"], e["stage"]) for e in events[max(0, i - count) : i]]
-            if count < 1 or batch != [("file.saved", stage)] * count:
+            if (count < 1) != (stage == "verify") or batch != [("file.saved", stage)] * count:
                 bad.append(f"{where}: phase.completed at seq {seq} lacks its {count} files")
             done.append(stage)
         if kind == "generation.resumed":
             if event["data"].get("completed_phases") != done:
                 bad.append(f"{where}: resumed at seq {seq} with {event['data']}; done: {done}")
-            pending = [s for s in STAGES if s not in done]
             after = [e for e in events[i + 1 :] if e["type"] in RUN_MARKS]
-            if after and after[0]["type"] == "phase.started" and [after[0]["stage"]] != pending[:1]:
-                bad.append(f"{where}: resumed at seq {seq} ({pending} left) went on at {after[0]}")
+            if (
+                after
+                and after[0]["type"] == "phase.started"
+                and after[0]["stage"] != next_stage(done)
+            ):
+                bad.append(f"{where}: resumed at seq {seq} ({done} done) went on at {after[0]}")
 
     saved = [e for e in events if e["type"] == "file.saved"]
     for stage in STAGES:
         paths = Counter(e["data"]["path"] for e in saved if e["stage"] == stage)
         if dupes := sorted(path for path, n in paths.items() if n > 1):
             bad.append(f"{where}: stage {stage} saved {dupes} more than once")
-    announced = {e["data"]["path"]: e for e in saved}
+    announced = {e["data"]["path"]: e for e in saved}  # the newest (a repair's) per path
     files = {f["path"]: f for f in stored.files}
-    if set(announced) != set(files) or len(saved) != len(files):
+    if set(announced) != set(files) or len(stored.files) != len(files):
         bad.append(f"{where}: saved paths {sorted(announced)} are not the stored {sorted(files)}")
     for path, file in files.items():
         announcement = announced.get(path)
@@ -286,6 +291,21 @@ def log_violations(
         if streamed.events != events:
             bad.append(f"{where}: the stream saw seqs {got}, stored are 1..{len(events)}")
     return bad
+
+
+def verify_rounds(stages: list[str]) -> bool:
+    """None, or verify, then any number of (repair, verify)."""
+    return stages == ["verify", "repair"] * (len(stages) // 2) + ["verify"] * (
+        len(stages) % 2
+    ) and (not stages or stages[-1] == "verify")
+
+
+def next_stage(done: list[str]) -> str:
+    """The phase a run resumed after ``done`` must start with."""
+    pending = [stage for stage in STAGES if stage not in done]
+    if pending:
+        return pending[0]
+    return "repair" if done[-1] == "verify" else "verify"
 
 
 # -- the SIGKILL scenario (also scripts/soak.py) -----------------------------------------------

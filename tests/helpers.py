@@ -21,7 +21,14 @@ import httpx
 
 from service.access import keys
 from service.api.schemas import Event
-from service.events import EVENT_DATA, TERMINAL_STATUSES, EventType, NewEvent, NewFile
+from service.events import (
+    EVENT_DATA,
+    TERMINAL_STATUSES,
+    EventType,
+    NewEvent,
+    NewFile,
+    VerifyLevel,
+)
 from service.generation import runs
 from service.generation.runs import queued_event
 from service.operations.transfer import export_lines
@@ -100,9 +107,10 @@ async def create_generation(
     owner: str = "alice",
     spec: dict[str, Any] = SPEC,
     limits: runs.CreateLimits = runs.CreateLimits(),  # noqa: B008 (frozen: one default is safe)
+    verify: VerifyLevel = "off",
 ) -> UUID:
     """A generation created as the API creates it (validated spec, offline provider), within
-    ``limits`` (none by default)."""
+    ``limits`` (none by default), verified to ``verify`` (not at all by default)."""
     return await runs.create_generation(
         pool,
         owner,
@@ -110,6 +118,7 @@ async def create_generation(
         provider=None,
         model=None,
         available_providers=frozenset({"offline"}),
+        verify=verify,
         limits=limits,
     )
 
@@ -246,9 +255,11 @@ def ndjson(records: Sequence[dict[str, Any]]) -> list[str]:
 # --- through the API -------------------------------------------------------------------------
 
 
-async def create_via_api(client: httpx.AsyncClient, spec: dict[str, Any] = SPEC) -> dict[str, Any]:
-    """``POST /api/generations``; the 201's body."""
-    response = await client.post(API, json={"spec": spec})
+async def create_via_api(
+    client: httpx.AsyncClient, spec: dict[str, Any] = SPEC, **options: Any
+) -> dict[str, Any]:
+    """``POST /api/generations`` (``options``: the body's other keys); the 201's body."""
+    response = await client.post(API, json={"spec": spec, **options})
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -14,6 +14,7 @@ EXPECTED_STATUS = {
     EventType.LLM_DELTA: Status.RUNNING,
     EventType.FILE_SAVED: Status.RUNNING,
     EventType.PHASE_COMPLETED: Status.RUNNING,
+    EventType.CHECK_COMPLETED: Status.RUNNING,
     EventType.RESUMED: Status.RUNNING,
     EventType.SUCCEEDED: Status.SUCCEEDED,
     EventType.FAILED: Status.FAILED,

@@ -91,6 +91,7 @@ async def test_a_paused_worker_that_lost_its_lease_cannot_write(
         provider=None,
         model=None,
         available_providers=frozenset({"offline"}),
+        verify="off",
     )
     first = children.worker("first", env)
 
@@ -141,6 +142,64 @@ async def test_a_paused_worker_that_lost_its_lease_cannot_write(
     assert all(key is not None and key.startswith(f"{new}.") for key in keys), keys
     assert first.alive(), f"the paused worker died instead of standing down:\n{first.log()}"
     assert "Traceback" not in first.log() + second.log()
+
+
+async def test_a_worker_killed_during_verify_is_resumed_there_by_another(
+    children: Children, pool: Pool
+) -> None:
+    """SIGKILL while the sandboxed checks run: the next worker starts the verify round again
+    (its checks are in the log twice, its building phases once) and the run ends once."""
+    env = {
+        "GENSTREAM_LEASE_S": "1.0",
+        "GENSTREAM_WORKER_POLL_S": "0.2",
+        "GENSTREAM_WORKER_CONCURRENCY": "1",
+        "GENSTREAM_OFFLINE_DELAY_S": "0",
+    }
+    generation_id = await runs.create_generation(
+        pool,
+        "alice",
+        Spec.model_validate(SPEC),
+        provider=None,
+        model=None,
+        available_providers=frozenset({"offline"}),
+        verify="tests",
+    )
+    first = children.worker("first", env)
+
+    async def verifying() -> list[Event] | None:
+        events = (await stored_via_pool(pool, "alice", generation_id)).events
+        return events if any(e["stage"] == "verify" for e in events) else None
+
+    await wait_until(verifying, "the first worker starts verifying", READY_TIMEOUT_S + 10)
+    children.kill(first)
+    before = (await stored_via_pool(pool, "alice", generation_id)).events
+    assert not [e for e in before if e["type"] == "phase.completed" and e["stage"] == "verify"], (
+        "the verify round ended before the kill: the test proves nothing"
+    )
+    children.worker("second", env)
+
+    async def finished() -> bool:
+        return await unfinished(pool, [generation_id]) == 0
+
+    await wait_until(finished, "the second worker finishes the run", 60)
+    stored = await stored_via_pool(pool, "alice", generation_id)
+    assert log_violations(generation_id, stored) == []
+    events = stored.events
+    assert events[: len(before)] == before
+    resumed = next(e for e in events if e["type"] == "generation.resumed")
+    assert resumed["data"]["completed_phases"] == ["core", "models", "api", "tests"]
+    verify_starts = [e for e in events if e["type"] == "phase.started" and e["stage"] == "verify"]
+    assert len(verify_starts) == 2
+    assert verify_starts[-1]["seq"] > resumed["seq"]
+    assert [e["data"]["round"] for e in verify_starts] == [1, 1]
+    after = events[events.index(resumed) :]
+    assert [e["data"]["step"] for e in after if e["type"] == "check.completed"] == [
+        "compile",
+        "import",
+        "tests",
+    ]
+    assert events[-1]["type"] == "generation.succeeded"
+    assert events[-1]["data"]["verification"]["ok"] is True
 
 
 async def test_sigterm_during_a_run_hands_it_over_at_once_and_the_stream_misses_nothing(

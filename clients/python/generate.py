@@ -26,6 +26,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import typing_extensions
+
 from service import events
 
 TARGET = Path(__file__).resolve().parent / "genstream_client" / "events.py"
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 '''
 
 
@@ -56,7 +58,11 @@ def annotation(hint: Any) -> str:
         return "Any"
     if isinstance(hint, type) and hint in (str, int, float, bool):
         return hint.__name__
+    if typing_extensions.is_typeddict(hint):
+        return str(hint.__name__)  # written out before the class that names it (``ordered``)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(json.dumps(arg) for arg in args)}]"
     if origin in (types.UnionType, typing.Union):
         return " | ".join(annotation(arg) for arg in args)
     if origin in (list, dict, tuple):
@@ -105,6 +111,30 @@ def fields(cls: type[Mapping[str, Any]]) -> Iterator[tuple[str, Any, bool]]:
             yield name, hint, name in optional_keys or not total
 
 
+def ordered(classes: list[type[Mapping[str, Any]]]) -> list[type[Mapping[str, Any]]]:
+    """The TypedDicts and those their keys name, each after the ones it names."""
+    done: dict[type[Mapping[str, Any]], None] = {}
+
+    def visit(cls: type[Mapping[str, Any]]) -> None:
+        if cls in done:
+            return
+        for _, hint, _ in fields(cls):
+            for part in (hint, *_nested_args(hint)):
+                if typing_extensions.is_typeddict(part):
+                    visit(part)
+        done[cls] = None
+
+    for cls in classes:
+        visit(cls)
+    return list(done)
+
+
+def _nested_args(hint: Any) -> Iterator[Any]:
+    for arg in typing.get_args(hint):
+        yield arg
+        yield from _nested_args(arg)
+
+
 def typed_dict(cls: type[Mapping[str, Any]]) -> Iterator[str]:
     keys = list(fields(cls))
     docs = attribute_docstrings(cls)
@@ -142,7 +172,7 @@ def render() -> str:
     lines.append("TERMINAL_STATUSES: frozenset[Status] = frozenset(")
     lines.append(members("Status", events.Status, events.TERMINAL_STATUSES))
     lines.append(")")
-    classes = list(dict.fromkeys(events.EVENT_DATA.values()))
+    classes = ordered(list(dict.fromkeys(events.EVENT_DATA.values())))
     for cls in classes:
         lines += typed_dict(cls)
     lines.append("\n\nEVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {")

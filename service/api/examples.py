@@ -23,6 +23,7 @@ STATE: Final = {
     "last_seq": 7,
     "provider": "offline",
     "model": None,
+    "verify": "tests",
     "created_at": "2026-11-30T06:40:10.001000Z",
     "started_at": "2026-11-30T06:40:10.250000Z",
     "finished_at": None,
@@ -80,7 +81,9 @@ SPEC: Final = {
     ],
 }
 
-REQUEST: Final[dict[str, Any]] = {"createGeneration": {"spec": SPEC, "provider": "offline"}}
+REQUEST: Final[dict[str, Any]] = {
+    "createGeneration": {"spec": SPEC, "provider": "offline", "verify": "tests"}
+}
 """The request body of each operation that has one."""
 
 SUCCESS: Final[dict[str, Any]] = {

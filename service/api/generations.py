@@ -89,6 +89,7 @@ class GenerationsController(Controller):
             provider=data.provider,
             model=data.model,
             available_providers=services.providers,
+            verify=data.verify or services.settings.verify_default,
             limits=create_limits(caller, services.settings),
         )
         base = f"{self.path}/{generation_id}"

@@ -21,6 +21,13 @@ class CreateGeneration(BaseModel):
     spec: Spec
     provider: Literal["offline", "gemini", "openai"] | None = None
     model: str | None = Field(default=None, min_length=1, max_length=100)
+    verify: Literal["off", "compile", "tests"] | None = Field(
+        default=None,
+        description="How far the generated code is checked before the run may succeed: "
+        "`tests` (every Python file compiles, the app module imports, the generated tests "
+        "pass), `compile` (every Python file compiles) or `off`. Absent: the server's "
+        "default, `tests` unless its operator changed it.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -52,6 +59,7 @@ class GenerationState(BaseModel):
     last_seq: int
     provider: str
     model: str | None
+    verify: Literal["off", "compile", "tests"]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

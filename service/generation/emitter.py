@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 from uuid import UUID
 
-from service.events import NewEvent, NewFile
+from service.events import NewEvent, NewFile, Verification, VerifyLevel
 
 
 class RunCancelled(Exception):
@@ -24,7 +24,8 @@ class Emitter(Protocol):
 class Job:
     """A claimed run. On a resumed run, ``completed_stages`` and ``files`` were rebuilt from the
     log (files are only ever stored with their phase's ``phase.completed``, so they are exactly
-    the completed phases' output) and ``progress`` is where the bar stood."""
+    the completed phases' output, the newest version of each path) and ``progress`` is where
+    the bar stood. ``verification`` is the outcome of the last completed verify round."""
 
     id: UUID
     spec: Mapping[str, Any]
@@ -34,6 +35,9 @@ class Job:
     completed_stages: tuple[str, ...] = ()
     files: Mapping[str, str] = field(default_factory=dict)
     progress: float = 0.0
+    verify: VerifyLevel = "off"
+    verification: Verification | None = None
 
 
-Generate: TypeAlias = Callable[[Job, Emitter], Awaitable[None]]
+Generate: TypeAlias = Callable[[Job, Emitter], Awaitable[Verification | None]]
+"""Runs a job to its end; returns what the terminal event says of its verification."""

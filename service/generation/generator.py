@@ -1,8 +1,16 @@
-"""The phased generation: four phases, each one provider call whose files are saved at once.
+"""The phased generation: four phases, each one provider call whose files are saved at once,
+then verification rounds, each followed, while the code fails and repairs are left, by a repair.
 
 A phase's files are parsed from the complete answer and appended in ONE transaction together
 with ``phase.completed``: a phase that breaks mid-answer and restarts can never leave files of
-two attempts behind, and a crash mid-phase leaves no file of that phase at all.
+two attempts behind, and a crash mid-phase leaves no file of that phase at all. A repair is
+such a phase: its files supersede the older versions of their paths.
+
+Verification runs the checks of ``service/verify`` on the files as stored, in a sandbox, and
+appends one ``check.completed`` per step as it finishes, then the round's ``phase.completed``
+with its outcome. Where a run stands is read back from its log alone: the completed ``verify``
+and ``repair`` phases say which round comes next, and the last verify's outcome is what a
+repair corrects, so a run resumed in another process goes on with the same round.
 """
 
 from __future__ import annotations
@@ -13,23 +21,37 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from service.events import (
+    CheckCompletedData,
     DeltaData,
     EventType,
     NewEvent,
     NewFile,
     PhaseCompletedData,
     PhaseStartedData,
+    Verification,
+    VerifyLevel,
 )
+from service.files import FileRefused
 from service.generation import prompts
 from service.generation.deltas import DeltaBuffer
 from service.generation.emitter import Emitter, Generate, Job
 from service.generation.parsing import MalformedAnswer, parse_answer
-from service.generation.phases import PHASES, Phase
+from service.generation.phases import PHASES, Phase, repair_phase, verify_phase
 from service.generation.providers import Prompt, Provider, ProviderError, StreamBroken, Usage
 from service.generation.providers.registry import build_provider
+from service.generation.verification import (
+    LEVEL_STEPS,
+    Checker,
+    check_data,
+    not_verified,
+    round_outcome,
+    sandbox_checker,
+)
 from service.observe import metrics, traces
 from service.settings import Settings
 from service.spec import Spec
+from service.verify.limits import Limits
+from service.verify.sandbox import SandboxUnavailable
 
 # Progress while text streams approaches 80% of the phase's span as the answer grows; the
 # remaining 20% is filled as files are saved. The curve only rises, whatever the length.
@@ -43,16 +65,20 @@ def make_generate(settings: Settings) -> Generate:
         flush_s=settings.delta_flush_s,
         flush_bytes=settings.delta_flush_bytes,
         restarts_max=settings.phase_restarts_max,
+        repairs_max=settings.repair_attempts,
     )
+    checker = sandbox_checker(Limits.from_settings(settings))
 
-    async def generate(job: Job, emitter: Emitter) -> None:
+    async def generate(job: Job, emitter: Emitter) -> Verification:
         provider = build_provider(job.provider, job.model, settings)
         try:
-            await PhasedGenerator(provider, emitter, tuning).run(
+            return await PhasedGenerator(provider, emitter, tuning, checker=checker).run(
                 Spec.model_validate(job.spec),
                 completed=job.completed_stages,
                 files=job.files,
                 progress=job.progress,
+                verify=job.verify,
+                verified=job.verification,
             )
         finally:
             if (close := getattr(provider, "aclose", None)) is not None:
@@ -62,7 +88,12 @@ def make_generate(settings: Settings) -> Generate:
 
 
 class GenerationFailed(Exception):
-    """The run cannot go on; the message is shown to the user as the failure's reason."""
+    """The run cannot go on; the message is shown to the user as the failure's reason, and
+    ``verification`` (when the code was checked) goes with it on ``generation.failed``."""
+
+    def __init__(self, message: str, *, verification: Verification | None = None) -> None:
+        super().__init__(message)
+        self.verification = verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +101,7 @@ class Tuning:
     flush_s: float = 0.1
     flush_bytes: int = 2048
     restarts_max: int = 2
+    repairs_max: int = 2
 
 
 @dataclass(slots=True)
@@ -85,12 +117,18 @@ class PhasedGenerator:
         emitter: Emitter,
         tuning: Tuning = Tuning(),
         clock: Callable[[], float] = time.monotonic,
+        *,
+        checker: Checker | None = None,
     ) -> None:
         self._provider = provider
         self._emitter = emitter
         self._tuning = tuning
         self._clock = clock
+        self._checker = checker
         self._progress = 0.0
+        self._of = len(PHASES)
+        # Rounds share the bar by the repairs this run may make: none with a template provider.
+        self._repairs_max = tuning.repairs_max if provider.repairs else 0
 
     def _advance(self, progress: float) -> float:
         """Progress never moves back, whatever restarts or estimates do."""
@@ -104,25 +142,111 @@ class PhasedGenerator:
         completed: Sequence[str] = (),
         files: Mapping[str, str] | None = None,
         progress: float = 0.0,
-    ) -> None:
-        """Run every phase not in ``completed``, seeing ``files`` (earlier output) as context."""
+        verify: VerifyLevel = "off",
+        verified: Verification | None = None,
+    ) -> Verification:
+        """Run every phase not in ``completed``, seeing ``files`` (earlier output) as context,
+        then verify to ``verify``'s level, repairing while allowed. ``verified`` is the last
+        completed verify round's outcome, if one is in ``completed``.
+
+        Returns the verification of the accepted code; raises GenerationFailed when the code
+        does not pass.
+        """
         known = dict(files or {})
         self._advance(progress)
+        if verify != "off":
+            self._of = len(PHASES) + 1
         for phase in PHASES:
             if phase.stage in completed:
                 continue
-            for file in await self._phase(spec, phase, known):
+            prompt = prompts.phase_prompt(spec, phase, known)
+            for file in await self._phase(phase, prompt):
                 known[file.path] = file.content
+        if verify == "off":
+            return not_verified()
+        return await self._verification(spec, known, verify, completed, verified)
 
-    async def _phase(self, spec: Spec, phase: Phase, files: dict[str, str]) -> tuple[NewFile, ...]:
+    async def _verification(
+        self,
+        spec: Spec,
+        files: dict[str, str],
+        level: VerifyLevel,
+        completed: Sequence[str],
+        last: Verification | None,
+    ) -> Verification:
+        """Verify rounds and repairs, from where the log says the run stands."""
+        verified, repaired = completed.count("verify"), completed.count("repair")
+        while True:
+            if last is None or verified == repaired:
+                last = await self._verify(files, level, verified + 1, repaired)
+                verified += 1
+            if last["ok"]:
+                return last
+            if repaired >= self._repairs_max:
+                after = f" (after {_count(repaired, 'repair')})" if repaired else ""
+                raise GenerationFailed(
+                    f"the generated code did not pass verification{after}: {last['summary']}",
+                    verification=last,
+                )
+            repaired += 1
+            prompt = prompts.repair_code_prompt(spec, files, last, round_=repaired)
+            for file in await self._phase(repair_phase(repaired, self._repairs_max), prompt):
+                files[file.path] = file.content
+
+    async def _verify(
+        self, files: Mapping[str, str], level: VerifyLevel, round_: int, repairs: int
+    ) -> Verification:
+        """One verify round over ``files``: a check.completed per step, then phase.completed."""
+        if self._checker is None:
+            raise GenerationFailed("verification is not available to this generator")
+        phase = verify_phase(round_, self._repairs_max)
+        with traces.span("phase", phase=phase.stage, round=round_):
+            started = self._clock()
+            await self._emit_started(phase, 1, "")
+            steps = LEVEL_STEPS[level]
+            start, end = phase.span
+            done: list[CheckCompletedData] = []
+            try:
+                async for result in self._checker(files, steps):
+                    done.append(check_data(result, round_))
+                    progress = start + (end - start) * len(done) / (len(steps) + 1)
+                    await self._emitter.emit(
+                        NewEvent(
+                            EventType.CHECK_COMPLETED,
+                            phase.stage,
+                            self._advance(progress),
+                            f"{result.step.capitalize()}: {result.reason}",
+                            done[-1],
+                        )
+                    )
+            except SandboxUnavailable as exc:
+                raise GenerationFailed(
+                    f"the code could not be verified on this server: {exc} (or create the "
+                    'generation with "verify": "off")'
+                ) from exc
+            except FileRefused as exc:
+                raise GenerationFailed(f"the code could not be verified: {exc}") from exc
+            verification = round_outcome(level, done, round_, repairs)
+            outcome = "passed" if verification["ok"] else "failed"
+            data = self._completed_data(phase, 0, 1, 0, 0, started)
+            data["verification"] = verification
+            await self._emitter.emit(
+                NewEvent(
+                    EventType.PHASE_COMPLETED,
+                    phase.stage,
+                    self._advance(end),
+                    f"Verify {outcome}: {verification['summary']}",
+                    data,
+                )
+            )
+        return verification
+
+    async def _phase(self, phase: Phase, prompt: Prompt) -> tuple[NewFile, ...]:
         with traces.span("phase", phase=phase.stage):
-            return await self._phase_traced(spec, phase, files)
+            return await self._phase_traced(phase, prompt)
 
-    async def _phase_traced(
-        self, spec: Spec, phase: Phase, files: dict[str, str]
-    ) -> tuple[NewFile, ...]:
+    async def _phase_traced(self, phase: Phase, prompt: Prompt) -> tuple[NewFile, ...]:
         started = self._clock()
-        prompt = prompts.phase_prompt(spec, phase, files)
         prompt_tokens = output_tokens = 0
         attempt, note, repaired = 1, "", False
         while True:
@@ -159,19 +283,25 @@ class PhasedGenerator:
 
     async def _emit_started(self, phase: Phase, attempt: int, note: str) -> None:
         start, _ = phase.span
-        message = f"Phase {phase.number} of {len(PHASES)}: {phase.title}"
+        message = f"Phase {phase.number} of {self._of}: {phase.title}"
+        if phase.stage == "repair":
+            message = f"Repair {phase.round} of {self._repairs_max}"
+        elif phase.round is not None and phase.round > 1:
+            message = f"{message} (round {phase.round}, after repair {phase.round - 1})"
         if note:
             message = f"{message} (attempt {attempt}: {note})"
         data = PhaseStartedData(
             phase=phase.stage,
             number=phase.number,
-            of=len(PHASES),
+            of=self._of,
             attempt=attempt,
             provider=self._provider.name,
             model=self._provider.model,
         )
         if note:
             data["reason"] = note
+        if phase.round is not None:
+            data["round"] = phase.round
         await self._emitter.emit(
             NewEvent(EventType.PHASE_STARTED, phase.stage, self._advance(start), message, data)
         )
@@ -251,17 +381,37 @@ class PhasedGenerator:
                 EventType.PHASE_COMPLETED,
                 phase.stage,
                 self._advance(end),
-                f"{phase.title} done: {len(files)} files",
-                PhaseCompletedData(
-                    phase=phase.stage,
-                    files=len(files),
-                    attempts=attempts,
-                    prompt_tokens=prompt_tokens,
-                    output_tokens=output_tokens,
-                    duration_ms=round((self._clock() - started) * 1000),
-                    provider=self._provider.name,
-                    model=self._provider.model,
+                f"{phase.title} done: {_count(len(files), 'file')}",
+                self._completed_data(
+                    phase, len(files), attempts, prompt_tokens, output_tokens, started
                 ),
             )
         )
         await self._emitter.emit(*events, files=files)
+
+    def _completed_data(
+        self,
+        phase: Phase,
+        files: int,
+        attempts: int,
+        prompt_tokens: int,
+        output_tokens: int,
+        started: float,
+    ) -> PhaseCompletedData:
+        data = PhaseCompletedData(
+            phase=phase.stage,
+            files=files,
+            attempts=attempts,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            duration_ms=round((self._clock() - started) * 1000),
+            provider=self._provider.name,
+            model=self._provider.model,
+        )
+        if phase.round is not None:
+            data["round"] = phase.round
+        return data
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 from uuid import UUID, uuid4
 
 from service.errors import GenerationFinished, LeaseLost, StoreUnavailable
@@ -28,6 +29,8 @@ from service.events import (
     NewFile,
     ResumedData,
     StartedData,
+    SucceededData,
+    Verification,
 )
 from service.generation.emitter import Generate, Job, RunCancelled
 from service.generation.generator import GenerationFailed
@@ -272,7 +275,13 @@ class Worker:
         except StoreUnavailable as exc:
             log.warning("run.stopped", reason=f"PostgreSQL unreachable: {exc}")
         except GenerationFailed as exc:
-            await self._finish(emitter, EventType.FAILED, f"Failed: {exc}", error=str(exc))
+            await self._finish(
+                emitter,
+                EventType.FAILED,
+                f"Failed: {exc}",
+                error=str(exc),
+                verification=exc.verification,
+            )
         except Exception as exc:
             log.exception("run.crashed")
             error = str(exc) or type(exc).__name__
@@ -334,12 +343,25 @@ class Worker:
             completed_stages=state.completed_stages,
             files=state.files,
             progress=emitter.progress,
+            verify=claimed.verify,
+            verification=cast("Verification | None", state.verification),
         )
-        await self._generate(job, emitter)
-        await emitter.emit(NewEvent(EventType.SUCCEEDED, "done", 1.0, "Generation finished"))
+        verification = await self._generate(job, emitter)
+        message, data = "Generation finished", SucceededData()
+        if verification is not None:
+            data["verification"] = verification
+            if verification["level"] != "off":
+                message = f"Generation finished and verified: {verification['summary']}"
+        await emitter.emit(NewEvent(EventType.SUCCEEDED, "done", 1.0, message, data))
 
     async def _finish(
-        self, emitter: LogEmitter, kind: EventType, message: str, *, error: str | None = None
+        self,
+        emitter: LogEmitter,
+        kind: EventType,
+        message: str,
+        *,
+        error: str | None = None,
+        verification: Verification | None = None,
     ) -> None:
         """The terminal event; if even that cannot be written, the run is left to the lease.
 
@@ -354,6 +376,8 @@ class Worker:
         if run is not None:
             run.ending = True
         data = FailedData(error=error) if error is not None else FailedData()
+        if verification is not None:
+            data["verification"] = verification
         try:
             async with connection(self._pool) as conn:
                 head = await event_log.select_head(conn, emitter.generation_id)

@@ -7,7 +7,7 @@ from typing import Any, Final
 from uuid import UUID, uuid4
 
 from service.errors import Conflict, InvalidRequest, TooManyRequests
-from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status
+from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status, VerifyLevel
 from service.generation.providers.registry import KNOWN, requirement
 from service.observe import metrics, traces
 from service.spec import Spec
@@ -37,6 +37,7 @@ async def create_generation(
     provider: str | None,
     model: str | None,
     available_providers: frozenset[str],
+    verify: VerifyLevel,
     limits: CreateLimits = CreateLimits(),
 ) -> UUID:
     """Queue a generation, within the owner's quotas (checked and applied in one step for
@@ -63,6 +64,7 @@ async def create_generation(
             model,
             queued_event(),
             trace_context=traces.current_carrier(),
+            verify=verify,
         )
     return generation_id
 

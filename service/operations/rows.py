@@ -215,9 +215,11 @@ GENERATION_COLUMNS: Final[Mapping[str, Check]] = {
     "finished_at": _optional(_time),
     "updated_at": _time,
     "trace_context": _optional(_object),
+    "verify": _one_of(frozenset({"off", "compile", "tests"}), "a verify level"),
 }
-ADDED_LATER: Final = frozenset({"trace_context"})
-"""Columns an export made before they existed lacks: imported as NULL."""
+ADDED_LATER: Final[Mapping[str, Any]] = {"trace_context": None, "verify": "off"}
+"""Columns an export made before they existed lacks, and what such a row gets: the value its
+migration gave the rows already there."""
 EVENT_COLUMNS: Final[Mapping[str, Check]] = {
     "generation_id": _uuid,
     "seq": _integer(1, BIGINT_MAX),
@@ -251,7 +253,7 @@ def columns(line: Line, what: str, checks: Mapping[str, Check]) -> dict[str, Any
     checked = {}
     for name, check in checks.items():
         try:
-            checked[name] = check(line.row.get(name))
+            checked[name] = check(line.row.get(name, ADDED_LATER.get(name)))
         except ValueError as exc:
             raise Refused(line.number, f"{what}'s {name}: {exc}") from None
     return checked

@@ -30,7 +30,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -203,7 +203,9 @@ IDEMPOTENCY_INDEX = "generation_events_idempotency_key_idx"
 SELECT_RUN_STATE = """
 SELECT
     array_agg(stage ORDER BY seq) FILTER (WHERE type = 'phase.completed') AS completed,
-    bool_or(type = 'generation.started') AS started
+    bool_or(type = 'generation.started') AS started,
+    (array_agg(payload -> 'verification' ORDER BY seq DESC)
+        FILTER (WHERE type = 'phase.completed' AND stage = 'verify'))[1]::text AS verification
 FROM generation_events
 WHERE generation_id = $1
   AND type IN ('generation.started', 'phase.completed')
@@ -467,7 +469,8 @@ class RunState:
 
     started: bool
     completed_stages: tuple[str, ...]
-    files: dict[str, str]
+    files: dict[str, str]  # the newest version of each path
+    verification: dict[str, Any] | None = None  # the last completed verify round's outcome
 
 
 async def select_run_state(conn: Connection, generation_id: UUID) -> RunState:
@@ -477,6 +480,7 @@ async def select_run_state(conn: Connection, generation_id: UUID) -> RunState:
         started=bool(row and row["started"]),
         completed_stages=tuple(row["completed"] or ()) if row else (),
         files={file["path"]: file["content"] for file in files},
+        verification=json.loads(row["verification"]) if row and row["verification"] else None,
     )
 
 

@@ -16,19 +16,20 @@ from uuid import UUID
 import asyncpg
 
 from service.errors import NotFound
-from service.events import NewEvent, Status
+from service.events import NewEvent, Status, VerifyLevel
 from service.store import event_log
 from service.store.db import Connection
 
 JOBS_CHANNEL = "genstream_jobs"
 CANCEL_CHANNEL = "genstream_cancel"
 
-# Create a queued generation ($1 id, $2 owner, $3 spec, $4 provider, $5 model) and NOTIFY workers.
+# Create a queued generation ($1 id, $2 owner, $3 spec, $4 provider, $5 model, $6 trace
+# context, $7 verify level) and NOTIFY workers.
 INSERT_GENERATION = f"""
 WITH generation AS (
     INSERT INTO generations
-        (id, owner, status, stage, message, spec, provider, model, trace_context)
-    VALUES ($1, $2, 'queued', 'queued', 'Queued', $3::json, $4, $5, $6::jsonb)
+        (id, owner, status, stage, message, spec, provider, model, trace_context, verify)
+    VALUES ($1, $2, 'queued', 'queued', 'Queued', $3::json, $4, $5, $6::jsonb, $7)
     RETURNING id
 )
 SELECT pg_notify('{JOBS_CHANNEL}', generation.id::text)
@@ -63,7 +64,7 @@ WHERE owner = $1
 
 # The columns a Generation is read from (a select list, not a query).
 GENERATION_COLUMNS = """
-    id, owner, status, stage, message, progress, last_seq, provider, model,
+    id, owner, status, stage, message, progress, last_seq, provider, model, verify,
     created_at, started_at, finished_at, error
 """
 
@@ -158,7 +159,8 @@ WITH claimed AS (
         cancel_requested_at IS NOT NULL AS cancel_requested,
         owner,
         extract(epoch FROM created_at)::float8 AS created_at,
-        trace_context
+        trace_context,
+        verify
 )
 SELECT
     id,
@@ -172,7 +174,8 @@ SELECT
     cancel_requested,
     owner,
     created_at,
-    trace_context::text AS trace_context
+    trace_context::text AS trace_context,
+    verify
 FROM claimed
 """
 
@@ -261,6 +264,7 @@ class Generation:
     last_seq: int
     provider: str
     model: str | None
+    verify: VerifyLevel
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -281,6 +285,7 @@ class Claimed:
     owner: str = ""
     created_at: float = 0.0  # unix seconds
     trace_context: dict[str, str] | None = None  # the creating request's (observe/traces.py)
+    verify: VerifyLevel = "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +310,7 @@ async def insert_generation(
     model: str | None,
     queued: NewEvent,
     trace_context: Mapping[str, str] | None = None,
+    verify: VerifyLevel = "off",
 ) -> None:
     """The row and its first event (``generation.queued``) in one transaction."""
     async with conn.transaction():
@@ -316,6 +322,7 @@ async def insert_generation(
             provider,
             model,
             json.dumps(trace_context) if trace_context else None,
+            verify,
         )
         await event_log.append(conn, generation_id, [queued])
 
@@ -408,6 +415,7 @@ def claimed_from_row(row: asyncpg.Record) -> Claimed:
         owner=row["owner"],
         created_at=row["created_at"],
         trace_context=json.loads(row["trace_context"]) if row["trace_context"] else None,
+        verify=row["verify"],
     )
 
 

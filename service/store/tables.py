@@ -36,6 +36,9 @@ generations = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     # The W3C trace context of the creating request (observe/traces.py); NULL untraced.
     sa.Column("trace_context", JSONB, nullable=True),
+    # How far the run's code is verified (``off``, ``compile``, ``tests``): its request's choice.
+    sa.Column("verify", sa.Text, nullable=False, server_default="off"),
+    sa.CheckConstraint("verify IN ('off', 'compile', 'tests')", name="generations_verify_check"),
     sa.CheckConstraint(
         "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
         name="generations_status_check",

@@ -44,6 +44,13 @@ function setState(state, detail) {
   $("cancel").hidden = !["connecting", "live", "reconnecting"].includes(state);
 }
 
+// A phase's row: verify and repair rounds each get their own ("verify 2", "repair 1").
+function phaseKey(event) {
+  const round = event.data && event.data.round;
+  if (event.stage === "repair" || (event.stage === "verify" && round > 1)) return `${event.stage} ${round}`;
+  return event.stage;
+}
+
 class Run {
   constructor(id) {
     this.id = id;
@@ -87,16 +94,23 @@ class Run {
       model.textContent += data.text;
       if (atBottom) model.scrollTop = model.scrollHeight;
     } else if (event.type === "phase.started") {
-      const item = this.phases.get(event.stage) || document.createElement("li");
-      item.textContent = `${event.stage}: running`;
+      const key = phaseKey(event);
+      const item = this.phases.get(key) || document.createElement("li");
+      item.textContent = `${key}: running`;
       item.dataset.started = event.timestamp;
-      this.phases.set(event.stage, item);
+      this.phases.set(key, item);
       $("phases").append(item);
+    } else if (event.type === "check.completed") {
+      const item = this.phases.get(phaseKey(event));
+      if (item) item.textContent = `${phaseKey(event)}: running (${data.step} ${data.ok ? "passed" : "failed"})`;
     } else if (event.type === "phase.completed") {
-      const item = this.phases.get(event.stage);
+      const key = phaseKey(event);
+      const item = this.phases.get(key);
       if (item) {
         const seconds = (Date.parse(event.timestamp) - Date.parse(item.dataset.started)) / 1000;
-        item.textContent = `${event.stage}: done in ${seconds.toFixed(2)} s`;
+        const outcome = data.verification ? (data.verification.ok ? "passed" : "failed") : "done";
+        const summary = data.verification ? `: ${data.verification.summary}` : "";
+        item.textContent = `${key}: ${outcome} in ${seconds.toFixed(2)} s${summary}`;
       }
     } else if (event.type === "file.saved" && data.path) {
       this.addFile(data.path);
@@ -245,7 +259,8 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     try {
       const provider = $("provider").value;
-      const created = await (await api("POST", "/api/generations", { spec, provider })).json();
+      const verify = $("verify").value || undefined;
+      const created = await (await api("POST", "/api/generations", { spec, provider, verify })).json();
       openRun(created.id, created.stream_token);
     } catch (error) {
       $("form-error").textContent = `Could not start: ${error.message}`;

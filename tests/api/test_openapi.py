@@ -175,7 +175,7 @@ async def test_the_events_of_real_runs_fit_the_event_schema_type_by_type(
     key = await make_key("alice")
     async with app_factory(offline_delay_s=0.0) as running, running.client(key) as client:
         document = (await client.get("/schema/openapi.json")).json()
-        succeeded = (await create_via_api(client, SMALL_SPEC))["id"]
+        succeeded = (await create_via_api(client, SMALL_SPEC, verify="tests"))["id"]
         await wait_for_status(client, succeeded)
         async with app_factory(worker_concurrency=0) as idle, idle.client(key) as other:
             cancelled = (await create_via_api(other, SMALL_SPEC))["id"]

@@ -7,37 +7,16 @@ import asyncio
 import io
 import logging
 import zipfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from service.events import NewFile
 from service.generation.parsing import render_block
 from service.generation.phases import PHASES
 from tests.conftest import AppFactory, RunningApp
-from tests.generation.fake_gemini import Drop, Fail, FakeGemini, Hang, Stream
-from tests.generation.model_runs import ANSWERS, of_type, run_to_end
+from tests.generation.fake_gemini import Drop, Fail, Hang, Stream
+from tests.generation.model_runs import ANSWERS, gemini_app, of_type, run_to_end
 from tests.helpers import SPEC
-
-
-@asynccontextmanager
-async def gemini_app(
-    app_factory: AppFactory, **overrides: Any
-) -> AsyncIterator[tuple[RunningApp, FakeGemini]]:
-    async with FakeGemini() as fake:
-        settings = {
-            "gemini_api_key": SecretStr("test-gemini-key"),
-            "gemini_base_url": fake.base_url,
-            "gemini_backoff_s": 0.0,
-            "gemini_timeout_s": 5.0,
-            "delta_flush_s": 0.0,
-            **overrides,
-        }
-        async with app_factory(**settings) as running:
-            yield running, fake
 
 
 async def test_a_gemini_run_stores_exactly_what_the_model_answered(

@@ -4,63 +4,17 @@ recording emitter; the end-to-end path through the real log is in test_runner.py
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 
 import pytest
 
-from service.events import EventType, NewEvent, NewFile
+from service.events import EventType, NewFile
 from service.generation.emitter import RunCancelled
 from service.generation.generator import GenerationFailed, PhasedGenerator, Tuning
-from service.generation.parsing import render_block
 from service.generation.phases import PHASES
-from service.generation.providers import Prompt, ProviderError, StreamBroken, Usage
+from service.generation.providers import ProviderError, StreamBroken
 from service.spec import Spec
+from tests.generation.scripted import RecordingEmitter, ScriptedProvider, Step, answer
 from tests.helpers import SPEC
-
-Step = list[str] | Exception | tuple[list[str], Exception]
-
-
-@dataclass
-class ScriptedProvider:
-    """Answers each call with the next step: chunks, an error before output, or chunks then
-    an error (a stream that broke mid-answer)."""
-
-    steps: list[Step]
-    name: str = "scripted"
-    model: str = "script-1"
-    prompts: list[Prompt] = field(default_factory=list)
-
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage]:
-        self.prompts.append(prompt)
-        step = self.steps.pop(0)
-        if isinstance(step, Exception):
-            raise step
-        chunks, error = step if isinstance(step, tuple) else (step, None)
-        for chunk in chunks:
-            yield chunk
-        if error is not None:
-            raise error
-        yield Usage(prompt_tokens=100, output_tokens=len("".join(chunks)) // 4)
-
-
-@dataclass
-class RecordingEmitter:
-    events: list[NewEvent] = field(default_factory=list)
-    batches: list[tuple[list[NewEvent], list[NewFile]]] = field(default_factory=list)
-    cancel_after: int | None = None
-
-    async def emit(self, *events: NewEvent, files: Sequence[NewFile] = ()) -> None:
-        self.events.extend(events)
-        self.batches.append((list(events), list(files)))
-        if self.cancel_after is not None and len(self.events) >= self.cancel_after:
-            raise RunCancelled
-
-
-def answer(*files: NewFile) -> list[str]:
-    """An answer cut into small chunks, as a model streams it."""
-    text = "Sure, here are the files.\n" + "".join(render_block(f) for f in files)
-    return [text[i : i + 7] for i in range(0, len(text), 7)]
 
 
 def phase_files(stage: str, n: int = 2) -> list[NewFile]:

@@ -53,6 +53,7 @@ async def test_create_generation_refuses_an_unknown_provider_and_stores_nothing(
             provider="anthropic",
             model=None,
             available_providers=frozenset({"offline", "gemini"}),
+            verify="off",
         )
     assert await owned(pool, "alice") == []
 
@@ -75,6 +76,7 @@ async def test_create_generation_refuses_a_provider_unavailable_here_and_stores_
             provider=provider,
             model="some-model",
             available_providers=OFFLINE_ONLY,
+            verify="off",
         )
     assert str(refused.value) == (
         f"provider {provider!r} is not available on this server ({needs})"

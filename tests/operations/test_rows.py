@@ -12,6 +12,7 @@ from service.operations.rows import (
     GENERATION_COLUMNS,
     Line,
     Refused,
+    columns,
     parse_line,
 )
 from service.store import tables
@@ -54,3 +55,45 @@ def test_a_line_that_is_not_a_storable_row_is_refused_in_words(
 
     assert refused.value.line == 7
     assert says in refused.value.reason
+
+
+GENERATION_ROW = {
+    "id": "0193a0c4-5f2e-7d61-9c1a-3b8e2f4d6a10",
+    "owner": "alice",
+    "status": "succeeded",
+    "stage": "done",
+    "message": "Generation finished",
+    "progress": 1.0,
+    "last_seq": 30,
+    "spec": {"project": "p", "entities": []},
+    "provider": "offline",
+    "model": None,
+    "error": None,
+    "attempt": 1,
+    "claimed_by": None,
+    "lease_expires_at": None,
+    "cancel_requested_at": None,
+    "created_at": "2026-11-30T06:40:10+00:00",
+    "started_at": "2026-11-30T06:40:10+00:00",
+    "finished_at": "2026-11-30T06:40:16+00:00",
+    "updated_at": "2026-11-30T06:40:16+00:00",
+}
+
+
+def test_a_generation_exported_before_later_columns_gets_what_their_migrations_gave() -> None:
+    old = columns(Line(2, GENERATION_ROW), "the generation", GENERATION_COLUMNS)
+    new = columns(
+        Line(2, {**GENERATION_ROW, "trace_context": {"traceparent": "00-ab"}, "verify": "tests"}),
+        "the generation",
+        GENERATION_COLUMNS,
+    )
+
+    assert (old["trace_context"], old["verify"]) == (None, "off")
+    assert (new["trace_context"], new["verify"]) == ({"traceparent": "00-ab"}, "tests")
+    with pytest.raises(Refused, match="the generation's verify: 'always' is not a verify level"):
+        columns(
+            Line(2, {**GENERATION_ROW, "verify": "always"}), "the generation", GENERATION_COLUMNS
+        )
+    without_owner = {k: v for k, v in GENERATION_ROW.items() if k != "owner"}
+    with pytest.raises(Refused, match="the generation has no 'owner'"):
+        columns(Line(2, without_owner), "the generation", GENERATION_COLUMNS)

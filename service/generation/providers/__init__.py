@@ -46,6 +46,9 @@ class StreamBroken(ProviderError):
 class Provider(Protocol):
     name: str
     model: str
+    repairs: bool
+    """Whether it can correct code when shown what failed: a model can, templates cannot (a
+    failed verification then ends the run at once)."""
 
     def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage]:
         """Text chunks as they arrive, then exactly one ``Usage`` last.

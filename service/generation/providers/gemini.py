@@ -39,6 +39,7 @@ class GeminiProvider:
     """
 
     name = "gemini"
+    repairs = True
 
     def __init__(
         self,

@@ -82,6 +82,7 @@ class OfflineProvider:
     """A Provider that answers every phase from templates, streamed at a chosen cadence."""
 
     name = "offline"
+    repairs = False
     model = "templates-v1"
 
     def __init__(self, *, delay_s: float = 0.0, chunk_chars: int = 64) -> None:

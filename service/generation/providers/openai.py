@@ -50,6 +50,7 @@ class OpenAIProvider:
     """
 
     name = "openai"
+    repairs = True
 
     def __init__(
         self,
