@@ -122,7 +122,7 @@ SUCCESS: Final[dict[str, Any]] = {
         "to_first_event_s": {"p50": 0.01, "p95": 0.03},
         "to_first_file_s": {"p50": 1.9, "p95": 2.7},
         "tokens": {"prompt": 48210, "output": 30112},
-        "recoveries": {"resumed": 1, "phase_restarts": 2},
+        "recoveries": {"resumed": 1, "phase_retry": 2, "repair": 1, "failed": 1},
     },
     "healthz": {"status": "ok"},
     "readyz": {"status": "ready", "listener": True, "schema": "at head"},

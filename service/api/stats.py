@@ -39,7 +39,8 @@ async def stats(caller: NamedDependency[KeyOwner], services: NamedDependency[Ser
             "to_first_file_s": {"p50": runs["p50_to_first_file_s"]},
             "tokens": found.tokens,
             "recoveries": {
-                kind: found.recoveries.get(kind, 0) for kind in ("resumed", "phase_retry", "failed")
+                kind: found.recoveries.get(kind, 0)
+                for kind in ("resumed", "phase_retry", "repair", "failed")
             },
         }
     )

@@ -32,7 +32,7 @@ FROM analytics_token_usage
 WHERE owner = $1
 """
 
-# An owner's ($1) recovery events counted by kind (resumed, failed, phase_retry).
+# An owner's ($1) recovery events counted by kind (resumed, failed, phase_retry, repair).
 SELECT_RECOVERIES = """
 SELECT
     kind,

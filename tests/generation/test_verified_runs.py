@@ -22,7 +22,7 @@ from service.spec import Spec
 from tests.conftest import AppFactory, KeyFactory, RunningApp
 from tests.generation.fake_gemini import Stream
 from tests.generation.model_runs import gemini_app, of_type
-from tests.helpers import API, assert_documented, create_via_api, events_via_api
+from tests.helpers import API, assert_documented, create_via_api, events_via_api, wait_until
 from tests.verify.test_checks import spec_of
 
 STAGES = [phase.stage for phase in PHASES]
@@ -309,3 +309,93 @@ async def test_code_that_stays_broken_fails_after_the_repairs_and_its_files_stay
     assert served.status_code == 200
     assert served.text == broken
     assert archive.status_code == 200
+
+
+# -- generated code is untrusted: what it can reach, and what stops it ---------------------------
+
+
+def probes(port: int, data_dir: str) -> NewFile:
+    """Generated tests that pass only if the sandbox holds: no secret, no network, nowhere to
+    write but its own directory."""
+    text = f'''"""What the generated code can reach from inside the sandbox."""
+
+import os
+import socket
+
+import pytest
+
+
+def test_no_setting_or_secret_of_the_service_is_in_the_environment() -> None:
+    assert "DATABASE_URL" not in os.environ
+    assert not [name for name in os.environ if "GENSTREAM" in name or "GEMINI" in name]
+    assert "probe-secret" not in " ".join(os.environ.values())
+
+
+def test_the_network_is_unreachable() -> None:
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", {port}), timeout=2)
+
+
+@pytest.mark.parametrize("path", ["/usr/evil", "/etc/evil", {data_dir + "/evil"!r}])
+def test_nothing_outside_the_project_is_writable(path: str) -> None:
+    with pytest.raises(OSError):
+        open(path, "w")
+'''
+    return NewFile("tests/test_probes.py", text, "python")
+
+
+async def test_generated_tests_find_no_secret_no_network_and_nowhere_to_write(
+    app_factory: AppFactory, make_key: KeyFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    key = await make_key("alice")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://probe-secret@db/genstream")
+    monkeypatch.setenv("GENSTREAM_PROBE", "probe-secret")
+    files = project(SPEC)
+    async with gemini_app(app_factory, verify_default="tests") as (running, fake):
+        port = int(running.base_url.rsplit(":", 1)[1])
+        files["tests"].append(probes(port, str(tmp_path)))
+        fake.script(*(answer(files[stage]) for stage in STAGES))
+        _, _, events = await run_streamed(running, key, {"spec": SPEC, "provider": "gemini"})
+
+    tests = of_type(events, "check.completed")[-1]["data"]
+    assert tests["ok"] is True, tests["output"]
+    assert events[-1]["type"] == "generation.succeeded"
+    assert not (tmp_path / "evil").exists()
+
+
+async def test_a_suite_that_spins_is_stopped_in_words_while_the_worker_runs_another(
+    app_factory: AppFactory, make_key: KeyFactory
+) -> None:
+    key = await make_key("alice")
+    files = project(SPEC)
+    spin = "def test_spins_for_ever() -> None:\n    while True:\n        pass\n"
+    files["tests"].append(NewFile("tests/test_spin.py", spin, "python"))
+    async with gemini_app(
+        app_factory, verify_default="tests", verify_cpu_s=3, repair_attempts=0
+    ) as (running, fake):
+        fake.script(*(answer(files[stage]) for stage in STAGES))
+        hostile = asyncio.create_task(
+            run_streamed(running, key, {"spec": SPEC, "provider": "gemini"})
+        )
+        async with running.client(key) as client:
+
+            async def verifying() -> bool:
+                listed = (await client.get(API)).json()["items"]
+                return any(item["stage"] == "verify" for item in listed)
+
+            await wait_until(verifying, "the hostile run starts verifying", 60)
+            _, _, other = await run_streamed(running, key, {"spec": SPEC, "verify": "off"})
+        _, _, events = await hostile
+
+    stopped = of_type(events, "check.completed")[-1]
+    assert other[-1]["type"] == "generation.succeeded"
+    assert other[-1]["timestamp"] < stopped["timestamp"], "the other run waited for the suite"
+    assert stopped["data"]["step"] == "tests"
+    assert stopped["data"]["stopped_by"] == "cpu"
+    assert stopped["data"]["reason"].startswith(
+        "the test suite was stopped: it used more than 3 s of CPU time"
+    )
+    assert events[-1]["type"] == "generation.failed"
+    assert events[-1]["data"]["error"] == (
+        f"the generated code did not pass verification: {stopped['data']['reason']}"
+    )

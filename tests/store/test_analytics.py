@@ -70,15 +70,17 @@ async def test_phase_durations(pool: Pool, known_log: tuple[UUID, UUID]) -> None
     succeeded, _ = known_log
     found = await rows(
         pool,
-        "SELECT phase, started_at, completed_at, duration_s::float8 AS duration_s, starts"
+        "SELECT phase, started_at, completed_at, duration_s::float8 AS duration_s, starts, round"
         " FROM analytics_phase_durations WHERE generation_id = $1 ORDER BY started_at",
         succeeded,
     )
     assert found == [
         {"phase": "core", "started_at": T0 + timedelta(seconds=2),
-         "completed_at": T0 + timedelta(seconds=5), "duration_s": 3.0, "starts": 1},
+         "completed_at": T0 + timedelta(seconds=5), "duration_s": 3.0, "starts": 1,
+         "round": None},
         {"phase": "models", "started_at": T0 + timedelta(seconds=5),
-         "completed_at": T0 + timedelta(seconds=9), "duration_s": 4.0, "starts": 2},
+         "completed_at": T0 + timedelta(seconds=9), "duration_s": 4.0, "starts": 2,
+         "round": None},
     ]  # fmt: skip
 
 
@@ -135,6 +137,73 @@ async def test_retries_resumes_and_failures_by_reason(
          "generations": 1},
         {"owner": "alice", "kind": "resumed", "reason": "", "occurrences": 1, "generations": 1},
     ]  # fmt: skip
+
+
+def verification(ok: bool, round_: int, checks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"phase": "verify", "round": round_, "duration_ms": 1500, "prompt_tokens": 0,
+            "output_tokens": 0, "verification": {"level": "tests", "ok": ok, "summary": "s",
+                                                  "rounds": round_, "checks": checks}}  # fmt: skip
+
+
+def check(step: str, ok: bool, passed: int = 0, failed: int = 0) -> dict[str, Any]:
+    return {"step": step, "ok": ok, "counts": {"passed": passed, "failed": failed, "errors": 0}}
+
+
+@pytest.fixture
+async def repaired_log(pool: Pool) -> UUID:
+    """A run whose first verify round failed its tests, repaired once, then passed."""
+    return await insert_log(pool, "succeeded", T0, [
+        (0, "generation.queued", "queued", {}),
+        (1, "generation.started", "starting", {}),
+        (2, "phase.started", "verify", {"attempt": 1, "round": 1}),
+        (4, "phase.completed", "verify", verification(False, 1, [
+            check("compile", True, 9), check("import", True, 1), check("tests", False, 28, 3),
+        ])),
+        (4, "phase.started", "repair", {"attempt": 1, "round": 1}),
+        (7, "phase.completed", "repair", {"round": 1, "prompt_tokens": 700, "output_tokens": 90}),
+        (7, "phase.started", "verify", {"attempt": 1, "round": 2}),
+        (8, "phase.completed", "verify", verification(True, 2, [
+            check("compile", True, 9), check("import", True, 1), check("tests", True, 31),
+        ])),
+        (9, "generation.succeeded", "done", {}),
+    ])  # fmt: skip
+
+
+async def test_verify_and_repair_rounds_have_a_duration_each(
+    pool: Pool, repaired_log: UUID
+) -> None:
+    found = await rows(
+        pool,
+        "SELECT phase, round, duration_s::float8 AS duration_s FROM analytics_phase_durations"
+        " WHERE generation_id = $1 ORDER BY started_at",
+        repaired_log,
+    )
+    assert found == [
+        {"phase": "verify", "round": 1, "duration_s": 2.0},
+        {"phase": "repair", "round": 1, "duration_s": 3.0},
+        {"phase": "verify", "round": 2, "duration_s": 1.0},
+    ]
+
+
+async def test_each_verify_round_with_its_outcome_and_test_counts(
+    pool: Pool, repaired_log: UUID
+) -> None:
+    found = await rows(
+        pool,
+        "SELECT round, level, ok, failed_step, tests_passed, tests_failed, duration_s"
+        " FROM analytics_verifications WHERE generation_id = $1 ORDER BY round",
+        repaired_log,
+    )
+    assert found == [
+        {"round": 1, "level": "tests", "ok": False, "failed_step": "tests", "tests_passed": 28,
+         "tests_failed": 3, "duration_s": 1.5},
+        {"round": 2, "level": "tests", "ok": True, "failed_step": None, "tests_passed": 31,
+         "tests_failed": 0, "duration_s": 1.5},
+    ]  # fmt: skip
+    recoveries = await rows(pool, "SELECT kind, occurrences FROM analytics_recoveries")
+    assert recoveries == [{"kind": "repair", "occurrences": 1}]
+    tokens = await rows(pool, "SELECT phases, prompt_tokens FROM analytics_token_usage")
+    assert tokens == [{"phases": 3, "prompt_tokens": 700}]
 
 
 async def test_events_per_generation_by_type(pool: Pool, known_log: tuple[UUID, UUID]) -> None:

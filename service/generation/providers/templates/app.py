@@ -72,10 +72,10 @@ def database(plan: Plan) -> str:
         "",
         (
             "Nothing is persisted and there is no database server: "
-            "every ``Database()`` starts empty (each"
+            "every ``Database()`` starts empty (the"
         ),
         (
-            "test builds a fresh app, and so a fresh database). "
+            "tests empty the app's before each test). "
             "The methods are ``async`` so a real database"
         ),
         (
@@ -141,6 +141,9 @@ def database(plan: Plan) -> str:
         "    async def ids_where(self, predicate: Callable[[T], bool]) -> builtins.list[UUID]:",
         "        return [row_id for row_id, row in self._rows.items() if predicate(row)]",
         "",
+        "    def clear(self) -> None:",
+        "        self._rows.clear()",
+        "",
         "",
         "class Database:",
         '    """Every entity\'s repository."""',
@@ -152,6 +155,12 @@ def database(plan: Plan) -> str:
         "",
         "    def repository(self, name: str) -> Repository[Any]:",
         "        return self._repositories[name]",
+        "",
+        "    def clear(self) -> None:",
+        '        """Empty every repository: each test starts from nothing, without the cost of a',
+        '        new app."""',
+        "        for repository in self._repositories.values():",
+        "            repository.clear()",
     ]
     return source(lines)
 
@@ -170,6 +179,7 @@ def main(plan: Plan) -> str:
         "from __future__ import annotations",
         "",
         "from litestar import Litestar, get",
+        "from litestar.datastructures import State",
         "from litestar.di import Provide",
         "from litestar.openapi.config import OpenAPIConfig",
         "from litestar.plugins.pydantic import PydanticPlugin",
@@ -190,9 +200,10 @@ def main(plan: Plan) -> str:
         "",
         "def create_app(settings: Settings | None = None) -> Litestar:",
         (
-            '    """A new app with its own, empty database; '
-            'settings from the environment by default."""'
+            '    """A new app with its own, empty database (also ``app.state.database``); '
+            "settings from"
         ),
+        '    the environment by default."""',
         "    app_settings = Settings.from_env() if settings is None else settings",
         "    database = Database()",
         "",
@@ -212,6 +223,7 @@ def main(plan: Plan) -> str:
         '            "settings": Provide(provide_settings),',
         "        },",
         "        plugins=[PydanticPlugin(prefer_alias=True)],",
+        '        state=State({"database": database}),',
         '        openapi_config=OpenAPIConfig(title=app_settings.title, version="0.1.0"),',
         "        debug=app_settings.debug,",
         "    )",

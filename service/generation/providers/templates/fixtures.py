@@ -1,7 +1,9 @@
 """What the generated test suite stands on: ``tests/__init__.py``, ``conftest.py``, factories.
 
-Every test gets a client over a fresh app, so an empty database, and no test depends on
-another's rows. The factories build valid bodies and rows through the API itself, creating
+Every test gets a client over an empty database, and no test depends on another's rows: one
+app serves the whole session (building a Litestar app and starting its client cost about 0.2 s,
+which made a ten-entity suite take 31 s instead of 11), and its database is emptied before each
+test. The factories build valid bodies and rows through the API itself, creating
 first whatever rows a reference needs, so a test of one entity needs to know nothing of the
 entities it refers to. A nullable reference (one in a reference cycle) stays null, which is
 what makes a cycle's first row creatable.
@@ -20,7 +22,8 @@ def tests_init(plan: Plan) -> str:
 
 def conftest(plan: Plan) -> str:
     lines = [
-        '"""Fixtures: a test client over a fresh app (so an empty database) for every test."""',
+        '"""Fixtures: a test client over an empty database for every test (one app for the',
+        'session, emptied before each test: building an app per test is slow)."""',
         "",
         "from __future__ import annotations",
         "",
@@ -34,10 +37,16 @@ def conftest(plan: Plan) -> str:
         "from app.settings import Settings",
         "",
         "",
-        "@pytest.fixture",
-        "def client() -> Iterator[TestClient[Any]]:",
+        '@pytest.fixture(scope="session")',
+        "def session_client() -> Iterator[TestClient[Any]]:",
         "    with TestClient(app=create_app(Settings())) as test_client:",
         "        yield test_client",
+        "",
+        "",
+        "@pytest.fixture",
+        "def client(session_client: TestClient[Any]) -> TestClient[Any]:",
+        "    session_client.app.state.database.clear()",
+        "    return session_client",
     ]
     return source(lines)
 
