@@ -74,10 +74,7 @@ def database(plan: Plan) -> str:
             "Nothing is persisted and there is no database server: "
             "every ``Database()`` starts empty (the"
         ),
-        (
-            "tests empty the app's before each test). "
-            "The methods are ``async`` so a real database"
-        ),
+        ("tests empty the app's before each test). The methods are ``async`` so a real database"),
         (
             "could replace this module without changing the routes. "
             "None of them awaits anything, so each"
