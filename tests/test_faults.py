@@ -22,8 +22,6 @@ from uuid import UUID
 import httpx
 import pytest
 
-from service.generation import runs
-from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import KeyFactory
 from tests.faults import (
@@ -40,7 +38,7 @@ from tests.faults import (
     stored_via_pool,
     unfinished,
 )
-from tests.helpers import SPEC, wait_until
+from tests.helpers import SPEC, create_generation, wait_until
 from tests.processes import READY_TIMEOUT_S, STOP_TIMEOUT_S, wait_exit
 
 pytestmark = pytest.mark.slow
@@ -84,15 +82,7 @@ async def test_a_paused_worker_that_lost_its_lease_cannot_write(
         "GENSTREAM_OFFLINE_DELAY_S": "0.006",
         "GENSTREAM_RUN_ATTEMPTS_MAX": "100",
     }
-    generation_id = await runs.create_generation(
-        pool,
-        "alice",
-        Spec.model_validate(SPEC),
-        provider=None,
-        model=None,
-        available_providers=frozenset({"offline"}),
-        verify="off",
-    )
+    generation_id = await create_generation(pool)
     first = children.worker("first", env)
 
     async def streaming() -> bool:
@@ -155,15 +145,7 @@ async def test_a_worker_killed_during_verify_is_resumed_there_by_another(
         "GENSTREAM_WORKER_CONCURRENCY": "1",
         "GENSTREAM_OFFLINE_DELAY_S": "0",
     }
-    generation_id = await runs.create_generation(
-        pool,
-        "alice",
-        Spec.model_validate(SPEC),
-        provider=None,
-        model=None,
-        available_providers=frozenset({"offline"}),
-        verify="tests",
-    )
+    generation_id = await create_generation(pool, verify="tests")
     first = children.worker("first", env)
 
     async def verifying() -> list[Event] | None:
