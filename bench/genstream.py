@@ -42,7 +42,8 @@ SET claimed_by = $1,
 WHERE id = $3
 RETURNING id, spec::text AS spec, provider, model, attempt, status, stage, progress,
     cancel_requested_at IS NOT NULL AS cancel_requested, owner,
-    extract(epoch FROM created_at)::float8 AS created_at, trace_context::text AS trace_context
+    extract(epoch FROM created_at)::float8 AS created_at, trace_context::text AS trace_context,
+    verify
 """
 
 # The bare reference of case 1: the same rows, INSERT + pg_notify as ONE statement, seq counted

@@ -3,7 +3,7 @@ so runs can be compared case by case."""
 
 from __future__ import annotations
 
-from bench.cases import append, catchup, ceiling, delivery, endtoend, peer, scale
+from bench.cases import append, catchup, ceiling, delivery, endtoend, peer, scale, verify
 from bench.core import Case
 
 CASES: tuple[Case, ...] = (
@@ -58,6 +58,14 @@ CASES: tuple[Case, ...] = (
         "The SSE ceiling",
         ceiling.run,
         "a minimal in-memory SSE fan-out on one uvicorn process: latency, sends, memory",
+    ),
+    Case(
+        "verify",
+        8,
+        "Verification",
+        verify.run,
+        "the sandbox's start-up beside a bare subprocess; verify's steps for 1/3/10-entity "
+        "offline projects; the verify phase's share of a whole offline run",
     ),
 )
 
