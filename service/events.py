@@ -46,7 +46,7 @@ class Status(StrEnum):
 
 
 class NoData(TypedDict):
-    """``generation.queued``, ``generation.cancelled``."""
+    """``generation.queued``."""
 
 
 class StartedData(TypedDict):
@@ -151,12 +151,27 @@ class ResumedData(TypedDict):
     completed_phases: list[str]
 
 
-class SucceededData(TypedDict):
+class ChainEnd(TypedDict):
+    """What the log itself adds to a terminal event's data as it stores it (absent on events
+    stored before migration 0009): proof of what came before."""
+
+    count: NotRequired[int]
+    """The number of events of the generation, this one included (its ``seq``)."""
+    chain_hash: NotRequired[str]
+    """The ``chain`` of the event before this one: a reader whose own chain matches it saw
+    every event, unaltered (64 hex digits)."""
+
+
+class SucceededData(ChainEnd):
     verification: NotRequired[Verification]
     """Always written since verification exists; absent on runs stored before it."""
 
 
-class FailedData(TypedDict):
+class CancelledData(ChainEnd):
+    """``generation.cancelled``: only what the log adds."""
+
+
+class FailedData(ChainEnd):
     error: NotRequired[str]
     verification: NotRequired[Verification]
     """When verification ran: its last round (why the code was not accepted, if that is why)."""
@@ -173,7 +188,7 @@ EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
     EventType.RESUMED: ResumedData,
     EventType.SUCCEEDED: SucceededData,
     EventType.FAILED: FailedData,
-    EventType.CANCELLED: NoData,
+    EventType.CANCELLED: CancelledData,
 }
 """Every type's data; one entry per type (a test holds it to ``EventType``)."""
 

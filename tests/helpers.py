@@ -8,6 +8,7 @@ to happen (``wait_until``, a terminal event), never for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import time
@@ -215,6 +216,16 @@ async def wait_finished(pool: Pool, ids: Sequence[UUID], seconds: float = 20.0) 
                 if head.is_finished:
                     break
                 await asyncio.sleep(0.02)
+
+
+ZERO_CHAIN = "0" * 64
+
+
+def chain_after(previous: str, event_json: str) -> str:
+    """The chain a reader computes for an event (docs/CONTRACT.md): SHA-256 of the previous
+    chain's 32 bytes and the event's text without its last member, ``"chain"``."""
+    body = event_json[: event_json.rindex(',"chain":')] + "}"
+    return hashlib.sha256(bytes.fromhex(previous) + body.encode()).hexdigest()
 
 
 def types(events: Sequence[dict[str, Any]]) -> list[str]:

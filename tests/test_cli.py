@@ -210,6 +210,43 @@ async def test_rebuild_check_reports_each_defect_of_the_log_with_its_generation_
     assert result.stderr.splitlines()[-1].startswith("4 defect(s) in the log, ")
 
 
+async def test_audit_verify_names_the_first_broken_seq_of_each_generation(
+    database_url: str, pool: Pool
+) -> None:
+    edited, deleted, intact = [await finished_generation(pool) for _ in range(3)]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE generation_events SET message = 'forged' WHERE generation_id = $1 AND seq = 2",
+            edited,
+        )
+        await conn.execute(
+            "DELETE FROM generation_events WHERE generation_id = $1 AND seq = 3", deleted
+        )
+
+    clean = await cli("audit", "verify", str(intact), database_url=database_url)
+    named = await cli("audit", "verify", str(intact), str(edited), database_url=database_url)
+    everything = await cli("audit", "verify", "--all", database_url=database_url)
+    unknown = await cli("audit", "verify", str(uuid4()), database_url=database_url)
+    neither = await cli("audit", "verify", database_url=database_url)
+
+    altered = (
+        f"{edited}: seq 2 was altered: its chain hash does not match its content and the hash "
+        "before it"
+    )
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout == ""
+    assert clean.stderr.strip().endswith(": every chain holds")
+    assert named.returncode == 1
+    assert named.stdout.splitlines() == [altered]
+    assert "checked 2 generation(s)" in named.stderr
+    assert everything.returncode == 1
+    assert sorted(everything.stdout.splitlines()) == sorted([altered, f"{deleted}: seq 3 missing"])
+    assert "2 chain(s) broken" in everything.stderr
+    assert unknown.returncode == 1
+    assert "1 of the named generations have no events" in unknown.stderr
+    assert_user_error(neither, 2, "name the generations to check, or --all")
+
+
 async def test_replay_at_the_recorded_pace_prints_the_same_lines(
     database_url: str, pool: Pool
 ) -> None:

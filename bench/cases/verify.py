@@ -241,7 +241,9 @@ async def run(ctx: Context) -> Outcome:
             for n in sizes:
                 # A paced run's building time is the pace times its chunks, the same every
                 # time: one repetition of it; the full-speed runs repeat.
-                for pace in PACES if rep == 0 else tuple(p for p in PACES if p == 0):
+                # Quick: full speed only (a smoke run checks that it runs, not the pace).
+                paced = rep == 0 and not ctx.quick
+                for pace in PACES if paced else tuple(p for p in PACES if p == 0):
                     timed[n, pace].append(await one_run(specs[n], pace, limits))
     except SandboxUnavailable as exc:
         return Outcome(status="skipped", reason=f"no sandbox on this machine: {exc}")
@@ -335,6 +337,8 @@ def _share_table(outcome: Outcome, timed: dict[tuple[int, float], list[Timed]]) 
          "verify share %"],
     )  # fmt: skip
     for (n, pace), results in timed.items():
+        if not results:  # a quick run leaves the paced runs out
+            continue
         building = Summary.of([t.building_s for t in results])
         verifying = Summary.of([t.verify_s for t in results])
         whole = Summary.of([t.run_s for t in results])

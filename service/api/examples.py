@@ -7,6 +7,7 @@ drift from what the service sends.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Final
 
 ID: Final = "0193a0c4-5f2e-7d61-9c1a-3b8e2f4d6a10"
@@ -43,6 +44,7 @@ def _event(seq: int, type_: str, status: str, stage: str, progress: float, messa
         "message": message,
         "timestamp": AT,
         "data": data,
+        "chain": hashlib.sha256(f"{seq}".encode()).hexdigest(),  # illustrative, not a real chain
     }
 
 

@@ -113,6 +113,13 @@ class EventEnvelope(BaseModel):
     progress: float = Field(ge=0, le=1)
     message: str = Field(description="For people; its wording may change.")
     timestamp: datetime = Field(description="When the event was committed (UTC).")
+    chain: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256, hex, of the previous event's `chain` (64 zeros before seq 1) "
+        "followed by this event's JSON text without this member: drop "
+        '`,"chain":"..."` (its last member) and hash the rest as received. A reader that '
+        "keeps the chain proves it saw every event, unaltered (docs/CONTRACT.md).",
+    )
 
 
 def _event_model(event_type: EventType) -> type[EventEnvelope]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from uuid import UUID
 
 from service.cli.commands import (
+    cmd_audit_verify,
     cmd_db_stop,
     cmd_export,
     cmd_import,
@@ -297,6 +298,22 @@ def parser(prog: str = "genstream") -> argparse.ArgumentParser:
         action="store_true",
         help="only print the log's defects and the rows' differences (exit 1 if any)",
     )
+    audit = commands.add_parser(
+        "audit", help="prove the log unaltered", description="Check the log's chain hashes."
+    ).add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_verify = audit.add_parser(
+        "verify",
+        help="recompute the chain hash of every event of some or all generations",
+        description="Recompute every event's chain hash from its stored text and the hash "
+        "before it, and name the first seq of each generation where the chain breaks: an "
+        "event altered, missing, or a log that ends early. Writes nothing; exit 1 if any "
+        "chain breaks (or a named generation has no events).",
+    )
+    audit_verify.add_argument(
+        "ids", nargs="*", type=generation_id, metavar="ID", help="generations to check"
+    )
+    audit_verify.add_argument("--all", action="store_true", help="check every generation")
+    audit_verify.set_defaults(run=cmd_audit_verify)
     db = commands.add_parser(
         "db", help="the embedded PostgreSQL cluster", description="The embedded cluster."
     ).add_subparsers(dest="db_command", required=True, metavar="ACTION")

@@ -261,16 +261,42 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
         changed = with_pool(url, rebuild.rebuild)
         print(f"rebuilt {changed} generation row(s) from their events")
         return EXIT_OK
+    from service.operations.audit import describe
+
     found = with_pool(url, rebuild.check)
     for defect in found.defects:
         print(f"{defect.generation_id} seq {defect.seq}: {log_defect(defect)}")
+    for broken in found.chain_breaks:
+        print(f"{broken.generation_id} chain: {describe(broken)}")
     for d in found.differences:
         print(f"{d.generation_id} {d.column}: row says {d.projected!r}, log says {d.rebuilt!r}")
     print(
-        f"{len(found.defects)} defect(s) in the log, {len(found.differences)} difference(s)",
+        f"{len(found.defects)} defect(s) in the log, {len(found.chain_breaks)} broken "
+        f"chain(s), {len(found.differences)} difference(s)",
         file=sys.stderr,
     )
-    return EXIT_FAILED if found.defects or found.differences else EXIT_OK
+    failed = found.defects or found.chain_breaks or found.differences
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operations import audit
+
+    if not args.ids and not args.all:
+        raise UsageError("name the generations to check, or --all")
+    ids = None if args.all else list(dict.fromkeys(args.ids))
+    checked = with_pool(database_url(settings), lambda pool: audit.verify_chains(pool, ids))
+    for broken in checked.breaks:
+        print(f"{broken.generation_id}: {audit.describe(broken)}")
+    found = {broken.generation_id for broken in checked.breaks}
+    summary = f"checked {checked.generations} generation(s), {checked.events} event(s): " + (
+        f"{len(found)} chain(s) broken" if found else "every chain holds"
+    )
+    missing = (len(ids) - checked.generations) if ids is not None else 0
+    if missing > 0:
+        summary += f"; {missing} of the named generations have no events (unknown ids?)"
+    print(summary, file=sys.stderr)
+    return EXIT_FAILED if found or missing > 0 else EXIT_OK
 
 
 def log_defect(defect: LogDefect) -> str:

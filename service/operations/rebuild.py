@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.store import projections
+from service.store import event_log, projections
 from service.store.db import Pool, connection
+from service.store.event_log import ChainBreak
 from service.store.projections import Difference, LogDefect
 
 
@@ -15,13 +16,17 @@ from service.store.projections import Difference, LogDefect
 class Findings:
     defects: list[LogDefect]  # the log itself is broken
     differences: list[Difference]  # a row does not say what its log says
+    chain_breaks: list[ChainBreak]  # an event was edited or removed since it was stored
 
 
 async def check(pool: Pool) -> Findings:
-    """Every defect of the logs and every row that differs from its log (nothing is written)."""
+    """Every defect of the logs, every break of their chains and every row that differs from
+    its log (nothing is written)."""
     async with connection(pool) as conn:
         return Findings(
-            await projections.select_log_defects(conn), await projections.select_differences(conn)
+            await projections.select_log_defects(conn),
+            await projections.select_differences(conn),
+            (await event_log.check_chains(conn)).breaks,
         )
 
 

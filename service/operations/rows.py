@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -173,6 +174,12 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
+def _chain(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"\\x[0-9a-f]{64}", value):
+        raise ValueError(f"{shown(value)} is not a chain hash (\\x and 64 hex digits)")
+    return value
+
+
 def _one_of(allowed: frozenset[str], what: str) -> Check:
     def check(value: Any) -> str:
         if value not in allowed:
@@ -217,9 +224,9 @@ GENERATION_COLUMNS: Final[Mapping[str, Check]] = {
     "trace_context": _optional(_object),
     "verify": _one_of(frozenset({"off", "compile", "tests"}), "a verify level"),
 }
-ADDED_LATER: Final[Mapping[str, Any]] = {"trace_context": None, "verify": "off"}
+ADDED_LATER: Final[Mapping[str, Any]] = {"trace_context": None, "verify": "off", "chain": None}
 """Columns an export made before they existed lacks, and what such a row gets: the value its
-migration gave the rows already there."""
+migration gave the rows already there (an event's chain: computed once its log is in)."""
 EVENT_COLUMNS: Final[Mapping[str, Check]] = {
     "generation_id": _uuid,
     "seq": _integer(1, BIGINT_MAX),
@@ -231,6 +238,7 @@ EVENT_COLUMNS: Final[Mapping[str, Check]] = {
     "payload": _object,
     "created_at": _time,
     "idempotency_key": _optional(_short(text)),
+    "chain": _optional(_chain),
 }
 FILE_COLUMNS: Final[Mapping[str, Check]] = {
     "generation_id": _uuid,

@@ -71,6 +71,10 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Poo
             min_size=min_size,
             max_size=max_size,
             command_timeout=60,
+            # Floats render as their shortest exact text (PostgreSQL's default since 12),
+            # whatever the database's setting: an event's JSON, and so its chain hash, must
+            # read the same in every session (store/event_log.py).
+            server_settings={"extra_float_digits": "1"},
         )
     except Exception as exc:
         if (error := connect_error(exc)) is None:

@@ -36,13 +36,42 @@ from uuid import UUID
 import asyncpg
 
 from service.errors import GenerationFinished, LeaseLost, NotFound
-from service.events import EventType, NewEvent, NewFile, Status
+from service.events import TERMINAL_TYPES, EventType, NewEvent, NewFile, Status
 from service.observe import metrics, traces
 from service.store.db import Connection
 from service.store.sql import numbered
 
 EVENTS_CHANNEL = "genstream_events"
 NIL_UUID = UUID(int=0)
+ZERO_HASH = "\\x" + "00" * 32  # the chain "before" seq 1, as a bytea literal
+TERMINAL_SQL = ", ".join(f"'{kind.value}'" for kind in sorted(TERMINAL_TYPES))
+
+
+# An event as clients see it, without its chain hash: a select-list expression over columns
+# named as generation_events' (a row of it, or of the append's own CTE). Rendered by PostgreSQL
+# so the stream passes text straight through (decoding and re-encoding JSON in Python costs ~5x
+# the read itself). Built by concatenation to keep the contract's key order; every column is
+# NOT NULL and every text goes through to_json() for escaping. This is the text each event's
+# chain hash covers: changing it changes every hash (migration 0009 froze the same text).
+EVENT_BODY = """
+'{"generation_id":"' || generation_id::text
+    || '","seq":' || seq::text
+    || ',"type":' || to_json(type)::text
+    || ',"status":' || to_json(status)::text
+    || ',"stage":' || to_json(stage)::text
+    || ',"progress":' || progress::text
+    || ',"message":' || to_json(message)::text
+    || ',"timestamp":"'
+    || to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    || '","data":' || payload::text
+    || '}'
+"""
+
+# An event as clients see it: the body with its chain hash as the last member, so that a
+# reader can recompute it from the text it received (drop the member, hash the rest).
+EVENT_JSON = f"""
+left({EVENT_BODY}, -1) || ',"chain":"' || encode(chain, 'hex') || '"}}'
+"""
 
 
 class AppendParameters(NamedTuple):
@@ -77,7 +106,7 @@ class AppendParameters(NamedTuple):
 # Append a batch, advance the generation's row, NOTIFY; returns the new last seq (none: refused).
 INSERT_EVENTS = numbered(
     f"""
-WITH generation AS (
+WITH RECURSIVE generation AS (
     UPDATE generations
     SET last_seq = last_seq + cardinality(:event_types::text[]),
         status = :status,
@@ -112,23 +141,70 @@ batch AS (
         :event_keys::text[]
     ) WITH ORDINALITY AS b(type, status, stage, progress, message, payload, key, ord)
 ),
+-- Each event in batch order with its chain hash, from the last stored event's (zeros before
+-- seq 1). Recursive because each hash needs the one before; a terminal event's data gets the
+-- count and the chain hash of every event before it. The columns of ``e`` are named as
+-- generation_events' so EVENT_BODY renders them; the CTE's own are prefixed to stay apart.
+chained(c_ord, c_seq, c_type, c_status, c_stage, c_progress, c_message, c_payload, c_at,
+        c_key, c_hash) AS (
+    SELECT
+        0::bigint, generation.base_seq, NULL::text, NULL::text, NULL::text, NULL::float8,
+        NULL::text, NULL::jsonb, NULL::timestamptz, NULL::text,
+        coalesce(
+            (SELECT last.chain
+             FROM generation_events AS last
+             WHERE last.generation_id = generation.id
+               AND last.seq = generation.base_seq),
+            '{ZERO_HASH}'::bytea
+        )
+    FROM generation
+    UNION ALL
+    SELECT
+        e.ord, e.seq, e.type, e.status, e.stage, e.progress, e.message, e.payload,
+        e.created_at, e.key,
+        sha256(chained.c_hash || convert_to({EVENT_BODY}, 'UTF8'))
+    FROM chained
+    CROSS JOIN LATERAL (
+        SELECT
+            b.ord,
+            chained.c_seq + 1 AS seq,
+            g.id AS generation_id,
+            b.type,
+            b.status,
+            b.stage,
+            b.progress,
+            b.message,
+            CASE
+                WHEN b.type IN ({TERMINAL_SQL}) THEN b.payload || jsonb_build_object(
+                    'count', chained.c_seq + 1, 'chain_hash', encode(chained.c_hash, 'hex'))
+                ELSE b.payload
+            END AS payload,
+            clock_timestamp() AS created_at,
+            b.key
+        FROM batch AS b
+        CROSS JOIN generation AS g
+        WHERE b.ord = chained.c_ord + 1
+    ) AS e
+),
 inserted_events AS (
     INSERT INTO generation_events
         (generation_id, seq, type, status, stage, progress, message, payload, created_at,
-         idempotency_key)
+         idempotency_key, chain)
     SELECT
         generation.id,
-        generation.base_seq + batch.ord,
-        batch.type,
-        batch.status,
-        batch.stage,
-        batch.progress,
-        batch.message,
-        batch.payload,
-        clock_timestamp(),
-        batch.key
+        c_seq,
+        c_type,
+        c_status,
+        c_stage,
+        c_progress,
+        c_message,
+        c_payload,
+        c_at,
+        c_key,
+        c_hash
     FROM generation
-    CROSS JOIN batch
+    CROSS JOIN chained
+    WHERE c_ord > 0
 ),
 saved_files AS (
     INSERT INTO generated_files
@@ -211,30 +287,94 @@ WHERE generation_id = $1
   AND type IN ('generation.started', 'phase.completed')
 """
 
+# The first break in each chain ($1: generation ids; NULL: every generation). Each event's
+# hash is recomputed from its own text and the STORED hash before it, so an edit is found at
+# the event edited (the next one still holds); a deleted event shows as a gap in seq, a
+# deleted tail as a log that ends before the row's last_seq.
+SELECT_CHAIN_BREAKS = f"""
+WITH checked AS (
+    SELECT
+        generation_id,
+        seq,
+        lag(seq, 1, 0::bigint) OVER by_seq AS previous_seq,
+        chain = sha256(
+            coalesce(lag(chain) OVER by_seq, '{ZERO_HASH}'::bytea)
+            || convert_to({EVENT_BODY}, 'UTF8')
+        ) AS holds
+    FROM generation_events
+    WHERE $1::uuid[] IS NULL OR generation_id = ANY($1::uuid[])
+    WINDOW by_seq AS (PARTITION BY generation_id ORDER BY seq)
+),
+breaks AS (
+    SELECT generation_id, previous_seq + 1 AS seq, 'missing' AS kind, seq AS other_seq
+    FROM checked
+    WHERE seq <> previous_seq + 1
+    UNION ALL
+    SELECT generation_id, seq, 'altered', NULL
+    FROM checked
+    WHERE seq = previous_seq + 1
+      AND NOT holds
+    UNION ALL
+    SELECT g.id, coalesce(tail.last_seq, 0) + 1, 'truncated', g.last_seq
+    FROM generations AS g
+    LEFT JOIN (
+        SELECT generation_id, max(seq) AS last_seq
+        FROM checked
+        GROUP BY generation_id
+    ) AS tail ON tail.generation_id = g.id
+    WHERE ($1::uuid[] IS NULL OR g.id = ANY($1::uuid[]))
+      AND coalesce(tail.last_seq, 0) < g.last_seq
+)
+SELECT DISTINCT ON (generation_id)
+    generation_id,
+    seq,
+    kind,
+    other_seq
+FROM breaks
+ORDER BY generation_id, seq
+"""
+
+# Hash the chain of generation $1 from seq 1, if none of its events has one yet (an import of
+# an export made before migration 0009 stores the zero hash in their place).
+UPDATE_UNCHAINED = f"""
+WITH RECURSIVE chained(c_seq, c_hash) AS (
+    SELECT 0::bigint, '{ZERO_HASH}'::bytea
+    UNION ALL
+    SELECT seq, sha256(c_hash || convert_to({EVENT_BODY}, 'UTF8'))
+    FROM chained
+    JOIN generation_events
+        ON generation_id = $1
+        AND seq = c_seq + 1
+)
+UPDATE generation_events AS t
+SET chain = c_hash
+FROM chained
+WHERE t.generation_id = $1
+  AND t.seq = c_seq
+  AND c_seq > 0
+  AND NOT EXISTS (
+      SELECT 1
+      FROM generation_events AS hashed
+      WHERE hashed.generation_id = $1
+        AND hashed.chain <> '{ZERO_HASH}'::bytea
+  )
+"""
+
+# How many generations and events a chain check covers ($1 as in SELECT_CHAIN_BREAKS).
+SELECT_CHAIN_EXTENT = """
+SELECT
+    count(DISTINCT generation_id) AS generations,
+    count(*) AS events
+FROM generation_events
+WHERE $1::uuid[] IS NULL OR generation_id = ANY($1::uuid[])
+"""
+
 # A run's files ($1: generation id), path and content, in the order they were saved.
 SELECT_RUN_FILES = """
 SELECT path, content
 FROM generated_files
 WHERE generation_id = $1
 ORDER BY seq, path
-"""
-
-# An event as clients see it: a select-list expression over generation_events, not a query.
-# Rendered by PostgreSQL so the stream passes text straight through (decoding and re-encoding
-# JSON in Python costs ~5x the read itself). Built by concatenation to keep the contract's key
-# order; every column is NOT NULL and every text goes through to_json() for escaping.
-EVENT_JSON = """
-'{"generation_id":"' || generation_id::text
-    || '","seq":' || seq::text
-    || ',"type":' || to_json(type)::text
-    || ',"status":' || to_json(status)::text
-    || ',"stage":' || to_json(stage)::text
-    || ',"progress":' || progress::text
-    || ',"message":' || to_json(message)::text
-    || ',"timestamp":"'
-    || to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-    || '","data":' || payload::text
-    || '}'
 """
 
 # One page of a generation's events ($1: id) after seq $2, at most $3, as clients see them.
@@ -490,3 +630,39 @@ async def select_events_after(
     """One keyset page: events with ``seq > after`` in order (primary key index scan)."""
     rows = await conn.fetch(SELECT_EVENTS_AFTER, generation_id, after, limit)
     return [StoredEvent(row["seq"], row["type"], row["json"], row["at"]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """The first place a generation's chain does not hold (``SELECT_CHAIN_BREAKS``)."""
+
+    generation_id: UUID
+    seq: int
+    kind: str  # missing: seq..other_seq-1 are gone; altered: seq's text or hash was changed;
+    # truncated: the log ends before seq, the row's last_seq is other_seq
+    other_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    generations: int
+    events: int
+    breaks: list[ChainBreak]
+
+
+async def check_chains(conn: Connection, ids: Sequence[UUID] | None = None) -> ChainCheck:
+    """Recompute the chain of the given generations (every one when None); nothing is written."""
+    chosen = list(ids) if ids is not None else None
+    extent = await conn.fetchrow(SELECT_CHAIN_EXTENT, chosen)
+    rows = await conn.fetch(SELECT_CHAIN_BREAKS, chosen)
+    assert extent is not None  # an aggregate always returns a row
+    return ChainCheck(
+        generations=extent["generations"],
+        events=extent["events"],
+        breaks=[ChainBreak(**dict(row.items())) for row in rows],
+    )
+
+
+async def chain_unchained(conn: Connection, generation_id: UUID) -> None:
+    """Hash the chain of a generation whose events have none yet (``UPDATE_UNCHAINED``)."""
+    await conn.execute(UPDATE_UNCHAINED, generation_id)

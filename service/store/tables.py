@@ -85,7 +85,16 @@ generation_events = sa.Table(
         nullable=False,
         server_default=sa.text("(pg_current_xact_id())::text::bigint"),
     ),
+    # SHA-256 of the previous event's chain and this event's JSON (migration 0009); a row
+    # written by hand, not by the append, gets zeros, which no chain holds.
+    sa.Column(
+        "chain",
+        sa.LargeBinary,
+        nullable=False,
+        server_default=sa.text("'\\x" + "00" * 32 + "'::bytea"),
+    ),
     sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
+    sa.CheckConstraint("octet_length(chain) = 32", name="generation_events_chain_check"),
     sa.Index("generation_events_feed_idx", "tx_id", "generation_id", "seq"),
     sa.Index("generation_events_type_idx", "type", "created_at"),
     sa.Index(

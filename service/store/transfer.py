@@ -6,11 +6,14 @@ column, timestamps to the microsecond, ``payload`` as stored). An import writes 
 passed ``operations/validation.py``, which names every column of the three tables (a test keeps
 that list in step with ``tables.py``). Two columns are this database's own and are not carried
 over: ``tx_id`` (a transaction id of the other cluster would order the global feed wrongly; an
-imported event takes the importing transaction's) and a run's claim and lease.
+imported event takes the importing transaction's) and a run's claim and lease. An event's
+``chain`` is carried over and checked once the generation is in: an event edited or removed in
+the file refuses the generation (an export made before chain hashes gets them computed).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from uuid import UUID
@@ -18,6 +21,7 @@ from uuid import UUID
 import asyncpg
 
 from service.errors import InvalidRequest
+from service.store import event_log
 from service.store.db import Connection
 
 # Ids of the generations to export, oldest first: among ids $1, created in [$2, $3) (NULL: any).
@@ -76,13 +80,17 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 
-# Import an event row from its JSON ($1), stamped with this transaction's id.
-INSERT_EVENT_ROW = """
+# Import an event row from its JSON ($1), stamped with this transaction's id; an export made
+# before chain hashes gets the zero hash, replaced once all its events are in.
+INSERT_EVENT_ROW = f"""
 INSERT INTO generation_events
 SELECT *
 FROM jsonb_populate_record(
     NULL::generation_events,
-    $1::jsonb || jsonb_build_object('tx_id', pg_current_xact_id()::text::bigint)
+    $1::jsonb || jsonb_build_object(
+        'tx_id', pg_current_xact_id()::text::bigint,
+        'chain', coalesce($1::jsonb ->> 'chain', '{event_log.ZERO_HASH}')
+    )
 )
 """
 
@@ -143,6 +151,15 @@ async def insert_generation(
                 return False
             await conn.executemany(INSERT_EVENT_ROW, [(event,) for event in events])
             await conn.executemany(INSERT_FILE_ROW, [(file,) for file in files])
+            generation_id = UUID(json.loads(generation)["id"])
+            await event_log.chain_unchained(conn, generation_id)
+            checked = await event_log.check_chains(conn, [generation_id])
+            if checked.breaks:
+                first = checked.breaks[0]
+                raise InvalidRequest(
+                    f"its chain breaks at seq {first.seq} ({first.kind}): an event was "
+                    "changed or removed after it was stored"
+                )
     except (
         asyncpg.DataError,
         asyncpg.IntegrityConstraintViolationError,

@@ -43,7 +43,7 @@ async def test_an_admin_pages_through_every_owners_events_with_the_cursor(
     assert queued == [(generation_id, "generation.queued") for generation_id in created]
     assert set(seen[0]) == {
         "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp",
-        "data",
+        "data", "chain",
     }  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from tests.helpers import API, SPEC, create_via_api, state_via_api, wait_for_sta
 TERMINAL = {"generation.succeeded", "generation.failed", "generation.cancelled"}
 EVENT_KEYS = [
     "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp", "data",
+    "chain",
 ]  # fmt: skip
 STATE_KEYS = {
     "id", "status", "stage", "progress", "last_seq", "created_at", "started_at", "finished_at",

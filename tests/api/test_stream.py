@@ -41,6 +41,7 @@ from tests.helpers import (
 
 CONTRACT_FIELDS = [
     "generation_id", "seq", "type", "status", "stage", "progress", "message", "timestamp", "data",
+    "chain",
 ]  # fmt: skip
 TERMINAL_TYPES = {"generation.succeeded", "generation.failed", "generation.cancelled"}
 TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}

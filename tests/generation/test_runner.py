@@ -208,7 +208,7 @@ async def test_a_generator_that_raises_ends_the_run_as_failed_with_its_error(
         EventType.QUEUED, EventType.STARTED, EventType.PHASE_STARTED, EventType.FAILED,
     ]  # fmt: skip
     failed = events[-1]
-    assert failed["data"] == {"error": "the model said no"}
+    assert failed["data"]["error"] == "the model said no"
     assert_documented(failed)
     assert "the model said no" in failed["message"]
     assert (failed["stage"], failed["progress"]) == ("models", 0.3)

@@ -23,6 +23,7 @@ from tests.helpers import (
     finished_generation,
     ndjson,
     new_generation,
+    stored_json,
 )
 
 
@@ -179,6 +180,36 @@ async def test_an_event_type_outside_the_vocabulary_is_refused_and_never_reaches
     assert "event seq 3's type: 'llm.delta\\nid: 999" in reason
     assert "is not an event type" in reason
     assert await rows_of(other_pool, generation_id) == (0, 0, 0)
+
+
+async def test_an_event_edited_in_the_export_breaks_its_chain_and_is_refused(
+    pool: Pool, other_pool: Pool
+) -> None:
+    records = await exported(pool, await finished_generation(pool))
+    generation_id = records[GENERATION]["generation"]["id"]
+    records[DELTA]["event"]["message"] = "forged"
+
+    result = await load(other_pool, ndjson(records))
+
+    _, reason = refusal(result)
+    assert "its chain breaks at seq 3 (altered)" in reason
+    assert await rows_of(other_pool, generation_id) == (0, 0, 0)
+
+
+async def test_an_export_made_before_chain_hashes_gets_its_chain_on_import(
+    pool: Pool, other_pool: Pool
+) -> None:
+    original = await finished_generation(pool)
+    records = await exported(pool, original)
+    for record in records[GENERATION + 1 : SUCCEEDED + 1]:
+        del record["event"]["chain"]
+
+    result = await load(other_pool, ndjson(records))
+
+    assert result.refused == []
+    async with other_pool.acquire() as there:
+        assert (await event_log.check_chains(there, [original])).breaks == []
+    assert await stored_json(other_pool, original) == await stored_json(pool, original)
 
 
 @pytest.mark.parametrize(
@@ -397,10 +428,10 @@ async def test_every_kind_of_imported_run_is_one_rebuild_check_finds_sound(
     await append(pool, resumed, STARTED, NewEvent(EventType.RESUMED, "core", 0.1, "Resumed"))
     await append(pool, resumed, DONE)
     ids = [succeeded, queued, running, failed, cancelled, resumed]
-    assert await rebuild.check(pool) == rebuild.Findings([], [])
+    assert await rebuild.check(pool) == rebuild.Findings([], [], [])
 
     result = await load(other_pool, ndjson(await exported(pool)))
 
     assert sorted(result.stored) == sorted(ids)
     assert result.refused == []
-    assert await rebuild.check(other_pool) == rebuild.Findings([], [])
+    assert await rebuild.check(other_pool) == rebuild.Findings([], [], [])

@@ -50,7 +50,7 @@ TERMINAL_STATUSES: frozenset[Status] = frozenset(
 
 
 class NoData(TypedDict):
-    """``generation.queued``, ``generation.cancelled``."""
+    """``generation.queued``."""
 
 
 class StartedData(TypedDict):
@@ -150,14 +150,25 @@ class ResumedData(TypedDict):
 
 
 class SucceededData(TypedDict):
+    count: NotRequired[int]
+    chain_hash: NotRequired[str]
     verification: NotRequired[Verification]
     """Always written since verification exists; absent on runs stored before it."""
 
 
 class FailedData(TypedDict):
+    count: NotRequired[int]
+    chain_hash: NotRequired[str]
     error: NotRequired[str]
     verification: NotRequired[Verification]
     """When verification ran: its last round (why the code was not accepted, if that is why)."""
+
+
+class CancelledData(TypedDict):
+    """``generation.cancelled``: only what the log adds."""
+
+    count: NotRequired[int]
+    chain_hash: NotRequired[str]
 
 
 EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
@@ -171,6 +182,6 @@ EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
     EventType.RESUMED: ResumedData,
     EventType.SUCCEEDED: SucceededData,
     EventType.FAILED: FailedData,
-    EventType.CANCELLED: NoData,
+    EventType.CANCELLED: CancelledData,
 }
 """What each type's ``data`` holds."""
