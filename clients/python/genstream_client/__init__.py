@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from genstream_client.client import AsyncGenstream
 from genstream_client.errors import (
+    ChainBroken,
     Conflict,
     Forbidden,
     GenstreamError,
@@ -27,6 +28,7 @@ __all__ = [
     "EVENT_DATA",
     "TERMINAL_TYPES",
     "AsyncGenstream",
+    "ChainBroken",
     "Conflict",
     "Created",
     "Event",

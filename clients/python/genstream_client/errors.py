@@ -73,6 +73,11 @@ class ProtocolError(GenstreamError):
     pass
 
 
+class ChainBroken(ProtocolError):
+    """The events do not chain: one was altered, left out or slipped in (incomplete or
+    altered), wherever that happened between the log and this client."""
+
+
 _BY_STATUS: dict[int, type[GenstreamError]] = {
     400: InvalidRequest,
     401: Unauthorized,

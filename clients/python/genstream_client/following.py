@@ -14,6 +14,9 @@ How it holds to that, step by step:
 * Each event's seq is checked against the last one yielded: a repeat is dropped; a jump is
   filled from the events endpoint before the event is yielded (a seq the log cannot give
   is a ``ProtocolError``). So no seq is skipped or repeated, whatever the server sends.
+* Every event yielded, streamed or filled, must follow the chain of those before it
+  (``chain.py``): one that does not is a ``ChainBroken`` ("incomplete or altered"), raised at
+  once, never retried. The terminal event's ``count`` and ``chain_hash`` must match what came.
 * It ends after the terminal event, or on ``204`` (nothing after the resume point: finished).
 * Between connections it waits the server's ``retry:`` hint (``DEFAULT_RETRY_S`` until one
   arrives), doubled for each failure in a row up to ``BACKOFF_CAP_S``, plus up to half again at
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from genstream_client.chain import ChainKeeper
 from genstream_client.errors import (
     GenstreamError,
     ProtocolError,
@@ -89,6 +93,7 @@ class _Follower:
         self.failures = 0
         self.token: str | None = None
         self.refused_tokens = 0  # stream 401s in a row since the last 200
+        self.chain = ChainKeeper(after)
 
     async def events(self) -> AsyncGenerator[Event, None]:
         while True:
@@ -159,9 +164,11 @@ class _Follower:
                     if event.seq > self.last + 1:
                         async with contextlib.aclosing(self._fill(event.seq)) as missing:
                             async for earlier in missing:
+                                self.chain.check(earlier)
                                 yield earlier
                                 if earlier.is_terminal:
                                     return
+                    self.chain.check(event)
                     self.last, self.failures = event.seq, 0
                     yield event
                     if event.is_terminal:

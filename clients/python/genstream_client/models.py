@@ -27,7 +27,8 @@ class Event:
     ``type`` is one of ``EventType``'s values, or a type this client does not know (a newer
     server): such an event is still yielded, never an error. ``data`` is what
     ``EVENT_DATA[type]`` describes, e.g. ``cast(FileSavedData, event.data)["path"]``.
-    ``raw`` is the event's JSON text exactly as the server sent it.
+    ``raw`` is the event's JSON text exactly as the server sent it; ``chain`` its chain hash
+    (``genstream_client.chain``).
     """
 
     generation_id: str
@@ -40,6 +41,7 @@ class Event:
     timestamp: datetime
     data: Mapping[str, Any]
     raw: str = field(repr=False, compare=False)
+    chain: str | None = None  # None from a server without chain hashes
 
     @property
     def is_terminal(self) -> bool:
@@ -69,6 +71,7 @@ class Event:
             timestamp=datetime.fromisoformat(body["timestamp"]),
             data=body.get("data") or {},
             raw=raw,
+            chain=str(body["chain"]) if body.get("chain") is not None else None,
         )
 
 
