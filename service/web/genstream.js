@@ -57,16 +57,61 @@
  *   replay, whose log is always ahead of its paced stream.
  * A 4xx answer other than 408 and 429 to the token or events request (401, 403, 404, 400)
  * ends the follow: `error`, and `done` rejects. Anything else (5xx, no answer) is retried.
+ *
+ * The chain. Each event carries `chain`, SHA-256 of the previous event's chain and its own
+ * text without that member (docs/CONTRACT.md). Every event delivered, from the stream or the
+ * log, must follow the chain of those before it, and a terminal event's count and chain_hash
+ * must match what came: else the follow ends with `error`, "incomplete or altered: ...".
+ * Following from `after` > 0, the first event is taken on trust. Hashing needs crypto.subtle,
+ * which browsers give secure contexts only (https, or localhost): elsewhere the chain is not
+ * checked.
  */
 
 const TYPES = [
   "generation.queued", "generation.started", "generation.resumed", "phase.started",
-  "llm.delta", "file.saved", "phase.completed",
+  "llm.delta", "file.saved", "phase.completed", "check.completed",
   "generation.succeeded", "generation.failed", "generation.cancelled",
 ];
 const TERMINAL = new Set(["generation.succeeded", "generation.failed", "generation.cancelled"]);
 const PAGE = 1000; // events per read of the log, the endpoint's most
 const BACKOFF_CAP_MS = 30_000;
+const ZERO_CHAIN = "0".repeat(64);
+const CHAIN_MEMBER = ',"chain":';
+const utf8 = new TextEncoder();
+
+/** The chain of an event with this JSON text when `previous` comes before it (hex). */
+async function chainOf(previous, text) {
+  const cut = text.lastIndexOf(CHAIN_MEMBER);
+  const body = utf8.encode(cut >= 0 ? `${text.slice(0, cut)}}` : text);
+  const bytes = new Uint8Array(32 + body.length);
+  for (let i = 0; i < 32; i += 1) bytes[i] = parseInt(previous.slice(2 * i, 2 * i + 2), 16);
+  bytes.set(body, 32);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** The text of each event of an events page, as the server wrote it ([] if laid out else). */
+function eventTexts(text) {
+  const prefix = '{"events":[';
+  if (!text.startsWith(prefix)) return [];
+  const items = [];
+  let depth = 0, quoted = false, escaped = false, begin = prefix.length;
+  for (let i = begin; i < text.length; i += 1) {
+    const c = text[i];
+    if (quoted) {
+      if (escaped) escaped = false;
+      else if (c === "\\") escaped = true;
+      else if (c === '"') quoted = false;
+    } else if (c === '"') quoted = true;
+    else if (c === "{" || c === "[") depth += 1;
+    else if (c === "," && depth === 0) { items.push(text.slice(begin, i)); begin = i + 1; }
+    else if (c === "}" || c === "]") {
+      if (depth === 0) return i > begin ? [...items, text.slice(begin, i)] : items;
+      depth -= 1;
+    }
+  }
+  return [];
+}
 
 /** The service refused: `status` and its `detail`; `fatal` when asking again cannot help. */
 export class FollowError extends Error {
@@ -100,7 +145,8 @@ export function follow(generationId, options) {
 
 export class Follow extends EventTarget {
   #id; #apiKey; #base; #pace; #stallMs; #retryMs;
-  #lastSeq; #lastEvent = null; #pending = new Map(); // seq -> event waiting for a gap to fill
+  #lastSeq; #lastEvent = null; #pending = new Map(); // seq -> [event, its text] awaiting a gap
+  #chain; #delivery = Promise.resolve(); // the chain so far; deliveries, one after another
   #token; #source = null; #streamSeq = 0; // the highest seq the open stream has sent
   #state = "connecting"; #attempt = 0; #ended = false; #error = null;
   #reading = null; #gapRetry = 0; #watch = 0; #retry = 0; #settle;
@@ -119,6 +165,7 @@ export class Follow extends EventTarget {
     this.#stallMs = stallMs;
     this.#retryMs = retryMs;
     this.#lastSeq = after;
+    this.#chain = after === 0 ? ZERO_CHAIN : null;
     this.#token = token;
     this.done = new Promise((resolve, reject) => { this.#settle = { resolve, reject }; });
     this.done.catch(() => {}); // unawaited, a refusal is a state, not an unhandled rejection
@@ -205,25 +252,58 @@ export class Follow extends EventTarget {
       const event = JSON.parse(message.data);
       this.#streamSeq = Math.max(this.#streamSeq, event.seq);
       this.#arm();
-      this.#accept(event);
+      this.#accept(event, message.data);
     };
     for (const type of [...TYPES, "message"]) source.addEventListener(type, onMessage);
     this.#arm();
   }
 
-  // The one gate every event goes through, from the stream or the log, in any order.
-  #accept(event) {
+  // The one gate every event goes through, from the stream or the log, in any order; `text`
+  // is its JSON as the server wrote it (null: unknown, its chain then unchecked).
+  #accept(event, text) {
     if (this.#ended || event.seq <= this.#lastSeq || this.#pending.has(event.seq)) return;
-    this.#pending.set(event.seq, event);
+    this.#pending.set(event.seq, [event, text]);
     while (!this.#ended && this.#pending.has(this.#lastSeq + 1)) {
-      const next = this.#pending.get(this.#lastSeq + 1);
+      const [next, nextText] = this.#pending.get(this.#lastSeq + 1);
       this.#pending.delete(next.seq);
       this.#lastSeq = next.seq;
       this.#lastEvent = next;
-      this.dispatchEvent(new CustomEvent("event", { detail: next }));
-      if (TERMINAL.has(next.type)) this.#finish(next);
+      this.#deliver(next, nextText);
+      if (TERMINAL.has(next.type)) break; // nothing follows a terminal event
     }
     if (!this.#ended && this.#pending.size) this.#fillGap();
+  }
+
+  // Hashing is asynchronous: deliveries wait in line, so they keep seq order.
+  #deliver(event, text) {
+    this.#delivery = this.#delivery.then(async () => {
+      const broken = this.#ended ? null : await this.#breaks(event, text);
+      if (this.#ended) return;
+      if (broken) {
+        this.#fail(new FollowError(0, broken));
+        return;
+      }
+      this.dispatchEvent(new CustomEvent("event", { detail: event }));
+      if (TERMINAL.has(event.type)) this.#finish(event);
+    });
+  }
+
+  // Why this event does not follow the chain so far, or null when it does (or cannot tell).
+  async #breaks(event, text) {
+    if (typeof event.chain !== "string") return null; // a server without chain hashes
+    const previous = this.#chain;
+    this.#chain = event.chain;
+    if (previous === null || text === null || !globalThis.crypto?.subtle) return null;
+    if (await chainOf(previous, text) !== event.chain) {
+      return `incomplete or altered: seq ${event.seq} does not follow the events before it`;
+    }
+    const data = event.data || {};
+    if (TERMINAL.has(event.type) && "chain_hash" in data
+        && (data.count !== event.seq || data.chain_hash !== previous)) {
+      return `incomplete or altered: the terminal event says ${data.count} events, `
+        + `and ${event.seq} came`;
+    }
+    return null;
   }
 
   #fillGap() {
@@ -236,8 +316,12 @@ export class Follow extends EventTarget {
     this.#reading ??= (async () => {
       for (;;) {
         const before = this.#lastSeq;
-        const page = await this.#request("GET", `/events?after=${before}&limit=${PAGE}`);
-        for (const event of page.events) this.#accept(event);
+        const text = await this.#request("GET", `/events?after=${before}&limit=${PAGE}`, "text");
+        const page = JSON.parse(text);
+        const texts = eventTexts(text);
+        page.events.forEach((event, i) => {
+          this.#accept(event, texts.length === page.events.length ? texts[i] : null);
+        });
         if (this.#ended || (!page.has_more && (!this.#pending.size || this.#lastSeq === before))) {
           return;
         }
@@ -316,13 +400,13 @@ export class Follow extends EventTarget {
     }
   }
 
-  async #request(method, path) {
+  async #request(method, path, as = "json") {
     const response = await fetch(`${this.#base}/api/generations/${this.#id}${path}`, {
       method,
       headers: { Authorization: `Bearer ${this.#apiKey}` },
     });
     if (!response.ok) throw await FollowError.of(response);
-    return response.json();
+    return as === "text" ? response.text() : response.json();
   }
 
   // Doubling from retryMs, at most 30 s, drawn from its upper half.

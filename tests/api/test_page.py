@@ -7,7 +7,6 @@ what the page shows; the stored log is the reference. Screenshots go to
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -19,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import pytest
+from genstream_client import EventPage
 from playwright.async_api import Download, Page, Request, Route, async_playwright
 from pydantic import SecretStr, ValidationError
 
@@ -27,7 +27,7 @@ from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
-from tests.helpers import create_via_api, wait_for_status
+from tests.helpers import create_via_api, finished_generation, wait_for_status
 
 pytestmark = pytest.mark.slow
 
@@ -301,6 +301,38 @@ async def test_the_module_alone_follows_a_run_across_a_server_restart(
     assert result["states"][-2:] == ["live", "done"]
 
 
+@pytest.mark.parametrize("where", ["the stream", "the log"])
+async def test_the_module_checks_the_chain_and_ends_an_altered_run_in_words(
+    running: RunningApp, api_key: str, pool: Pool, page: Page, where: str
+) -> None:
+    """An event altered in the database after it was stored: the module delivers the events
+    before it, then ends with "incomplete or altered", whether the stream or the log (a gap
+    it fills: the stream is told to start after seq 1) brought the altered one."""
+    intact = await finished_generation(pool)
+    altered = await finished_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE generation_events SET message = 'forged' WHERE generation_id = $1 AND seq = 3",
+            altered,
+        )
+    await blank_page(page, running)
+    await page.evaluate(FOLLOW, [str(intact), {"apiKey": api_key}])
+    clean = await followed(page)
+    options: dict[str, Any] = {"apiKey": api_key}
+    if where == "the log":
+        await page.route("**/stream?*", lambda route: route.continue_(
+            url=route.request.url.replace("after=0", "after=3")))  # fmt: skip
+    await page.evaluate(FOLLOW, [str(altered), options])
+    result = await followed(page)
+
+    assert clean["outcome"] == {"done": 5}
+    assert [event["seq"] for event in result["seen"]] == [1, 2]
+    assert result["states"][-1] == "error"
+    assert result["outcome"]["message"] == (
+        "incomplete or altered: seq 3 does not follow the events before it"
+    )
+
+
 @pytest.mark.parametrize("whose", ["nobody's", "another owner's"])
 async def test_a_key_the_service_refuses_ends_the_module_with_the_services_reason(
     running: RunningApp, api_key: str, make_key: KeyFactory, page: Page, whose: str
@@ -526,14 +558,15 @@ async def test_an_event_past_a_gap_waits_for_the_gap_to_be_fetched_and_repeats_a
     await wait_state(page, "finished")
     log = await stored(running, api_key, generation_id)
     async with running.client(api_key) as client:
-        events = (
+        page_text = (
             await client.get(f"/api/generations/{generation_id}/events", params={"limit": 1000})
-        ).json()["events"]
+        ).text
+    events = EventPage.from_text(page_text).events  # each with its text as the server wrote it
     # Every stream the page opens sends seq 5 first (a gap of 1..4), then seq 5 and seq 2
     # again, then ends, with a retry hint too long to matter here. The page must fetch the
     # rest from the log and show 1..N once each, in order.
     frames = "".join(
-        f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+        f"id: {event.seq}\nevent: {event.type}\ndata: {event.raw}\n\n"
         for event in (events[4], events[4], events[1])
     )
 
