@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         default=0.1, ge=0, description="Coalesce llm.delta text for at most this long..."
     )
     delta_flush_bytes: int = Field(default=2048, ge=1, description="...or this many bytes.")
+    llm_waiting_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="While a model sends nothing for this long, the run appends `llm.waiting` "
+        "(and again each time as long again), so readers see a slow model is not a dead worker.",
+    )
     phase_restarts_max: int = Field(
         default=2, ge=0, description="Restarts of a phase whose stream broke mid-answer."
     )

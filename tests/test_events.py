@@ -12,6 +12,8 @@ EXPECTED_STATUS = {
     EventType.STARTED: Status.RUNNING,
     EventType.PHASE_STARTED: Status.RUNNING,
     EventType.LLM_DELTA: Status.RUNNING,
+    EventType.LLM_RETRYING: Status.RUNNING,
+    EventType.LLM_WAITING: Status.RUNNING,
     EventType.FILE_SAVED: Status.RUNNING,
     EventType.PHASE_COMPLETED: Status.RUNNING,
     EventType.CHECK_COMPLETED: Status.RUNNING,

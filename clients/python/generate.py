@@ -140,7 +140,9 @@ def typed_dict(cls: type[Mapping[str, Any]]) -> Iterator[str]:
     docs = attribute_docstrings(cls)
     yield f"\n\nclass {cls.__name__}(TypedDict):"
     if cls.__doc__:
-        yield f'    """{inspect.cleandoc(cls.__doc__)}"""'
+        lines = inspect.cleandoc(cls.__doc__).splitlines()
+        doc = "\n".join([lines[0], *(f"    {line}" if line else "" for line in lines[1:])])
+        yield f'    """{doc}"""'
         if keys:
             yield ""
     for name, hint, optional in keys:

@@ -15,6 +15,7 @@ repair corrects, so a run resumed in another process goes on with the same round
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +29,10 @@ from service.events import (
     NewFile,
     PhaseCompletedData,
     PhaseStartedData,
+    RetryingData,
     Verification,
     VerifyLevel,
+    WaitingData,
 )
 from service.files import FileRefused
 from service.generation import prompts
@@ -37,8 +40,16 @@ from service.generation.deltas import DeltaBuffer
 from service.generation.emitter import Emitter, Generate, Job
 from service.generation.parsing import MalformedAnswer, parse_answer
 from service.generation.phases import PHASES, Phase, repair_phase, verify_phase
-from service.generation.providers import Prompt, Provider, ProviderError, StreamBroken, Usage
+from service.generation.providers import (
+    Prompt,
+    Provider,
+    ProviderError,
+    Retrying,
+    StreamBroken,
+    Usage,
+)
 from service.generation.providers.registry import build_provider
+from service.generation.silences import Silence, watched
 from service.generation.verification import (
     LEVEL_STEPS,
     Checker,
@@ -66,6 +77,7 @@ def make_generate(settings: Settings) -> Generate:
         flush_bytes=settings.delta_flush_bytes,
         restarts_max=settings.phase_restarts_max,
         repairs_max=settings.repair_attempts,
+        waiting_s=settings.llm_waiting_s,
     )
     checker = sandbox_checker(Limits.from_settings(settings))
 
@@ -102,6 +114,7 @@ class Tuning:
     flush_bytes: int = 2048
     restarts_max: int = 2
     repairs_max: int = 2
+    waiting_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -345,18 +358,46 @@ class PhasedGenerator:
                 )
             )
 
-        async for item in self._provider.stream(prompt):
-            if isinstance(item, Usage):
-                usage = item
-                continue
-            if not parts:
-                metrics.MODEL_FIRST_TOKEN.labels(
-                    self._provider.name, self._provider.model or ""
-                ).observe(time.monotonic() - asked)
-            parts.append(item)
-            received += len(item)
-            if (ready := buffer.add(item)) is not None:
-                await emit(ready)
+        async def note(kind: EventType, message: str, data: RetryingData | WaitingData) -> None:
+            await self._emitter.emit(NewEvent(kind, phase.stage, self._progress, message, data))
+
+        label = self._provider.name.capitalize()
+        watching = watched(self._provider.stream(prompt), self._tuning.waiting_s)
+        async with contextlib.aclosing(watching) as items:
+            async for item in items:
+                if isinstance(item, Usage):
+                    usage = item
+                    continue
+                if isinstance(item, Retrying):
+                    await note(
+                        EventType.LLM_RETRYING,
+                        f"{label} did not answer: retry {item.number} of {item.of - 1} in "
+                        f"{item.wait_s:g} s ({item.reason})",
+                        RetryingData(
+                            phase=phase.stage,
+                            attempt=attempt,
+                            request=item.number,
+                            of=item.of,
+                            wait_s=item.wait_s,
+                            reason=item.reason,
+                        ),
+                    )
+                    continue
+                if isinstance(item, Silence):
+                    await note(
+                        EventType.LLM_WAITING,
+                        f"Waiting for {label}: nothing for {item.waited_s:g} s",
+                        WaitingData(phase=phase.stage, attempt=attempt, waited_s=item.waited_s),
+                    )
+                    continue
+                if not parts:
+                    metrics.MODEL_FIRST_TOKEN.labels(
+                        self._provider.name, self._provider.model or ""
+                    ).observe(time.monotonic() - asked)
+                parts.append(item)
+                received += len(item)
+                if (ready := buffer.add(item)) is not None:
+                    await emit(ready)
         if (rest := buffer.drain()) is not None:
             await emit(rest)
         return _Answer("".join(parts), usage)

@@ -69,7 +69,7 @@
 
 const TYPES = [
   "generation.queued", "generation.started", "generation.resumed", "phase.started",
-  "llm.delta", "file.saved", "phase.completed", "check.completed",
+  "llm.delta", "llm.retrying", "llm.waiting", "file.saved", "phase.completed", "check.completed",
   "generation.succeeded", "generation.failed", "generation.cancelled",
 ];
 const TERMINAL = new Set(["generation.succeeded", "generation.failed", "generation.cancelled"]);

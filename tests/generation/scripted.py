@@ -4,22 +4,25 @@ test says."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from service.events import CheckStep, NewEvent, NewFile
 from service.generation.emitter import RunCancelled
 from service.generation.parsing import render_block
-from service.generation.providers import Prompt, Usage
+from service.generation.providers import Prompt, Retrying, Usage
 from service.verify.checks import CheckResult, Counts
 
-Step = list[str] | Exception | tuple[list[str], Exception]
+Chunk = str | Retrying | asyncio.Event  # an Event: wait for it (a model that thinks)
+Step = Sequence[Chunk] | Exception | tuple[Sequence[Chunk], Exception]
 
 
 @dataclass
 class ScriptedProvider:
     """Answers each call with the next step: chunks, an error before output, or chunks then
-    an error (a stream that broke mid-answer)."""
+    an error (a stream that broke mid-answer). A chunk may be a Retrying note, or an
+    asyncio.Event the stream waits for before going on."""
 
     steps: list[Step]
     name: str = "scripted"
@@ -27,17 +30,21 @@ class ScriptedProvider:
     repairs: bool = True
     prompts: list[Prompt] = field(default_factory=list)
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage | Retrying]:
         self.prompts.append(prompt)
         step = self.steps.pop(0)
         if isinstance(step, Exception):
             raise step
         chunks, error = step if isinstance(step, tuple) else (step, None)
         for chunk in chunks:
-            yield chunk
+            if isinstance(chunk, asyncio.Event):
+                await chunk.wait()
+            else:
+                yield chunk
         if error is not None:
             raise error
-        yield Usage(prompt_tokens=100, output_tokens=len("".join(chunks)) // 4)
+        text = "".join(chunk for chunk in chunks if isinstance(chunk, str))
+        yield Usage(prompt_tokens=100, output_tokens=len(text) // 4)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from service.generation.phases import PHASES
 from tests.conftest import AppFactory, RunningApp
 from tests.generation.fake_gemini import Drop, Fail, Hang, Stream
 from tests.generation.model_runs import ANSWERS, gemini_app, of_type, run_to_end
-from tests.helpers import SPEC
+from tests.helpers import SPEC, assert_documented
 
 
 async def test_a_gemini_run_stores_exactly_what_the_model_answered(
@@ -113,6 +113,34 @@ async def test_a_model_that_hangs_fails_the_run_with_a_timeout(
     assert not of_type(events, "file.saved")
 
 
+async def test_a_silent_model_shows_as_waiting_then_retrying_until_it_answers(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    """Gemini hangs (sends nothing) past the call's timeout once, then answers: the phase's
+    log says it waited, that the request was retried, and then the text came."""
+    async with gemini_app(app_factory, gemini_timeout_s=0.6, llm_waiting_s=0.15) as (
+        running,
+        fake,
+    ):
+        fake.script(Hang(5), *(Stream(ANSWERS[p.stage][1], 120, 80) for p in PHASES))
+        _, events = await run_to_end(running, api_key, {"spec": SPEC, "provider": "gemini"})
+
+    assert events[-1]["type"] == "generation.succeeded"
+    core = [e for e in events if e["stage"] == "core"]
+    kinds = [e["type"] for e in core]
+    first_text = kinds.index("llm.delta")
+    waiting = [e for e in core[:first_text] if e["type"] == "llm.waiting"]
+    assert len(waiting) >= 2, kinds
+    assert kinds.index("llm.retrying") < first_text
+    for event in waiting:
+        assert_documented(event)
+    waited = [e["data"]["waited_s"] for e in waiting]
+    assert waited == sorted(waited)
+    assert all(s >= 0.1 for s in waited)
+    (retrying,) = of_type(events, "llm.retrying")
+    assert "did not answer within" in retrying["data"]["reason"]
+
+
 async def test_cancel_mid_phase_ends_the_run_with_no_file_after_it(
     app_factory: AppFactory, api_key: str
 ) -> None:
@@ -171,3 +199,13 @@ async def test_a_model_retry_is_logged_with_the_run_it_delays(
     assert [(line["generation_id"], line["outcome"]) for line in finished] == [
         (generation_id, "succeeded")
     ]
+    # Readers see it too: the retry is an event of the phase it delays, before any text.
+    (retrying,) = of_type(events, "llm.retrying")
+    assert_documented(retrying)
+    core = [e["type"] for e in events if e["stage"] == "core"]
+    assert core.index("llm.retrying") < core.index("llm.delta")
+    assert retrying["data"]["request"] == 1
+    assert retrying["data"]["of"] == 4
+    assert retrying["data"]["wait_s"] == retry["wait_s"]
+    assert "429" in retrying["data"]["reason"]
+    assert retrying["message"].startswith("Gemini did not answer: retry 1 of 3 in ")

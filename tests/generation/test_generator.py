@@ -3,15 +3,17 @@ recording emitter; the end-to-end path through the real log is in test_runner.py
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 
-from service.events import EventType, NewFile
+from service.events import EventType, NewEvent, NewFile
 from service.generation.emitter import RunCancelled
 from service.generation.generator import GenerationFailed, PhasedGenerator, Tuning
 from service.generation.phases import PHASES
-from service.generation.providers import ProviderError, StreamBroken
+from service.generation.providers import ProviderError, Retrying, StreamBroken
 from service.spec import Spec
 from tests.generation.scripted import RecordingEmitter, ScriptedProvider, Step, answer
 from tests.helpers import SPEC
@@ -176,3 +178,48 @@ async def test_a_cancel_mid_phase_stops_before_any_file_of_that_phase() -> None:
     with pytest.raises(RunCancelled):
         await run(ScriptedProvider(good_steps()), emitter, flush_s=0, flush_bytes=1)
     assert not any(files for _, files in emitter.batches)
+
+
+async def test_a_retried_request_and_a_silent_model_are_events_of_the_phase() -> None:
+    """Readers tell a model that is slow (these events keep coming) from a worker that is gone
+    (nothing comes): each retry and each stretch of silence is in the log."""
+    thinking = asyncio.Event()
+    steps = good_steps()
+    retry = Retrying(number=1, of=4, wait_s=0.4, reason="Gemini answered 503: overloaded")
+    models = steps[1]
+    assert isinstance(models, list)
+    steps[1] = [retry, thinking, *models]
+
+    class Waking(RecordingEmitter):
+        async def emit(self, *events: NewEvent, files: Sequence[NewFile] = ()) -> None:
+            await super().emit(*events, files=files)
+            if sum(e.type is EventType.LLM_WAITING for e in self.events) == 2:
+                thinking.set()
+
+    emitter = Waking()
+    async with asyncio.timeout(10):
+        await run(ScriptedProvider(steps), emitter, waiting_s=0.02)
+
+    notes = [e for e in emitter.events if e.type in (EventType.LLM_RETRYING, EventType.LLM_WAITING)]
+    assert [e.type for e in notes] == [
+        EventType.LLM_RETRYING,
+        EventType.LLM_WAITING,
+        EventType.LLM_WAITING,
+    ]
+    assert all(e.stage == "models" for e in notes)
+    assert notes[0].data == {
+        "phase": "models",
+        "attempt": 1,
+        "request": 1,
+        "of": 4,
+        "wait_s": 0.4,
+        "reason": "Gemini answered 503: overloaded",
+    }
+    assert notes[0].message == (
+        "Scripted did not answer: retry 1 of 3 in 0.4 s (Gemini answered 503: overloaded)"
+    )
+    waited = [e.data["waited_s"] for e in notes[1:]]
+    assert waited == sorted(waited)
+    assert notes[1].message.startswith("Waiting for Scripted: nothing for ")
+    progress = [e.progress for e in emitter.events]
+    assert progress == sorted(progress)

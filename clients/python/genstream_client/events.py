@@ -21,6 +21,8 @@ class EventType(StrEnum):
     STARTED = "generation.started"
     PHASE_STARTED = "phase.started"
     LLM_DELTA = "llm.delta"
+    LLM_RETRYING = "llm.retrying"
+    LLM_WAITING = "llm.waiting"
     FILE_SAVED = "file.saved"
     PHASE_COMPLETED = "phase.completed"
     CHECK_COMPLETED = "check.completed"
@@ -77,6 +79,29 @@ class DeltaData(TypedDict):
     phase: str
     attempt: int
     text: str
+
+
+class RetryingData(TypedDict):
+    """The model's API failed a request before any text; it is asked again after ``wait_s``."""
+
+    phase: str
+    attempt: int
+    """The phase's attempt, as in ``phase.started``."""
+    request: int
+    """The request that failed (1 is the first) ..."""
+    of: int
+    """... of this many the provider makes for one answer."""
+    wait_s: float
+    reason: str
+
+
+class WaitingData(TypedDict):
+    """The model has sent nothing for ``waited_s`` (every GENSTREAM_LLM_WAITING_S of silence):
+    its worker is alive and waiting, not gone."""
+
+    phase: str
+    attempt: int
+    waited_s: float
 
 
 class FileSavedData(TypedDict):
@@ -176,6 +201,8 @@ EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
     EventType.STARTED: StartedData,
     EventType.PHASE_STARTED: PhaseStartedData,
     EventType.LLM_DELTA: DeltaData,
+    EventType.LLM_RETRYING: RetryingData,
+    EventType.LLM_WAITING: WaitingData,
     EventType.FILE_SAVED: FileSavedData,
     EventType.PHASE_COMPLETED: PhaseCompletedData,
     EventType.CHECK_COMPLETED: CheckCompletedData,

@@ -22,6 +22,18 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Retrying:
+    """A note between tries, before any text: try ``number`` of ``of`` failed for ``reason``;
+    the next starts in ``wait_s``. The generator makes it an ``llm.retrying`` event, so a
+    reader can tell a model that is slow to answer from a worker that is gone."""
+
+    number: int
+    of: int
+    wait_s: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Prompt:
     """What one phase asks for. ``system``/``user`` are the words a model reads; ``spec``,
     ``stage`` and ``files`` are the same request in structured form (the offline provider
@@ -50,8 +62,9 @@ class Provider(Protocol):
     """Whether it can correct code when shown what failed: a model can, templates cannot (a
     failed verification then ends the run at once)."""
 
-    def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage]:
-        """Text chunks as they arrive, then exactly one ``Usage`` last.
+    def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage | Retrying]:
+        """Text chunks as they arrive, then exactly one ``Usage`` last; before any text, a
+        ``Retrying`` for each try that failed and will be tried again.
 
         Raises ProviderError when no answer could be had (retries are the provider's job, and
         only before any text was yielded), StreamBroken when it broke after text was yielded.

@@ -18,7 +18,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from service.generation.providers import Prompt, ProviderError, Usage, network
+from service.generation.providers import Prompt, ProviderError, Retrying, Usage, network
 from service.generation.providers.network import Failure, Retries
 
 TEMPERATURE = 0.2
@@ -82,7 +82,7 @@ class GeminiProvider:
             ),
         )
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage | Retrying]:
         config = types.GenerateContentConfig(
             system_instruction=prompt.system or None,
             temperature=TEMPERATURE,

@@ -20,7 +20,7 @@ import sys
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
-from service.generation.providers import ProviderError, StreamBroken, Usage
+from service.generation.providers import ProviderError, Retrying, StreamBroken, Usage
 from service.observe import metrics
 from service.observe.logs import get_logger
 
@@ -98,8 +98,9 @@ async def retrying(
     model: str,
     label: str,
     retries: Retries,
-) -> AsyncGenerator[str | Usage, None]:
-    """Text chunks of one answer, then exactly one ``Usage`` (the last one a try reported).
+) -> AsyncGenerator[str | Usage | Retrying, None]:
+    """Text chunks of one answer, then exactly one ``Usage`` (the last one a try reported);
+    before any text, a ``Retrying`` each time a failed try will be tried again.
 
     ``attempt()`` makes one request and yields its text and usage reports; it raises a
     ``Failure`` when the request fails, or a ``ProviderError`` when no try can help (a blocked
@@ -152,6 +153,7 @@ async def retrying(
                 reason=failure.summary,
                 wait_s=round(delay, 2),
             )
+            yield Retrying(number, retries.attempts, round(delay, 2), failure.summary)
             await asyncio.sleep(delay)
             continue
         yield usage

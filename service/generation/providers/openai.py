@@ -21,7 +21,7 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from service.generation.providers import Prompt, ProviderError, Usage, network
+from service.generation.providers import Prompt, ProviderError, Retrying, Usage, network
 from service.generation.providers.network import Failure, Retries
 
 TEMPERATURE = 0.2
@@ -84,7 +84,7 @@ class OpenAIProvider:
             http_client=openai.DefaultAsyncHttpxClient(verify=network.tls_context()),
         )
 
-    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage]:
+    async def stream(self, prompt: Prompt) -> AsyncIterator[str | Usage | Retrying]:
         messages: list[ChatCompletionMessageParam] = []
         if prompt.system:
             messages.append({"role": "system", "content": prompt.system})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.generation.providers import Prompt, Provider, Usage
+from service.generation.providers import Prompt, Provider, Retrying, Usage
 from service.spec import Spec
 from tests.helpers import SPEC
 
@@ -27,11 +27,19 @@ def prompt() -> Prompt:
     return Prompt(stage="models", system=SYSTEM, user=USER, spec=Spec.model_validate(SPEC))
 
 
-async def collect(provider: Provider, into: list[str | Usage] | None = None) -> list[str | Usage]:
-    """Everything the stream yields; with ``into``, items land there as they arrive (so a test
-    sees what was yielded before an exception)."""
+async def collect(
+    provider: Provider,
+    into: list[str | Usage] | None = None,
+    retries: list[Retrying] | None = None,
+) -> list[str | Usage]:
+    """The answer the stream yields; with ``into``, items land there as they arrive (so a test
+    sees what was yielded before an exception); the notes between tries go to ``retries``."""
     items: list[str | Usage] = [] if into is None else into
     async with asyncio.timeout(10):
         async for item in provider.stream(prompt()):
+            if isinstance(item, Retrying):
+                if retries is not None:
+                    retries.append(item)
+                continue
             items.append(item)
     return items
