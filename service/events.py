@@ -27,6 +27,7 @@ class EventType(StrEnum):
     PHASE_COMPLETED = "phase.completed"
     CHECK_COMPLETED = "check.completed"
     RESUMED = "generation.resumed"
+    STALLED = "generation.stalled"
     SUCCEEDED = "generation.succeeded"
     FAILED = "generation.failed"
     CANCELLED = "generation.cancelled"
@@ -174,6 +175,21 @@ class ResumedData(TypedDict):
     worker: str
     attempt: int
     completed_phases: list[str]
+    gap_s: NotRequired[float]
+    """Seconds since the run's last event (a stalled one aside): how long it stood still."""
+
+
+class StalledData(TypedDict):
+    """The worker holding the run stopped renewing its lease: it died, hangs or lost the
+    database. Another worker resumes the run (``generation.resumed``); the silent one is fenced
+    off and can write nothing more to it."""
+
+    worker: str
+    """The worker that fell silent."""
+    attempt: int
+    """Its claim's attempt."""
+    silent_s: float
+    """Seconds since the run's last event."""
 
 
 class ChainEnd(TypedDict):
@@ -213,6 +229,7 @@ EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
     EventType.PHASE_COMPLETED: PhaseCompletedData,
     EventType.CHECK_COMPLETED: CheckCompletedData,
     EventType.RESUMED: ResumedData,
+    EventType.STALLED: StalledData,
     EventType.SUCCEEDED: SucceededData,
     EventType.FAILED: FailedData,
     EventType.CANCELLED: CancelledData,

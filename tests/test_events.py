@@ -18,6 +18,7 @@ EXPECTED_STATUS = {
     EventType.PHASE_COMPLETED: Status.RUNNING,
     EventType.CHECK_COMPLETED: Status.RUNNING,
     EventType.RESUMED: Status.RUNNING,
+    EventType.STALLED: Status.RUNNING,
     EventType.SUCCEEDED: Status.SUCCEEDED,
     EventType.FAILED: Status.FAILED,
     EventType.CANCELLED: Status.CANCELLED,

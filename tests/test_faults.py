@@ -26,6 +26,7 @@ from service.store.db import Pool
 from tests.conftest import KeyFactory
 from tests.faults import (
     LOST_LEASE,
+    TERMINAL,
     Children,
     Event,
     SoakParams,
@@ -118,6 +119,14 @@ async def test_a_paused_worker_that_lost_its_lease_cannot_write(
     started = next(e for e in stored.events if e["type"] == "generation.started")
     assert f":{first.pid}:" in started["data"]["worker"]
     assert f":{second.pid}:" in resumed["data"]["worker"]
+    # Readers were told: the paused worker fell silent, then another took over, then one end.
+    kinds = [e["type"] for e in stored.events]
+    stalled = stored.events[kinds.index("generation.stalled")]
+    assert kinds.count("generation.stalled") == 1
+    assert stored.events[stalled["seq"]]["seq"] == resumed["seq"]  # the very next event
+    assert stalled["data"]["worker"] == started["data"]["worker"]
+    assert stalled["data"]["silent_s"] >= 1.0  # the lease: 1 s
+    assert [k for k in kinds if k in TERMINAL] == ["generation.succeeded"]
     old, new = started["data"]["attempt"], resumed["data"]["attempt"]
     assert new > old
     async with pool.acquire() as conn:

@@ -28,6 +28,7 @@ from service.events import (
     NewEvent,
     NewFile,
     ResumedData,
+    StalledData,
     StartedData,
     SucceededData,
     Verification,
@@ -111,6 +112,41 @@ class LogEmitter:
             duration_s=round(seconds, 3),
             **({"error": data["error"]} if "error" in data else {}),
         )
+
+
+def stalled_event(
+    stage: str, progress: float, worker: str, attempt: int, silent_s: float | None
+) -> NewEvent:
+    silent = round(silent_s or 0.0, 1)
+    return NewEvent(
+        EventType.STALLED,
+        stage,
+        progress,
+        f"Stalled: worker {worker} fell silent ({silent:g} s without an event); another "
+        "worker takes the run over",
+        StalledData(worker=worker, attempt=attempt, silent_s=silent),
+    )
+
+
+async def sweep_stalled(pool: Pool) -> int:
+    """Release the runs whose worker's lease ran out, each with ``generation.stalled`` in its
+    log, in one transaction: readers learn of a dead or hung worker within a lease and a
+    renewal interval, even when no worker is free to resume the run. Returns how many."""
+    async with connection(pool) as conn, conn.transaction():
+        swept = await generations.sweep_stalled(conn)
+        for run in swept:
+            event = stalled_event(
+                run.stage, run.progress, run.stale_owner, run.stale_attempt, run.silent_s
+            )
+            await event_log.append(conn, run.id, [event], fence=run.attempt)
+            log.warning(
+                "run.stalled",
+                generation_id=str(run.id),
+                worker=run.stale_owner,
+                attempt=run.stale_attempt,
+                silent_s=event.data["silent_s"],
+            )
+    return len(swept)
 
 
 @dataclass(slots=True)
@@ -207,6 +243,10 @@ class Worker:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self._lease_s / 3)
+            try:
+                await sweep_stalled(self._pool)
+            except StoreUnavailable as exc:
+                log.warning("worker.sweep_failed", error=str(exc))
             if not self._runs:
                 continue
             try:
@@ -302,20 +342,36 @@ class Worker:
             done = len(state.completed_stages)
             metrics.RESUMES.inc()
             log.info("run.resumed", worker=self.worker_id, completed_phases=done)
-            await emitter.emit(
+            resumed = ResumedData(
+                worker=self.worker_id,
+                attempt=claimed.attempt,
+                completed_phases=list(state.completed_stages),
+            )
+            events = []
+            if claimed.silent_s is not None:
+                resumed["gap_s"] = round(claimed.silent_s, 1)
+            if claimed.stale_owner is not None and claimed.stale_attempt is not None:
+                # Taken straight off a worker whose lease ran out: say so first.
+                events.append(
+                    stalled_event(
+                        claimed.stage,
+                        claimed.progress,
+                        claimed.stale_owner,
+                        claimed.stale_attempt,
+                        claimed.silent_s,
+                    )
+                )
+            events.append(
                 NewEvent(
                     EventType.RESUMED,
                     claimed.stage,
                     claimed.progress,
                     f"Resumed by another worker (attempt {claimed.attempt}) after {done} of "
                     "the phases",
-                    ResumedData(
-                        worker=self.worker_id,
-                        attempt=claimed.attempt,
-                        completed_phases=list(state.completed_stages),
-                    ),
+                    resumed,
                 )
             )
+            await emitter.emit(*events)
         else:
             if claimed.attempt == 1 and claimed.created_at:
                 metrics.QUEUE_WAIT.observe(max(0.0, time.time() - claimed.created_at))

@@ -23,6 +23,15 @@ from service.store.db import Connection
 JOBS_CHANNEL = "genstream_jobs"
 CANCEL_CHANNEL = "genstream_cancel"
 
+# Seconds since the run's last event but a stalled one: how long its log has heard nothing of
+# its worker (an expression over a row with ``id``).
+SILENT_S = """(
+    SELECT extract(epoch FROM clock_timestamp() - max(e.created_at))::float8
+    FROM generation_events AS e
+    WHERE e.generation_id = id
+      AND e.type <> 'generation.stalled'
+)"""
+
 # Create a queued generation ($1 id, $2 owner, $3 spec, $4 provider, $5 model, $6 trace
 # context, $7 verify level) and NOTIFY workers.
 INSERT_GENERATION = f"""
@@ -122,33 +131,38 @@ FROM flagged
 # wait for the whole backlog). Each claim bumps the attempt, which fences off every earlier
 # holder (see event_log.append). SKIP LOCKED lets any number of workers poll the same queue
 # without blocking each other.
-UPDATE_CLAIM_NEXT = """
-WITH claimed AS (
+UPDATE_CLAIM_NEXT = f"""
+WITH pick AS (
+    SELECT
+        g.id,
+        g.claimed_by AS stale_owner,
+        g.attempt AS stale_attempt
+    FROM generations AS g
+    LEFT JOIN (
+        SELECT
+            owner,
+            count(*) AS held
+        FROM generations
+        WHERE status IN ('queued', 'running')
+          AND claimed_by IS NOT NULL
+          AND lease_expires_at >= clock_timestamp()
+        GROUP BY owner
+    ) AS holding ON holding.owner = g.owner
+    WHERE g.status IN ('queued', 'running')
+      AND (g.claimed_by IS NULL OR g.lease_expires_at < clock_timestamp())
+    ORDER BY coalesce(holding.held, 0), g.created_at
+    LIMIT 1
+    FOR UPDATE OF g SKIP LOCKED
+),
+claimed AS (
     UPDATE generations
     SET claimed_by = $1,
         attempt = attempt + 1,
         lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-    WHERE id = (
-        SELECT g.id
-        FROM generations AS g
-        LEFT JOIN (
-            SELECT
-                owner,
-                count(*) AS held
-            FROM generations
-            WHERE status IN ('queued', 'running')
-              AND claimed_by IS NOT NULL
-              AND lease_expires_at >= clock_timestamp()
-            GROUP BY owner
-        ) AS holding ON holding.owner = g.owner
-        WHERE g.status IN ('queued', 'running')
-          AND (g.claimed_by IS NULL OR g.lease_expires_at < clock_timestamp())
-        ORDER BY coalesce(holding.held, 0), g.created_at
-        LIMIT 1
-        FOR UPDATE OF g SKIP LOCKED
-    )
+    FROM pick
+    WHERE generations.id = pick.id
     RETURNING
-        id,
+        generations.id,
         spec,
         provider,
         model,
@@ -160,7 +174,9 @@ WITH claimed AS (
         owner,
         extract(epoch FROM created_at)::float8 AS created_at,
         trace_context,
-        verify
+        verify,
+        pick.stale_owner,
+        pick.stale_attempt
 )
 SELECT
     id,
@@ -175,8 +191,50 @@ SELECT
     owner,
     created_at,
     trace_context::text AS trace_context,
-    verify
+    verify,
+    stale_owner,
+    stale_attempt,
+    {SILENT_S} AS silent_s
 FROM claimed
+"""
+
+# Runs whose worker holds a lease that ran out and has not been swept or claimed since: each is
+# released (claimable at once) with its attempt bumped, which fences off the silent holder for
+# good, whatever it wakes up to write; returns what ``generation.stalled`` says of each.
+# SKIP LOCKED: a claim or another sweep taking the same run wins; this one leaves it.
+UPDATE_SWEEP_STALLED = f"""
+WITH pick AS (
+    SELECT
+        g.id,
+        g.claimed_by AS stale_owner,
+        g.attempt AS stale_attempt
+    FROM generations AS g
+    WHERE g.status = 'running'
+      AND g.claimed_by IS NOT NULL
+      AND g.lease_expires_at < clock_timestamp()
+    ORDER BY g.lease_expires_at
+    LIMIT 100
+    FOR UPDATE OF g SKIP LOCKED
+),
+swept AS (
+    UPDATE generations
+    SET claimed_by = NULL,
+        lease_expires_at = NULL,
+        attempt = attempt + 1
+    FROM pick
+    WHERE generations.id = pick.id
+    RETURNING generations.id, attempt, stage, progress, pick.stale_owner, pick.stale_attempt
+)
+SELECT
+    id,
+    attempt,
+    stage,
+    progress,
+    stale_owner,
+    stale_attempt,
+    {SILENT_S} AS silent_s,
+    pg_notify('{JOBS_CHANNEL}', id::text)
+FROM swept
 """
 
 # Unclaimed generations by owner class (admin: the owner holds a live admin key), with the
@@ -286,6 +344,11 @@ class Claimed:
     created_at: float = 0.0  # unix seconds
     trace_context: dict[str, str] | None = None  # the creating request's (observe/traces.py)
     verify: VerifyLevel = "off"
+    # Taken over from a worker whose lease ran out (not released, not swept): who it was, its
+    # attempt; and how long the log had heard nothing from the run.
+    stale_owner: str | None = None
+    stale_attempt: int | None = None
+    silent_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +479,9 @@ def claimed_from_row(row: asyncpg.Record) -> Claimed:
         created_at=row["created_at"],
         trace_context=json.loads(row["trace_context"]) if row["trace_context"] else None,
         verify=row["verify"],
+        stale_owner=row["stale_owner"],
+        stale_attempt=row["stale_attempt"],
+        silent_s=row["silent_s"],
     )
 
 
@@ -466,3 +532,21 @@ async def select_file_contents(
     await select_generation(conn, owner, generation_id)
     rows = await conn.fetch(SELECT_FILE_CONTENTS, generation_id, owner)
     return [(row["path"], row["content"]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """A run swept off a silent worker (``UPDATE_SWEEP_STALLED``)."""
+
+    id: UUID
+    attempt: int  # the new one: its generation.stalled is appended with it
+    stage: str
+    progress: float
+    stale_owner: str
+    stale_attempt: int
+    silent_s: float | None
+
+
+async def sweep_stalled(conn: Connection) -> list[Stalled]:
+    rows = await conn.fetch(UPDATE_SWEEP_STALLED)
+    return [Stalled(**{key: row[key] for key in Stalled.__dataclass_fields__}) for row in rows]

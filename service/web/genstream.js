@@ -68,7 +68,8 @@
  */
 
 const TYPES = [
-  "generation.queued", "generation.started", "generation.resumed", "phase.started",
+  "generation.queued", "generation.started", "generation.resumed", "generation.stalled",
+  "phase.started",
   "llm.delta", "llm.retrying", "llm.waiting", "file.saved", "phase.completed", "check.completed",
   "generation.succeeded", "generation.failed", "generation.cancelled",
 ];

@@ -197,13 +197,15 @@ async def test_the_events_of_real_runs_fit_the_event_schema_type_by_type(
         validator(document, strict(data_schema)).validate(event["data"])
         seen.add(event["type"])
     # generation.failed and .resumed need a failing provider or a lost lease, llm.retrying
-    # and llm.waiting a model that fails or keeps silent: their events are checked against the
+    # and llm.waiting a model that fails or keeps silent, generation.stalled a worker that
+    # stops: their events are checked against the
     # same schema where those are made (test_runner, test_recovery, test_gemini_runs).
     assert {event_type.value for event_type in EventType} - seen == {
         EventType.FAILED.value,
         EventType.RESUMED.value,
         EventType.LLM_RETRYING.value,
         EventType.LLM_WAITING.value,
+        EventType.STALLED.value,
     }
 
 

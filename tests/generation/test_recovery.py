@@ -23,7 +23,7 @@ from service.generation import runner, runs
 from service.generation.emitter import Emitter, Generate, Job
 from service.generation.generator import make_generate
 from service.generation.providers.offline import STAGES, render_phase
-from service.generation.runner import LogEmitter, Worker
+from service.generation.runner import LogEmitter, Worker, sweep_stalled
 from service.settings import Settings
 from service.spec import Spec
 from service.store import event_log, generations
@@ -37,6 +37,7 @@ from tests.helpers import (
     create_generation,
     events_of,
     generation,
+    insert_running_generation,
     types,
     wait_finished,
     wait_until,
@@ -178,14 +179,21 @@ def assert_resumed_run_is_complete(
     assert_well_formed(events, EventType.SUCCEEDED)
     assert events[: len(before)] == list(before), "the earlier events were changed"
     assert types(events).count(EventType.RESUMED) == 1
-    resumed = events[len(before)]
+    at = len(before)
+    if events[at]["type"] == EventType.STALLED:  # taken off a worker whose lease ran out
+        assert_documented(events[at])
+        assert events[at]["data"]["worker"] != resumer.worker_id
+        at += 1
+    resumed = events[at]
     assert resumed["type"] == EventType.RESUMED
     assert_documented(resumed)
     assert resumed["data"] == {
         "worker": resumer.worker_id,
         "attempt": 2,
         "completed_phases": completed_stages(before),
+        "gap_s": resumed["data"]["gap_s"],  # how long it stood: checked where it matters
     }
+    assert resumed["data"]["gap_s"] >= 0
     assert Counter(completed_stages(events)) == dict.fromkeys(STAGES, 1)
     assert completed_stages(events) == list(STAGES)
     for stage in STAGES:
@@ -337,6 +345,12 @@ async def test_a_dead_worker_keeps_its_run_until_the_lease_expires_and_is_fenced
     events = await events_of(pool, generation_id)
     assert_resumed_run_is_complete(events, before, successor)
     assert await stored_files(pool, generation_id) == planned_files()
+    # The log says the first worker fell silent, just before the resume that followed it.
+    stalled = events[len(before)]
+    assert stalled["type"] == EventType.STALLED
+    assert (stalled["data"]["worker"], stalled["data"]["attempt"]) == (dead.worker_id, 1)
+    assert stalled["data"]["silent_s"] >= 0.5  # the lease was 0.6 s, the last event older
+    assert events[len(before) + 1]["data"]["gap_s"] == stalled["data"]["silent_s"]
 
 
 async def test_a_run_abandoned_as_often_as_attempts_allow_ends_failed(pool: Pool) -> None:
@@ -653,3 +667,45 @@ async def test_a_worker_whose_lease_was_taken_over_stops_that_run_and_frees_its_
     claimed_by, _, _ = await lease_of(pool, taken)
     assert claimed_by == "thief"
     assert (await generation(pool, taken)).status is Status.RUNNING
+
+
+async def test_a_sweep_says_a_silent_workers_run_stalled_once_and_fences_the_worker_off(
+    pool: Pool,
+) -> None:
+    """No worker is free to resume it: the sweep alone tells readers the run stalled."""
+    silent = await insert_running_generation(pool, "alice")
+    finished = await insert_running_generation(pool, "alice")
+    async with pool.acquire() as conn:
+        await event_log.append(
+            conn, finished, [NewEvent(EventType.SUCCEEDED, "done", 1.0, "Done")], fence=1
+        )
+        await conn.execute(
+            "UPDATE generations SET lease_expires_at = clock_timestamp() - interval '1 second',"
+            " claimed_by = 'the test' WHERE id = ANY($1::uuid[])",
+            [silent, finished],
+        )
+
+    assert await sweep_stalled(pool) == 1
+    assert await sweep_stalled(pool) == 0, "a run is said stalled once"
+
+    events = await events_of(pool, silent)
+    stalled = events[-1]
+    assert stalled["type"] == EventType.STALLED
+    assert_documented(stalled)
+    assert (stalled["data"]["worker"], stalled["data"]["attempt"]) == ("the test", 1)
+    assert stalled["data"]["silent_s"] >= 0
+    assert stalled["message"].startswith("Stalled: worker the test fell silent")
+    claimed_by, lease_expires_at, _ = await lease_of(pool, silent)
+    assert (claimed_by, lease_expires_at) == (None, None), "released for the next worker"
+    assert (await events_of(pool, finished))[-1]["type"] == EventType.SUCCEEDED
+    # The silent worker wakes up: its claim is fenced off.
+    async with pool.acquire() as conn:
+        with pytest.raises(LeaseLost):
+            await event_log.append(conn, silent, [NewEvent(EventType.LLM_DELTA, "core", 0.1, "x")],
+                                   fence=1)  # fmt: skip
+    # The next claim resumes it without a second stalled event.
+    async with running_worker(pool, offline(0.0), poll_s=0.05):
+        await wait_finished(pool, [silent], seconds=10)
+    kinds = types(await events_of(pool, silent))
+    assert kinds.count(EventType.STALLED) == 1
+    assert kinds[kinds.index(EventType.STALLED) + 1] == EventType.RESUMED
