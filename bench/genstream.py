@@ -43,7 +43,7 @@ WHERE id = $3
 RETURNING id, spec::text AS spec, provider, model, attempt, status, stage, progress,
     cancel_requested_at IS NOT NULL AS cancel_requested, owner,
     extract(epoch FROM created_at)::float8 AS created_at, trace_context::text AS trace_context,
-    verify
+    verify, NULL::text AS stale_owner, NULL::int AS stale_attempt, NULL::float8 AS silent_s
 """
 
 # The bare reference of case 1: the same rows, INSERT + pg_notify as ONE statement, seq counted
