@@ -53,8 +53,8 @@ PASS = [sys.executable, "-c", "pass"]
 
 def spec_of(entities: int) -> Spec:
     """``entities`` entities of every field type, each (but the first) referring to the one
-    before it, and from the third on to the one before that too (``ref:``). The same specs as
-    ``tests/verify/test_checks.py``, which the bench does not import."""
+    before it, and from the third on to the one before that too (``ref:``). The tests of the
+    checks and of verified runs use these specs too."""
     raw: list[dict[str, Any]] = []
     for number in range(entities):
         fields = {"title": "str", "count": "int", "price": "float", "active": "bool"}

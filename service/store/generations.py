@@ -24,12 +24,15 @@ JOBS_CHANNEL = "genstream_jobs"
 CANCEL_CHANNEL = "genstream_cancel"
 
 # Seconds since the run's last event but a stalled one: how long its log has heard nothing of
-# its worker (an expression over a row with ``id``).
+# its worker (an expression over a row with ``id``): read backwards on the primary key, it
+# stops at the last event instead of reading the whole log.
 SILENT_S = """(
-    SELECT extract(epoch FROM clock_timestamp() - max(e.created_at))::float8
+    SELECT extract(epoch FROM clock_timestamp() - e.created_at)::float8
     FROM generation_events AS e
     WHERE e.generation_id = id
       AND e.type <> 'generation.stalled'
+    ORDER BY e.seq DESC
+    LIMIT 1
 )"""
 
 # Create a queued generation ($1 id, $2 owner, $3 spec, $4 provider, $5 model, $6 trace

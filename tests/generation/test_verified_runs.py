@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from httpx_sse import aconnect_sse
 
+from bench.cases.verify import spec_of
 from service.events import NewFile
 from service.generation.parsing import render_block
 from service.generation.phases import PHASES, PHASES_END
@@ -23,7 +24,6 @@ from tests.conftest import AppFactory, KeyFactory, RunningApp
 from tests.generation.fake_gemini import Stream
 from tests.generation.model_runs import gemini_app, of_type
 from tests.helpers import API, assert_documented, create_via_api, events_via_api, wait_until
-from tests.verify.test_checks import spec_of
 
 STAGES = [phase.stage for phase in PHASES]
 SPEC: dict[str, Any] = {
@@ -152,7 +152,9 @@ async def test_the_request_chooses_the_level_and_the_server_default_applies_with
         _, _, switched_off = await run_streamed(running, key, {"spec": SPEC, "verify": "off"})
         async with running.client(key) as client:
             state = (await client.get(f"{API}/{default_id}")).json()
+            before = (await client.get(API)).json()["items"]
             refused = await client.post(API, json={"spec": SPEC, "verify": "everything"})
+            after = (await client.get(API)).json()["items"]
 
     assert state["verify"] == "compile"
     assert [c["data"]["step"] for c in of_type(by_default, "check.completed")] == ["compile"]
@@ -163,6 +165,7 @@ async def test_the_request_chooses_the_level_and_the_server_default_applies_with
     assert switched_off[-1]["message"] == "Generation finished"
     assert refused.status_code == 400
     assert "verify" in refused.text
+    assert after == before, "a refused request stored a generation"
 
 
 async def test_an_offline_project_that_fails_ends_failed_at_once_without_a_repair(

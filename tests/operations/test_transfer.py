@@ -196,6 +196,19 @@ async def test_an_event_edited_in_the_export_breaks_its_chain_and_is_refused(
     assert await rows_of(other_pool, generation_id) == (0, 0, 0)
 
 
+async def test_a_chain_that_is_not_a_hash_is_refused_in_words(pool: Pool, other_pool: Pool) -> None:
+    records = await exported(pool, await finished_generation(pool))
+    generation_id = records[GENERATION]["generation"]["id"]
+    records[DELTA]["event"]["chain"] = "not a hash"
+
+    result = await load(other_pool, ndjson(records))
+
+    line, reason = refusal(result)
+    assert line == DELTA + 1
+    assert "event seq 3's chain: 'not a hash' is not a chain hash" in reason
+    assert await rows_of(other_pool, generation_id) == (0, 0, 0)
+
+
 async def test_an_export_made_before_chain_hashes_gets_its_chain_on_import(
     pool: Pool, other_pool: Pool
 ) -> None:

@@ -11,10 +11,10 @@ import socket
 import tempfile
 import time
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
+from bench.cases.verify import spec_of
 from service.generation.providers.offline import STAGES, render_phase
 from service.settings import PROJECT_ROOT
 from service.spec import Spec
@@ -33,21 +33,6 @@ from tests.verify.sandboxes import SMALL, processes_with, project, token
 
 # The generated suites import litestar: more room than SMALL, still far below the defaults.
 SUITE = replace(SMALL, cpu_s=60, wall_s=100, memory_mb=1024, processes=256)
-
-
-def spec_of(entities: int) -> Spec:
-    """``entities`` entities of every field type, each (but the first) referring to the one
-    before it, and from the third on to the one before that too (``ref:``)."""
-    raw: list[dict[str, Any]] = []
-    for number in range(entities):
-        fields = {"title": "str", "count": "int", "price": "float", "active": "bool"}
-        fields |= {"placed_at": "datetime", "code": "uuid"}
-        if number >= 1:
-            fields["parent"] = f"Thing{number - 1}"
-        if number >= 2:
-            fields["grandparent"] = f"ref:Thing{number - 2}"
-        raw.append({"name": f"Thing{number}", "fields": fields})
-    return Spec.model_validate({"project": f"things-{entities}", "entities": raw})
 
 
 def offline_files(spec: Spec) -> dict[str, str]:
