@@ -24,8 +24,8 @@ The packages, from the outside in; each may import only the ones ``LAYERS`` list
     store                       the only SQL: the event log, runs, keys, the LISTEN connection
     events errors files         leaves: the vocabulary, the error tree, what a stored file
     settings spec observe       may be (its path, size, language), configuration, the
-                                request's spec, the metrics, logs and traces; anyone may
-                                import them
+    snapshot                    request's spec, the metrics, logs and traces, a run's state
+                                reduced from its events; anyone may import them
 
 Only ``api`` and the composition modules import Litestar; only ``store`` speaks SQL; only
 ``generation/providers/gemini.py`` imports google-genai, only ``generation/providers/openai.py``
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Final
 
-_LEAVES: Final = frozenset({"events", "errors", "files", "observe", "settings", "spec"})
+_LEAVES: Final = frozenset({"events", "errors", "files", "observe", "settings", "snapshot", "spec"})
 _BELOW_API: Final = frozenset({"access", "streams", "generation", "verify", "store"}) | _LEAVES
 _EVERYTHING: Final = (
     frozenset(
@@ -64,6 +64,7 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "files": _LEAVES,
     "settings": _LEAVES,
     "spec": _LEAVES,
+    "snapshot": _LEAVES,
     "observe": _LEAVES,
     "web": frozenset(),  # the page's HTML, CSS and script: no Python
 }

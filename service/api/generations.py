@@ -31,10 +31,12 @@ from service.api.schemas import (
 from service.errors import InvalidRequest
 from service.events import Status
 from service.generation import runs
+from service.observe import metrics
 from service.settings import Settings
 from service.store import event_log, generations
 from service.store.db import BIGINT_MAX, connection
 from service.store.keys import KeyOwner
+from service.streams import snapshots
 
 MAX_EVENTS_PAGE = 1000
 MAX_LIST_PAGE = 100
@@ -231,18 +233,30 @@ class GenerationsController(Controller):
             int, QueryParameter(ge=0, le=BIGINT_MAX, schema_extra={"maximum": BIGINT_MAX})
         ] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+        snapshot: Annotated[
+            bool,
+            QueryParameter(
+                description="With `after` 0: `snapshot` holds the run reduced up to its last "
+                "event and `events` start after it. Ignored with a resume point."
+            ),
+        ] = False,
     ) -> Response[bytes]:
         async with connection(services.pool) as conn:
             await generations.select_generation(conn, caller.owner, generation_id)
-            page = await event_log.select_events_after(conn, generation_id, after, limit + 1)
+            taken = await snapshots.read(conn, generation_id) if snapshot and not after else None
+            start = taken.seq if taken else after
+            page = await event_log.select_events_after(conn, generation_id, start, limit + 1)
         events, more = page[:limit], len(page) > limit
-        next_after = events[-1].seq if events else after
+        next_after = events[-1].seq if events else start
         # The stored JSON text goes out as is: no decode/encode per event.
         body = (
             '{"events":['
             + ",".join(event.json for event in events)
-            + f'],"next_after":{next_after},"has_more":{"true" if more else "false"}}}'
+            + f'],"next_after":{next_after},"has_more":{"true" if more else "false"}'
+            + (f',"snapshot":{taken.json}}}' if taken else "}")
         )
+        if taken:
+            metrics.SNAPSHOTS_SENT.inc()
         return Response(body.encode(), media_type="application/json")
 
     @get(

@@ -91,7 +91,13 @@ _SUCCESS_BODIES: Final[dict[str, tuple[str, dict[str, Any]]]] = {
                 "data": {
                     "type": "string",
                     "contentMediaType": "application/json",
-                    "contentSchema": {"$ref": REF.format(model="Event")},
+                    # An event; the first frame of a `snapshot=1` stream, a snapshot.
+                    "contentSchema": {
+                        "oneOf": [
+                            {"$ref": REF.format(model="Event")},
+                            {"$ref": REF.format(model="SnapshotData")},
+                        ]
+                    },
                 },
             },
         },
@@ -108,7 +114,10 @@ keepalive = ": keepalive" LF LF              ; at least every 15 s while nothing
 ```
 
 `seq` is the event's `seq`, `type` its `type`, and `event-json` the event on one line, exactly
-as the events endpoint gives it (schema `Event`). Frames come in seq order, from the first
+as the events endpoint gives it (schema `Event`). With `?snapshot=1` and no resume point, the
+first frame is `"id: " seq LF "event: snapshot" LF "data: " snapshot-json LF LF` (schema
+`SnapshotData`): the run reduced up to `seq`; the frames after it are events from `seq` + 1,
+and after a terminal snapshot the stream ends. Frames come in seq order, from the first
 after the resume point (`Last-Event-ID` header, else `?after=`, else 0), stored ones first,
 then live ones; none is sent twice. The stream ends after the terminal event
 (`generation.succeeded`, `.failed` or `.cancelled`). A client that loses the connection

@@ -11,6 +11,7 @@ from litestar.openapi.spec import Reference, SecurityRequirement, SecurityScheme
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
 from service.events import EVENT_DATA, EventType, Status, status_after
+from service.snapshot import SnapshotData
 from service.spec import Spec, refuse_nul
 from service.store.generations import Generation
 
@@ -152,6 +153,11 @@ class EventsPage(BaseModel):
     events: list[Event]
     next_after: int = Field(description="Pass as ``after`` for the next page.")
     has_more: bool
+    snapshot: SnapshotData | None = Field(
+        default=None,
+        description="Asked for with `snapshot=1` from the start: the run reduced up to event "
+        "`snapshot.seq`; `events` start after it. Absent otherwise.",
+    )
 
 
 class FeedPage(BaseModel):

@@ -37,7 +37,7 @@ from service.store import generations
 from service.store.db import BIGINT_MAX, connection
 from service.store.event_log import Head, StoredEvent
 from service.store.keys import KeyOwner
-from service.streams import follow, pacing
+from service.streams import follow, pacing, snapshots
 
 log = get_logger(__name__)
 
@@ -104,6 +104,13 @@ async def authorize(
 KEEPALIVE_FRAME: Final = b": keepalive\n\n"
 
 
+def check_snapshot(snapshot: bool, speed: float | None) -> None:
+    if snapshot and speed is not None:
+        raise InvalidRequest(
+            "snapshot=1 cannot go with pace=recorded: a replay sends every event at its pace"
+        )
+
+
 def opens(head: Head, after: int, speed: float | None) -> bool:
     """Whether a stream resuming after ``after`` has anything to send (False: 204); raises
     what the caller got wrong (a resume point we never sent, a replay of a running run)."""
@@ -120,8 +127,10 @@ async def frames(
     *,
     head_known: bool = True,
     unchecked_key: UUID | None = None,
+    snapshot: bool = False,
 ) -> AsyncIterator[bytes]:
-    """``speed``: replay at the recorded pace. ``head_known`` False: the stream was opened
+    """``speed``: replay at the recorded pace. ``snapshot``: start with the run's snapshot
+    (``after`` is 0), then the events after it. ``head_known`` False: the stream was opened
     while PostgreSQL was unavailable, so the checks the handler makes before answering are
     made here once it answers; until then the client gets keepalives.
 
@@ -137,7 +146,9 @@ async def frames(
         yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
         if not head_known:
             head: Head | None = None
-            waiting = follow.head_once_available(services.streams, services.pool, generation_id)
+            waiting = follow.once_available(
+                services.streams, lambda: follow.head(services.pool, generation_id)
+            )
             async for found in waiting:
                 if isinstance(found, follow.Keepalive):
                     metrics.KEEPALIVES_SENT.inc()
@@ -159,6 +170,26 @@ async def frames(
             except GenstreamError:
                 reason = "ended"
                 return  # revoked meanwhile (or away again): the reconnect gets the answer
+        if snapshot:
+            taken: snapshots.Snapshot | None = None
+            reading = follow.once_available(
+                services.streams, lambda: snapshots.take(services.pool, generation_id)
+            )
+            async for read in reading:
+                if isinstance(read, follow.Keepalive):
+                    metrics.KEEPALIVES_SENT.inc()
+                    yield KEEPALIVE_FRAME
+                else:
+                    taken = read
+            if taken is None:
+                reason = "shutdown" if services.hub.closing else "ended"
+                return
+            metrics.SNAPSHOTS_SENT.inc()
+            yield snapshot_frame(taken).encode()
+            if taken.is_final:
+                reason = "terminal"
+                return
+            after = taken.seq
         items = follow.follow(services.streams, generation_id, after)
         if speed is not None:
             items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
@@ -233,6 +264,12 @@ def frame(event: StoredEvent) -> str:
     return f"id: {event.seq:d}\nevent: {event_type}\ndata: {data}\n\n"
 
 
+def snapshot_frame(snapshot: snapshots.Snapshot) -> str:
+    """``event: snapshot`` with the seq it stands for as its id: a reconnect resumes after it.
+    Its JSON is one line (``json.dumps`` escapes line breaks)."""
+    return f"id: {snapshot.seq:d}\nevent: snapshot\ndata: {snapshot.json}\n\n"
+
+
 @get(
     "/api/generations/{generation_id:uuid}/stream",
     security=[{API_KEY: []}, {STREAM_TOKEN: []}],
@@ -266,6 +303,14 @@ async def stream(
             schema_extra={"minimum": pacing.REPLAY_SPEED_MIN, "maximum": pacing.REPLAY_SPEED_MAX}
         ),
     ] = 1.0,
+    snapshot: Annotated[
+        bool,
+        QueryParameter(
+            description="Start with one `snapshot` frame, the run reduced up to its last "
+            "event, instead of the events it stands for; then the events after it. Only "
+            "from the start: with a resume point the caller has its own state."
+        ),
+    ] = False,
 ) -> Response[bytes] | Stream:
     try:
         caller = await authorize(request, services, generation_id, token)
@@ -275,6 +320,7 @@ async def stream(
     start = resume_point(last_event_id, after)
     pacing.check_speed(speed)  # without pace=recorded it is unused, but still checked
     replay_speed = speed if pace == "recorded" else None
+    check_snapshot(snapshot, replay_speed)
     try:
         head: Head | None = await follow.head(services.pool, generation_id)
     except StoreUnavailable:
@@ -291,6 +337,7 @@ async def stream(
         replay_speed,
         head_known=head is not None,
         unchecked_key=caller if isinstance(caller, UUID) else None,
+        snapshot=snapshot and start == 0,
     )
     if isinstance(caller, KeyOwner):
         limit = effective(caller.max_streams, services.settings.owner_max_streams)

@@ -291,6 +291,9 @@ LISTENER_RECONNECTS = _counter(
 )
 KEEPALIVES_SENT = _counter("genstream_keepalives_sent", "Keepalive comments written to streams.")
 FRAMES_SENT = _counter("genstream_frames_sent", "Event frames written to streams.")
+SNAPSHOTS_SENT = _counter(
+    "genstream_snapshots_sent", "Snapshot frames written (streams and events pages)."
+)
 
 # --- runs ---------------------------------------------------------------------------------------
 RUNS_FINISHED = _counter(

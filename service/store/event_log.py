@@ -53,8 +53,9 @@ TERMINAL_SQL = ", ".join(f"'{kind.value}'" for kind in sorted(TERMINAL_TYPES))
 # the read itself). Built by concatenation to keep the contract's key order; every column is
 # NOT NULL and every text goes through to_json() for escaping. This is the text each event's
 # chain hash covers: changing it changes every hash (migration 0009 froze the same text).
-EVENT_BODY = """
-'{"generation_id":"' || generation_id::text
+TIMESTAMP_TEXT = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+EVENT_BODY = f"""
+'{{"generation_id":"' || generation_id::text
     || '","seq":' || seq::text
     || ',"type":' || to_json(type)::text
     || ',"status":' || to_json(status)::text
@@ -62,9 +63,9 @@ EVENT_BODY = """
     || ',"progress":' || progress::text
     || ',"message":' || to_json(message)::text
     || ',"timestamp":"'
-    || to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    || {TIMESTAMP_TEXT}
     || '","data":' || payload::text
-    || '}'
+    || '}}'
 """
 
 # An event as clients see it: the body with its chain hash as the last member, so that a

@@ -97,6 +97,13 @@ generation_events = sa.Table(
     sa.CheckConstraint("octet_length(chain) = 32", name="generation_events_chain_check"),
     sa.Index("generation_events_feed_idx", "tx_id", "generation_id", "seq"),
     sa.Index("generation_events_type_idx", "type", "created_at"),
+    # Every event but the model's text, for snapshots (migration 0010).
+    sa.Index(
+        "generation_events_milestones_idx",
+        "generation_id",
+        "seq",
+        postgresql_where=sa.text("type <> 'llm.delta'"),
+    ),
     sa.Index(
         "generation_events_idempotency_key_idx",
         "generation_id",

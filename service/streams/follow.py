@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 from uuid import UUID
 
 from service.errors import InvalidRequest, StoreUnavailable
@@ -24,6 +24,7 @@ class Keepalive:
 
 
 KEEPALIVE: Final = Keepalive()
+T = TypeVar("T")
 OUTAGE_RETRY_MAX_S: Final = 2.0
 KEEPALIVE_JITTER: Final = 0.2
 
@@ -65,23 +66,23 @@ class Streams:
         return self.keepalive_s * (1.0 - KEEPALIVE_JITTER * random.random())
 
 
-async def head_once_available(
-    streams: Streams, pool: Pool, generation_id: UUID
-) -> AsyncIterator[Head | Keepalive]:
-    """For a stream opened while PostgreSQL is unavailable: a keepalive after each failed
-    read, backing off to ``OUTAGE_RETRY_MAX_S``, then the generation's head once the
-    database answers. Ends without a head when the process shuts down meanwhile.
+async def once_available(
+    streams: Streams, read: Callable[[], Awaitable[T]]
+) -> AsyncIterator[T | Keepalive]:
+    """For a stream that answered 200 while PostgreSQL is unavailable: a keepalive after each
+    failed ``read``, backing off to ``OUTAGE_RETRY_MAX_S``, then what it read once the
+    database answers. Ends without it when the process shuts down meanwhile.
 
-    The stream has answered 200 already: an EventSource answered 503 gives up for good, so
-    the client is kept, as an open stream is kept through an outage (``follow``). A read is
-    cut at the keepalive interval: a database that does not answer (rather than refusing)
-    must not keep the client waiting for a line past it.
+    An EventSource answered 503 gives up for good, so the client is kept, as an open stream is
+    kept through an outage (``follow``). A read is cut at the keepalive interval: a database
+    that does not answer (rather than refusing) must not keep the client waiting for a line
+    past it.
     """
     outage = 0.0
     while not streams.hub.closing:
         try:
             async with asyncio.timeout(streams.keepalive_s):
-                found = await head(pool, generation_id)
+                found = await read()
         except (StoreUnavailable, TimeoutError):
             outage = min(max(outage * 2, 0.1), OUTAGE_RETRY_MAX_S)
             await asyncio.sleep(outage)

@@ -45,11 +45,28 @@ function setState(state, detail) {
 }
 
 // A phase's row: verify and repair rounds each get their own ("verify 2", "repair 1").
-function phaseKey(event) {
-  const round = event.data && event.data.round;
-  if (event.stage === "repair" || (event.stage === "verify" && round > 1)) return `${event.stage} ${round}`;
-  return event.stage;
+function roundKey(phase, round) {
+  return phase === "repair" || (phase === "verify" && round > 1) ? `${phase} ${round}` : phase;
 }
+
+function phaseKey(event) {
+  return roundKey(event.stage, event.data && event.data.round);
+}
+
+function completedText(key, startedAt, completedAt, verification) {
+  const seconds = (Date.parse(completedAt) - Date.parse(startedAt)) / 1000;
+  const outcome = verification ? (verification.ok ? "passed" : "failed") : "done";
+  const summary = verification ? `: ${verification.summary}` : "";
+  return `${key}: ${outcome} in ${seconds.toFixed(2)} s${summary}`;
+}
+
+function checkText(key, check) {
+  return `${key}: running (${check.step} ${check.ok ? "passed" : "failed"})`;
+}
+
+// A run opened from the list or a link starts from its snapshot, so a long run draws at once;
+// `?snapshot=0` in the page's address replays every event instead.
+const SNAPSHOTS = new URLSearchParams(location.search).get("snapshot") !== "0";
 
 class Run {
   constructor(id) {
@@ -77,15 +94,50 @@ class Run {
     $("progress").setAttribute("aria-valuenow", String(percent));
   }
 
-  render(event) {
+  logRow(cells) {
     const row = document.createElement("tr");
-    for (const text of [event.seq, event.type, event.message]) {
+    for (const text of cells) {
       const cell = document.createElement("td");
       cell.textContent = String(text);
       row.append(cell);
     }
     $("log").append(row);
-    $("stage").textContent = event.message ? `${event.stage}: ${event.message}` : event.stage;
+    return row;
+  }
+
+  showStage(stage, message) {
+    $("stage").textContent = message ? `${stage}: ${message}` : stage;
+  }
+
+  // The run as its snapshot reduced events 1..seq: what render() would have drawn from them.
+  restore(snapshot) {
+    const deltas = snapshot.counts["llm.delta"] || 0;
+    const row = this.logRow([`1–${snapshot.seq}`, "snapshot", `${snapshot.seq} events (${deltas} model text)`]);
+    row.dataset.through = String(snapshot.seq);
+    this.showStage(snapshot.stage, snapshot.message);
+    this.setProgress(snapshot.progress || 0);
+    $("model").textContent = (snapshot.model_text_truncated ? "…" : "") + snapshot.model_text;
+    for (const phase of snapshot.phases) {
+      const key = roundKey(phase.phase, phase.round);
+      const item = document.createElement("li");
+      item.dataset.started = phase.started_at;
+      if (phase.status === "completed") {
+        item.textContent = completedText(key, phase.started_at, phase.completed_at, phase.verification);
+      } else if (phase.checks.length) {
+        item.textContent = checkText(key, phase.checks[phase.checks.length - 1]);
+      } else {
+        item.textContent = `${key}: running`;
+      }
+      this.phases.set(key, item);
+      $("phases").append(item);
+    }
+    for (const file of snapshot.files) this.addFile(file.path);
+    if (snapshot.last_event.type in TERMINAL) this.finish(snapshot.last_event);
+  }
+
+  render(event) {
+    this.logRow([event.seq, event.type, event.message]);
+    this.showStage(event.stage, event.message);
     this.setProgress(event.progress || 0);
     const data = event.data || {};
     if (event.type === "llm.delta" && data.text) {
@@ -102,16 +154,11 @@ class Run {
       $("phases").append(item);
     } else if (event.type === "check.completed") {
       const item = this.phases.get(phaseKey(event));
-      if (item) item.textContent = `${phaseKey(event)}: running (${data.step} ${data.ok ? "passed" : "failed"})`;
+      if (item) item.textContent = checkText(phaseKey(event), data);
     } else if (event.type === "phase.completed") {
       const key = phaseKey(event);
       const item = this.phases.get(key);
-      if (item) {
-        const seconds = (Date.parse(event.timestamp) - Date.parse(item.dataset.started)) / 1000;
-        const outcome = data.verification ? (data.verification.ok ? "passed" : "failed") : "done";
-        const summary = data.verification ? `: ${data.verification.summary}` : "";
-        item.textContent = `${key}: ${outcome} in ${seconds.toFixed(2)} s${summary}`;
-      }
+      if (item) item.textContent = completedText(key, item.dataset.started, event.timestamp, data.verification);
     } else if (event.type === "file.saved" && data.path) {
       this.addFile(data.path);
     }
@@ -168,16 +215,19 @@ class Run {
     listGenerations();
   }
 
-  // Live from the stored log on (a reload, an old generation: the stream sends the history
-  // first); `token` is the one POST /api/generations returned, else one is fetched. With
+  // Live from the stored log on (a reload, an old generation: the stream sends its snapshot
+  // first, or with ?snapshot=0 its history); `token` is the one POST /api/generations
+  // returned (a run just started: its events from the first), else one is fetched. With
   // `speed`, a finished generation again, at the pace it was recorded (the server paces it).
   open(token, speed) {
     this.reset();
     const replaying = speed !== undefined;
     const following = follow(this.id, {
       apiKey: apiKey(), token, ...(replaying ? { pace: "recorded", speed } : {}),
+      snapshot: SNAPSHOTS && !replaying && !token, // a run just started has nothing to reduce
     });
     this.following = following;
+    following.addEventListener("snapshot", (e) => this.restore(e.detail));
     following.addEventListener("event", (e) => this.render(e.detail));
     following.addEventListener("state", ({ detail }) => {
       if (detail.state === "live") setState(replaying ? "replaying" : "live");

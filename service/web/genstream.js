@@ -23,9 +23,14 @@
  *   stallMs  how long a silence may last before the log is asked whether the stream has
  *            stalled (30000, one small request per silence; 0: never)
  *   retryMs  the first step of the back-off when the module reconnects by itself (2000)
+ *   snapshot true: start from the run's snapshot instead of its events (with `after` 0 only):
+ *            a 100,000-event run arrives as one "snapshot" and the events after it
  *
  * A Follow is an EventTarget. It starts on a microtask, so listeners added before the caller
  * next awaits see every event and every state:
+ *   "snapshot" detail: the run reduced up to its seq (docs/CONTRACT.md, "Snapshot + tail"),
+ *            once, before any "event", when `snapshot` was asked for; a run that had ended
+ *            is then done, with the snapshot's last_event as the terminal event.
  *   "event"  detail: one event as docs/CONTRACT.md shapes it; each seq once, none skipped, in
  *            order, the terminal event (generation.succeeded|failed|cancelled) last.
  *   "state"  detail: {state, attempt, reason}, state one of
@@ -145,7 +150,7 @@ export function follow(generationId, options) {
 }
 
 export class Follow extends EventTarget {
-  #id; #apiKey; #base; #pace; #stallMs; #retryMs;
+  #id; #apiKey; #base; #pace; #stallMs; #retryMs; #snapshot; // still wanted
   #lastSeq; #lastEvent = null; #pending = new Map(); // seq -> [event, its text] awaiting a gap
   #chain; #delivery = Promise.resolve(); // the chain so far; deliveries, one after another
   #token; #source = null; #streamSeq = 0; // the highest seq the open stream has sent
@@ -154,7 +159,7 @@ export class Follow extends EventTarget {
 
   constructor(generationId, {
     apiKey, after = 0, token = null, baseUrl = "", pace = "live", speed = 1,
-    stallMs = 30_000, retryMs = 2_000,
+    stallMs = 30_000, retryMs = 2_000, snapshot = false,
   } = {}) {
     super();
     if (!apiKey) throw new TypeError("follow() needs options.apiKey");
@@ -166,6 +171,7 @@ export class Follow extends EventTarget {
     this.#stallMs = stallMs;
     this.#retryMs = retryMs;
     this.#lastSeq = after;
+    this.#snapshot = Boolean(snapshot) && after === 0;
     this.#chain = after === 0 ? ZERO_CHAIN : null;
     this.#token = token;
     this.done = new Promise((resolve, reject) => { this.#settle = { resolve, reject }; });
@@ -225,7 +231,8 @@ export class Follow extends EventTarget {
   #listen() {
     this.#source?.close();
     const url = `${this.#base}/api/generations/${this.#id}/stream`
-      + `?token=${encodeURIComponent(this.#token)}&after=${this.#lastSeq}${this.#pace}`;
+      + `?token=${encodeURIComponent(this.#token)}&after=${this.#lastSeq}${this.#pace}`
+      + (this.#snapshot ? "&snapshot=1" : "");
     const source = new EventSource(url);
     this.#source = source;
     this.#streamSeq = this.#lastSeq;
@@ -256,7 +263,31 @@ export class Follow extends EventTarget {
       this.#accept(event, message.data);
     };
     for (const type of [...TYPES, "message"]) source.addEventListener(type, onMessage);
+    source.addEventListener("snapshot", (message) => {
+      if (this.#source !== source) return;
+      const snapshot = JSON.parse(message.data);
+      this.#streamSeq = Math.max(this.#streamSeq, snapshot.seq);
+      this.#arm();
+      this.#takeSnapshot(snapshot);
+    });
     this.#arm();
+  }
+
+  // The run up to snapshot.seq, in place of its events: delivered first, the chain kept from
+  // its last event's; a snapshot that ends with the terminal event ends the follow.
+  #takeSnapshot(snapshot) {
+    if (this.#ended || !this.#snapshot || this.#lastSeq !== 0) return;
+    this.#snapshot = false;
+    this.#lastSeq = snapshot.seq;
+    this.#lastEvent = snapshot.last_event;
+    for (const seq of this.#pending.keys()) if (seq <= snapshot.seq) this.#pending.delete(seq);
+    this.#delivery = this.#delivery.then(() => {
+      if (this.#ended) return;
+      this.#chain = snapshot.chain;
+      this.dispatchEvent(new CustomEvent("snapshot", { detail: snapshot }));
+      if (TERMINAL.has(snapshot.last_event.type)) this.#finish(snapshot.last_event);
+    });
+    if (!TERMINAL.has(snapshot.last_event.type)) this.#drain();
   }
 
   // The one gate every event goes through, from the stream or the log, in any order; `text`
@@ -264,6 +295,11 @@ export class Follow extends EventTarget {
   #accept(event, text) {
     if (this.#ended || event.seq <= this.#lastSeq || this.#pending.has(event.seq)) return;
     this.#pending.set(event.seq, [event, text]);
+    this.#drain();
+  }
+
+  // Deliver what is pending from lastSeq + 1 on; read the log for a gap before the rest.
+  #drain() {
     while (!this.#ended && this.#pending.has(this.#lastSeq + 1)) {
       const [next, nextText] = this.#pending.get(this.#lastSeq + 1);
       this.#pending.delete(next.seq);
@@ -316,9 +352,13 @@ export class Follow extends EventTarget {
   #readLog() {
     this.#reading ??= (async () => {
       for (;;) {
-        const before = this.#lastSeq;
-        const text = await this.#request("GET", `/events?after=${before}&limit=${PAGE}`, "text");
+        const asked = this.#snapshot && this.#lastSeq === 0 ? "&snapshot=1" : "";
+        const text = await this.#request(
+          "GET", `/events?after=${this.#lastSeq}&limit=${PAGE}${asked}`, "text",
+        );
         const page = JSON.parse(text);
+        if (page.snapshot) this.#takeSnapshot(page.snapshot);
+        const before = page.snapshot ? page.snapshot.seq : this.#lastSeq;
         const texts = eventTexts(text);
         page.events.forEach((event, i) => {
           this.#accept(event, texts.length === page.events.length ? texts[i] : null);

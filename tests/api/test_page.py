@@ -27,7 +27,13 @@ from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
-from tests.helpers import create_via_api, finished_generation, wait_for_status
+from tests.helpers import (
+    create_via_api,
+    finished_generation,
+    state_via_api,
+    wait_for_status,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -109,8 +115,12 @@ async def wait_seq(page: Page, at_least: int) -> None:
 async def shown(page: Page) -> dict[str, Any]:
     """What the page shows: the log's seqs, the files, the progress, the state."""
     return {
+        # A snapshot's row stands for seqs 1..its seq (data-through).
         "seqs": await page.eval_on_selector_all(
-            "#log tr td:first-child", "cells => cells.map(c => Number(c.textContent))"
+            "#log tr",
+            """rows => rows.flatMap(row => row.dataset.through
+                ? Array.from({length: Number(row.dataset.through)}, (_, i) => i + 1)
+                : [Number(row.cells[0].textContent)])""",
         ),
         "files": await page.eval_on_selector_all(
             "#files li[data-path]", "items => items.map(i => i.dataset.path)"
@@ -214,8 +224,9 @@ BLANK = "/blank-page-for-genstream-js"  # answered by the browser itself, never 
 # Follows with the listener API, keeping what it was told on `window` for the test to read.
 FOLLOW = """async ([id, options]) => {
     const { follow } = await import("/static/genstream.js");
-    Object.assign(window, { seen: [], states: [], reasons: [], outcome: null });
+    Object.assign(window, { seen: [], states: [], reasons: [], outcome: null, snapshots: [] });
     const run = follow(id, options);
+    run.addEventListener("snapshot", (e) => window.snapshots.push(e.detail.seq));
     run.addEventListener("event", (e) => window.seen.push(e.detail));
     run.addEventListener("state", (e) => {
         window.states.push(e.detail.state);
@@ -270,7 +281,7 @@ async def followed(page: Page) -> dict[str, Any]:
     await page.wait_for_function("window.outcome !== null", timeout=RUN_S)
     result: dict[str, Any] = await page.evaluate(
         "({seen: window.seen, states: window.states, reasons: window.reasons,"
-        " outcome: window.outcome})"
+        " outcome: window.outcome, snapshots: window.snapshots})"
     )
     return result
 
@@ -299,6 +310,42 @@ async def test_the_module_alone_follows_a_run_across_a_server_restart(
     assert result["outcome"] == {"done": len(seqs)}
     assert result["states"][0] == "connecting"
     assert result["states"][-2:] == ["live", "done"]
+
+
+async def seq_reached(client: Any, generation_id: str, seq: int) -> bool:
+    return bool((await state_via_api(client, generation_id))["last_seq"] >= seq)
+
+
+async def test_the_module_starts_from_a_snapshot_and_follows_the_tail_across_a_restart(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    port = free_port()
+    settings = {"offline_delay_s": 0.03, "sse_retry_ms": 300}
+    async with app_factory(port=port, **settings) as first:
+        generation_id = await start_generation(first, api_key)
+        async with first.client(api_key) as client:
+            await wait_until(
+                lambda: seq_reached(client, generation_id, 8), "the run at seq 8", RUN_S / 1000
+            )
+        await blank_page(page, first)
+        await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "snapshot": True}])
+        await page.wait_for_function("window.seen.length >= 3", timeout=RUN_S)
+    await page.wait_for_function("window.states.includes('reconnecting')", timeout=10_000)
+    async with app_factory(port=port, **settings) as second:
+        result = await followed(page)
+        log = await stored(second, api_key, generation_id)
+        # A run that had ended: its snapshot, and done at once with its terminal event.
+        await page.evaluate(FOLLOW, [generation_id, {"apiKey": api_key, "snapshot": True}])
+        ended = await followed(page)
+    (seq,) = result["snapshots"]
+    assert seq >= 8
+    assert [event["seq"] for event in result["seen"]] == log["seqs"][seq:]
+    assert result["seen"][-1] == log["last"]
+    assert result["outcome"] == {"done": log["seqs"][-1]}  # the chain held from the snapshot's
+    assert ended["snapshots"] == [log["seqs"][-1]]
+    assert ended["seen"] == []
+    assert ended["outcome"] == {"done": log["seqs"][-1]}
+    assert ended["states"][-1] == "done"
 
 
 @pytest.mark.parametrize("where", ["the stream", "the log"])
@@ -463,6 +510,62 @@ async def test_a_reload_mid_run_and_after_the_end_rebuilds_the_same_view(
     assert after_end_reload["seqs"] == log["seqs"] == list(range(1, len(log["seqs"]) + 1))
     assert after_end_reload["files"] == log["files"]
     assert after_end_reload["progress"] == "100"
+
+
+async def drawn(page: Page) -> dict[str, Any]:
+    """Everything the run view draws from the events, the log table aside."""
+    return {
+        **{key: value for key, value in (await shown(page)).items() if key != "seqs"},
+        "phases": await page.eval_on_selector_all(
+            "#phases li", "items => items.map(i => i.textContent)"
+        ),
+        "stage": await page.text_content("#stage"),
+        "model": await page.text_content("#model"),
+        "error": await page.text_content("#run-error"),
+        "rows": await page.eval_on_selector_all("#log tr", "rows => rows.length"),
+    }
+
+
+@pytest.mark.parametrize("outcome", ["finished", "failed"])
+async def test_a_run_opened_from_its_snapshot_draws_what_its_events_draw(
+    app_factory: AppFactory, api_key: str, page: Page, outcome: str
+) -> None:
+    """The same run opened from its snapshot (the page's default for a run it did not start)
+    and from every event (`?snapshot=0`): the same phases, files, stage, progress, state and
+    error; the log table has one row for the snapshot."""
+    closed = free_socket()  # a Gemini endpoint that refuses every connection: a failed run
+    unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    async with app_factory(
+        offline_delay_s=0.0,
+        gemini_api_key=SecretStr("test-key"),
+        gemini_base_url=unreachable,
+        gemini_attempts=1,
+    ) as running:
+        async with running.client(api_key) as client:
+            options = {"provider": "gemini"} if outcome == "failed" else {"verify": "compile"}
+            generation_id = (await create_via_api(client, **options))["id"]
+            await wait_for_status(client, generation_id, seconds=60)
+        log = await stored(running, api_key, generation_id)
+        await sign_in(page, running, api_key)
+        await page.goto(f"{running.base_url}/?snapshot=0#{generation_id}")
+        await wait_state(page, outcome)
+        replayed = await drawn(page)
+        await page.goto(f"{running.base_url}/#{generation_id}")
+        await page.reload()  # a hash change alone does not reopen the page
+        await wait_state(page, outcome)
+        from_snapshot = await drawn(page)
+    assert replayed["rows"] == len(log["seqs"])
+    assert from_snapshot["rows"] == 1
+    # The snapshot carries the end of the model's text: "…" and its last 4,000 characters.
+    text = replayed["model"]
+    cut = "…" + text[-4000:] if len(text) > 4000 else text
+    assert from_snapshot["model"] == cut
+    assert {**from_snapshot, "rows": 0, "model": ""} == {**replayed, "rows": 0, "model": ""}
+    assert replayed["state"] == outcome
+    if outcome == "finished":
+        assert any("verify: passed" in phase for phase in replayed["phases"])
+        assert len(text) > 4000
 
 
 async def test_a_past_generation_opens_from_the_list(

@@ -32,6 +32,7 @@ from tests.helpers import (
     SPEC,
     STARTED,
     append,
+    chain_after,
     create_via_api,
     delta,
     events_via_api,
@@ -685,6 +686,109 @@ async def test_a_fresh_stream_token_reopens_a_generation_of_the_callers_only(
     assert unknown.status_code == 404
     assert refused.status_code == 404
     assert unauthenticated.status_code == 401
+
+
+# --- snapshot + tail -------------------------------------------------------------------------
+
+
+async def test_a_snapshot_of_a_finished_run_is_one_frame_then_the_end(
+    running: RunningApp, api_key: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
+        received = await read_stream(client, generation_id, params={"snapshot": 1})
+        page = (await client.get(f"/api/generations/{generation_id}/events?snapshot=1")).json()
+        stored = await events_via_api(client, generation_id)
+        after_it = await status_of(
+            client,
+            generation_id,
+            params={"snapshot": 1},
+            headers={"Last-Event-ID": received.frames[0].id},
+        )
+
+    assert received.first_is_retry
+    assert received.closed_by_server
+    (frame,) = received.frames
+    assert (frame.event, frame.id) == ("snapshot", str(last_seq))
+    assert "\n" not in frame.data
+    snapshot = json.loads(frame.data)
+    assert snapshot == page["snapshot"], "the stream and the events page send the same state"
+    assert (page["events"], page["next_after"], page["has_more"]) == ([], last_seq, False)
+    assert snapshot["seq"] == last_seq
+    assert snapshot["last_event"] == stored[-1]
+    assert snapshot["chain"] == stored[-1]["chain"]
+    assert (snapshot["status"], snapshot["generation_id"]) == ("succeeded", generation_id)
+    assert sum(snapshot["counts"].values()) == last_seq
+    assert after_it[0] == 204, "a reconnect after a final snapshot is told the stream is over"
+
+
+async def test_a_snapshot_of_a_live_run_continues_with_the_events_after_it(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """No seam: the first event after the snapshot is its seq + 1 and follows its chain."""
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        await append(pool, generation_id, STARTED, *[delta(n) for n in range(5)])
+        received = Received(0, httpx.Headers())
+        reader = asyncio.create_task(
+            read_stream(client, generation_id, params={"snapshot": 1}, received=received)
+        )
+        await wait_for_frames(received, 1, 10)
+        await append(pool, generation_id, delta(5))
+        last_seq = await append(pool, generation_id, delta(6), SUCCEEDED)
+        await reader
+        stored = await events_via_api(client, generation_id)
+
+    snapshot, *tail = received.frames
+    assert (snapshot.event, snapshot.id) == ("snapshot", "7")
+    state = json.loads(snapshot.data)
+    assert state["counts"] == {"generation.queued": 1, "generation.started": 1, "llm.delta": 5}
+    assert state["status"] == "running"
+    assert state["last_event"] == stored[6]
+    assert [int(frame.id) for frame in tail] == list(range(8, last_seq + 1))
+    check_frames(Received(200, httpx.Headers(), frames=tail), generation_id)
+    chain = state["chain"]
+    for frame in tail:
+        chain = chain_after(chain, frame.data)
+        assert json.loads(frame.data)["chain"] == chain
+    assert [json.loads(frame.data) for frame in tail] == stored[7:]
+
+
+async def test_a_stream_resumed_with_snapshot_sends_no_snapshot(
+    running: RunningApp, api_key: str
+) -> None:
+    """EventSource reconnects to the same URL: with a resume point the client has its state."""
+    async with running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        last_seq = (await wait_for_status(client, generation_id))["last_seq"]
+        resumed = await read_stream(
+            client, generation_id, params={"snapshot": 1}, headers={"Last-Event-ID": "3"}
+        )
+        page = (
+            await client.get(f"/api/generations/{generation_id}/events?snapshot=1&after=3")
+        ).json()
+    assert resumed.seqs == list(range(4, last_seq + 1))
+    assert "snapshot" not in page
+    assert page["events"][0]["seq"] == 4
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"snapshot": 1, "pace": "recorded"}, "snapshot=1 cannot go with pace=recorded"),
+        ({"snapshot": "maybe"}, "snapshot"),
+    ],
+)
+async def test_a_snapshot_asked_wrongly_is_a_400(
+    running: RunningApp, api_key: str, params: dict[str, str | int], detail: str
+) -> None:
+    async with running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        await wait_for_status(client, generation_id)
+        status, _, body = await status_of(client, generation_id, params=params)
+    assert status == 400
+    assert detail in body.decode()
 
 
 # --- replay at the recorded pace --------------------------------------------------------------

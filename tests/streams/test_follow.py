@@ -18,7 +18,8 @@ from service.streams.follow import (
     Streams,
     follow,
     has_events_after,
-    head_once_available,
+    head,
+    once_available,
 )
 from service.streams.hub import Hub, Subscription
 from tests.conftest import free_socket
@@ -317,7 +318,7 @@ def closed_port() -> int:
     return port
 
 
-async def test_the_head_of_a_stream_opened_in_an_outage_waits_with_keepalives(
+async def test_a_read_for_a_stream_opened_in_an_outage_waits_with_keepalives(
     pool: Pool,
 ) -> None:
     """No database behind the pool (a port nobody listens on): keepalives after each failed
@@ -326,7 +327,7 @@ async def test_the_head_of_a_stream_opened_in_an_outage_waits_with_keepalives(
     dead = await create_pool(f"postgresql://nobody@127.0.0.1:{closed_port()}/x", min_size=0)
     try:
         hub = Hub(dead)
-        waiting = head_once_available(Streams(hub, 15.0), dead, generation_id)
+        waiting = once_available(Streams(hub, 15.0), lambda: head(dead, generation_id))
         started = asyncio.get_running_loop().time()
         first = [await anext(waiting) for _ in range(3)]
         elapsed = asyncio.get_running_loop().time() - started
@@ -338,7 +339,7 @@ async def test_the_head_of_a_stream_opened_in_an_outage_waits_with_keepalives(
     assert 0.6 <= elapsed < 5  # 0.1 + 0.2 + 0.4 s of backoff
     assert rest in ([], [KEEPALIVE])  # ends once the process shuts down
 
-    alive = head_once_available(Streams(Hub(pool), 15.0), pool, generation_id)
-    (head,) = [item async for item in alive]
-    assert isinstance(head, Head)
-    assert (head.status, head.last_seq) == (Status.QUEUED, 1)
+    alive = once_available(Streams(Hub(pool), 15.0), lambda: head(pool, generation_id))
+    (found,) = [item async for item in alive]
+    assert isinstance(found, Head)
+    assert (found.status, found.last_seq) == (Status.QUEUED, 1)
