@@ -543,8 +543,11 @@ async def test_a_run_opened_from_its_snapshot_draws_what_its_events_draw(
         gemini_attempts=1,
     ) as running:
         async with running.client(api_key) as client:
-            options = {"provider": "gemini"} if outcome == "failed" else {"verify": "compile"}
-            generation_id = (await create_via_api(client, **options))["id"]
+            if outcome == "failed":
+                created = await create_via_api(client, provider="gemini")
+            else:
+                created = await create_via_api(client, verify="compile")
+            generation_id = created["id"]
             await wait_for_status(client, generation_id, seconds=60)
         log = await stored(running, api_key, generation_id)
         await sign_in(page, running, api_key)

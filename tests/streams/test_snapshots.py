@@ -88,6 +88,7 @@ async def test_a_snapshot_at_every_seq_of_a_run_agrees_with_the_reduction(pool: 
         assert taken is not None
         assert json.loads(taken.json) == reduced(events), f"after seq {len(events)}"
 
+    assert taken is not None
     data = json.loads(taken.json)
     assert data["error"] == "boom"
     (core,) = data["phases"]
