@@ -3,7 +3,17 @@ so runs can be compared case by case."""
 
 from __future__ import annotations
 
-from bench.cases import append, catchup, ceiling, delivery, endtoend, peer, scale, verify
+from bench.cases import (
+    append,
+    catchup,
+    ceiling,
+    delivery,
+    endtoend,
+    peer,
+    scale,
+    snapshot,
+    verify,
+)
 from bench.core import Case
 
 CASES: tuple[Case, ...] = (
@@ -66,6 +76,15 @@ CASES: tuple[Case, ...] = (
         verify.run,
         "the sandbox's start-up beside a bare subprocess; verify's steps for 1/3/10-entity "
         "offline projects; the verify phase's share of a whole offline run",
+    ),
+    Case(
+        "snapshot",
+        9,
+        "Snapshot",
+        snapshot.run,
+        "opening a finished 100/10,000/100,000-event run from its snapshot beside replaying "
+        "every event: bytes sent and time to the stream's end (httpx), time to the page's "
+        "first complete render in Chromium",
     ),
 )
 
