@@ -24,6 +24,7 @@ from service.api.health import healthz, readyz
 from service.api.metrics import metrics
 from service.api.nul import refuse_nul
 from service.api.openapi import Document
+from service.api.owner_stream import owner_stream_token, stream_all
 from service.api.page import index, static_files
 from service.api.requests import observe_requests, on_response_start
 from service.api.schemas import API_KEY, SECURITY_SCHEMES
@@ -132,6 +133,8 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
         route_handlers=[
             GenerationsController,
             stream,
+            stream_all,
+            owner_stream_token,
             feed,
             stats,
             healthz,

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="Longest gap between keepalive comments on an idle stream."
     )
     sse_retry_ms: int = Field(default=2000, ge=0, description="The SSE `retry:` hint.")
+    all_runs_stream_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long one `GET /api/stream` connection lasts: then it ends after a "
+        "frame and the client resumes from its id, so long-lived dashboards spread over the "
+        "serve processes again after a deploy or a scale-out.",
+    )
     wakeup_check_s: float = Field(
         default=5.0, gt=0, description="How often streams check for a lost wake-up."
     )

@@ -1,8 +1,10 @@
 """Stream tokens: what a browser's EventSource (which cannot send headers) shows instead of an
-API key. A token names one generation, the key it was issued through (so that revoking the
-key ends the token) and an expiry, signed with HMAC-SHA256:
-``<expiry unix seconds>.<key id, 32 hex digits>.<base64url HMAC of "<generation id>.<key
-id>.<expiry>">``. The expiry is at most ``EXPIRY_MAX_DIGITS`` ASCII digits and the signature
+API key. A token names its scope (one generation, or ``ALL_RUNS``: every run of the key's
+owner, for ``GET /api/stream``), the key it was issued through (so that revoking the key ends
+the token) and an expiry, signed with HMAC-SHA256:
+``<expiry unix seconds>.<key id, 32 hex digits>.<base64url HMAC of "<scope>.<key
+id>.<expiry>">``, the scope being the generation id or ``*``: a token of one scope is never
+valid for another. The expiry is at most ``EXPIRY_MAX_DIGITS`` ASCII digits and the signature
 exactly ``SIGNATURE_CHARS`` base64url characters; anything else is malformed before any key or
 clock is consulted.
 """
@@ -18,7 +20,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 from uuid import UUID
 
 from service.errors import Unauthorized
@@ -49,23 +51,27 @@ _TOKEN: Final = re.compile(
 )
 
 
-def _signature(secret: str, generation_id: UUID, key_hex: str, expires: str) -> str:
-    message = f"{generation_id}.{key_hex}.{expires}".encode()
+ALL_RUNS: Final = "*"
+Scope = UUID | Literal["*"]
+
+
+def _signature(secret: str, scope: Scope, key_hex: str, expires: str) -> str:
+    message = f"{scope}.{key_hex}.{expires}".encode()
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def issue(
-    secret: str, generation_id: UUID, ttl_s: int, key_id: UUID, *, now: float | None = None
+    secret: str, generation_id: Scope, ttl_s: int, key_id: UUID, *, now: float | None = None
 ) -> str:
-    """A token for ``generation_id``, issued through the API key ``key_id``: revoking that
-    key ends the token too (the stream checks the key is live)."""
+    """A token for ``generation_id`` (or ``ALL_RUNS``), issued through the API key ``key_id``:
+    revoking that key ends the token too (the stream checks the key is live)."""
     # Rounded up: a token lives at least its ttl (down, a 1 s token could be dead at birth).
     expires = str(math.ceil((time.time() if now is None else now) + ttl_s))
     return f"{expires}.{key_id.hex}.{_signature(secret, generation_id, key_id.hex, expires)}"
 
 
-def verify(secret: str, generation_id: UUID, token: str, *, now: float | None = None) -> UUID:
+def verify(secret: str, generation_id: Scope, token: str, *, now: float | None = None) -> UUID:
     """The id of the key the token was issued through, once its MAC and expiry check out.
 
     The MAC is checked over the token's text as sent, BEFORE anything is parsed out of it: an
@@ -77,7 +83,10 @@ def verify(secret: str, generation_id: UUID, token: str, *, now: float | None = 
     expires_text, key_hex, signature = shape.groups()
     expected = _signature(secret, generation_id, key_hex, expires_text)
     if not hmac.compare_digest(expected, signature):
-        raise Unauthorized("stream token is not valid for this generation")
+        raise Unauthorized(
+            "stream token is not valid for "
+            + ("every run (GET /api/stream)" if generation_id == ALL_RUNS else "this generation")
+        )
     if int(expires_text) < (time.time() if now is None else now):
         raise Unauthorized("stream token expired")
     return UUID(hex=key_hex)

@@ -111,6 +111,24 @@ SUCCESS: Final[dict[str, Any]] = {
         for event in EVENTS[:2]
     )
     + ": keepalive\n\n",
+    "streamAll": "retry: 2000\n\n"
+    + "".join(
+        f"id: {cursor}\nevent: {event['type']}\ndata: {{...the event's JSON...}}\n\n"
+        for cursor, event in zip(
+            (
+                "AQEAAAAAAAAC5QAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                "AQAAAAAAAAAC5gGTWgxF8gAAAAAAAAAAAAAAAAAAAAI",
+            ),
+            EVENTS[:2],
+            strict=True,
+        )
+    )
+    + ": keepalive\n\n",
+    "issueOwnerStreamToken": {
+        "stream_url": "/api/stream",
+        "stream_token": TOKEN,
+        "expires_in": 3600,
+    },
     "listFiles": {
         "files": [
             {"path": "PLAN.md", "size": 812, "sha256": SHA256, "language": "markdown", "seq": 5}

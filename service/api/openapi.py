@@ -102,6 +102,27 @@ _SUCCESS_BODIES: Final[dict[str, tuple[str, dict[str, Any]]]] = {
             },
         },
     ),
+    "streamAll": (
+        "text/event-stream",
+        {
+            "type": "object",
+            "required": ["id", "event", "data"],
+            "properties": {
+                "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                "event": {"type": "string"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "oneOf": [
+                            {"$ref": REF.format(model="Event")},
+                            {"$ref": REF.format(model="SnapshotData")},
+                        ]
+                    },
+                },
+            },
+        },
+    ),
 }
 
 STREAM_GRAMMAR: Final = """Server-Sent Events (`text/event-stream`, UTF-8). The body is:
@@ -123,6 +144,19 @@ then live ones; none is sent twice. The stream ends after the terminal event
 (`generation.succeeded`, `.failed` or `.cancelled`). A client that loses the connection
 reconnects with `Last-Event-ID: <last seq it read>`; at or after the terminal event that is
 a `204`, which tells EventSource to stop."""
+
+ALL_RUNS_GRAMMAR: Final = """Server-Sent Events (`text/event-stream`, UTF-8), as one
+generation's stream (`retry`, frames, keepalives) but never ending by itself:
+
+```
+frame = "id: " cursor LF "event: " type LF "data: " json LF LF
+```
+
+`json` is an event of one of the caller's runs (schema `Event`: its `generation_id` says which
+run, its `seq` is that run's own) or, with `snapshot=1`, a run's snapshot (`event: snapshot`,
+schema `SnapshotData`). Per run, frames come in seq order, each once; runs interleave in
+commit order. `cursor` is opaque (URL-safe base64): reconnecting with it as `Last-Event-ID`
+(or `?after=`) sends exactly the frames after that one, for every run."""
 
 _WHY: Final[dict[int, str]] = {
     400: "Invalid input: the detail names the parameter or field (validation adds `errors`).",
@@ -269,6 +303,8 @@ def _describe_success(name: str, operation: dict[str, Any], responses: dict[str,
     if name in _SUCCESS_BODIES:
         media_type, schema = _SUCCESS_BODIES[name]
         response["content"] = {media_type: {"schema": schema}}
+    if name == "streamAll":
+        response["description"] = ALL_RUNS_GRAMMAR
     if name == "streamEvents":
         response["description"] = STREAM_GRAMMAR
         responses["204"] = {

@@ -140,7 +140,7 @@ async def frames(
     the bookkeeping inline: a wrapping generator would cost every send a hop."""
     opened_at = time.time()
     metrics.STREAMS_OPENED.inc()
-    _Open.count += 1
+    OpenStreams.count += 1
     reason, sent = "client_gone", 0
     try:
         yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
@@ -211,7 +211,7 @@ async def frames(
         reason = "error"
         raise
     finally:
-        _Open.count -= 1
+        OpenStreams.count -= 1
         metrics.STREAMS_CLOSED.labels(reason).inc()
         log.info(
             "stream.closed",
@@ -222,13 +222,13 @@ async def frames(
         )
 
 
-class _Open:
+class OpenStreams:
     """SSE streams open in this process (the ``genstream_streams_open`` gauge)."""
 
     count = 0
 
 
-metrics.STREAMS_OPEN.read_from(_Open, lambda: [((), _Open.count)])
+metrics.STREAMS_OPEN.read_from(OpenStreams, lambda: [((), OpenStreams.count)])
 
 
 def _observe_delivery(page: list[StoredEvent], opened_at: float) -> None:
@@ -256,12 +256,17 @@ def frame(event: StoredEvent) -> str:
     with one goes out as several ``data:`` lines, which clients join back with a newline.
     PostgreSQL renders event JSON on one line, so the common case costs two scans.
     """
-    text = f"id: {event.seq:d}\nevent: {event.type}\ndata: {event.json}\n\n"
+    return sse_frame(f"{event.seq:d}", event.type, event.json)
+
+
+def sse_frame(frame_id: str, event_type: str, data: str) -> str:
+    """``frame``'s lines for any id (a seq, or a multiplexed stream's cursor: base64url)."""
+    text = f"id: {frame_id}\nevent: {event_type}\ndata: {data}\n\n"
     if text.count("\n") == 4 and "\r" not in text:
         return text
-    event_type = event.type.replace("\r", "\\r").replace("\n", "\\n")
-    data = "\ndata: ".join(_LINE_BREAK.split(event.json))
-    return f"id: {event.seq:d}\nevent: {event_type}\ndata: {data}\n\n"
+    event_type = event_type.replace("\r", "\\r").replace("\n", "\\n")
+    data = "\ndata: ".join(_LINE_BREAK.split(data))
+    return f"id: {frame_id}\nevent: {event_type}\ndata: {data}\n\n"
 
 
 def snapshot_frame(snapshot: snapshots.Snapshot) -> str:
@@ -346,11 +351,11 @@ async def stream(
         except TooManyRequests:
             metrics.STREAMS_REFUSED.labels("quota").inc()
             raise
-        body = _holding_slot(body, services, caller.owner)
+        body = holding_slot(body, services, caller.owner)
     return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _holding_slot(
+async def holding_slot(
     body: AsyncIterator[bytes], services: Services, owner: str
 ) -> AsyncIterator[bytes]:
     """The stream's frames; its slot is given back when it ends, however it ends."""

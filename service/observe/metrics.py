@@ -262,7 +262,7 @@ STREAMS_OPEN = _gauge("genstream_streams_open", "SSE streams open in this proces
 STREAMS_OPENED = _counter("genstream_streams_opened", "SSE streams opened (answered 200).")
 STREAMS_CLOSED = _counter(
     "genstream_streams_closed",
-    "SSE streams ended, by reason: terminal, client_gone, shutdown, error.",
+    "SSE streams ended, by reason: terminal, client_gone, shutdown, ended, max_age, error.",
     ["reason"],
 )
 STREAMS_REFUSED = _counter(

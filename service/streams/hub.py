@@ -14,6 +14,10 @@ live edge (resuming from long ago) reads its own pages until it catches up; one 
 edge moved on while nobody read) moves the edge. And because a wake-up can be lost while the
 LISTEN connection is down or being replaced, ``check`` compares every followed generation's last
 seq with what its edge has seen, one query for all of them, and wakes the ones that fell behind.
+
+A multiplexed stream (every run of one owner, ``multiplex.py``) watches its owner instead of a
+generation: a notification names a run, so the hub learns each run's owner once (one query per
+batch of runs it has not seen) and wakes that owner's watches. Nobody watching: no lookups.
 """
 
 from __future__ import annotations
@@ -22,18 +26,20 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+from collections import OrderedDict
 from typing import Final
 from uuid import UUID
 
 from service.errors import StoreUnavailable
 from service.observe import metrics
-from service.store import event_log
+from service.store import event_log, owner_feed
 from service.store.db import Pool, connection
 from service.store.event_log import StoredEvent
 
 log = logging.getLogger(__name__)
 
 CACHE_MAX_EVENTS: Final = 1_000
+OWNERS_CACHED: Final = 100_000  # runs whose owner a multiplexed stream's wake-ups remember
 CHECK_CHUNK: Final = 1_000
 TIMER_SLACK_S: Final = 0.005
 
@@ -109,6 +115,48 @@ class Subscription:
             self._timer = None
 
 
+class OwnerWatch:
+    """One multiplexed stream's wake-ups: an append to any run of its owner sets the flag.
+    A few per owner (a dashboard, a CLI), so a plain timeout per wait is cheap enough."""
+
+    __slots__ = ("_flag", "_notified", "closed", "owner")
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.closed = False
+        self._flag = asyncio.Event()
+        self._notified: dict[UUID, int] = {}  # run -> the newest seq announced for it
+
+    def wake(self, generation_id: UUID | None = None, seq: int | None = None) -> None:
+        if generation_id is not None and seq is not None:
+            self._notified[generation_id] = max(seq, self._notified.get(generation_id, 0))
+        self._flag.set()
+
+    def forget(self, generation_id: UUID) -> None:
+        """The run's terminal event was sent: nothing more is announced for it."""
+        self._notified.pop(generation_id, None)
+
+    def pending(self, sent: dict[UUID, int]) -> bool:
+        """Whether an announced event has not been sent yet (it is not readable yet: an
+        older transaction is still open). Forgets the announcements that were sent."""
+        for run, seq in list(self._notified.items()):
+            if sent.get(run, 0) >= seq:
+                del self._notified[run]
+        return bool(self._notified)
+
+    def clear(self) -> None:
+        self._flag.clear()
+
+    async def wait(self, seconds: float) -> bool:
+        """False when ``seconds`` passed without a wake-up."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._flag.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 class _Read:
     """One shared read in flight: followers wait for ``done``; ``error`` is how it failed."""
 
@@ -175,6 +223,12 @@ class Hub:
         self._edges: dict[UUID, LiveEdge] = {}
         self._checking: asyncio.Task[None] | None = None
         self._read_tasks: set[asyncio.Task[None]] = set()
+        # Multiplexed streams by owner, and whose each run is (learnt on its first wake-up
+        # while anyone watches an owner; a run's owner never changes).
+        self._watches: dict[str, set[OwnerWatch]] = {}
+        self._owners: OrderedDict[UUID, str] = OrderedDict()
+        self._unresolved: dict[UUID, int] = {}  # run -> newest seq announced (0: unknown)
+        self._resolving: asyncio.Task[None] | None = None
         self.closing = False
         self.reads = 0  # shared and own reads of the log, for tests and benchmarks
 
@@ -196,12 +250,27 @@ class Hub:
         if not edge.subscribers and self._edges.get(edge.generation_id) is edge:
             del self._edges[edge.generation_id]
 
+    def watch_owner(self, owner: str) -> OwnerWatch:
+        watch = OwnerWatch(owner)
+        watch.closed = self.closing
+        self._watches.setdefault(owner, set()).add(watch)
+        return watch
+
+    def unwatch_owner(self, watch: OwnerWatch) -> None:
+        watches = self._watches.get(watch.owner)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self._watches[watch.owner]
+
     def wake(self, generation_id: UUID, last_seq: int | None = None) -> None:
         """A notification: ``last_seq`` (when known) is the newest seq it announces.
 
         A wake-up for events the edge has already read is dropped: every follower short of
         them was woken by the read that brought them in.
         """
+        if self._watches:
+            self._wake_owner_of(generation_id, last_seq)
         edge = self._edges.get(generation_id)
         if edge is None:
             return
@@ -215,6 +284,48 @@ class Hub:
     def wake_all(self) -> None:
         for edge in self._edges.values():
             self._announce(edge)
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.wake()
+
+    def _wake_owner_of(self, generation_id: UUID, seq: int | None) -> None:
+        owner = self._owners.get(generation_id)
+        if owner is None:
+            known = self._unresolved.get(generation_id)
+            self._unresolved[generation_id] = max(seq or 0, known or 0)
+            if self._resolving is None:
+                self._resolving = asyncio.create_task(
+                    self._resolve_owners(), context=contextvars.Context()
+                )
+            return
+        self._owners.move_to_end(generation_id)
+        for watch in self._watches.get(owner, ()):
+            watch.wake(generation_id, seq)
+
+    async def _resolve_owners(self) -> None:
+        """Whose runs the pending wake-ups were for, in one query per batch, then wake their
+        owners' streams; on failure, every multiplexed stream (each reads for itself)."""
+        try:
+            while self._unresolved and self._watches:
+                announced = dict(self._unresolved)
+                ids = list(announced)
+                self._unresolved.clear()
+                try:
+                    async with connection(self._pool) as conn:
+                        owners = await owner_feed.select_owners(conn, ids)
+                except StoreUnavailable:
+                    for watches in self._watches.values():
+                        for watch in watches:
+                            watch.wake()
+                    return
+                for generation_id, owner in owners.items():
+                    self._owners[generation_id] = owner
+                    for watch in self._watches.get(owner, ()):
+                        watch.wake(generation_id, announced[generation_id] or None)
+                while len(self._owners) > OWNERS_CACHED:
+                    self._owners.popitem(last=False)
+        finally:
+            self._resolving = None
 
     def _announce(self, edge: LiveEdge) -> None:
         """Something may have been appended: read it now, and wake the followers with it."""
@@ -228,6 +339,10 @@ class Hub:
     def end_streams(self) -> None:
         """Shutting down: every stream ends after its current page; new ones end at once."""
         self.closing = True
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.closed = True
+                watch.wake()
         for edge in self._edges.values():
             for subscription in edge.subscribers:
                 subscription.closed = True
@@ -365,7 +480,11 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop the check and any shared read still in flight (before the pool closes)."""
-        tasks = [*self._read_tasks, *([self._checking] if self._checking else [])]
+        tasks = [
+            *self._read_tasks,
+            *([self._checking] if self._checking else []),
+            *([self._resolving] if self._resolving else []),
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -119,6 +119,22 @@ function eventTexts(text) {
   return [];
 }
 
+/** Why `event` (its JSON `text`) does not follow `previous`, the chain of the event before
+ * it; null when it does, or when that cannot be told (no chain yet, no text, no hashing). */
+async function chainBreak(previous, event, text) {
+  if (previous === null || text === null || !globalThis.crypto?.subtle) return null;
+  if (await chainOf(previous, text) !== event.chain) {
+    return `incomplete or altered: seq ${event.seq} does not follow the events before it`;
+  }
+  const data = event.data || {};
+  if (TERMINAL.has(event.type) && "chain_hash" in data
+      && (data.count !== event.seq || data.chain_hash !== previous)) {
+    return `incomplete or altered: the terminal event says ${data.count} events, `
+      + `and ${event.seq} came`;
+  }
+  return null;
+}
+
 /** The service refused: `status` and its `detail`; `fatal` when asking again cannot help. */
 export class FollowError extends Error {
   constructor(status, detail, retryAfterMs = 0) {
@@ -330,17 +346,7 @@ export class Follow extends EventTarget {
     if (typeof event.chain !== "string") return null; // a server without chain hashes
     const previous = this.#chain;
     this.#chain = event.chain;
-    if (previous === null || text === null || !globalThis.crypto?.subtle) return null;
-    if (await chainOf(previous, text) !== event.chain) {
-      return `incomplete or altered: seq ${event.seq} does not follow the events before it`;
-    }
-    const data = event.data || {};
-    if (TERMINAL.has(event.type) && "chain_hash" in data
-        && (data.count !== event.seq || data.chain_hash !== previous)) {
-      return `incomplete or altered: the terminal event says ${data.count} events, `
-        + `and ${event.seq} came`;
-    }
-    return null;
+    return chainBreak(previous, event, text);
   }
 
   #fillGap() {
@@ -479,6 +485,188 @@ export class Follow extends EventTarget {
     clearTimeout(this.#watch);
     clearTimeout(this.#retry);
     clearTimeout(this.#gapRetry);
+  }
+
+  #setState(state, reason = null, extra = {}) {
+    this.#state = state;
+    const detail = { state, attempt: this.#attempt, reason, ...extra };
+    this.dispatchEvent(new CustomEvent("state", { detail }));
+  }
+}
+
+/**
+ * followAll(options): every run of the key's owner on ONE connection (GET /api/stream), so a
+ * page may follow any number of runs within the browser's six connections per origin.
+ *
+ *   const runs = followAll({ apiKey, snapshot: true });
+ *   runs.addEventListener("snapshot", (e) => draw(e.detail));   // a run as it stood
+ *   runs.addEventListener("event", (e) => update(e.detail));    // per run: seq order, once
+ *   runs.addEventListener("state", (e) => show(e.detail.state));
+ *
+ * Options: apiKey (required), baseUrl, snapshot (unfinished runs start from their snapshots),
+ * retryMs (the first step of the back-off after a refusal, 2000). A fresh stream starts with
+ * the owner's unfinished runs, then brings every event of every run, new ones included.
+ * Events: "snapshot" and "event" (details as follow()'s), "runerror" ({generation_id,
+ * reason}: that run's events stopped following its chain; its later events are withheld),
+ * "state" ({state, attempt, reason}: connecting, live, reconnecting, error, closed).
+ * It resumes by itself: the browser reconnects with the last frame's id (a cursor for every
+ * run at once); a refused stream gets a fresh token and reopens after that id; a gap in one
+ * run (the server never leaves one) is read from that run's log.
+ */
+export function followAll(options) {
+  return new FollowAll(options);
+}
+
+export class FollowAll extends EventTarget {
+  #apiKey; #base; #snapshot; #retryMs;
+  #runs = new Map(); // generation id -> {lastSeq, chain, broken}
+  #cursor = ""; #token = null; #source = null;
+  #state = "connecting"; #attempt = 0; #ended = false; #retry = 0;
+  #delivery = Promise.resolve(); // every frame, one after another (hashing is asynchronous)
+
+  constructor({ apiKey, baseUrl = "", snapshot = false, retryMs = 2_000 } = {}) {
+    super();
+    if (!apiKey) throw new TypeError("followAll() needs options.apiKey");
+    this.#apiKey = apiKey;
+    this.#base = baseUrl.replace(/\/+$/, "");
+    this.#snapshot = Boolean(snapshot);
+    this.#retryMs = retryMs;
+    queueMicrotask(() => {
+      if (this.#ended) return;
+      this.#setState("connecting");
+      this.#open();
+    });
+  }
+
+  get state() { return this.#state; }
+
+  close() {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#source?.close();
+    this.#source = null;
+    clearTimeout(this.#retry);
+    this.#setState("closed");
+  }
+
+  async #open() {
+    try {
+      this.#token ??= (await this.#fetch("POST", "/api/stream-token")).stream_token;
+      if (!this.#ended) this.#listen();
+    } catch (error) {
+      this.#trouble(error);
+    }
+  }
+
+  #listen() {
+    this.#source?.close();
+    const url = `${this.#base}/api/stream?token=${encodeURIComponent(this.#token)}`
+      + (this.#snapshot ? "&snapshot=1" : "") + (this.#cursor ? `&after=${this.#cursor}` : "");
+    const source = new EventSource(url);
+    this.#source = source;
+    source.onopen = () => {
+      this.#attempt = 0;
+      this.#setState("live");
+    };
+    source.onerror = () => {
+      if (this.#source !== source) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        this.#attempt += 1; // the browser comes back with Last-Event-ID by itself
+        this.#setState("reconnecting", "connection lost");
+      } else {
+        source.close();
+        this.#source = null;
+        this.#token = null; // it may have expired
+        this.#trouble(new Error("the stream was refused"));
+      }
+    };
+    const onFrame = (message) => {
+      if (this.#source !== source || !message.data) return;
+      this.#cursor = message.lastEventId;
+      const body = JSON.parse(message.data);
+      this.#delivery = this.#delivery.then(() => this.#take(message.type, body, message.data));
+    };
+    for (const type of [...TYPES, "snapshot", "message"]) source.addEventListener(type, onFrame);
+  }
+
+  // One frame, in the order frames came: a snapshot starts a run's state, an event continues
+  // it (a repeat is dropped, a gap read from the log first), each checked against the chain.
+  async #take(kind, body, text) {
+    if (this.#ended) return;
+    const id = body.generation_id;
+    let run = this.#runs.get(id);
+    if (kind === "snapshot") {
+      if (run) return;
+      this.#runs.set(id, { lastSeq: body.seq, chain: body.chain, broken: false });
+      this.dispatchEvent(new CustomEvent("snapshot", { detail: body }));
+      return;
+    }
+    if (!run) {
+      // A run met mid-way (a stream resumed with a cursor) is taken from there, on trust.
+      run = { lastSeq: body.seq - 1, chain: body.seq === 1 ? ZERO_CHAIN : null, broken: false };
+      this.#runs.set(id, run);
+    }
+    if (run.broken || body.seq <= run.lastSeq) return;
+    if (body.seq > run.lastSeq + 1) {
+      try {
+        await this.#fill(id, run, body.seq);
+      } catch {
+        return; // the log is unavailable: the chain check of later events says what is missing
+      }
+    }
+    if (body.seq === run.lastSeq + 1) await this.#deliver(id, run, body, text);
+  }
+
+  async #fill(id, run, before) {
+    while (run.lastSeq < before - 1 && !run.broken && !this.#ended) {
+      const path = `/api/generations/${encodeURIComponent(id)}/events?after=${run.lastSeq}&limit=${PAGE}`;
+      const text = await this.#fetch("GET", path, "text");
+      const page = JSON.parse(text);
+      const texts = eventTexts(text);
+      if (!page.events.length) return;
+      for (const [i, event] of page.events.entries()) {
+        if (event.seq >= before) return;
+        await this.#deliver(id, run, event, texts.length === page.events.length ? texts[i] : null);
+      }
+    }
+  }
+
+  async #deliver(id, run, event, text) {
+    const previous = run.chain;
+    run.chain = typeof event.chain === "string" ? event.chain : null;
+    run.lastSeq = event.seq;
+    const broken = typeof event.chain === "string" ? await chainBreak(previous, event, text) : null;
+    if (this.#ended) return;
+    if (broken) {
+      run.broken = true;
+      this.dispatchEvent(new CustomEvent("runerror", { detail: { generation_id: id, reason: broken } }));
+      return;
+    }
+    this.dispatchEvent(new CustomEvent("event", { detail: event }));
+  }
+
+  #trouble(error) {
+    if (this.#ended) return;
+    if (error.fatal) {
+      this.#ended = true;
+      this.#setState("error", error.message, { error });
+      return;
+    }
+    this.#attempt += 1;
+    this.#setState("reconnecting", error.message);
+    clearTimeout(this.#retry);
+    const ceiling = Math.min(BACKOFF_CAP_MS, this.#retryMs * 2 ** Math.min(this.#attempt - 1, 16));
+    const wait = Math.max(ceiling / 2 + Math.random() * (ceiling / 2), error.retryAfterMs || 0);
+    this.#retry = setTimeout(() => this.#open(), wait);
+  }
+
+  async #fetch(method, path, as = "json") {
+    const response = await fetch(`${this.#base}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${this.#apiKey}` },
+    });
+    if (!response.ok) throw await FollowError.of(response);
+    return as === "text" ? response.text() : response.json();
   }
 
   #setState(state, reason = null, extra = {}) {

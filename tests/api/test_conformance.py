@@ -61,7 +61,9 @@ parameters = {{ generation_id = "{finished}", path = "{path}" }}
 """
     )
     no_limits = {"owner_runs_per_minute": 0, "owner_max_active_runs": 0, "owner_max_streams": 0}
-    async with app_factory(worker_concurrency=0, **no_limits) as running:
+    # GET /api/stream never ends by itself: here it ends within a second, as it would after
+    # GENSTREAM_ALL_RUNS_STREAM_MAX_S, so that each of its cases gets a whole answer.
+    async with app_factory(worker_concurrency=0, all_runs_stream_max_s=1.0, **no_limits) as running:
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run"),
             f"{running.base_url}/schema/openapi.json",

@@ -23,6 +23,7 @@ from playwright.async_api import Download, Page, Request, Route, async_playwrigh
 from pydantic import SecretStr, ValidationError
 
 from service.access import tokens
+from service.api.stream import OpenStreams
 from service.settings import PROJECT_ROOT
 from service.spec import Spec
 from service.store.db import Pool
@@ -346,6 +347,64 @@ async def test_the_module_starts_from_a_snapshot_and_follows_the_tail_across_a_r
     assert ended["seen"] == []
     assert ended["outcome"] == {"done": log["seqs"][-1]}
     assert ended["states"][-1] == "done"
+
+
+FOLLOW_ALL = """async ([options]) => {
+    const { followAll } = await import("/static/genstream.js");
+    Object.assign(window, { runs: {}, allStates: [], runErrors: [] });
+    const all = followAll(options);
+    all.addEventListener("event", (e) => {
+        (window.runs[e.detail.generation_id] ??= []).push(e.detail.seq);
+    });
+    all.addEventListener("snapshot", (e) => {
+        const seqs = Array.from({ length: e.detail.seq }, (_, i) => i + 1);
+        (window.runs[e.detail.generation_id] ??= []).push(...seqs);
+    });
+    all.addEventListener("runerror", (e) => window.runErrors.push(e.detail));
+    all.addEventListener("state", (e) => window.allStates.push(e.detail.state));
+}"""
+
+
+async def test_ten_runs_follow_over_one_connection_across_a_server_restart(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    """followAll() in Chromium over HTTP/1.1: ten runs at once on one stream, the server
+    restarted in the middle; each run's events arrive exactly once, in order."""
+    port = free_port()
+    settings = {"offline_delay_s": 0.03, "sse_retry_ms": 300, "worker_concurrency": 10}
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    async with app_factory(port=port, **settings) as first:
+        await blank_page(page, first)
+        await page.evaluate(FOLLOW_ALL, [{"apiKey": api_key}])
+        await page.wait_for_function("window.allStates.includes('live')", timeout=10_000)
+        ids = [await start_generation(first, api_key) for _ in range(10)]
+        await page.wait_for_function(
+            "Object.keys(window.runs).length === 10"
+            " && Object.values(window.runs).flat().length >= 60",
+            timeout=RUN_S,
+        )
+    await page.wait_for_function("window.allStates.includes('reconnecting')", timeout=10_000)
+    async with app_factory(port=port, **settings) as second:
+        async with second.client(api_key) as client:
+            for run in ids:
+                await wait_for_status(client, run, seconds=60)
+        logs = {run: (await stored(second, api_key, run))["seqs"] for run in ids}
+        await page.wait_for_function(
+            "logs => Object.entries(logs).every(([id, seqs]) =>"
+            " (window.runs[id] || []).length >= seqs.length)",
+            arg=logs,
+            timeout=RUN_S,
+        )
+        open_streams = OpenStreams.count
+        seen = await page.evaluate("window.runs")
+        errors = await page.evaluate("window.runErrors")
+    assert seen == logs
+    assert errors == []
+    assert open_streams == 1, "one connection for all ten runs"
+    streams = [url for url in requests if "/stream?" in url]
+    assert streams, "followAll must open a stream"
+    assert all("/api/stream?" in url for url in streams), "no stream of one generation"
 
 
 @pytest.mark.parametrize("where", ["the stream", "the log"])

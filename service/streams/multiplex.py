@@ -1,0 +1,247 @@
+"""Following every run of one owner over one stream, each run's events exactly once, in order.
+
+A browser allows six HTTP/1.1 connections per origin: a dashboard that followed each run on a
+stream of its own would stall at the seventh. This follows them all on one.
+
+How, in two phases:
+
+* **Catch-up.** In one REPEATABLE READ snapshot: its *horizon* (every transaction older than
+  it is in the snapshot, committed or not at all), the owner's runs to start with (unfinished
+  ones, and any with an event at or past the horizon) and how far each one's log reaches in
+  the snapshot. Then each run's events (or its snapshot, with ``snapshot``) up to there, read
+  by seq: those never change, so the reads need no snapshot of their own.
+* **Feed.** The owner's events in the global feed's order ``(tx_id, generation_id, seq)``
+  from the horizon on, each once no transaction that could commit before it is still
+  running (``store/owner_feed.py``): a later commit can never land behind the position, so
+  the position is a resume point. An event already sent (by the catch-up, or ahead of its
+  turn, below) is skipped; a run seen for the first time resumes after its last event at or
+  before the position.
+
+Within one run, feed order is almost always seq order; when two appends to one run race, the
+feed may bring seq 7 before seq 6 (transaction ids are taken before the row lock that orders
+the appends). Seq 6 is committed by then (7 waited for it), so it is read by seq and sent
+first, *ahead* of the feed. The cursor names each run with events sent ahead of its position
+(its last seq sent, and the newest transaction those could be in), until the position passes
+them; in steady state there is none and a cursor is 46 characters.
+
+The cursor is the resume point of every frame (its SSE ``id``): resuming from it sends exactly
+what came after that frame, in both phases; ``api/cursors.py`` writes it as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Final
+from uuid import UUID
+
+from service.errors import StoreUnavailable
+from service.events import TERMINAL_TYPES
+from service.store import owner_feed
+from service.store.db import Connection, Pool, connection
+from service.store.event_log import NIL_UUID, FeedPosition
+from service.store.owner_feed import FeedRow
+from service.streams import snapshots
+from service.streams.follow import KEEPALIVE, OUTAGE_RETRY_MAX_S, Keepalive, Streams
+
+PAGE_SIZE: Final = 500
+# An event announced but not yet readable (an older transaction is still open somewhere):
+# read again after these waits, then every HORIZON_POLL_S until it is.
+HORIZON_RETRIES_S: Final = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+HORIZON_POLL_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """A run with events sent past the cursor's position: up to ``seq``, in transactions up
+    to ``until_tx``."""
+
+    seq: int
+    until_tx: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerCursor:
+    """Where a multiplexed stream is. ``catching_up``: in the catch-up of the horizon
+    ``position.tx_id`` (runs in ``ahead`` sent up to their seq, the others not yet);
+    otherwise every owner event at or before ``position`` was sent, and those in ``ahead``
+    up to their seq."""
+
+    position: FeedPosition = field(default_factory=FeedPosition)
+    catching_up: bool = True
+    ahead: dict[UUID, Ahead] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerFrame:
+    """An event (or with ``type`` ``snapshot``, a run's snapshot) and the cursor after it."""
+
+    generation_id: UUID
+    seq: int
+    type: str
+    json: str
+    cursor: OwnerCursor
+
+
+class _Follow:
+    """One stream's state: what it sent, and the cursor that says so."""
+
+    def __init__(self, pool: Pool, owner: str, cursor: OwnerCursor, page_size: int) -> None:
+        self.pool = pool
+        self.owner = owner
+        self.page_size = page_size
+        self.position = cursor.position
+        self.catching_up = cursor.catching_up
+        self.sent: dict[UUID, int] = {run: ahead.seq for run, ahead in cursor.ahead.items()}
+        self.until: dict[UUID, int] = {run: ahead.until_tx for run, ahead in cursor.ahead.items()}
+        self.ended: list[UUID] = []  # runs forgotten since the last read (their logs ended)
+        self._cursor: OwnerCursor | None = None
+
+    def cursor(self) -> OwnerCursor:
+        if self._cursor is None:
+            ahead = {run: Ahead(self.sent[run], until) for run, until in self.until.items()}
+            self._cursor = OwnerCursor(self.position, self.catching_up, ahead)
+        return self._cursor
+
+    def _frame(self, run: UUID, seq: int, kind: str, text: str) -> OwnerFrame:
+        self.sent[run] = seq
+        self._cursor = None
+        return OwnerFrame(run, seq, kind, text, self.cursor())
+
+    # --- catch-up --------------------------------------------------------------------------
+
+    async def catch_up(self, with_snapshots: bool) -> AsyncIterator[list[OwnerFrame]]:
+        async with (
+            connection(self.pool) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            bounds = await owner_feed.select_snapshot_bounds(conn)
+            horizon = self.position.tx_id or bounds.horizon
+            runs = await owner_feed.select_live_runs(conn, self.owner, horizon)
+            taken = {}
+            if with_snapshots:
+                for run, _ in runs:
+                    if not self.sent.get(run) and (snapshot := await snapshots.read(conn, run)):
+                        taken[run] = snapshot
+        self.position = FeedPosition(horizon, NIL_UUID, 0)
+        # Every event in the snapshot is in a transaction older than xmax (or the horizon).
+        until = max(bounds.xmax - 1, horizon)
+        for run, last_seq in runs:
+            self.sent.setdefault(run, 0)
+            self.until[run] = until
+            self._cursor = None
+            if (snapshot := taken.get(run)) is not None:
+                yield [self._frame(run, snapshot.seq, "snapshot", snapshot.json)]
+            while self.sent[run] < last_seq:
+                async with connection(self.pool) as conn:
+                    rows = await owner_feed.select_run_page(
+                        conn, run, self.sent[run], last_seq, self.page_size
+                    )
+                yield [self._frame(run, row.position.seq, row.type, row.json) for row in rows]
+        self.catching_up = False
+        self._cursor = None
+
+    # --- feed --------------------------------------------------------------------------------
+
+    async def read(self) -> tuple[list[OwnerFrame], bool]:
+        """The next page of the owner feed as frames; and whether the page was full."""
+        async with connection(self.pool) as conn:
+            rows = await owner_feed.select_owner_feed(
+                conn, self.owner, self.position, self.page_size
+            )
+            unknown = list(
+                dict.fromkeys(
+                    row.position.generation_id
+                    for row in rows
+                    if row.position.generation_id not in self.sent
+                )
+            )
+            if unknown:
+                self.sent.update(await owner_feed.select_seqs_at(conn, unknown, self.position))
+            frames: list[OwnerFrame] = []
+            for row in rows:
+                await self._accept(conn, row, frames)
+        return frames, len(rows) == self.page_size
+
+    async def _accept(self, conn: Connection, row: FeedRow, frames: list[OwnerFrame]) -> None:
+        run, seq = row.position.generation_id, row.position.seq
+        while seq > self.sent[run] + 1:  # an earlier seq comes later in the feed: send it now
+            gap = await owner_feed.select_run_page(
+                conn, run, self.sent[run], seq - 1, self.page_size
+            )
+            if not gap:
+                raise RuntimeError(f"run {run}: seq {self.sent[run] + 1} is missing from its log")
+            self.until[run] = max(self.until.get(run, 0), *(e.position.tx_id for e in gap))
+            frames.extend(self._frame(run, e.position.seq, e.type, e.json) for e in gap)
+        self.position = row.position
+        if seq > self.sent[run]:
+            frames.append(self._frame(run, seq, row.type, row.json))
+            if row.type in TERMINAL_TYPES and run not in self.until:
+                del self.sent[run]  # its log is complete: should it grow again, ask the log
+                self.ended.append(run)
+        expired = [run for run, until in self.until.items() if until < self.position.tx_id]
+        for done in expired:
+            del self.until[done]
+        self._cursor = None
+
+
+async def follow_owner(
+    streams: Streams,
+    pool: Pool,
+    owner: str,
+    cursor: OwnerCursor,
+    *,
+    with_snapshots: bool = False,
+    page_size: int = PAGE_SIZE,
+    max_s: float | None = None,
+) -> AsyncIterator[list[OwnerFrame] | Keepalive]:
+    """Every event of the owner's runs after ``cursor`` (a fresh one: the unfinished runs
+    from their first event, or their snapshots), then live ones, for ``max_s`` or as long as
+    the caller reads; a keepalive when nothing happened for the keepalive interval."""
+    hub = streams.hub
+    watch = hub.watch_owner(owner)  # before the first read: a wake-up after it is not lost
+    state = _Follow(pool, owner, cursor, page_size)
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + max_s if max_s is not None else float("inf")
+    try:
+        if state.catching_up:
+            async for page in state.catch_up(with_snapshots):
+                if page:
+                    yield page
+        outage = 0.0
+        retries = iter(HORIZON_RETRIES_S)
+        keepalive_s = streams.keepalive_wait_s()
+        quiet_since = loop.time()
+        while not watch.closed and loop.time() < ends_at:
+            if loop.time() - quiet_since >= keepalive_s:
+                yield KEEPALIVE
+                quiet_since = loop.time()
+            watch.clear()
+            try:
+                frames, full = await state.read()
+            except StoreUnavailable:
+                outage = min(max(outage * 2, 0.1), OUTAGE_RETRY_MAX_S)
+                await asyncio.sleep(outage)
+                yield KEEPALIVE
+                quiet_since = loop.time()
+                continue
+            outage = 0.0
+            for run in state.ended:
+                watch.forget(run)
+            state.ended.clear()
+            if frames:
+                retries = iter(HORIZON_RETRIES_S)
+                yield frames
+                quiet_since = loop.time()
+            if full:
+                continue
+            if watch.pending(state.sent):
+                # Announced, not readable yet: an older transaction is still open somewhere
+                # (its end notifies nobody if it appended nothing). Look again soon.
+                await watch.wait(next(retries, HORIZON_POLL_S))
+            else:
+                idle = keepalive_s - (loop.time() - quiet_since)
+                await watch.wait(max(min(idle, ends_at - loop.time()), 0.0))
+    finally:
+        hub.unwatch_owner(watch)
