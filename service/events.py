@@ -28,6 +28,7 @@ class EventType(StrEnum):
     CHECK_COMPLETED = "check.completed"
     RESUMED = "generation.resumed"
     STALLED = "generation.stalled"
+    RETRIED = "generation.retried"
     SUCCEEDED = "generation.succeeded"
     FAILED = "generation.failed"
     CANCELLED = "generation.cancelled"
@@ -192,6 +193,19 @@ class StalledData(TypedDict):
     """Seconds since the run's last event."""
 
 
+class RetriedData(TypedDict):
+    """The run's owner asked for another attempt after it failed or was cancelled: a worker
+    resumes it from the first phase that did not complete, with the files of those that did.
+    The only event that may follow a terminal one."""
+
+    after: Literal["failed", "cancelled"]
+    """How the attempt before ended."""
+    completed_phases: list[str]
+    """The building phases kept (verification starts again, with its repairs)."""
+    attempt: int
+    """Worker attempts so far: the next attempt's budget counts from here."""
+
+
 class ChainEnd(TypedDict):
     """What the log itself adds to a terminal event's data as it stores it (absent on events
     stored before migration 0009): proof of what came before."""
@@ -230,6 +244,7 @@ EVENT_DATA: Mapping[EventType, type[Mapping[str, Any]]] = {
     EventType.CHECK_COMPLETED: CheckCompletedData,
     EventType.RESUMED: ResumedData,
     EventType.STALLED: StalledData,
+    EventType.RETRIED: RetriedData,
     EventType.SUCCEEDED: SucceededData,
     EventType.FAILED: FailedData,
     EventType.CANCELLED: CancelledData,
@@ -241,6 +256,7 @@ TERMINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED
 
 _STATUS_AFTER: Mapping[EventType, Status] = {
     EventType.QUEUED: Status.QUEUED,
+    EventType.RETRIED: Status.QUEUED,
     EventType.SUCCEEDED: Status.SUCCEEDED,
     EventType.FAILED: Status.FAILED,
     EventType.CANCELLED: Status.CANCELLED,

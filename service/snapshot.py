@@ -122,8 +122,12 @@ class SnapshotData(TypedDict):
     """Event ``seq`` itself, as the stream would have sent it."""
 
 
-def _round_key(data: Mapping[str, Any], stage: str) -> tuple[str, int]:
-    return (str(data.get("phase") or stage), int(data.get("round") or 0))
+def _round_key(data: Mapping[str, Any], stage: str, retries: int) -> tuple[str, int, int]:
+    """A phase's identity: its name, and for a verify or repair round the round and the
+    attempt of the run (a retried run verifies again from round 1)."""
+    if "round" in data:
+        return (str(data.get("phase") or stage), int(data["round"]), retries)
+    return (str(data.get("phase") or stage), 0, 0)
 
 
 class Reduction:
@@ -131,7 +135,8 @@ class Reduction:
     may instead be counted with ``skip_deltas`` (their text then comes from ``model_tail``)."""
 
     def __init__(self) -> None:
-        self._phases: dict[tuple[str, int], PhaseState] = {}
+        self._phases: dict[tuple[str, int, int], PhaseState] = {}
+        self._retries = 0
         self._current: PhaseState | None = None
         self._files: dict[str, FileState] = {}
         self._counts: dict[str, int] = {}
@@ -172,6 +177,9 @@ class Reduction:
             self._current["waits"] += 1
         elif kind == EventType.FILE_SAVED:
             self._file_saved(event, data)
+        elif kind == EventType.RETRIED:
+            self._retries += 1
+            self._error = None
         if kind in TERMINAL_TYPES:
             self._ended(kind, data)
 
@@ -212,7 +220,7 @@ class Reduction:
             self._text_truncated = True
 
     def _phase_started(self, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
-        key = _round_key(data, event["stage"])
+        key = _round_key(data, event["stage"], self._retries)
         phase = self._phases.get(key)
         if phase is None:
             phase = PhaseState(
@@ -247,7 +255,7 @@ class Reduction:
         self._current = phase
 
     def _phase_completed(self, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
-        phase = self._phases.get(_round_key(data, event["stage"]))
+        phase = self._phases.get(_round_key(data, event["stage"], self._retries))
         if phase is None:
             return
         phase["status"] = "completed"

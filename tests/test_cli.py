@@ -202,7 +202,7 @@ async def test_rebuild_check_reports_each_defect_of_the_log_with_its_generation_
     assert lines[:4] == [
         f"{gap} seq 4: follows seq 2: seq 3 missing",
         f"{twice} seq 6: a second terminal event (generation.failed; the first is seq 5)",
-        f"{twice} seq 7: llm.delta after the terminal event at seq 5",
+        f"{twice} seq 7: llm.delta after the terminal event at seq 6",
         f"{lost_its_end} seq 4: the log ends here with no terminal event, yet the row says "
         "succeeded",
     ]

@@ -19,6 +19,7 @@ EXPECTED_STATUS = {
     EventType.CHECK_COMPLETED: Status.RUNNING,
     EventType.RESUMED: Status.RUNNING,
     EventType.STALLED: Status.RUNNING,
+    EventType.RETRIED: Status.QUEUED,
     EventType.SUCCEEDED: Status.SUCCEEDED,
     EventType.FAILED: Status.FAILED,
     EventType.CANCELLED: Status.CANCELLED,

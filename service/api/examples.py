@@ -104,6 +104,7 @@ SUCCESS: Final[dict[str, Any]] = {
         "expires_in": 3600,
     },
     "cancelGeneration": {"id": ID, "status": "running"},
+    "retryGeneration": {"id": ID, "status": "queued"},
     "listEvents": {"events": EVENTS[:3], "next_after": 3, "has_more": True},
     "streamEvents": "retry: 2000\n\n"
     + "".join(
@@ -142,7 +143,7 @@ SUCCESS: Final[dict[str, Any]] = {
         "to_first_event_s": {"p50": 0.01, "p95": 0.03},
         "to_first_file_s": {"p50": 1.9, "p95": 2.7},
         "tokens": {"prompt": 48210, "output": 30112},
-        "recoveries": {"resumed": 1, "phase_retry": 2, "repair": 1, "failed": 1},
+        "recoveries": {"resumed": 1, "phase_retry": 2, "repair": 1, "retried": 1, "failed": 1},
     },
     "healthz": {"status": "ok"},
     "readyz": {"status": "ready", "listener": True, "schema": "at head"},

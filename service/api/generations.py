@@ -26,6 +26,7 @@ from service.api.schemas import (
     FileList,
     GenerationPage,
     GenerationState,
+    RetryAccepted,
     StreamToken,
 )
 from service.errors import InvalidRequest
@@ -213,6 +214,35 @@ class GenerationsController(Controller):
     ) -> CancelAccepted:
         status = await runs.cancel_generation(services.pool, caller.owner, generation_id)
         return CancelAccepted(id=generation_id, status=status)
+
+    @post(
+        "/{generation_id:uuid}/retry",
+        status_code=HTTP_202_ACCEPTED,
+        responses={429: OVER_QUOTA},
+        operation_id="retryGeneration",
+        description=(
+            "Another attempt at a failed or cancelled generation: `202`, and a worker resumes it "
+            "from the first phase that did not complete, keeping the files of those that did "
+            "(verification starts again). Its log goes on: `generation.retried`, then the "
+            "phases, so both attempts stay in it. `409` if it succeeded or has not ended; "
+            "`429` when the owner already has their most active runs."
+        ),
+        summary="Retry a failed or cancelled generation",
+    )
+    async def retry(
+        self,
+        generation_id: FromPath[UUID],
+        caller: NamedDependency[KeyOwner],
+        services: NamedDependency[Services],
+    ) -> RetryAccepted:
+        limits = create_limits(caller, services.settings)
+        status = await runs.retry_generation(
+            services.pool,
+            caller.owner,
+            generation_id,
+            runs.CreateLimits(max_active_runs=limits.max_active_runs),
+        )
+        return RetryAccepted(id=generation_id, status=status)
 
     @get(
         "/{generation_id:uuid}/events",

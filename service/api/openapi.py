@@ -44,6 +44,7 @@ from service.api.schemas import (
     GenerationState,
     Problem,
     Readiness,
+    RetryAccepted,
     Stats,
     StreamToken,
 )
@@ -54,7 +55,7 @@ _PROBLEM: Final = {"$ref": REF.format(model="Problem")}
 _HTTP_METHODS: Final = ("get", "put", "post", "delete", "patch")
 _ADMIN_ONLY: Final = frozenset({"feed", "metrics"})
 _NO_DATABASE: Final = frozenset({"healthz"})
-_CONFLICTS: Final = frozenset({"cancelGeneration", "streamEvents"})
+_CONFLICTS: Final = frozenset({"cancelGeneration", "retryGeneration", "streamEvents"})
 
 MODELS: Final[tuple[tuple[type[BaseModel], JsonSchemaMode], ...]] = (
     (CreateGeneration, "validation"),
@@ -63,6 +64,7 @@ MODELS: Final[tuple[tuple[type[BaseModel], JsonSchemaMode], ...]] = (
     (GenerationState, "serialization"),
     (GenerationPage, "serialization"),
     (CancelAccepted, "serialization"),
+    (RetryAccepted, "serialization"),
     (FileList, "serialization"),
     (Stats, "serialization"),
     (EventsPage, "serialization"),
@@ -163,8 +165,8 @@ _WHY: Final[dict[int, str]] = {
     401: "No API key, or an unknown, expired or revoked one (`WWW-Authenticate: Bearer`).",
     403: "An API key that is not an admin key.",
     404: "No such generation for this caller (another owner's is 404 too, never 403).",
-    409: "The generation's state forbids it: cancelling a finished one, or replaying at the "
-    "recorded pace one still running.",
+    409: "The generation's state forbids it: cancelling a finished one, retrying one that "
+    "succeeded or has not ended, or replaying at the recorded pace one still running.",
     413: "The body is larger than GENSTREAM_MAX_BODY_BYTES.",
     503: "PostgreSQL is unavailable, or the process holds its limit of connections; the "
     "`Retry-After` header says when to ask again.",
@@ -176,6 +178,7 @@ _FOLLOWS_CREATE: Final = (
     "listFiles",
     "getArchive",
     "cancelGeneration",
+    "retryGeneration",
     "issueStreamToken",
 )
 

@@ -81,6 +81,11 @@ class CancelAccepted(BaseModel):
     status: Status
 
 
+class RetryAccepted(BaseModel):
+    id: UUID
+    status: Status
+
+
 class FileEntry(BaseModel):
     path: str
     size: int

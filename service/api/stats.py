@@ -40,7 +40,7 @@ async def stats(caller: NamedDependency[KeyOwner], services: NamedDependency[Ser
             "tokens": found.tokens,
             "recoveries": {
                 kind: found.recoveries.get(kind, 0)
-                for kind in ("resumed", "phase_retry", "repair", "failed")
+                for kind in ("resumed", "phase_retry", "repair", "retried", "failed")
             },
         }
     )

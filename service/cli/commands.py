@@ -312,6 +312,8 @@ def log_defect(defect: LogDefect) -> str:
             return f"a second terminal event ({defect.type}; the first is seq {defect.other_seq})"
         case "after_terminal":
             return f"{defect.type} after the terminal event at seq {defect.other_seq}"
+        case "misplaced_retry":
+            return "generation.retried where no failed or cancelled attempt ends right before it"
         case "missing_terminal":
             where = "ends here" if defect.seq else "is empty"
             return f"the log {where} with no terminal event, yet the row says {defect.status}"

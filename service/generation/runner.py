@@ -330,14 +330,14 @@ class Worker:
     async def _execute(self, claimed: Claimed, emitter: LogEmitter) -> None:
         if claimed.cancel_requested:
             raise RunCancelled
-        if claimed.attempt > self._attempts_max:
+        async with connection(self._pool) as conn:
+            state = await event_log.select_run_state(conn, claimed.id)
+        if claimed.attempt - state.attempt_base > self._attempts_max:
             reason = (
                 f"gave up after {self._attempts_max} attempts: the workers running it kept "
                 "stopping (crashed, killed or lost their lease)"
             )
             raise GenerationFailed(reason)
-        async with connection(self._pool) as conn:
-            state = await event_log.select_run_state(conn, claimed.id)
         if state.started:
             done = len(state.completed_stages)
             metrics.RESUMES.inc()

@@ -1,4 +1,4 @@
-"""Commands on generations: create and cancel. Application logic over the store, no HTTP."""
+"""Commands on generations: create, cancel, retry. Application logic over the store, no HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from typing import Any, Final
 from uuid import UUID, uuid4
 
 from service.errors import Conflict, InvalidRequest, TooManyRequests
-from service.events import TERMINAL_STATUSES, EventType, NewEvent, Status, VerifyLevel
+from service.events import (
+    TERMINAL_STATUSES,
+    EventType,
+    NewEvent,
+    RetriedData,
+    Status,
+    VerifyLevel,
+)
+from service.generation.phases import PHASES
 from service.generation.providers.registry import KNOWN, requirement
 from service.observe import metrics, traces
 from service.spec import Spec
@@ -15,6 +23,7 @@ from service.store import event_log, generations
 from service.store.db import Pool, connection
 
 ACTIVE_RETRY_AFTER_S: Final = 5  # a hint: when one of the owner's runs may well have ended
+VERIFYING_STAGES: Final = frozenset({"verify", "repair"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,53 @@ async def cancel_generation(pool: Pool, owner: str, generation_id: UUID) -> Stat
             )
             return Status.CANCELLED
     return target.status
+
+
+async def retry_generation(
+    pool: Pool, owner: str, generation_id: UUID, limits: CreateLimits = CreateLimits()
+) -> Status:
+    """Another attempt at a failed or cancelled run, from the first building phase that did
+    not complete (the files of those that did are kept; verification starts again): its log
+    goes on with ``generation.retried``, so both attempts stay in it. Counts as an active run
+    against the owner's quota."""
+    async with connection(pool) as conn, conn.transaction():
+        if limits.max_active_runs is not None:
+            await generations.lock_owner(conn, owner)
+        target = await generations.lock_for_retry(conn, owner, generation_id)
+        if target.status not in (Status.FAILED, Status.CANCELLED):
+            ended = target.status == Status.SUCCEEDED
+            raise Conflict(
+                f"generation {generation_id} "
+                + ("succeeded: there is nothing to retry" if ended else f"is {target.status}")
+                + ("" if ended else ": only a failed or cancelled run can be retried")
+            )
+        if limits.max_active_runs is not None:
+            load = await generations.select_owner_load(conn, owner)
+            _check_limits(owner, load, CreateLimits(max_active_runs=limits.max_active_runs))
+        state = await event_log.select_run_state(conn, generation_id)
+        kept = [stage for stage in state.completed_stages if stage not in VERIFYING_STAGES]
+        resumes_at = next((p.stage for p in PHASES if p.stage not in kept), "verify")
+        await generations.reopen(conn, generation_id)
+        retried = RetriedData(
+            after="failed" if target.status == Status.FAILED else "cancelled",
+            completed_phases=kept,
+            attempt=target.attempt,
+        )
+        await event_log.append(
+            conn,
+            generation_id,
+            [
+                NewEvent(
+                    EventType.RETRIED,
+                    "queued",
+                    target.progress,
+                    f"Retried after it {target.status}: resumes at {resumes_at}",
+                    retried,
+                )
+            ],
+        )
+    metrics.RUNS_RETRIED.inc()
+    return Status.QUEUED
 
 
 def _generations(count: int) -> str:

@@ -296,6 +296,9 @@ SNAPSHOTS_SENT = _counter(
 )
 
 # --- runs ---------------------------------------------------------------------------------------
+RUNS_RETRIED = _counter(
+    "genstream_runs_retried", "Failed or cancelled runs their owners asked to run again."
+)
 RUNS_FINISHED = _counter(
     "genstream_runs_finished",
     "Runs this process ended, by outcome: succeeded, failed, cancelled.",

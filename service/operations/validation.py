@@ -8,12 +8,14 @@ an attacker's. A generation is let in only if this genstream could have written 
   their offset, finite numbers within the column's range.
 * Its events are numbered exactly 1..N in the order they come. Every type is one of the
   vocabulary's (a type goes verbatim into the stream's ``event:`` line, so a type holding a
-  line break would forge frames), each event's status is the one its type implies, and there
-  is at most one terminal event, the last. No terminal event means a run exported while
+  line break would forge frames), each event's status is the one its type implies, and a
+  terminal event is the last, or followed by a ``generation.retried`` (a retried run's next
+  attempt). No terminal event means a run exported while
   running: it arrives unclaimed and a worker here resumes it.
 * Its row says what its log says (the rules of ``store/projections.py``, which ``rebuild
   --check`` applies): status, stage, progress and message of the last event, ``last_seq``,
-  the error of its ``generation.failed``, started and finished exactly when the log says so.
+  the error of its last attempt's ``generation.failed``, started and finished exactly when
+  the log says so.
   A row that says running over a log that has ended would be claimed and end twice; a
   ``last_seq`` behind the log would make every append fail and the run be claimed for ever.
 * Its files pass the rule generated files pass (``service/files.py``: no absolute path, no
@@ -97,20 +99,29 @@ def _event(line: Line, generation_id: str) -> dict[str, Any]:
 
 
 def _check_log(lines: Sequence[Line], log: Sequence[dict[str, Any]]) -> None:
-    """Seqs exactly 1..N, statuses as their types imply, at most one terminal event (last)."""
+    """Seqs exactly 1..N, statuses as their types imply, nothing after a terminal event but a
+    generation.retried (which follows a failed or cancelled one, and goes on to the next)."""
     terminal: dict[str, Any] | None = None
     keys: dict[str, int] = {}
     for expected, (line, event) in enumerate(zip(lines, log, strict=True), start=1):
         seq, kind, at = event["seq"], event["type"], line.number
         if seq != expected:
             raise Refused(at, f"event seq {seq} where seq {expected} was expected (seqs are 1..N)")
-        if terminal is not None:
+        retry = kind == EventType.RETRIED
+        if retry and (terminal is None or terminal["type"] == EventType.SUCCEEDED):
+            raise Refused(
+                at,
+                f"event seq {seq} (generation.retried) must follow a generation.failed or "
+                "generation.cancelled directly",
+            )
+        if terminal is not None and not retry:
             what = "a second terminal event" if kind in TERMINAL_TYPES else "an event"
             raise Refused(
                 at,
                 f"event seq {seq} ({kind}) is {what} after the terminal event at seq "
                 f"{terminal['seq']} ({terminal['type']}): nothing may follow it",
             )
+        terminal = None if retry else terminal
         if event["status"] != (implied := status_after(EventType(kind)).value):
             raise Refused(
                 at, f"event seq {seq}: status {event['status']!r}, but {kind} means {implied!r}"
@@ -138,14 +149,18 @@ def _check_projection(
 ) -> None:
     """The row says what its log says: ``store/projections.py``'s REBUILT, in Python."""
     last = log[-1] if log else None
-    failures = [e for e in log if e["type"] == EventType.FAILED]
+    failures = [e for e in log if e["type"] in (EventType.FAILED, EventType.RETRIED)]
     expected: dict[str, Any] = {
         "status": last["status"] if last else Status.QUEUED.value,
         "stage": last["stage"] if last else "queued",
         "progress": last["progress"] if last else 0.0,
         "message": last["message"] if last else "",
         "last_seq": last["seq"] if last else 0,
-        "error": failures[-1]["payload"].get("error") if failures else None,
+        "error": (
+            failures[-1]["payload"].get("error")
+            if failures and failures[-1]["type"] == EventType.FAILED
+            else None
+        ),
     }
     for column, value in expected.items():
         if row[column] != value:

@@ -32,7 +32,8 @@ FROM analytics_token_usage
 WHERE owner = $1
 """
 
-# An owner's ($1) recovery events counted by kind (resumed, failed, phase_retry, repair).
+# An owner's ($1) recovery events counted by kind (resumed, failed, phase_retry, repair,
+# retried).
 SELECT_RECOVERIES = """
 SELECT
     kind,

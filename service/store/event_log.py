@@ -276,16 +276,34 @@ WHERE id = $1
 
 IDEMPOTENCY_INDEX = "generation_events_idempotency_key_idx"
 
-# Whether a run ($1: generation id) has started, and its completed stages in order.
+# Whether a run ($1: generation id) has started, and its completed stages in order. After a
+# generation.retried, building phases completed before it stay completed, verification starts
+# again (its rounds and repairs count from the retry), and so does the worker attempts' budget.
 SELECT_RUN_STATE = """
+WITH milestones AS (
+    SELECT seq, type, stage, payload
+    FROM generation_events
+    WHERE generation_id = $1
+      AND type IN ('generation.started', 'phase.completed', 'generation.retried')
+),
+retried AS (
+    SELECT
+        coalesce(max(seq), 0) AS seq,
+        coalesce((array_agg((payload ->> 'attempt')::int ORDER BY seq DESC))[1], 0) AS attempt
+    FROM milestones
+    WHERE type = 'generation.retried'
+)
 SELECT
-    array_agg(stage ORDER BY seq) FILTER (WHERE type = 'phase.completed') AS completed,
-    bool_or(type = 'generation.started') AS started,
-    (array_agg(payload -> 'verification' ORDER BY seq DESC)
-        FILTER (WHERE type = 'phase.completed' AND stage = 'verify'))[1]::text AS verification
-FROM generation_events
-WHERE generation_id = $1
-  AND type IN ('generation.started', 'phase.completed')
+    array_agg(m.stage ORDER BY m.seq) FILTER (
+        WHERE m.type = 'phase.completed' AND (m.stage NOT IN ('verify', 'repair') OR m.seq > r.seq)
+    ) AS completed,
+    bool_or(m.type = 'generation.started') AS started,
+    (array_agg(m.payload -> 'verification' ORDER BY m.seq DESC) FILTER (
+        WHERE m.type = 'phase.completed' AND m.stage = 'verify' AND m.seq > r.seq
+    ))[1]::text AS verification,
+    max(r.attempt) AS attempt_base
+FROM milestones AS m
+CROSS JOIN retried AS r
 """
 
 # The first break in each chain ($1: generation ids; NULL: every generation). Each event's
@@ -612,6 +630,7 @@ class RunState:
     completed_stages: tuple[str, ...]
     files: dict[str, str]  # the newest version of each path
     verification: dict[str, Any] | None = None  # the last completed verify round's outcome
+    attempt_base: int = 0  # worker attempts before the last generation.retried
 
 
 async def select_run_state(conn: Connection, generation_id: UUID) -> RunState:
@@ -622,6 +641,7 @@ async def select_run_state(conn: Connection, generation_id: UUID) -> RunState:
         completed_stages=tuple(row["completed"] or ()) if row else (),
         files={file["path"]: file["content"] for file in files},
         verification=json.loads(row["verification"]) if row and row["verification"] else None,
+        attempt_base=int(row["attempt_base"] or 0) if row else 0,
     )
 
 

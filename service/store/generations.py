@@ -126,6 +126,38 @@ SELECT pg_notify('{CANCEL_CHANNEL}', flagged.id::text)
 FROM flagged
 """
 
+# Lock a generation ($1, owner $2) for a retry: how it ended and where it stands.
+SELECT_GENERATION_FOR_RETRY = """
+SELECT
+    status,
+    progress,
+    attempt
+FROM generations
+WHERE id = $1
+  AND owner = $2
+FOR UPDATE
+"""
+
+# Open a failed or cancelled generation ($1) for another attempt, held by nobody, asked to stop
+# by nobody, and wake a worker (sent on commit, with the generation.retried the caller appends).
+UPDATE_REOPEN = f"""
+WITH reopened AS (
+    UPDATE generations
+    SET status = 'queued',
+        error = NULL,
+        finished_at = NULL,
+        cancel_requested_at = NULL,
+        claimed_by = NULL,
+        lease_expires_at = NULL,
+        updated_at = clock_timestamp()
+    WHERE id = $1
+      AND status IN ('failed', 'cancelled')
+    RETURNING id
+)
+SELECT pg_notify('{JOBS_CHANNEL}', reopened.id::text)
+FROM reopened
+"""
+
 # Claim the next claimable run for worker $1 for $2 seconds; returns it, or no row.
 # A run is claimable when it is not finished and nobody holds a live lease on it: new runs,
 # runs released on shutdown, and runs whose worker died (its lease ran out). Fairness: the
@@ -457,6 +489,25 @@ async def lock_for_cancel(conn: Connection, owner: str, generation_id: UUID) -> 
         raise NotFound(f"generation {generation_id} not found")
     await conn.execute(UPDATE_CANCEL_REQUESTED, generation_id)
     return CancelTarget(Status(row["status"]), row["stage"], row["progress"], row["held"])
+
+
+@dataclass(frozen=True, slots=True)
+class RetryTarget:
+    status: Status
+    progress: float
+    attempt: int
+
+
+async def lock_for_retry(conn: Connection, owner: str, generation_id: UUID) -> RetryTarget:
+    """Lock the row (call inside a transaction) and say how it stands; 404 if not the owner's."""
+    row = await conn.fetchrow(SELECT_GENERATION_FOR_RETRY, generation_id, owner)
+    if row is None:
+        raise NotFound(f"generation {generation_id} not found")
+    return RetryTarget(Status(row["status"]), row["progress"], row["attempt"])
+
+
+async def reopen(conn: Connection, generation_id: UUID) -> None:
+    await conn.execute(UPDATE_REOPEN, generation_id)
 
 
 async def claim_next(conn: Connection, worker_id: str, lease_s: float) -> Claimed | None:

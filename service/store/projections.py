@@ -30,10 +30,12 @@ WITH last_event AS (
     ORDER BY generation_id, seq DESC
 ),
 failure AS (
+    -- The last attempt's: a generation.retried after a failure clears the row's error.
     SELECT DISTINCT ON (generation_id)
-        generation_id, payload ->> 'error' AS error
+        generation_id,
+        CASE WHEN type = 'generation.failed' THEN payload ->> 'error' END AS error
     FROM generation_events
-    WHERE type = 'generation.failed'
+    WHERE type IN ('generation.failed', 'generation.retried')
     ORDER BY generation_id, seq DESC
 ),
 progressed AS (
@@ -136,7 +138,9 @@ WHERE r.id = g.id
 # event types of the vocabulary). A `gap`: a seq that is not the one before it plus one (`other_seq`
 # is the one before; 0 when the log starts above 1). An `unknown_type`: a type outside the
 # vocabulary. `after_terminal` and `second_terminal`: an event, or another terminal event, after
-# the first terminal one (`other_seq`). `missing_terminal`: a row that says it finished over a
+# a terminal one (`other_seq`) with no generation.retried between (a retried run's log goes on:
+# generation.retried right after its generation.failed or .cancelled). `misplaced_retry`: a
+# generation.retried anywhere else. `missing_terminal`: a row that says it finished over a
 # log without a terminal event (`seq` is the log's last, 0 for none). No row: a sound log.
 SELECT_LOG_DEFECTS = """
 WITH ordered AS (
@@ -145,9 +149,11 @@ WITH ordered AS (
         seq,
         type,
         lag(seq, 1, 0::bigint) OVER by_seq AS previous_seq,
-        min(seq) FILTER (
+        lag(type) OVER by_seq AS previous_type,
+        max(seq) FILTER (
             WHERE type IN ('generation.succeeded', 'generation.failed', 'generation.cancelled')
-        ) OVER before AS terminal_seq
+        ) OVER before AS terminal_seq,
+        max(seq) FILTER (WHERE type = 'generation.retried') OVER before AS retried_seq
     FROM generation_events
     WINDOW by_seq AS (PARTITION BY generation_id ORDER BY seq),
            before AS (by_seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -172,7 +178,17 @@ defects AS (
         type,
         terminal_seq
     FROM ordered
-    WHERE terminal_seq IS NOT NULL
+    WHERE terminal_seq > coalesce(retried_seq, 0)
+      AND NOT (
+        type = 'generation.retried'
+        AND previous_type IN ('generation.failed', 'generation.cancelled')
+      )
+    UNION ALL
+    SELECT generation_id, seq, 'misplaced_retry', type, previous_seq
+    FROM ordered
+    WHERE type = 'generation.retried'
+      AND previous_type IS DISTINCT FROM 'generation.failed'
+      AND previous_type IS DISTINCT FROM 'generation.cancelled'
     UNION ALL
     SELECT g.id, coalesce(max(e.seq), 0), 'missing_terminal', NULL, NULL
     FROM generations AS g

@@ -95,7 +95,8 @@ async def once_available(
 async def follow(
     streams: Streams, generation_id: UUID, after: int
 ) -> AsyncIterator[list[StoredEvent] | Keepalive]:
-    """Every event with seq > ``after`` in order, then live ones, ending with the terminal one;
+    """Every event with seq > ``after`` in order, then live ones, ending with the terminal one
+    that is the log's last (a retried run's log goes on after its first);
     in pages (one per read), so the caller can write a page to the socket in one send.
 
     Holds a database connection only while reading a page, and at the live edge not even
@@ -128,11 +129,11 @@ async def follow(
             outage = 0.0
             if page:
                 subscription.position = page[-1].seq
-                for index, event in enumerate(page):
-                    if event.is_terminal:
-                        yield page[: index + 1]
-                        return
                 yield page
+                if page[-1].is_terminal:
+                    # The end of the log. (A terminal event inside a page was followed by a
+                    # generation.retried: the run went on, and so does the stream.)
+                    return
                 continue  # there may be more: ask again before waiting
             if not await subscription.wait(keepalive_s):
                 yield KEEPALIVE

@@ -43,6 +43,7 @@ function setState(state, detail) {
   el.className = `state ${state}`;
   el.textContent = detail ? `${state} (${detail})` : state;
   $("cancel").hidden = !["connecting", "live", "reconnecting"].includes(state);
+  $("retry").hidden = !["failed", "cancelled"].includes(state);
 }
 
 // A phase's row: verify and repair rounds each get their own ("verify 2", "repair 1").
@@ -373,6 +374,18 @@ document.addEventListener("DOMContentLoaded", () => {
   $("cancel").addEventListener("click", async () => {
     if (!run) return;
     try { await api("POST", `/api/generations/${run.id}/cancel`); } catch (error) { $("run-error").textContent = error.message; }
+  });
+  // Another attempt from the first phase that did not complete: the log goes on, and the page
+  // draws the run again from its snapshot (both attempts are in the log below it).
+  $("retry").addEventListener("click", async () => {
+    if (!run) return;
+    const shown = run;
+    try {
+      await api("POST", `/api/generations/${shown.id}/retry`);
+      if (run === shown) openRun(shown.id);
+    } catch (error) {
+      $("run-error").textContent = `Could not retry: ${error.message}`;
+    }
   });
   $("zip").addEventListener("click", async (e) => {
     e.preventDefault();

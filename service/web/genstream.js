@@ -74,6 +74,7 @@
 
 const TYPES = [
   "generation.queued", "generation.started", "generation.resumed", "generation.stalled",
+  "generation.retried",
   "phase.started",
   "llm.delta", "llm.retrying", "llm.waiting", "file.saved", "phase.completed", "check.completed",
   "generation.succeeded", "generation.failed", "generation.cancelled",

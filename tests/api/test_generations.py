@@ -7,17 +7,26 @@ import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from service.access import keys
 from service.generation.providers.offline import STAGES, render_phase
 from service.spec import Spec
+from service.store import event_log, projections
 from service.store.db import Pool
-from tests.conftest import AppFactory, RunningApp
-from tests.helpers import API, SPEC, create_via_api, state_via_api, wait_for_status
+from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
+from tests.helpers import (
+    API,
+    SPEC,
+    create_via_api,
+    state_via_api,
+    wait_for_status,
+    wait_until,
+)
 
 TERMINAL = {"generation.succeeded", "generation.failed", "generation.cancelled"}
 EVENT_KEYS = [
@@ -750,3 +759,145 @@ async def test_the_openapi_document_lists_the_quota_answers(running: RunningApp)
     stream = paths["/api/generations/{generation_id}/stream"]["get"]["responses"]
     assert "429" in create
     assert {"429", "503"} <= set(stream)
+
+
+# --- retry -----------------------------------------------------------------------------------
+
+
+async def test_a_cancelled_run_retried_resumes_at_its_first_unfinished_phase_to_success(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """Cancelled after its first phase, retried: the log goes on (generation.retried, then a
+    worker's generation.resumed), the completed phase is not run again, its files are kept,
+    and the whole log still proves itself: one chain, the row what the log says."""
+    async with app_factory(offline_delay_s=0.02) as app, app.client(api_key) as client:
+        generation_id = str((await create_via_api(client))["id"])
+
+        async def first_phase_done() -> bool:
+            events = await all_events(client, generation_id)
+            return any(event["type"] == "phase.completed" for event in events)
+
+        await wait_until(first_phase_done, "a completed phase", 30)
+        assert (await client.post(f"{API}/{generation_id}/cancel")).status_code == 202
+        await wait_for_status(client, generation_id, "cancelled")
+        before = await all_events(client, generation_id)
+        retried = await client.post(f"{API}/{generation_id}/retry")
+        await wait_for_status(client, generation_id, "succeeded", seconds=60)
+        events = await all_events(client, generation_id)
+        state = await state_via_api(client, generation_id)
+        files = (await client.get(f"{API}/{generation_id}/files")).json()["files"]
+        again = await client.post(f"{API}/{generation_id}/retry")
+    assert retried.status_code == 202, retried.text
+    assert retried.json() == {"id": generation_id, "status": "queued"}
+    assert events[: len(before)] == before, "the first attempt stays in the log"
+    kinds = [event["type"] for event in events]
+    assert kinds.count("generation.cancelled") == kinds.count("generation.retried") == 1
+    assert kinds[-1] == "generation.succeeded"
+    cut = len(before)
+    retry = events[cut]
+    assert (retry["type"], retry["status"]) == ("generation.retried", "queued")
+    kept = retry["data"]["completed_phases"]
+    assert kept == [e["stage"] for e in before if e["type"] == "phase.completed"]
+    assert retry["data"]["after"] == "cancelled"
+    assert events[cut + 1]["type"] == "generation.resumed"
+    started_again = [e["stage"] for e in events[cut:] if e["type"] == "phase.started"]
+    assert started_again
+    assert not set(kept) & set(started_again), "a completed phase is not run again"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["data"]["count"] == len(events)
+    assert (state["status"], state["error"], state["last_seq"]) == ("succeeded", None, len(events))
+    assert {f["path"] for f in files} == {
+        e["data"]["path"] for e in events if e["type"] == "file.saved"
+    }
+    assert_problem(again, 409)
+    async with pool.acquire() as conn:
+        assert (await event_log.check_chains(conn, [UUID(generation_id)])).breaks == []
+        assert await projections.select_log_defects(conn) == []
+        assert await projections.select_differences(conn) == []
+
+
+async def test_a_failed_run_retried_fails_again_and_its_row_has_the_new_error(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    closed = free_socket()  # a Gemini endpoint that refuses every connection
+    unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    async with (
+        app_factory(
+            gemini_api_key=SecretStr("test-key"), gemini_base_url=unreachable, gemini_attempts=1
+        ) as app,
+        app.client(api_key) as client,
+    ):
+        generation_id = str((await create_via_api(client, provider="gemini"))["id"])
+        await wait_for_status(client, generation_id, "failed")
+        retried = await client.post(f"{API}/{generation_id}/retry")
+        await wait_for_status(client, generation_id, "failed")
+        events = await all_events(client, generation_id)
+        state = await state_via_api(client, generation_id)
+    assert retried.status_code == 202
+    kinds = [event["type"] for event in events]
+    first = kinds.index("generation.failed")
+    assert kinds[first + 1] == "generation.retried"
+    assert kinds.count("generation.failed") == 2
+    assert kinds[-1] == "generation.failed"
+    assert state["error"] == events[-1]["data"]["error"]
+    async with pool.acquire() as conn:
+        assert await projections.select_differences(conn) == []
+        assert await projections.select_log_defects(conn) == []
+
+
+async def test_retry_is_409_unless_the_run_failed_or_was_cancelled_and_404_for_another_owner(
+    app_factory: AppFactory, api_key: str, make_key: KeyFactory
+) -> None:
+    bob = await make_key("bob")
+    async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
+        queued = str((await create_via_api(client))["id"])
+        still_queued = await client.post(f"{API}/{queued}/retry")
+        async with app.client(bob) as other:
+            not_bobs = await other.post(f"{API}/{queued}/retry")
+        events = await all_events(client, queued)
+    async with app_factory() as app, app.client(api_key) as client:
+        done = str((await create_via_api(client))["id"])
+        await wait_for_status(client, done, "succeeded")
+        succeeded = await client.post(f"{API}/{done}/retry")
+    assert "queued: only a failed or cancelled run" in assert_problem(still_queued, 409)["detail"]
+    assert "succeeded: there is nothing to retry" in assert_problem(succeeded, 409)["detail"]
+    assert_problem(not_bobs, 404)
+    assert [event["type"] for event in events] == ["generation.queued"]
+
+
+async def test_a_retry_counts_against_the_owners_active_runs(
+    app_factory: AppFactory, api_key: str
+) -> None:
+    async with (
+        app_factory(worker_concurrency=0, owner_max_active_runs=1) as app,
+        app.client(api_key) as client,
+    ):
+        cancelled = str((await create_via_api(client))["id"])
+        await client.post(f"{API}/{cancelled}/cancel")
+        await create_via_api(client)  # the one active run allowed
+        refused = await client.post(f"{API}/{cancelled}/retry")
+        events = await all_events(client, cancelled)
+    assert_problem(refused, 429)
+    assert refused.headers["Retry-After"]
+    assert [event["type"] for event in events][-1] == "generation.cancelled"
+
+
+async def test_a_retried_run_gets_a_fresh_budget_of_claims(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """A run that used up its claims (workers kept dying) may be retried: the budget of
+    GENSTREAM_RUN_ATTEMPTS_MAX counts from the retry."""
+    async with app_factory(worker_concurrency=0) as app, app.client(api_key) as client:
+        generation_id = str((await create_via_api(client))["id"])
+        await client.post(f"{API}/{generation_id}/cancel")
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE generations SET attempt = 50 WHERE id = $1", UUID(generation_id)
+            )
+        assert (await client.post(f"{API}/{generation_id}/retry")).status_code == 202
+    async with app_factory(run_attempts_max=2) as app, app.client(api_key) as client:
+        state = await wait_for_status(client, generation_id)
+        events = await all_events(client, generation_id)
+    assert state["status"] == "succeeded", state["error"]
+    assert events[2]["data"]["attempt"] == 50

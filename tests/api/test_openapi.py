@@ -180,7 +180,12 @@ async def test_the_events_of_real_runs_fit_the_event_schema_type_by_type(
         async with app_factory(worker_concurrency=0) as idle, idle.client(key) as other:
             cancelled = (await create_via_api(other, SMALL_SPEC))["id"]
             assert (await other.post(f"{API}/{cancelled}/cancel")).status_code == 202
+            retried = (await create_via_api(other, SMALL_SPEC))["id"]
+            assert (await other.post(f"{API}/{retried}/cancel")).status_code == 202
+        assert (await client.post(f"{API}/{retried}/retry")).status_code == 202
+        await wait_for_status(client, retried)
         events = [
+            *await events_via_api(client, retried),
             *await events_via_api(client, succeeded),
             *await events_via_api(client, cancelled),
         ]
@@ -196,13 +201,12 @@ async def test_the_events_of_real_runs_fit_the_event_schema_type_by_type(
         data_schema = schemas[data_ref.rsplit("/", 1)[-1]]
         validator(document, strict(data_schema)).validate(event["data"])
         seen.add(event["type"])
-    # generation.failed and .resumed need a failing provider or a lost lease, llm.retrying
-    # and llm.waiting a model that fails or keeps silent, generation.stalled a worker that
-    # stops: their events are checked against the
-    # same schema where those are made (test_runner, test_recovery, test_gemini_runs).
+    # generation.failed needs a failing provider, llm.retrying and llm.waiting a model that
+    # fails or keeps silent, generation.stalled a worker that stops: their events are checked
+    # against the same schema where those are made (test_runner, test_recovery,
+    # test_gemini_runs). (The retried run brings generation.retried and .resumed.)
     assert {event_type.value for event_type in EventType} - seen == {
         EventType.FAILED.value,
-        EventType.RESUMED.value,
         EventType.LLM_RETRYING.value,
         EventType.LLM_WAITING.value,
         EventType.STALLED.value,

@@ -664,7 +664,7 @@ async def test_a_failed_run_says_why_in_words(
     assert len(error) > len("Failed: ") + 10
 
 
-async def test_cancel_stops_the_run_and_the_page_says_so(
+async def test_cancel_stops_the_run_and_retry_finishes_it(
     app_factory: AppFactory, api_key: str, page: Page
 ) -> None:
     async with app_factory(offline_delay_s=0.05) as running:
@@ -675,9 +675,19 @@ async def test_cancel_stops_the_run_and_the_page_says_so(
         await wait_state(page, "cancelled")
         log = await stored(running, api_key, generation_id)
         view = await shown(page)
+        cancel_hidden = await page.is_hidden("#cancel")
+        await page.click("#retry")  # offered on a cancelled (or failed) run
+        await wait_state(page, "finished")
+        retried = await stored(running, api_key, generation_id)
+        after = await shown(page)
+        retry_hidden = await page.is_hidden("#retry")
     assert log["last"]["type"] == "generation.cancelled"
     assert view["seqs"] == log["seqs"]
-    assert await page.is_hidden("#cancel")
+    assert cancel_hidden
+    assert retried["last"]["type"] == "generation.succeeded"
+    assert after["seqs"] == retried["seqs"]
+    assert after["files"] == list(dict.fromkeys(retried["files"]))
+    assert retry_hidden
 
 
 async def test_the_page_is_usable_at_320_pixels_wide(running: RunningApp, page: Page) -> None:

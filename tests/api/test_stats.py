@@ -41,6 +41,12 @@ async def test_stats_count_the_callers_generations_only_with_their_timings_and_t
     assert body["to_first_file_s"]["p50"] <= body["duration_s"]["p95"]
     assert body["tokens"]["prompt"] > 0
     assert body["tokens"]["output"] > 0
-    assert body["recoveries"] == {"resumed": 0, "phase_retry": 0, "repair": 0, "failed": 0}
+    assert body["recoveries"] == {
+        "resumed": 0,
+        "phase_retry": 0,
+        "repair": 0,
+        "retried": 0,
+        "failed": 0,
+    }
     assert theirs["generations"]["total"] == 0
     assert anonymous.status_code == 401

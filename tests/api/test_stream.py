@@ -791,6 +791,39 @@ async def test_a_snapshot_asked_wrongly_is_a_400(
     assert detail in body.decode()
 
 
+# --- a retried run ----------------------------------------------------------------------------
+
+
+async def test_a_retried_runs_stream_goes_on_past_its_first_terminal_event(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """A stream ends at a terminal event that is the log's last; once the run is retried, a
+    reconnect after it is a 200 with the rest, and a stream from the start sends both
+    attempts and ends at the second attempt's end."""
+    failed = NewEvent(EventType.FAILED, "core", 0.2, "Failed", {"error": "boom"})
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        ended_at = await append(pool, generation_id, STARTED, failed)
+        first = await read_stream(client, generation_id)
+        before_retry = await status_of(
+            client, generation_id, headers={"Last-Event-ID": str(ended_at)}
+        )
+        assert (await client.post(f"/api/generations/{generation_id}/retry")).status_code == 202
+        last_seq = await append(pool, generation_id, STARTED, SUCCEEDED)
+        rest = await read_stream(client, generation_id, headers={"Last-Event-ID": str(ended_at)})
+        whole = await read_stream(client, generation_id)
+        stored = await events_via_api(client, generation_id)
+
+    assert first.seqs == [1, 2, 3]
+    assert first.closed_by_server
+    assert before_retry[0] == 204
+    assert rest.seqs == list(range(ended_at + 1, last_seq + 1))
+    assert rest.frames[0].event == "generation.retried"
+    assert whole.seqs == list(range(1, last_seq + 1))
+    assert whole.events == stored
+    assert whole.closed_by_server
+
+
 # --- replay at the recorded pace --------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from uuid import UUID
 import pytest
 
 from service.events import EventType, NewEvent
+from service.generation import runs
 from service.operations import rebuild
 from service.operations.transfer import KEEP_OWNERS, Action, Imported, export_lines, import_lines
 from service.store import event_log, generations
@@ -278,6 +279,11 @@ def _second_terminal(records: list[dict[str, Any]]) -> None:
     records.insert(SUCCEEDED + 1, {"event": failed})
 
 
+def _retried_after_success(records: list[dict[str, Any]]) -> None:
+    retried = dict(records[SUCCEEDED]["event"], seq=6, type="generation.retried", status="queued")
+    records.insert(SUCCEEDED + 1, {"event": retried})
+
+
 def _running_but_ended(records: list[dict[str, Any]]) -> None:
     records[GENERATION]["generation"].update(status="running", finished_at=None)
 
@@ -296,6 +302,7 @@ def _finished_without_terminal(records: list[dict[str, Any]]) -> None:
         (_gap, DELTA + 1, "event seq 4 where seq 3 was expected"),
         (_after_terminal, SUCCEEDED + 2, "is an event after the terminal event at seq 5"),
         (_second_terminal, SUCCEEDED + 2, "is a second terminal event after the terminal"),
+        (_retried_after_success, SUCCEEDED + 2, "must follow a generation.failed or"),
         # Claimed again, it got a second terminal event.
         (_running_but_ended, 1, "status is 'running' but its log says 'succeeded'"),
         # Every append failed on the seq's primary key; the run was claimed every 30 s for ever.
@@ -320,6 +327,25 @@ async def test_a_log_genstream_could_not_have_written_is_refused_whole(
     assert at == line
     assert says in reason
     assert await rows_of(other_pool, records[GENERATION]["generation"]["id"]) == (0, 0, 0)
+
+
+async def test_a_retried_run_moves_with_both_attempts_and_its_chain(
+    pool: Pool, other_pool: Pool
+) -> None:
+    generation_id = await new_generation(pool)
+    await append(pool, generation_id, STARTED)
+    await append(pool, generation_id, NewEvent(EventType.FAILED, "core", 0.2, "x", {"error": "e"}))
+    await runs.retry_generation(pool, "alice", generation_id)
+    await append(pool, generation_id, STARTED, DONE)
+    records = await exported(pool, generation_id)
+
+    result = await load(other_pool, ndjson(records))
+
+    assert result.stored == [generation_id]
+    moved = await exported(other_pool, generation_id)
+    assert [r for r in moved if "event" in r] == [r for r in records if "event" in r]
+    async with other_pool.acquire() as conn:
+        assert (await event_log.check_chains(conn, [generation_id])).breaks == []
 
 
 async def test_a_run_exported_while_running_arrives_unclaimed_for_a_worker_here(

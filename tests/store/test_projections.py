@@ -5,6 +5,7 @@ from uuid import UUID, uuid4
 from pydantic import SecretStr
 
 from service.events import EventType, NewEvent
+from service.generation import runs
 from service.generation.runs import queued_event
 from service.store import event_log, generations, projections
 from service.store.db import Pool
@@ -14,9 +15,12 @@ from tests.helpers import (
     STARTED,
     append,
     finished_generation,
+    generation,
     new_generation,
     wait_for_status,
 )
+
+FAILED = NewEvent(EventType.FAILED, "core", 0.3, "Failed", {"error": "boom"})
 
 
 async def differences(pool: Pool) -> list[projections.Difference]:
@@ -161,8 +165,32 @@ async def test_events_after_the_terminal_one_and_a_second_terminal_are_reported(
     assert await log_defects(pool) == {
         (after, 6, "after_terminal", "llm.delta", 5),
         (twice, 6, "second_terminal", "generation.failed", 5),
-        (twice, 7, "after_terminal", "llm.delta", 5),
+        (twice, 7, "after_terminal", "llm.delta", 6),
     }
+
+
+async def test_a_retried_log_is_sound_and_a_retry_anywhere_else_is_reported(pool: Pool) -> None:
+    """generation.retried may follow a failed or cancelled attempt, and the log goes on; the
+    row's error is the last attempt's (none once retried)."""
+    retried = await new_generation(pool)
+    await append(pool, retried, STARTED, FAILED)
+    await runs.retry_generation(pool, "alice", retried)
+    await append(pool, retried, STARTED)
+    misplaced = await finished_generation(pool)  # succeeded at seq 5
+    running = await new_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(INSERT_EVENT, misplaced, 6, "generation.retried", "queued")
+        await conn.execute(INSERT_EVENT, running, 2, "generation.retried", "queued")
+        await conn.execute("UPDATE generations SET last_seq = 2 WHERE id = $1", running)
+
+    assert await log_defects(pool) == {
+        (misplaced, 6, "after_terminal", "generation.retried", 5),
+        (misplaced, 6, "misplaced_retry", "generation.retried", 5),
+        (running, 2, "misplaced_retry", "generation.retried", 1),
+    }
+    assert retried not in {d.generation_id for d in await differences(pool)}
+    row = await generation(pool, retried)
+    assert (row.status, row.error, row.last_seq) == ("running", None, 5)
 
 
 async def test_a_finished_row_over_a_log_without_a_terminal_event_is_reported(
