@@ -42,7 +42,7 @@ class PhaseState(TypedDict):
     starts: int
     """How many times it started: more than 1 after a restart or a resume."""
     attempt: int
-    """The worker attempt of its latest start."""
+    """Its latest start's ``attempt`` (``phase.started``: the phase's own count of tries)."""
     provider: str
     model: str | None
     started_at: str
@@ -180,6 +180,7 @@ class Reduction:
         elif kind == EventType.RETRIED:
             self._retries += 1
             self._error = None
+            self._verification = None  # the next attempt verifies again
         if kind in TERMINAL_TYPES:
             self._ended(kind, data)
 

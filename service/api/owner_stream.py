@@ -105,6 +105,9 @@ async def owner_frames(
                 metrics.KEEPALIVES_SENT.inc()
                 yield KEEPALIVE_FRAME
                 continue
+            if isinstance(item, multiplex.CursorMark):
+                yield f"id: {encode_owner_cursor(item.cursor)}\n\n".encode()
+                continue
             sent += len(item)
             metrics.FRAMES_SENT.inc(len(item))
             yield "".join(

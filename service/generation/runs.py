@@ -136,11 +136,11 @@ async def retry_generation(
         state = await event_log.select_run_state(conn, generation_id)
         kept = [stage for stage in state.completed_stages if stage not in VERIFYING_STAGES]
         resumes_at = next((p.stage for p in PHASES if p.stage not in kept), "verify")
-        await generations.reopen(conn, generation_id)
+        attempt = await generations.reopen(conn, generation_id)
         retried = RetriedData(
             after="failed" if target.status == Status.FAILED else "cancelled",
             completed_phases=kept,
-            attempt=target.attempt,
+            attempt=attempt,
         )
         await event_log.append(
             conn,

@@ -43,6 +43,7 @@ from service.operations.rows import (
     EVENT_COLUMNS,
     FILE_COLUMNS,
     GENERATION_COLUMNS,
+    INT_MAX,
     KEPT_OWNER,
     Line,
     Refused,
@@ -135,6 +136,14 @@ def _check_log(lines: Sequence[Line], log: Sequence[dict[str, Any]]) -> None:
         payload = event["payload"]
         if kind == EventType.FAILED and not isinstance(payload.get("error"), str | None):
             raise Refused(at, f"event seq {seq}: a generation.failed's data.error must be text")
+        attempt = payload.get("attempt")
+        if retry and (type(attempt) is not int or not 0 <= attempt <= INT_MAX):
+            # The next attempt's budget of claims counts from it (store/event_log.py).
+            raise Refused(
+                at,
+                f"event seq {seq}: a generation.retried's data.attempt must be an "
+                f"integer from 0 to {INT_MAX}",
+            )
         if kind == EventType.FILE_SAVED:
             try:
                 check_path(text(payload.get("path")))

@@ -140,10 +140,13 @@ FOR UPDATE
 
 # Open a failed or cancelled generation ($1) for another attempt, held by nobody, asked to stop
 # by nobody, and wake a worker (sent on commit, with the generation.retried the caller appends).
+# The attempt moves on, so a worker still holding the old one (paused past its lease, say) is
+# fenced off from the new attempt's log. Returns the new attempt.
 UPDATE_REOPEN = f"""
 WITH reopened AS (
     UPDATE generations
     SET status = 'queued',
+        attempt = attempt + 1,
         error = NULL,
         finished_at = NULL,
         cancel_requested_at = NULL,
@@ -152,9 +155,9 @@ WITH reopened AS (
         updated_at = clock_timestamp()
     WHERE id = $1
       AND status IN ('failed', 'cancelled')
-    RETURNING id
+    RETURNING id, attempt
 )
-SELECT pg_notify('{JOBS_CHANNEL}', reopened.id::text)
+SELECT reopened.attempt, pg_notify('{JOBS_CHANNEL}', reopened.id::text)
 FROM reopened
 """
 
@@ -506,8 +509,10 @@ async def lock_for_retry(conn: Connection, owner: str, generation_id: UUID) -> R
     return RetryTarget(Status(row["status"]), row["progress"], row["attempt"])
 
 
-async def reopen(conn: Connection, generation_id: UUID) -> None:
-    await conn.execute(UPDATE_REOPEN, generation_id)
+async def reopen(conn: Connection, generation_id: UUID) -> int:
+    """The attempt the generation is at now (the retry's own, fencing off the one before)."""
+    attempt: int = await conn.fetchval(UPDATE_REOPEN, generation_id)
+    return attempt
 
 
 async def claim_next(conn: Connection, worker_id: str, lease_s: float) -> Claimed | None:

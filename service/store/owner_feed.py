@@ -52,17 +52,29 @@ LIMIT $4
 """
 
 # One page of owner $1's events after feed position ($2, $3, $4), at most $5, once no
-# transaction that could commit before them is still running.
+# transaction that could commit before them is still running; every row carries that horizon
+# (one row with no event when there is none): every owner event below it is in the page, or
+# the page is full. One statement, so the horizon and the page are of one snapshot.
 SELECT_OWNER_FEED = f"""
-SELECT tx_id, generation_id, seq, type, {EVENT_JSON} AS json
-FROM generation_events
-WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-  AND (tx_id, generation_id, seq) > ($2, $3, $4)
-  AND EXISTS (
-    SELECT 1 FROM generations AS g WHERE g.id = generation_events.generation_id AND g.owner = $1
-  )
-ORDER BY tx_id, generation_id, seq
-LIMIT $5
+WITH horizon AS (
+    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
+)
+SELECT horizon.xmin, page.*
+FROM horizon
+LEFT JOIN LATERAL (
+    SELECT tx_id, generation_id, seq, type, {EVENT_JSON} AS json
+    FROM generation_events
+    WHERE tx_id < horizon.xmin
+      AND (tx_id, generation_id, seq) > ($2, $3, $4)
+      AND EXISTS (
+        SELECT 1
+        FROM generations AS g
+        WHERE g.id = generation_events.generation_id
+          AND g.owner = $1
+      )
+    ORDER BY tx_id, generation_id, seq
+    LIMIT $5
+) AS page ON true
 """
 
 # For each run $1[i]: the last seq of its events at or before feed position ($2, $3, $4)
@@ -122,11 +134,12 @@ async def select_run_page(
 
 async def select_owner_feed(
     conn: Connection, owner: str, after: FeedPosition, limit: int
-) -> list[FeedRow]:
+) -> tuple[list[FeedRow], int]:
+    """A page of the owner feed, and the horizon it was read below."""
     rows = await conn.fetch(
         SELECT_OWNER_FEED, owner, after.tx_id, after.generation_id, after.seq, limit
     )
-    return _rows(rows)
+    return _rows([row for row in rows if row["seq"] is not None]), int(rows[0]["xmin"])
 
 
 async def select_seqs_at(

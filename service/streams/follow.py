@@ -111,6 +111,7 @@ async def follow(
     subscription = hub.subscribe(generation_id, after)
     try:
         outage = 0.0
+        at_terminal = False  # the last event sent was a terminal one
         while not subscription.closed:
             subscription.clear()
             try:
@@ -130,11 +131,12 @@ async def follow(
             if page:
                 subscription.position = page[-1].seq
                 yield page
-                if page[-1].is_terminal:
-                    # The end of the log. (A terminal event inside a page was followed by a
-                    # generation.retried: the run went on, and so does the stream.)
-                    return
+                at_terminal = page[-1].is_terminal
                 continue  # there may be more: ask again before waiting
+            if at_terminal:
+                # Nothing after a terminal event: the end of the log. (After one inside the
+                # log, a generation.retried came: the run went on, and so did the stream.)
+                return
             if not await subscription.wait(keepalive_s):
                 yield KEEPALIVE
     finally:

@@ -132,9 +132,9 @@ class OwnerWatch:
             self._notified[generation_id] = max(seq, self._notified.get(generation_id, 0))
         self._flag.set()
 
-    def forget(self, generation_id: UUID) -> None:
-        """The run's terminal event was sent: nothing more is announced for it."""
-        self._notified.pop(generation_id, None)
+    def forget_all(self) -> None:
+        """The announcements waited for long enough: the keepalive's read takes over."""
+        self._notified.clear()
 
     def pending(self, sent: dict[UUID, int]) -> bool:
         """Whether an announced event has not been sent yet (it is not readable yet: an

@@ -36,8 +36,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from uuid import UUID
 
-from service.errors import StoreUnavailable
-from service.events import TERMINAL_TYPES
+from service.errors import InvalidRequest, StoreUnavailable
 from service.store import owner_feed
 from service.store.db import Connection, Pool, connection
 from service.store.event_log import NIL_UUID, FeedPosition
@@ -47,9 +46,9 @@ from service.streams.follow import KEEPALIVE, OUTAGE_RETRY_MAX_S, Keepalive, Str
 
 PAGE_SIZE: Final = 500
 # An event announced but not yet readable (an older transaction is still open somewhere):
-# read again after these waits, then every HORIZON_POLL_S until it is.
-HORIZON_RETRIES_S: Final = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-HORIZON_POLL_S: Final = 1.0
+# read again after these waits, then at the keepalive interval (an announcement may also be
+# stale: its event was sent before it arrived, or belongs to a run out of this stream's scope).
+HORIZON_RETRIES_S: Final = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 1.0, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +83,16 @@ class OwnerFrame:
     cursor: OwnerCursor
 
 
+@dataclass(frozen=True, slots=True)
+class CursorMark:
+    """The stream's resume point moved with no frame to carry it (the catch-up ended, or the
+    feed moved past other owners' events): sent as an id alone, which EventSource keeps as
+    its last event id without dispatching anything. Without it, a stream that never sent a
+    frame would resume as a fresh one, and miss a run created and finished meanwhile."""
+
+    cursor: OwnerCursor
+
+
 class _Follow:
     """One stream's state: what it sent, and the cursor that says so."""
 
@@ -95,7 +104,6 @@ class _Follow:
         self.catching_up = cursor.catching_up
         self.sent: dict[UUID, int] = {run: ahead.seq for run, ahead in cursor.ahead.items()}
         self.until: dict[UUID, int] = {run: ahead.until_tx for run, ahead in cursor.ahead.items()}
-        self.ended: list[UUID] = []  # runs forgotten since the last read (their logs ended)
         self._cursor: OwnerCursor | None = None
 
     def cursor(self) -> OwnerCursor:
@@ -138,6 +146,8 @@ class _Follow:
                     rows = await owner_feed.select_run_page(
                         conn, run, self.sent[run], last_seq, self.page_size
                     )
+                if not rows:  # a log cut short behind its row (`audit verify` says where)
+                    raise RuntimeError(f"run {run}: seq {self.sent[run] + 1} is missing")
                 yield [self._frame(run, row.position.seq, row.type, row.json) for row in rows]
         self.catching_up = False
         self._cursor = None
@@ -147,7 +157,7 @@ class _Follow:
     async def read(self) -> tuple[list[OwnerFrame], bool]:
         """The next page of the owner feed as frames; and whether the page was full."""
         async with connection(self.pool) as conn:
-            rows = await owner_feed.select_owner_feed(
+            rows, horizon = await owner_feed.select_owner_feed(
                 conn, self.owner, self.position, self.page_size
             )
             unknown = list(
@@ -162,10 +172,19 @@ class _Follow:
             frames: list[OwnerFrame] = []
             for row in rows:
                 await self._accept(conn, row, frames)
-        return frames, len(rows) == self.page_size
+        full = len(rows) == self.page_size
+        if not full and horizon > self.position.tx_id:
+            # Every owner event below the horizon was in this page: move past the others'
+            # events, or the next read of a quiet owner walks them all again.
+            self.position = FeedPosition(horizon, NIL_UUID, 0)
+            self._expire()
+        return frames, full
 
     async def _accept(self, conn: Connection, row: FeedRow, frames: list[OwnerFrame]) -> None:
         run, seq = row.position.generation_id, row.position.seq
+        if seq - self.sent[run] > self.page_size:
+            # Two racing appends leave a gap of one or two; more is a cursor we did not write.
+            raise InvalidRequest("invalid cursor: pass back a frame's id exactly as received")
         while seq > self.sent[run] + 1:  # an earlier seq comes later in the feed: send it now
             gap = await owner_feed.select_run_page(
                 conn, run, self.sent[run], seq - 1, self.page_size
@@ -177,12 +196,12 @@ class _Follow:
         self.position = row.position
         if seq > self.sent[run]:
             frames.append(self._frame(run, seq, row.type, row.json))
-            if row.type in TERMINAL_TYPES and run not in self.until:
-                del self.sent[run]  # its log is complete: should it grow again, ask the log
-                self.ended.append(run)
-        expired = [run for run, until in self.until.items() if until < self.position.tx_id]
-        for done in expired:
-            del self.until[done]
+        self._expire()
+
+    def _expire(self) -> None:
+        """Forget the runs whose events sent ahead the position has now passed."""
+        for run in [run for run, until in self.until.items() if until < self.position.tx_id]:
+            del self.until[run]
         self._cursor = None
 
 
@@ -195,7 +214,7 @@ async def follow_owner(
     with_snapshots: bool = False,
     page_size: int = PAGE_SIZE,
     max_s: float | None = None,
-) -> AsyncIterator[list[OwnerFrame] | Keepalive]:
+) -> AsyncIterator[list[OwnerFrame] | CursorMark | Keepalive]:
     """Every event of the owner's runs after ``cursor`` (a fresh one: the unfinished runs
     from their first event, or their snapshots), then live ones, for ``max_s`` or as long as
     the caller reads; a keepalive when nothing happened for the keepalive interval."""
@@ -209,13 +228,21 @@ async def follow_owner(
             async for page in state.catch_up(with_snapshots):
                 if page:
                     yield page
+                if watch.closed:
+                    return  # shutting down: the client resumes from the last frame's id
+            yield CursorMark(state.cursor())  # the feed phase's first resume point
+        written = state.cursor()
         outage = 0.0
         retries = iter(HORIZON_RETRIES_S)
         keepalive_s = streams.keepalive_wait_s()
         quiet_since = loop.time()
         while not watch.closed and loop.time() < ends_at:
             if loop.time() - quiet_since >= keepalive_s:
-                yield KEEPALIVE
+                if state.cursor() != written:
+                    written = state.cursor()
+                    yield CursorMark(written)  # also a keepalive
+                else:
+                    yield KEEPALIVE
                 quiet_since = loop.time()
             watch.clear()
             try:
@@ -227,21 +254,22 @@ async def follow_owner(
                 quiet_since = loop.time()
                 continue
             outage = 0.0
-            for run in state.ended:
-                watch.forget(run)
-            state.ended.clear()
             if frames:
                 retries = iter(HORIZON_RETRIES_S)
+                written = frames[-1].cursor
                 yield frames
                 quiet_since = loop.time()
             if full:
                 continue
-            if watch.pending(state.sent):
+            if watch.pending(state.sent) and (pause := next(retries, None)) is not None:
                 # Announced, not readable yet: an older transaction is still open somewhere
-                # (its end notifies nobody if it appended nothing). Look again soon.
-                await watch.wait(next(retries, HORIZON_POLL_S))
+                # (its end notifies nobody if it appended nothing). Look again soon; past the
+                # last retry, the keepalive's read (or the next wake-up) finds it.
+                await watch.wait(pause)
             else:
+                watch.forget_all()
                 idle = keepalive_s - (loop.time() - quiet_since)
-                await watch.wait(max(min(idle, ends_at - loop.time()), 0.0))
+                if await watch.wait(max(min(idle, ends_at - loop.time()), 0.0)):
+                    retries = iter(HORIZON_RETRIES_S)  # a new announcement: retries of its own
     finally:
         hub.unwatch_owner(watch)

@@ -32,7 +32,8 @@
  *            once, before any "event", when `snapshot` was asked for; a run that had ended
  *            is then done, with the snapshot's last_event as the terminal event.
  *   "event"  detail: one event as docs/CONTRACT.md shapes it; each seq once, none skipped, in
- *            order, the terminal event (generation.succeeded|failed|cancelled) last.
+ *            order, the terminal event (generation.succeeded|failed|cancelled) last (a run
+ *            retried after it failed goes on through generation.retried to its next end).
  *   "state"  detail: {state, attempt, reason}, state one of
  *              connecting    asking for a token, opening the stream
  *              live          the stream is open
@@ -260,6 +261,9 @@ export class Follow extends EventTarget {
     };
     source.onerror = () => {
       if (this.#source !== source) return;
+      // After a terminal event the server closes the stream: whether the log goes on (a
+      // retried run) is being asked of the log, which decides how this follow ends.
+      if (this.#lastEvent && TERMINAL.has(this.#lastEvent.type)) return;
       if (source.readyState === EventSource.CONNECTING) {
         // Dropped: the browser reconnects after the server's retry hint, with Last-Event-ID.
         this.#attempt += 1;
@@ -338,8 +342,26 @@ export class Follow extends EventTarget {
         return;
       }
       this.dispatchEvent(new CustomEvent("event", { detail: event }));
-      if (TERMINAL.has(event.type)) this.#finish(event);
+      if (!TERMINAL.has(event.type)) return;
+      if (await this.#goesOn(event)) this.#drain(); // a retried run: its next attempt follows
+      else this.#finish(event);
     });
+  }
+
+  // Whether the log goes on after this terminal event (generation.retried, when its owner
+  // retried the run): asked of the log, once per terminal event; unanswered, it ends here.
+  async #goesOn(event) {
+    if (this.#lastSeq > event.seq || this.#pending.has(event.seq + 1)) return true;
+    try {
+      const text = await this.#request("GET", `/events?after=${event.seq}&limit=1`, "text");
+      const [next] = JSON.parse(text).events;
+      if (!next || this.#ended) return false;
+      const [nextText = null] = eventTexts(text);
+      if (next.seq > this.#lastSeq) this.#pending.set(next.seq, [next, nextText]);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   // Why this event does not follow the chain so far, or null when it does (or cannot tell).
@@ -521,7 +543,7 @@ export function followAll(options) {
 export class FollowAll extends EventTarget {
   #apiKey; #base; #snapshot; #retryMs;
   #runs = new Map(); // generation id -> {lastSeq, chain, broken}
-  #cursor = ""; #token = null; #source = null;
+  #cursor = ""; #token = null; #source = null; #refusals = 0;
   #state = "connecting"; #attempt = 0; #ended = false; #retry = 0;
   #delivery = Promise.resolve(); // every frame, one after another (hashing is asynchronous)
 
@@ -567,6 +589,7 @@ export class FollowAll extends EventTarget {
     this.#source = source;
     source.onopen = () => {
       this.#attempt = 0;
+      this.#refusals = 0;
       this.#setState("live");
     };
     source.onerror = () => {
@@ -578,6 +601,10 @@ export class FollowAll extends EventTarget {
         source.close();
         this.#source = null;
         this.#token = null; // it may have expired
+        // Refused three times with a fresh token: the cursor itself may be refused (a 400).
+        // Start afresh: the unfinished runs come again, and their repeats are dropped.
+        this.#refusals += 1;
+        if (this.#refusals >= 3) this.#cursor = "";
         this.#trouble(new Error("the stream was refused"));
       }
     };

@@ -900,4 +900,4 @@ async def test_a_retried_run_gets_a_fresh_budget_of_claims(
         state = await wait_for_status(client, generation_id)
         events = await all_events(client, generation_id)
     assert state["status"] == "succeeded", state["error"]
-    assert events[2]["data"]["attempt"] == 50
+    assert events[2]["data"]["attempt"] == 51

@@ -78,8 +78,9 @@ async def test_a_skipped_seq_is_filled_from_the_events_endpoint_in_order(
     events = await follow_all(fake)
     assert seqs(events) == [1, 2, 3, 4, 5, 6]
     assert [event.raw for event in events] == fake.events  # filled ones keep their text too
-    (fill,) = [r for r in fake.requests if r.path.endswith("/events")]
+    fill, end = [r for r in fake.requests if r.path.endswith("/events")]
     assert fill.query == {"after": "2", "limit": "2"}
+    assert end.query == {"after": "6", "limit": "1"}, "is the terminal event the log's last?"
     assert fill.headers["authorization"] == f"Bearer {KEY}"
 
 

@@ -28,6 +28,7 @@ from genstream_client import (
     Unauthorized,
 )
 
+from service.events import EventType, NewEvent
 from service.store.db import Pool, create_pool
 from tests.conftest import KeyFactory
 from tests.helpers import (
@@ -37,6 +38,7 @@ from tests.helpers import (
     append,
     delta,
     insert_running_generation,
+    new_generation,
     new_key,
     stored_json,
     wait_until,
@@ -406,3 +408,36 @@ async def test_the_sync_client_creates_follows_and_fetches_the_files(
     assert sorted(archive.namelist()) == sorted(saved)
     first = done["files"][0].path
     assert archive.read(first).decode() == done["first"]
+
+
+async def test_a_retried_run_is_followed_through_both_attempts_to_its_last_end(
+    start_serve: StartServe, make_key: KeyFactory, pool: Pool
+) -> None:
+    """Its first attempt's terminal event is not the end: the log goes on through
+    generation.retried, and so does the follow, to the last terminal event."""
+    server = await start_serve(worker_concurrency="2", offline_delay_s="0")
+    key = await make_key("alice")
+    generation_id = await new_generation(pool, "alice", SPEC)
+    failed = NewEvent(EventType.FAILED, "core", 0.1, "Failed", {"error": "e"})
+    await append(pool, generation_id, NewEvent(EventType.STARTED, "starting", 0.0, "S"), failed)
+    async with AsyncGenstream(server.base_url, key) as client:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            answer = await http.post(
+                f"/api/generations/{generation_id}/retry",
+                headers={"Authorization": f"Bearer {key}"},
+            )
+        assert answer.status_code == 202, answer.text
+
+        async def finished() -> bool:
+            return (await client.get(str(generation_id))).status == "succeeded"
+
+        await wait_until(finished, "the retried run's end", RUN_TIMEOUT_S)
+        events = [event async for event in client.follow(str(generation_id))]
+    types = [event.type for event in events]
+    assert types[2:4] == ["generation.failed", "generation.retried"]
+    assert [e.type for e in events if e.is_terminal] == [
+        "generation.failed",
+        "generation.succeeded",
+    ]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.raw for e in events] == await stored_json(pool, generation_id)

@@ -6,13 +6,15 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from service.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
+from service.errors import Conflict, InvalidRequest, LeaseLost, NotFound, TooManyRequests
 from service.events import EventType, NewEvent, Status
 from service.generation import runs
 from service.spec import Spec
 from service.store import event_log, generations
 from service.store.db import Pool, create_pool
-from tests.helpers import SPEC, create_generation
+from tests.helpers import DONE, SPEC, STARTED, create_generation, new_generation
+
+CANCELLED = NewEvent(EventType.CANCELLED, "core", 0.1, "Cancelled")
 
 OFFLINE_ONLY = frozenset({"offline"})
 
@@ -211,3 +213,19 @@ async def test_concurrent_creates_never_slip_past_the_quota(pool: Pool, database
     refused = [outcome for outcome in outcomes if isinstance(outcome, TooManyRequests)]
     assert (len(created), len(refused)) == (4, 6), outcomes
     assert len(await owned(pool, "alice")) == 4
+
+
+async def test_a_retry_fences_off_a_worker_still_holding_the_attempt_before(pool: Pool) -> None:
+    """A worker paused past its lease, the run cancelled and retried meanwhile: when it
+    wakes, its appends (fenced by its old attempt) are refused; the retry's are not."""
+    generation_id = await new_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE generations SET attempt = 1 WHERE id = $1", generation_id)
+        await event_log.append(conn, generation_id, [STARTED], fence=1)
+        await event_log.append(conn, generation_id, [CANCELLED])
+    await runs.retry_generation(pool, "alice", generation_id)
+    async with pool.acquire() as conn:
+        with pytest.raises(LeaseLost, match="held by attempt 2, not 1"):
+            await event_log.append(conn, generation_id, [DONE], fence=1)
+        head = await event_log.select_head(conn, generation_id)
+    assert (head.status, head.attempt, head.last_seq) == ("queued", 2, 4)

@@ -284,6 +284,15 @@ def _retried_after_success(records: list[dict[str, Any]]) -> None:
     records.insert(SUCCEEDED + 1, {"event": retried})
 
 
+def _retried_with_a_text_attempt(records: list[dict[str, Any]]) -> None:
+    event = records[SUCCEEDED]["event"]
+    failed = dict(event, type="generation.failed", status="failed")
+    records[SUCCEEDED] = {"event": failed}
+    retried = dict(event, seq=6, type="generation.retried", status="queued")
+    retried["payload"] = {"after": "failed", "completed_phases": [], "attempt": "9999999999"}
+    records.insert(SUCCEEDED + 1, {"event": retried})
+
+
 def _running_but_ended(records: list[dict[str, Any]]) -> None:
     records[GENERATION]["generation"].update(status="running", finished_at=None)
 
@@ -303,6 +312,7 @@ def _finished_without_terminal(records: list[dict[str, Any]]) -> None:
         (_after_terminal, SUCCEEDED + 2, "is an event after the terminal event at seq 5"),
         (_second_terminal, SUCCEEDED + 2, "is a second terminal event after the terminal"),
         (_retried_after_success, SUCCEEDED + 2, "must follow a generation.failed or"),
+        (_retried_with_a_text_attempt, SUCCEEDED + 2, "data.attempt must be an integer"),
         # Claimed again, it got a second terminal event.
         (_running_but_ended, 1, "status is 'running' but its log says 'succeeded'"),
         # Every append failed on the seq's primary key; the run was claimed every 30 s for ever.

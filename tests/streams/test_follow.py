@@ -9,7 +9,8 @@ from uuid import UUID, uuid4
 import pytest
 
 from service.errors import InvalidRequest
-from service.events import EventType, Status
+from service.events import EventType, NewEvent, Status
+from service.generation import runs
 from service.store.db import Pool, create_pool
 from service.store.event_log import Head, StoredEvent
 from service.streams.follow import (
@@ -343,3 +344,20 @@ async def test_a_read_for_a_stream_opened_in_an_outage_waits_with_keepalives(
     (found,) = [item async for item in alive]
     assert isinstance(found, Head)
     assert (found.status, found.last_seq) == (Status.QUEUED, 1)
+
+
+async def test_follow_goes_on_past_a_terminal_event_that_ends_a_page_but_not_the_log(
+    pool: Pool,
+) -> None:
+    """A retried run: its first attempt's terminal event ends a page (of 3); the log goes on
+    through generation.retried, and so does the follow, to the log's last terminal event."""
+    generation_id = await new_generation(pool)
+    failed = NewEvent(EventType.FAILED, "core", 0.2, "Failed", {"error": "e"})
+    await append(pool, generation_id, delta(1), failed)
+    await runs.retry_generation(pool, "alice", generation_id)
+    await append(pool, generation_id, delta(2), DONE)
+    hub = Hub(pool, page_size=3)
+
+    items = await collect(open_follow(hub, generation_id, 0, keepalive_s=LONG))
+
+    assert seqs(items) == [1, 2, 3, 4, 5, 6]

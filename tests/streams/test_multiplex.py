@@ -14,12 +14,13 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator
 from uuid import UUID
 
-from service.events import NewEvent
+from service.events import EventType, NewEvent
+from service.generation import runs as commands
 from service.store import event_log
 from service.store.db import Pool
 from service.streams.follow import Keepalive, Streams
 from service.streams.hub import Hub
-from service.streams.multiplex import OwnerCursor, OwnerFrame, follow_owner
+from service.streams.multiplex import CursorMark, OwnerCursor, OwnerFrame, follow_owner
 from tests.helpers import DONE, STARTED, append, delta, new_generation
 
 QUIET_S = 0.3  # the keepalive interval here: a keepalive means nothing more is coming
@@ -33,6 +34,7 @@ class Follower:
             Streams(hub, QUIET_S), pool, owner, cursor, with_snapshots=snapshots
         )
         self.frames: list[OwnerFrame] = []
+        self.marks: list[OwnerCursor] = []  # resume points sent with no frame
 
     async def until_quiet(self, seconds: float = 10.0) -> list[OwnerFrame]:
         """The frames up to the next keepalive (nothing more for ``QUIET_S``)."""
@@ -41,6 +43,9 @@ class Follower:
             async for page in self.pages:
                 if isinstance(page, Keepalive):
                     break
+                if isinstance(page, CursorMark):
+                    self.marks.append(page.cursor)
+                    continue
                 got.extend(page)
         self.frames.extend(got)
         return got
@@ -182,3 +187,55 @@ async def test_an_event_behind_an_open_transaction_is_sent_once_it_ends(pool: Po
             await transaction.commit()  # no notification
         got = await reading
     assert [frame.seq for frame in got] == [5]
+
+
+async def test_a_run_failed_and_retried_in_one_page_is_sent_whole(pool: Pool) -> None:
+    """A run's terminal event, its generation.retried and the next attempt's first event,
+    all read in one page of the feed, after the catch-up's bookkeeping has expired."""
+    hub = Hub(pool)
+    run = await running_run(pool)
+    bobs = await running_run(pool, "bob")
+    async with following(hub, pool) as stream:
+        await stream.until_quiet()
+        await appended(pool, hub, bobs, delta(1))  # the feed moves on past the catch-up
+        await stream.until_quiet()
+        await append(pool, run, NewEvent(EventType.FAILED, "core", 0.2, "x", {"error": "e"}))
+        await commands.retry_generation(pool, "alice", run)
+        last = await append(pool, run, STARTED)
+        hub.wake(run, last)
+        got = await stream.until_quiet()
+    assert [(frame.seq, frame.type) for frame in got] == [
+        (5, "generation.failed"), (6, "generation.retried"), (7, "generation.started"),
+    ]  # fmt: skip
+
+
+async def test_a_stream_that_sent_no_frame_resumes_from_its_mark_and_misses_nothing(
+    pool: Pool,
+) -> None:
+    """No unfinished run at first: the catch-up sends nothing but a resume point (an id
+    alone). From it, a run created and finished while disconnected comes whole."""
+    hub = Hub(pool)
+    async with following(hub, pool) as stream:
+        assert await stream.until_quiet() == []
+    (mark,) = stream.marks
+    assert not mark.catching_up
+    meanwhile = await running_run(pool)
+    await append(pool, meanwhile, DONE)
+    async with following(hub, pool, cursor=mark) as resumed:
+        got = await resumed.until_quiet()
+    assert runs(got) == {meanwhile: [1, 2, 3, 4, 5]}
+
+
+async def test_a_quiet_owners_position_moves_past_other_owners_events(pool: Pool) -> None:
+    hub = Hub(pool)
+    await running_run(pool)
+    bobs = await running_run(pool, "bob")
+    async with following(hub, pool) as stream:
+        await stream.until_quiet()
+        first = stream.marks[0].position
+        for n in range(5):
+            await appended(pool, hub, bobs, delta(n))
+        await stream.until_quiet()
+        await stream.until_quiet()  # a keepalive later: the moved position is marked
+    assert stream.marks[-1].position.tx_id > first.tx_id
+    assert stream.marks[-1].ahead == {}

@@ -201,7 +201,8 @@ class RetriedData(TypedDict):
     completed_phases: list[str]
     """The building phases kept (verification starts again, with its repairs)."""
     attempt: int
-    """Worker attempts so far: the next attempt's budget counts from here."""
+    """The run's attempt number now (the retry takes one, fencing off any worker still
+    holding the one before): the next attempt's budget of claims counts from here."""
 
 
 class SucceededData(TypedDict):

@@ -94,6 +94,7 @@ class _Follower:
         self.token: str | None = None
         self.refused_tokens = 0  # stream 401s in a row since the last 200
         self.chain = ChainKeeper(after)
+        self.finished = False  # the log's last terminal event was yielded
 
     async def events(self) -> AsyncGenerator[Event, None]:
         while True:
@@ -104,8 +105,8 @@ class _Follower:
                 async with contextlib.aclosing(self._connection()) as events:
                     async for event in events:
                         yield event
-                        if event.is_terminal:
-                            return
+                if self.finished:  # the connection ended after the log's last event
+                    return
                 why = "the stream ended before the terminal event"
             except _Ended:
                 return
@@ -166,15 +167,22 @@ class _Follower:
                             async for earlier in missing:
                                 self.chain.check(earlier)
                                 yield earlier
-                                if earlier.is_terminal:
+                                if earlier.is_terminal and await self._ends(earlier):
                                     return
                     self.chain.check(event)
                     self.last, self.failures = event.seq, 0
                     yield event
-                    if event.is_terminal:
+                    if event.is_terminal and await self._ends(event):
                         return
                 if parser.retry is not None:
                     self.retry_s = parser.retry / 1000
+
+    async def _ends(self, terminal: Event) -> bool:
+        """Whether this terminal event is the log's last: a retried run's log goes on after
+        one (``generation.retried``). Asked of the log, once per terminal event."""
+        page = await self.client.events_page(self.generation_id, terminal.seq, 1)
+        self.finished = not page.events
+        return self.finished
 
     async def _fill(self, seq: int) -> AsyncGenerator[Event, None]:
         """The events between the last one yielded and ``seq``, from the events endpoint."""
