@@ -74,6 +74,30 @@ MODELS: Final[tuple[tuple[type[BaseModel], JsonSchemaMode], ...]] = (
 )
 """Every body of the document; pydantic's schema of each replaces Litestar's."""
 
+
+def _sse_frames(id_pattern: str) -> dict[str, Any]:
+    """A stream's schema: before OpenAPI 3.2 it describes each of its frames. The data is an
+    event, or (the first frame of a `snapshot=1` stream) a run's snapshot."""
+    return {
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": id_pattern},
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {
+                    "oneOf": [
+                        {"$ref": REF.format(model="Event")},
+                        {"$ref": REF.format(model="SnapshotData")},
+                    ]
+                },
+            },
+        },
+    }
+
+
 # Operations whose handler returns bytes or text that Litestar cannot see through.
 _SUCCESS_BODIES: Final[dict[str, tuple[str, dict[str, Any]]]] = {
     "listEvents": ("application/json", {"$ref": REF.format(model="EventsPage")}),
@@ -81,50 +105,8 @@ _SUCCESS_BODIES: Final[dict[str, tuple[str, dict[str, Any]]]] = {
     "readyz": ("application/json", {"$ref": REF.format(model="Readiness")}),
     "getArchive": ("application/zip", {"type": "string", "contentMediaType": "application/zip"}),
     "getFile": ("text/plain", {"type": "string"}),
-    "streamEvents": (
-        "text/event-stream",
-        {
-            # Before OpenAPI 3.2 a stream's schema describes each of its events.
-            "type": "object",
-            "required": ["id", "event", "data"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
-                "event": {"type": "string"},
-                "data": {
-                    "type": "string",
-                    "contentMediaType": "application/json",
-                    # An event; the first frame of a `snapshot=1` stream, a snapshot.
-                    "contentSchema": {
-                        "oneOf": [
-                            {"$ref": REF.format(model="Event")},
-                            {"$ref": REF.format(model="SnapshotData")},
-                        ]
-                    },
-                },
-            },
-        },
-    ),
-    "streamAll": (
-        "text/event-stream",
-        {
-            "type": "object",
-            "required": ["id", "event", "data"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
-                "event": {"type": "string"},
-                "data": {
-                    "type": "string",
-                    "contentMediaType": "application/json",
-                    "contentSchema": {
-                        "oneOf": [
-                            {"$ref": REF.format(model="Event")},
-                            {"$ref": REF.format(model="SnapshotData")},
-                        ]
-                    },
-                },
-            },
-        },
-    ),
+    "streamEvents": ("text/event-stream", _sse_frames("^[1-9][0-9]*$")),
+    "streamAll": ("text/event-stream", _sse_frames("^[A-Za-z0-9_-]+$")),
 }
 
 STREAM_GRAMMAR: Final = """Server-Sent Events (`text/event-stream`, UTF-8). The body is:

@@ -19,13 +19,19 @@ from litestar.response import Stream
 from litestar.status_codes import HTTP_201_CREATED
 
 from service.access import keys, tokens
-from service.access.quotas import effective
 from service.api.auth import bearer_key, provide_caller
 from service.api.context import Services
 from service.api.cursors import OWNER_CURSOR_MAX_CHARS, decode_owner_cursor, encode_owner_cursor
 from service.api.schemas import API_KEY, OVER_QUOTA, STREAM_TOKEN, StreamToken, problem
-from service.api.stream import KEEPALIVE_FRAME, SSE_HEADERS, OpenStreams, holding_slot, sse_frame
-from service.errors import GenstreamError, StoreUnavailable, TooManyRequests, Unauthorized
+from service.api.stream import (
+    KEEPALIVE_FRAME,
+    SSE_HEADERS,
+    OpenStreams,
+    keepalives_until,
+    sse_frame,
+    with_stream_slot,
+)
+from service.errors import GenstreamError, StoreUnavailable, Unauthorized
 from service.observe import metrics
 from service.observe.logs import get_logger
 from service.store.keys import KeyOwner
@@ -75,23 +81,21 @@ async def owner_frames(
     try:
         yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
         if isinstance(caller, UUID):
-            owner: KeyOwner | None = None
+            owners: list[KeyOwner] = []
             key_id = caller
             try:
-                async for found in follow.once_available(
-                    services.streams, lambda: keys.live_key(services.pool, key_id)
-                ):
-                    if isinstance(found, follow.Keepalive):
-                        yield KEEPALIVE_FRAME
-                    else:
-                        owner = found
+                waiting = keepalives_until(
+                    services, lambda: keys.live_key(services.pool, key_id), owners
+                )
+                async for keepalive in waiting:
+                    yield keepalive
             except GenstreamError:
                 reason = "ended"
                 return  # revoked meanwhile: the reconnect gets the answer
-            if owner is None:
+            if not owners:
                 reason = "shutdown"
                 return
-            caller = owner
+            caller = owners[0]
         items = multiplex.follow_owner(
             services.streams,
             services.pool,
@@ -174,15 +178,11 @@ async def stream_all(
         metrics.STREAMS_REFUSED.labels("unauthorized").inc()
         raise
     body = owner_frames(services, caller, cursor, snapshot)
-    if isinstance(caller, KeyOwner):
-        limit = effective(caller.max_streams, services.settings.owner_max_streams)
-        try:
-            services.stream_slots.take(caller.owner, limit)
-        except TooManyRequests:
-            metrics.STREAMS_REFUSED.labels("quota").inc()
-            raise
-        body = holding_slot(body, services, caller.owner)
-    return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    return Stream(
+        with_stream_slot(services, caller, body),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
 
 
 @post(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Final, Literal, TypeVar
 from uuid import UUID
 
 from litestar import Request, Response, get
@@ -40,6 +40,7 @@ from service.store.keys import KeyOwner
 from service.streams import follow, pacing, snapshots
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -145,16 +146,13 @@ async def frames(
     try:
         yield f"retry: {services.settings.sse_retry_ms}\n\n".encode()
         if not head_known:
-            head: Head | None = None
-            waiting = follow.once_available(
-                services.streams, lambda: follow.head(services.pool, generation_id)
+            heads: list[Head] = []
+            waiting = keepalives_until(
+                services, lambda: follow.head(services.pool, generation_id), heads
             )
-            async for found in waiting:
-                if isinstance(found, follow.Keepalive):
-                    metrics.KEEPALIVES_SENT.inc()
-                    yield KEEPALIVE_FRAME
-                else:
-                    head = found
+            async for keepalive in waiting:
+                yield keepalive
+            head = heads[0] if heads else None
             try:
                 if head is None or not opens(head, after, speed):
                     reason = "shutdown" if head is None else "ended"
@@ -171,16 +169,13 @@ async def frames(
                 reason = "ended"
                 return  # revoked meanwhile (or away again): the reconnect gets the answer
         if snapshot:
-            taken: snapshots.Snapshot | None = None
-            reading = follow.once_available(
-                services.streams, lambda: snapshots.take(services.pool, generation_id)
+            taken_all: list[snapshots.Snapshot | None] = []
+            waiting = keepalives_until(
+                services, lambda: snapshots.take(services.pool, generation_id), taken_all
             )
-            async for read in reading:
-                if isinstance(read, follow.Keepalive):
-                    metrics.KEEPALIVES_SENT.inc()
-                    yield KEEPALIVE_FRAME
-                else:
-                    taken = read
+            async for keepalive in waiting:
+                yield keepalive
+            taken = taken_all[0] if taken_all else None
             if taken is None:
                 reason = "shutdown" if services.hub.closing else "ended"
                 return
@@ -220,6 +215,35 @@ async def frames(
             events=sent,
             seconds=round(time.time() - opened_at, 3),
         )
+
+
+async def keepalives_until(
+    services: Services, read: Callable[[], Awaitable[T]], found: list[T]
+) -> AsyncIterator[bytes]:
+    """Keepalive frames while ``read`` waits for the database (a stream that answered 200
+    keeps its client); what it read is put in ``found`` (left empty on shutdown)."""
+    async for item in follow.once_available(services.streams, read):
+        if isinstance(item, follow.Keepalive):
+            metrics.KEEPALIVES_SENT.inc()
+            yield KEEPALIVE_FRAME
+        else:
+            found.append(item)
+
+
+def with_stream_slot(
+    services: Services, caller: KeyOwner | UUID, body: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """The body, holding one of the owner's stream slots while it runs (429 beyond them). A
+    token checked while the database was away has no owner yet: no slot."""
+    if not isinstance(caller, KeyOwner):
+        return body
+    limit = effective(caller.max_streams, services.settings.owner_max_streams)
+    try:
+        services.stream_slots.take(caller.owner, limit)
+    except TooManyRequests:
+        metrics.STREAMS_REFUSED.labels("quota").inc()
+        raise
+    return holding_slot(body, services, caller.owner)
 
 
 class OpenStreams:
@@ -344,15 +368,11 @@ async def stream(
         unchecked_key=caller if isinstance(caller, UUID) else None,
         snapshot=snapshot and start == 0,
     )
-    if isinstance(caller, KeyOwner):
-        limit = effective(caller.max_streams, services.settings.owner_max_streams)
-        try:
-            services.stream_slots.take(caller.owner, limit)  # 429 beyond the owner's quota
-        except TooManyRequests:
-            metrics.STREAMS_REFUSED.labels("quota").inc()
-            raise
-        body = holding_slot(body, services, caller.owner)
-    return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS)
+    return Stream(
+        with_stream_slot(services, caller, body),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
 
 
 async def holding_slot(

@@ -173,15 +173,16 @@ async def test_the_events_of_real_runs_fit_the_event_schema_type_by_type(
     app_factory: AppFactory, make_key: KeyFactory
 ) -> None:
     key = await make_key("alice")
+    # Cancelled where no worker runs (none could claim them first), then one retried.
+    async with app_factory(worker_concurrency=0) as idle, idle.client(key) as other:
+        cancelled = (await create_via_api(other, SMALL_SPEC))["id"]
+        assert (await other.post(f"{API}/{cancelled}/cancel")).status_code == 202
+        retried = (await create_via_api(other, SMALL_SPEC))["id"]
+        assert (await other.post(f"{API}/{retried}/cancel")).status_code == 202
     async with app_factory(offline_delay_s=0.0) as running, running.client(key) as client:
         document = (await client.get("/schema/openapi.json")).json()
         succeeded = (await create_via_api(client, SMALL_SPEC, verify="tests"))["id"]
         await wait_for_status(client, succeeded)
-        async with app_factory(worker_concurrency=0) as idle, idle.client(key) as other:
-            cancelled = (await create_via_api(other, SMALL_SPEC))["id"]
-            assert (await other.post(f"{API}/{cancelled}/cancel")).status_code == 202
-            retried = (await create_via_api(other, SMALL_SPEC))["id"]
-            assert (await other.post(f"{API}/{retried}/cancel")).status_code == 202
         assert (await client.post(f"{API}/{retried}/retry")).status_code == 202
         await wait_for_status(client, retried)
         events = [
@@ -201,12 +202,14 @@ async def test_the_events_of_real_runs_fit_the_event_schema_type_by_type(
         data_schema = schemas[data_ref.rsplit("/", 1)[-1]]
         validator(document, strict(data_schema)).validate(event["data"])
         seen.add(event["type"])
-    # generation.failed needs a failing provider, llm.retrying and llm.waiting a model that
+    # generation.failed and .resumed need a failing provider or a lost lease (the retried run
+    # never started before it was cancelled), llm.retrying and llm.waiting a model that
     # fails or keeps silent, generation.stalled a worker that stops: their events are checked
     # against the same schema where those are made (test_runner, test_recovery,
-    # test_gemini_runs). (The retried run brings generation.retried and .resumed.)
+    # test_gemini_runs).
     assert {event_type.value for event_type in EventType} - seen == {
         EventType.FAILED.value,
+        EventType.RESUMED.value,
         EventType.LLM_RETRYING.value,
         EventType.LLM_WAITING.value,
         EventType.STALLED.value,
