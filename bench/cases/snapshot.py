@@ -80,7 +80,7 @@ PAGE_CAP_S = 120.0
 # caps it sooner, to stay a smoke run; the 100-event run still finishes within it.
 QUICK_PAGE_CAP_S = 5.0
 STREAM_TIMEOUT_S = 300.0
-# As tests/api/test_page.py launches it (the bench does not import the tests).
+# As tests/web/browser.py launches it (the bench does not import the tests).
 CHROMIUM_ARGS = [
     "--no-sandbox",  # required as root
     "--disable-gpu",
