@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import axe_playwright_python
 import pytest
 from playwright.async_api import Page, Route, async_playwright
 
@@ -104,3 +105,24 @@ async def stored(running: RunningApp, key: str, generation_id: str) -> dict[str,
         "files": [event["data"]["path"] for event in events if event["type"] == "file.saved"],
         "last": events[-1],
     }
+
+
+AXE_SCRIPT = Path(axe_playwright_python.__file__).with_name("axe.min.js")
+SERIOUS = ("serious", "critical")
+
+
+async def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """axe-core's serious and critical violations on the page as it stands (WCAG 2.2 A and AA
+    and axe's best practices), each with the elements it found them on; [] when none."""
+    if not await page.evaluate("typeof window.axe === 'object'"):
+        await page.add_script_tag(path=str(AXE_SCRIPT))
+    violations: list[dict[str, Any]] = await page.evaluate(
+        """async () => {
+            const result = await axe.run(document, { resultTypes: ["violations"] });
+            return result.violations.map((v) => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map((n) => ({ target: n.target.join(" "), why: n.failureSummary })),
+            }));
+        }"""
+    )
+    return [violation for violation in violations if violation["impact"] in SERIOUS]
