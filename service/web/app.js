@@ -1,30 +1,151 @@
-// genstream's page: start a generation and follow it live; rebuild any generation from its log.
-// Rendering only: genstream.js follows the run (tokens, resume, gaps, repeats, stalls) and
-// hands each event over once, in seq order.
-import { follow, followAll } from "./genstream.js";
+// genstream's page: the key, the theme, the views (runs at `#` or `#<id>`, the dashboard at
+// `#dashboard`), the form that starts a run and the list of runs with their live states.
+// The run itself is drawn by runview.js; genstream.js follows it (tokens, resume, gaps,
+// repeats, stalls) and hands each event over once, in seq order.
+import { followAll } from "./genstream.js";
+import { RunView } from "./runview.js";
 
-const TERMINAL = { "generation.succeeded": "finished", "generation.failed": "failed", "generation.cancelled": "cancelled" };
 const KEY_STORAGE = "genstream.apiKey";
+const THEME_STORAGE = "genstream.theme";
+const KEY_COMMAND = "python -m service keys create --owner you";
+const KEY_HINT = `Create one with \`${KEY_COMMAND}\` on the server, then paste it above.`;
 const $ = (id) => document.getElementById(id);
 
-let run = null; // the generation on screen
+let run = null; // the RunView on screen
 let everyRun = null; // followAll(): every run of this key, for the list's live states
 
 function apiKey() { return localStorage.getItem(KEY_STORAGE) || ""; }
 
-async function api(method, path, body) {
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+async function api(method, path, body, key = apiKey()) {
   const response = await fetch(path, {
     method,
-    headers: { "Authorization": `Bearer ${apiKey()}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+    headers: { "Authorization": `Bearer ${key}`, ...(body ? { "Content-Type": "application/json" } : {}) },
     body: body ? JSON.stringify(body) : undefined,
   });
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`.trim();
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
-    throw new Error(detail);
+    if (response.status === 401) keyRefused(detail);
+    throw new ApiError(response.status, detail);
   }
   return response.status === 204 ? null : response;
 }
+
+// --- the theme: the system's until the toggle picks one, remembered in this browser ---------
+
+const systemDark = matchMedia("(prefers-color-scheme: dark)");
+
+function applyTheme() {
+  const chosen = localStorage.getItem(THEME_STORAGE);
+  if (chosen) document.documentElement.dataset.theme = chosen;
+  else delete document.documentElement.dataset.theme;
+  const dark = chosen ? chosen === "dark" : systemDark.matches;
+  $("theme").setAttribute("aria-pressed", String(dark));
+}
+
+function toggleTheme() {
+  const dark = $("theme").getAttribute("aria-pressed") === "true";
+  localStorage.setItem(THEME_STORAGE, dark ? "light" : "dark");
+  applyTheme();
+  if (run) run.schedule();
+}
+
+// --- the key: checked by one authenticated call before it is kept -------------------------
+
+function showKeyState(words, bad = false) {
+  $("key-state").textContent = words;
+  $("key-state").classList.toggle("bad", bad);
+}
+
+// The notice that says what to do: `why` first, then the command that makes a key.
+function showNoKey(why) {
+  $("no-key").hidden = !why;
+  if (!why) return;
+  const command = document.createElement("code");
+  command.textContent = KEY_COMMAND;
+  $("no-key-text").replaceChildren(
+    `${why} Whoever runs the service creates a key with `, command,
+    "; paste what it prints into the API key field above and press Save key. The key stays in this browser.",
+  );
+}
+
+function keyRefused(detail) {
+  showKeyState("key refused", true);
+  showNoKey(`The service refused the saved key (${detail}).`);
+}
+
+async function saveKey(key) {
+  showKeyState("checking the key…");
+  try {
+    await api("GET", "/api/generations?limit=1", undefined, key);
+  } catch (error) {
+    if (error.status === 401) {
+      showKeyState("key refused, not saved", true);
+      showNoKey(`That key was refused (${error.message}).`);
+    } else {
+      showKeyState(`could not check the key: ${error.message}`, true);
+    }
+    return;
+  }
+  localStorage.setItem(KEY_STORAGE, key);
+  $("api-key").value = "";
+  showKeyState("key saved in this browser");
+  showNoKey("");
+  listGenerations();
+  followEveryRun();
+  route();
+}
+
+// --- views -------------------------------------------------------------------------------
+
+let dashboard = null; // dashboard.js, loaded on first use
+
+async function showDashboard() {
+  const root = $("dashboard");
+  if (!apiKey()) {
+    root.textContent = "";
+    return;
+  }
+  try {
+    dashboard = dashboard || await import("./dashboard.js");
+    await dashboard.loadDashboard(root, {
+      fetchStats: async (days) => (await api("GET", `/api/stats?days=${days}`)).json(),
+    });
+  } catch (error) {
+    root.textContent = `Could not show the dashboard: ${error.message}`;
+  }
+}
+
+function route() {
+  const hash = location.hash.slice(1);
+  const onDashboard = hash === "dashboard";
+  $("runs-view").hidden = onDashboard;
+  $("dashboard-view").hidden = !onDashboard;
+  $("nav-runs").toggleAttribute("aria-current", !onDashboard);
+  $("nav-dashboard").toggleAttribute("aria-current", onDashboard);
+  if (!onDashboard) $("nav-runs").setAttribute("aria-current", "page");
+  else $("nav-dashboard").setAttribute("aria-current", "page");
+  document.title = onDashboard ? "Dashboard · genstream" : "genstream";
+  if (onDashboard) {
+    run?.close();
+    run = null;
+    showDashboard();
+  } else if (/^[0-9a-f-]{36}$/.test(hash) && apiKey() && (!run || run.id !== hash)) {
+    openRun(hash);
+  } else if (!/^[0-9a-f-]{36}$/.test(hash) && !run) {
+    $("run").hidden = true;
+    $("welcome").hidden = false;
+  }
+}
+
+// --- runs --------------------------------------------------------------------------------
 
 function parseEntities(text) {
   return text.split("\n").map((line) => line.trim()).filter(Boolean).map((line) => {
@@ -38,244 +159,15 @@ function parseEntities(text) {
   });
 }
 
-function setState(state, detail) {
-  const el = $("state");
-  el.className = `state ${state}`;
-  el.textContent = detail ? `${state} (${detail})` : state;
-  $("cancel").hidden = !["connecting", "live", "reconnecting"].includes(state);
-  $("retry").hidden = !["failed", "cancelled"].includes(state);
+function markCurrent() {
+  for (const li of $("generations").children) li.classList.toggle("current", Boolean(run) && li.dataset.id === run.id);
 }
 
-// A phase's row: verify and repair rounds each get their own ("verify 2", "repair 1").
-function roundKey(phase, round) {
-  return phase === "repair" || (phase === "verify" && round > 1) ? `${phase} ${round}` : phase;
-}
-
-function phaseKey(event) {
-  return roundKey(event.stage, event.data && event.data.round);
-}
-
-function completedText(key, startedAt, completedAt, verification) {
-  const seconds = (Date.parse(completedAt) - Date.parse(startedAt)) / 1000;
-  const outcome = verification ? (verification.ok ? "passed" : "failed") : "done";
-  const summary = verification ? `: ${verification.summary}` : "";
-  return `${key}: ${outcome} in ${seconds.toFixed(2)} s${summary}`;
-}
-
-function checkText(key, check) {
-  return `${key}: running (${check.step} ${check.ok ? "passed" : "failed"})`;
-}
-
-// A run opened from the list or a link starts from its snapshot, so a long run draws at once;
-// `?snapshot=0` in the page's address replays every event instead.
-const SNAPSHOTS = new URLSearchParams(location.search).get("snapshot") !== "0";
-
-class Run {
-  constructor(id) {
-    this.id = id;
-    this.progress = 0;
-    this.phases = new Map();
-    this.following = null; // genstream.js's Follow
-    this.pendingText = ""; // model text not on screen yet (see addText)
-    this.textFrame = 0;
-  }
-
-  reset() {
-    $("run").hidden = false;
-    $("run-id").textContent = this.id;
-    for (const id of ["phases", "files", "log"]) $(id).replaceChildren();
-    for (const id of ["model", "viewer", "viewer-path", "stage", "run-error"]) $(id).textContent = "";
-    $("zip").hidden = true;
-    this.setProgress(0);
-    setState("connecting");
-    history.replaceState(null, "", `#${this.id}`);
-  }
-
-  setProgress(value) {
-    this.progress = Math.max(this.progress, value); // only ever forward
-    const percent = Math.round(this.progress * 100);
-    $("progress-fill").style.width = `${percent}%`;
-    $("progress").setAttribute("aria-valuenow", String(percent));
-  }
-
-  logRow(cells) {
-    const row = document.createElement("tr");
-    for (const text of cells) {
-      const cell = document.createElement("td");
-      cell.textContent = String(text);
-      row.append(cell);
-    }
-    $("log").append(row);
-    return row;
-  }
-
-  showStage(stage, message) {
-    $("stage").textContent = message ? `${stage}: ${message}` : stage;
-  }
-
-  // The run as its snapshot reduced events 1..seq: what render() would have drawn from them.
-  restore(snapshot) {
-    const deltas = snapshot.counts["llm.delta"] || 0;
-    const row = this.logRow([`1–${snapshot.seq}`, "snapshot", `${snapshot.seq} events (${deltas} model text)`]);
-    row.dataset.through = String(snapshot.seq);
-    this.showStage(snapshot.stage, snapshot.message);
-    this.setProgress(snapshot.progress || 0);
-    $("model").textContent = (snapshot.model_text_truncated ? "…" : "") + snapshot.model_text;
-    for (const phase of snapshot.phases) {
-      const key = roundKey(phase.phase, phase.round);
-      const item = document.createElement("li");
-      item.dataset.started = phase.started_at;
-      if (phase.status === "completed") {
-        item.textContent = completedText(key, phase.started_at, phase.completed_at, phase.verification);
-      } else if (phase.checks.length) {
-        item.textContent = checkText(key, phase.checks[phase.checks.length - 1]);
-      } else {
-        item.textContent = `${key}: running`;
-      }
-      this.phases.set(key, item);
-      $("phases").append(item);
-    }
-    for (const file of snapshot.files) this.addFile(file.path);
-    if (snapshot.last_event.type in TERMINAL) this.finish(snapshot.last_event);
-  }
-
-  render(event) {
-    this.logRow([event.seq, event.type, event.message]);
-    this.showStage(event.stage, event.message);
-    this.setProgress(event.progress || 0);
-    const data = event.data || {};
-    if (event.type === "llm.delta" && data.text) {
-      this.addText(data.text);
-    } else if (event.type === "phase.started") {
-      const key = phaseKey(event);
-      const item = this.phases.get(key) || document.createElement("li");
-      item.textContent = `${key}: running`;
-      item.dataset.started = event.timestamp;
-      this.phases.set(key, item);
-      $("phases").append(item);
-    } else if (event.type === "check.completed") {
-      const item = this.phases.get(phaseKey(event));
-      if (item) item.textContent = checkText(phaseKey(event), data);
-    } else if (event.type === "phase.completed") {
-      const key = phaseKey(event);
-      const item = this.phases.get(key);
-      if (item) item.textContent = completedText(key, item.dataset.started, event.timestamp, data.verification);
-    } else if (event.type === "file.saved" && data.path) {
-      this.addFile(data.path);
-    }
-    if (event.type in TERMINAL) this.finish(event);
-  }
-
-  // The model's text goes on screen once per frame, not once per delta: reading the box's
-  // scroll position after each append made Chromium lay out the page per delta, quadratic in
-  // the run's length (a 2,000-event replay took 34 s; 0.7 s batched).
-  addText(text) {
-    this.pendingText += text;
-    if (!this.textFrame) this.textFrame = requestAnimationFrame(() => this.flushText());
-  }
-
-  flushText() {
-    cancelAnimationFrame(this.textFrame);
-    this.textFrame = 0;
-    if (!this.pendingText) return;
-    const model = $("model");
-    const atBottom = model.scrollTop + model.clientHeight >= model.scrollHeight - 4;
-    model.append(this.pendingText);
-    this.pendingText = "";
-    if (atBottom) model.scrollTop = model.scrollHeight;
-  }
-
-  // Files as a tree: one nested list per folder, files in the order they were saved.
-  addFile(path) {
-    if ($("files").querySelector(`li[data-path="${CSS.escape(path)}"]`)) return;
-    let list = $("files");
-    const parts = path.split("/");
-    for (const folder of parts.slice(0, -1)) {
-      let node = [...list.children].find((li) => li.dataset.folder === folder);
-      if (!node) {
-        node = document.createElement("li");
-        node.dataset.folder = folder;
-        const name = document.createElement("span");
-        name.textContent = `${folder}/`;
-        node.append(name, document.createElement("ul"));
-        list.append(node);
-      }
-      list = node.querySelector(":scope > ul");
-    }
-    const item = document.createElement("li");
-    item.dataset.path = path;
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = parts[parts.length - 1];
-    button.title = path;
-    button.addEventListener("click", () => this.show(path));
-    item.append(button);
-    list.append(item);
-    $("zip").hidden = false;
-  }
-
-  async show(path) {
-    $("viewer-path").textContent = path;
-    try {
-      const response = await api("GET", `/api/generations/${this.id}/files/${path}`);
-      $("viewer").textContent = await response.text();
-    } catch (error) {
-      $("viewer").textContent = `Could not load ${path}: ${error.message}`;
-    }
-  }
-
-  finish(event) {
-    this.flushText();
-    const state = TERMINAL[event.type];
-    setState(state);
-    for (const [stage, item] of this.phases) {
-      if (item.textContent.endsWith("running")) item.textContent = `${stage}: ${state === "failed" ? "failed" : "stopped"}`;
-    }
-    if (state === "finished") this.setProgress(1);
-    if (state === "failed") $("run-error").textContent = `Failed: ${(event.data && event.data.error) || event.message}`;
-    listGenerations();
-  }
-
-  // Live from the stored log on (a reload, an old generation: the stream sends its snapshot
-  // first, or with ?snapshot=0 its history); `token` is the one POST /api/generations
-  // returned (a run just started: its events from the first), else one is fetched. With
-  // `speed`, a finished generation again, at the pace it was recorded (the server paces it).
-  open(token, speed) {
-    this.reset();
-    const replaying = speed !== undefined;
-    const following = follow(this.id, {
-      apiKey: apiKey(), token, ...(replaying ? { pace: "recorded", speed } : {}),
-      snapshot: SNAPSHOTS && !replaying && !token, // a run just started has nothing to reduce
-    });
-    this.following = following;
-    following.addEventListener("snapshot", (e) => this.restore(e.detail));
-    following.addEventListener("event", (e) => this.render(e.detail));
-    following.addEventListener("state", ({ detail }) => {
-      if (detail.state === "live") setState(replaying ? "replaying" : "live");
-      else if (detail.state === "reconnecting") setState("reconnecting", `attempt ${detail.attempt}`);
-      else if (detail.state === "error") {
-        setState("failed", replaying ? "could not replay" : "could not load");
-        $("run-error").textContent = detail.reason;
-      }
-    });
-  }
-
-  close() {
-    this.following?.close();
-    cancelAnimationFrame(this.textFrame);
-  }
-}
-
-function openRun(id, token) {
+function openRun(id, token, speed) {
   run?.close();
-  run = new Run(id);
-  run.open(token);
-}
-
-function replayRun(id) {
-  run?.close();
-  run = new Run(id);
-  run.open(null, Number($("replay-speed").value));
+  run = new RunView(id, { apiKey: apiKey(), api, onEnd: listGenerations });
+  run.open(token, speed);
+  markCurrent();
 }
 
 async function listGenerations() {
@@ -284,29 +176,45 @@ async function listGenerations() {
     const page = await (await api("GET", "/api/generations?limit=20")).json();
     const list = $("generations");
     list.replaceChildren();
-    for (const item of page.items) {
+    if (!page.items.length) {
       const li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = "No runs yet: start one above.";
+      list.append(li);
+    }
+    for (const item of page.items) {
+      const short = item.id.slice(0, 8);
+      const li = document.createElement("li");
+      li.dataset.id = item.id;
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = "open";
+      button.setAttribute("aria-label", `Open run ${short}`);
       button.addEventListener("click", () => openRun(item.id));
       li.append(button);
       if (["succeeded", "failed", "cancelled"].includes(item.status)) {
         const replay = document.createElement("button");
         replay.type = "button";
         replay.textContent = "replay";
-        replay.addEventListener("click", () => replayRun(item.id));
+        replay.setAttribute("aria-label", `Replay run ${short}`);
+        replay.addEventListener("click", () => openRun(item.id, null, Number($("replay-speed").value)));
         li.append(replay);
       }
-      li.dataset.id = item.id;
+      const id = document.createElement("span");
+      id.className = "id";
+      id.textContent = short;
       const live = document.createElement("span");
       live.className = "live-state";
       live.textContent = item.status;
-      li.append(` ${item.id.slice(0, 8)} · `, live, ` · ${new Date(item.created_at).toLocaleString()}`);
+      const when = document.createElement("span");
+      when.className = "when";
+      when.textContent = new Date(item.created_at).toLocaleString();
+      li.append(id, " · ", live, when);
       list.append(li);
     }
+    markCurrent();
   } catch (error) {
-    $("generations").textContent = `Could not list generations: ${error.message}`;
+    $("generations").textContent = `Could not list your runs: ${error.message}`;
   }
 }
 
@@ -336,44 +244,73 @@ function followEveryRun() {
   everyRun.addEventListener("event", (e) => show(e.detail));
 }
 
-function showKeyState() {
-  $("key-state").textContent = apiKey() ? "key saved in this browser" : "no key yet";
+async function startRun(e) {
+  e.preventDefault();
+  $("form-error").textContent = "";
+  if (!apiKey()) {
+    $("form-error").textContent = `No API key yet. ${KEY_HINT}`;
+    return;
+  }
+  let spec;
+  try {
+    spec = $("spec-json").value.trim()
+      ? JSON.parse($("spec-json").value)
+      : { project: $("project").value.trim(), entities: parseEntities($("entities").value) };
+  } catch (error) {
+    $("form-error").textContent = `The spec is not valid JSON: ${error.message}`;
+    return;
+  }
+  try {
+    const provider = $("provider").value;
+    const verify = $("verify").value || undefined;
+    const created = await (await api("POST", "/api/generations", { spec, provider, verify })).json();
+    if (location.hash === "#dashboard") history.replaceState(null, "", "#");
+    route();
+    openRun(created.id, created.stream_token);
+    listGenerations();
+  } catch (error) {
+    $("form-error").textContent = `Could not start: ${error.message}`;
+  }
+}
+
+async function downloadZip(e) {
+  e.preventDefault();
+  if (!run) return;
+  const shown = run;
+  const failure = "Could not download the zip: ";
+  try {
+    const blob = await (await api("GET", `/api/generations/${shown.id}/archive`)).blob();
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = `${shown.id}.zip`;
+    link.click();
+    URL.revokeObjectURL(link.href);
+    if (shown.note.startsWith(failure)) shown.say(""); // a retry that worked takes its message back
+  } catch (error) {
+    // 401/404/5xx (the server's detail) or no answer at all: say so where run errors go.
+    if (run === shown) shown.say(`${failure}${error.message}`);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  showKeyState();
+  applyTheme();
+  systemDark.addEventListener("change", applyTheme);
+  $("theme").addEventListener("click", toggleTheme);
+  if (apiKey()) showKeyState("key saved in this browser");
+  else {
+    showKeyState("no key yet");
+    showNoKey("Every call to genstream carries an API key, and this browser has none yet.");
+  }
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    localStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
-    $("api-key").value = "";
-    showKeyState();
-    listGenerations();
-    followEveryRun();
+    const key = $("api-key").value.trim();
+    if (key) saveKey(key);
   });
-  $("spec-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    $("form-error").textContent = "";
-    let spec;
-    try {
-      spec = $("spec-json").value.trim()
-        ? JSON.parse($("spec-json").value)
-        : { project: $("project").value.trim(), entities: parseEntities($("entities").value) };
-    } catch (error) {
-      $("form-error").textContent = `The spec is not valid JSON: ${error.message}`;
-      return;
-    }
-    try {
-      const provider = $("provider").value;
-      const verify = $("verify").value || undefined;
-      const created = await (await api("POST", "/api/generations", { spec, provider, verify })).json();
-      openRun(created.id, created.stream_token);
-    } catch (error) {
-      $("form-error").textContent = `Could not start: ${error.message}`;
-    }
-  });
+  $("spec-form").addEventListener("submit", startRun);
   $("cancel").addEventListener("click", async () => {
     if (!run) return;
-    try { await api("POST", `/api/generations/${run.id}/cancel`); } catch (error) { $("run-error").textContent = error.message; }
+    const shown = run;
+    try { await api("POST", `/api/generations/${shown.id}/cancel`); } catch (error) { shown.say(`Could not cancel: ${error.message}`); }
   });
   // Another attempt from the first phase that did not complete: the log goes on, and the page
   // draws the run again from its snapshot (both attempts are in the log below it).
@@ -384,31 +321,13 @@ document.addEventListener("DOMContentLoaded", () => {
       await api("POST", `/api/generations/${shown.id}/retry`);
       if (run === shown) openRun(shown.id);
     } catch (error) {
-      $("run-error").textContent = `Could not retry: ${error.message}`;
+      shown.say(`Could not retry: ${error.message}`);
     }
   });
-  $("zip").addEventListener("click", async (e) => {
-    e.preventDefault();
-    if (!run) return;
-    const shown = run;
-    const failure = "Could not download the zip: ";
-    try {
-      const blob = await (await api("GET", `/api/generations/${shown.id}/archive`)).blob();
-      const link = document.createElement("a");
-      link.href = URL.createObjectURL(blob);
-      link.download = `${shown.id}.zip`;
-      link.click();
-      URL.revokeObjectURL(link.href);
-      // A retry that worked clears its own earlier message, never the run's own error.
-      if ($("run-error").textContent.startsWith(failure)) $("run-error").textContent = "";
-    } catch (error) {
-      // 401/404/5xx (the server's detail) or no answer at all: say so where run errors go.
-      if (run === shown) $("run-error").textContent = `${failure}${error.message}`;
-    }
-  });
+  $("zip").addEventListener("click", downloadZip);
   $("refresh").addEventListener("click", listGenerations);
+  window.addEventListener("hashchange", route);
   listGenerations();
   followEveryRun();
-  const id = location.hash.slice(1);
-  if (/^[0-9a-f-]{36}$/.test(id) && apiKey()) openRun(id);
+  route();
 });

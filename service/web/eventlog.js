@@ -1,0 +1,179 @@
+// The run's event log as a table: one row per event, the time since the run was queued, a
+// filter by type and a search. The model's text (`llm.delta`, hundreds per phase) is folded
+// into one row per stretch of text that expands on demand, so the ten events that matter are
+// not drowned. Rows carry `data-seq` (a folded stretch: `data-first`/`data-last`) so a reader
+// (and the tests) can tell exactly which events are on screen.
+
+const DELTA = "llm.delta";
+
+function cell(text, title) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (title) td.title = title;
+  return td;
+}
+
+export class EventLog {
+  // `body`: the table's <tbody>; `filter`: a <select>; `search`: an <input type=search>;
+  // `summary`: where "12 of 254 events" goes.
+  constructor({ body, filter, search, summary }) {
+    this.body = body;
+    this.filter = filter;
+    this.search = search;
+    this.summary = summary;
+    this.types = new Set();
+    this.total = 0;
+    this.start = null; // ms: the run's first event, times are relative to it
+    this.group = null; // the open stretch of deltas
+    this.groups = new WeakMap(); // a stretch's row -> the stretch
+    filter.addEventListener("change", () => this.refilter());
+    search.addEventListener("input", () => this.refilter());
+  }
+
+  reset(createdAt) {
+    this.body.replaceChildren();
+    this.types.clear();
+    this.total = 0;
+    this.group = null;
+    this.start = createdAt ? Date.parse(createdAt) : null;
+    this.filter.replaceChildren(new Option("every type", ""));
+    this.search.value = "";
+    this.count();
+  }
+
+  when(timestamp) {
+    if (this.start === null) this.start = Date.parse(timestamp);
+    const s = (Date.parse(timestamp) - this.start) / 1000;
+    return s < 100 ? `+${s.toFixed(2)} s` : `+${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+  }
+
+  row(seq, timestamp, type, message) {
+    const tr = document.createElement("tr");
+    tr.dataset.type = type;
+    tr.append(cell(String(seq)), cell(this.when(timestamp), new Date(timestamp).toLocaleString()), cell(type), cell(message));
+    this.typeSeen(type);
+    return tr;
+  }
+
+  // What a snapshot stood for: one row for events 1..seq.
+  addSnapshot(snapshot) {
+    this.start = Date.parse(snapshot.created_at);
+    const deltas = snapshot.counts[DELTA] || 0;
+    const tr = this.row(`1–${snapshot.seq}`, snapshot.timestamp, "snapshot", `${snapshot.seq} events (${deltas} model text), drawn from the run's snapshot`);
+    tr.dataset.through = String(snapshot.seq);
+    this.total += snapshot.seq;
+    this.place(tr);
+  }
+
+  add(event) {
+    this.total += 1;
+    if (event.type === DELTA) {
+      this.addDelta(event);
+    } else {
+      this.group = null;
+      const tr = this.row(event.seq, event.timestamp, event.type, event.message);
+      tr.dataset.seq = String(event.seq);
+      this.place(tr);
+    }
+    this.count();
+  }
+
+  addDelta(event) {
+    const phase = (event.data && event.data.phase) || event.stage;
+    let group = this.group;
+    if (!group || group.phase !== phase || group.last !== event.seq - 1) {
+      const tr = this.row(event.seq, event.timestamp, DELTA, "");
+      tr.classList.add("group");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "fold";
+      button.setAttribute("aria-expanded", "false");
+      tr.cells[2].replaceChildren(button);
+      group = { tr, button, phase, first: event.seq, last: event.seq, events: [], chars: 0, open: false, text: "" };
+      button.addEventListener("click", () => this.toggle(group));
+      tr.dataset.first = String(event.seq);
+      this.group = group;
+      this.groups.set(tr, group);
+      this.place(tr);
+    }
+    group.last = event.seq;
+    group.events.push(event);
+    const text = (event.data && event.data.text) || "";
+    group.chars += text.length;
+    group.text += text.toLowerCase();
+    group.tr.dataset.last = String(event.seq);
+    group.tr.cells[0].textContent = group.first === group.last ? String(group.first) : `${group.first}–${group.last}`;
+    group.button.textContent = `${DELTA} × ${group.events.length}`;
+    group.button.setAttribute("aria-label", `${group.open ? "Hide" : "Show"} ${group.events.length} model text events of ${phase}`);
+    group.tr.cells[3].textContent = `model text for ${phase}, ${group.chars.toLocaleString("en-US")} characters`;
+    if (group.open) this.insertDelta(group, event);
+    else group.tr.hidden = !this.visible(group.tr, group.text);
+  }
+
+  insertDelta(group, event) {
+    const tr = this.row(event.seq, event.timestamp, DELTA, (event.data && event.data.text) || event.message);
+    tr.classList.add("delta");
+    tr.dataset.seq = String(event.seq);
+    tr.hidden = !this.visible(tr);
+    const after = group.lastRow || group.tr;
+    after.after(tr);
+    group.lastRow = tr;
+  }
+
+  toggle(group) {
+    group.open = !group.open;
+    group.button.setAttribute("aria-expanded", String(group.open));
+    group.button.setAttribute("aria-label", `${group.open ? "Hide" : "Show"} ${group.events.length} model text events of ${group.phase}`);
+    if (group.open) {
+      group.lastRow = null;
+      for (const event of group.events) this.insertDelta(group, event);
+    } else {
+      let next = group.tr.nextElementSibling;
+      while (next && next.classList.contains("delta")) {
+        const gone = next;
+        next = next.nextElementSibling;
+        gone.remove();
+      }
+      group.lastRow = null;
+    }
+  }
+
+  place(tr) {
+    tr.hidden = !this.visible(tr);
+    this.body.append(tr);
+  }
+
+  typeSeen(type) {
+    if (this.types.has(type)) return;
+    this.types.add(type);
+    const options = [...this.filter.options].slice(1).map((o) => o.value).concat(type).sort();
+    const chosen = this.filter.value;
+    this.filter.replaceChildren(new Option("every type", ""), ...options.map((t) => new Option(t, t)));
+    this.filter.value = chosen;
+  }
+
+  visible(tr, extra = "") {
+    const type = this.filter.value;
+    if (type && tr.dataset.type !== type) return false;
+    const needle = this.search.value.trim().toLowerCase();
+    return !needle || tr.textContent.toLowerCase().includes(needle) || extra.includes(needle);
+  }
+
+  refilter() {
+    let shown = 0;
+    for (const tr of this.body.rows) {
+      const group = this.groups.get(tr);
+      tr.hidden = !this.visible(tr, group ? group.text : "");
+      if (!tr.hidden) shown += 1;
+    }
+    this.count(shown);
+  }
+
+  // Per event: no walk over the rows (a 10,000-event run appends 10,000 times).
+  count(shown) {
+    const rows = this.body.rows.length;
+    const filtered = this.filter.value || this.search.value.trim();
+    this.summary.textContent = `${this.total.toLocaleString("en-US")} events in ${rows.toLocaleString("en-US")} rows`
+      + (filtered && shown !== undefined ? `, ${shown.toLocaleString("en-US")} match` : "");
+  }
+}
