@@ -500,3 +500,69 @@ async def test_a_zip_download_that_fails_says_why_and_a_retry_gets_the_zip(
     await page.wait_for_function("document.getElementById('run-error').textContent === ''")
     with zipfile.ZipFile(archive_path) as zipped:
         assert zipped.namelist()
+
+
+KEY_COMMAND = "python -m service keys create --owner you"
+
+
+async def test_a_key_is_kept_only_once_the_service_accepts_it_and_each_state_says_what_to_do(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    await page.goto(running.base_url + "/")
+    no_key = await page.text_content("#no-key") or ""
+    no_key_visible = await page.is_visible("#no-key")
+    await page.fill("#api-key", "gsk_not-a-key-the-service-made")
+    await page.press("#api-key", "Enter")
+    await page.wait_for_selector("#key-state:has-text('refused')")
+    refused = await page.text_content("#no-key") or ""
+    kept_after_refusal = await page.evaluate("localStorage.getItem('genstream.apiKey')")
+    await page.fill("#api-key", api_key)
+    await page.press("#api-key", "Enter")
+    await page.wait_for_selector("#key-state:has-text('key saved')")
+    kept = await page.evaluate("localStorage.getItem('genstream.apiKey')")
+    notice_after = await page.is_visible("#no-key")
+    await page.click("#generate")  # the key works: a run starts
+    await wait_state(page, "finished")
+    # The service stops accepting the saved key: the page says so where the key is entered.
+    await page.evaluate("localStorage.setItem('genstream.apiKey', 'gsk_revoked-meanwhile')")
+    await page.reload()
+    await page.wait_for_selector("#key-state:has-text('refused')")
+    revoked = await page.text_content("#no-key") or ""
+    assert no_key_visible
+    assert KEY_COMMAND in no_key
+    assert "refused" in refused
+    assert KEY_COMMAND in refused
+    assert kept_after_refusal is None
+    assert kept == api_key
+    assert not notice_after
+    assert "refused the saved key" in revoked
+    assert KEY_COMMAND in revoked
+
+
+async def background(page: Page) -> str:
+    color: str = await page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    return color
+
+
+async def test_the_theme_follows_the_system_until_the_toggle_picks_one_and_is_remembered(
+    running: RunningApp, dark_page: Page
+) -> None:
+    page = dark_page  # the system prefers dark
+    await page.goto(running.base_url + "/")
+    await page.wait_for_selector("#theme[aria-pressed=true]")
+    system_dark = await background(page)
+    await page.click("#theme")
+    await page.wait_for_selector("#theme[aria-pressed=false]")
+    chosen_light = await background(page)
+    theme = await page.get_attribute("html", "data-theme")
+    await page.reload()
+    await page.wait_for_selector("#theme[aria-pressed=false]")
+    after_reload = await background(page)
+    await page.focus("#theme")  # and by the keyboard
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#theme[aria-pressed=true]")
+    dark_again = await background(page)
+    assert system_dark == "rgb(14, 17, 22)"  # theme.css's dark --bg
+    assert chosen_light == after_reload == "rgb(244, 246, 249)"  # its light --bg
+    assert theme == "light"
+    assert dark_again == system_dark
