@@ -10,11 +10,29 @@ The reduction is written so that it can be fed either every event or only the mi
 one, so the gap between two milestones' seqs is the number of deltas between them, and a
 snapshot never reads the model's text except its tail. A test feeds both ways and compares.
 
+A page draws a timeline from it as it would from every event, and reduces the events after it
+the same way, so what goes into it is exact:
+
+* ``phases``: one per phase key (``_round_key``): the phase's name (``data.phase``, else the
+  event's ``stage``), and for a verify or repair round (``data.round`` present) the round and
+  the number of ``generation.retried`` events before it. A ``phase.started`` with a known key
+  starts that phase again (``starts`` + 1, ``started_at`` moves to it); ``first_started_at``
+  stays the timestamp of the ``phase.started`` that made it.
+* ``marks``: the events a timeline marks, in seq order: every ``llm.retrying``,
+  ``llm.waiting``, ``generation.stalled``, ``generation.resumed`` and ``generation.retried``
+  (in a phase or not), and every ``phase.started`` whose key is already known: the phase
+  restarted or resumed, or, after a retry, a building phase the attempt before had started (a
+  verify or repair round after a retry has a new key: not a mark). Each is ``{seq, type,
+  timestamp, stage, data}``, the event's own, ``data`` verbatim. Only the last ``MARKS_MAX``
+  are kept; ``marks_dropped`` counts the earlier ones. None is an ``llm.delta``, so both
+  ways of feeding see them all.
+
 No ``from __future__ import annotations``: see ``events.py``.
 """
 
+from collections import deque
 from collections.abc import Mapping
-from typing import Any, Literal, NotRequired
+from typing import Any, Final, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -27,6 +45,20 @@ from service.events import (
 
 MODEL_TEXT_CHARS = 4000
 """How much of the model's text a snapshot carries: the end of it, what a page shows first."""
+
+MARKS_MAX = 500
+"""How many marks a snapshot carries: the last ones; ``marks_dropped`` counts the others."""
+
+MARKED_TYPES: Final = frozenset(
+    {
+        EventType.LLM_RETRYING,
+        EventType.LLM_WAITING,
+        EventType.STALLED,
+        EventType.RESUMED,
+        EventType.RETRIED,
+    }
+)
+"""The types every event of which is a mark; a ``phase.started`` is one only on a restart."""
 
 
 class PhaseState(TypedDict):
@@ -45,6 +77,8 @@ class PhaseState(TypedDict):
     """Its latest start's ``attempt`` (``phase.started``: the phase's own count of tries)."""
     provider: str
     model: str | None
+    first_started_at: str
+    """Its first start: the ``phase.started`` that made it (restarts leave it)."""
     started_at: str
     """Its latest start."""
     completed_at: str | None
@@ -78,6 +112,20 @@ class FileState(TypedDict):
     """The ``file.saved`` that stored this version."""
     versions: int
     """How many times it was saved (a repair saves a file again)."""
+
+
+class Mark(TypedDict):
+    """An event a timeline marks where it happened: a ``llm.retrying``, ``llm.waiting``,
+    ``generation.stalled``, ``generation.resumed`` or ``generation.retried``, or a
+    ``phase.started`` that starts a phase already started (``PhaseState.starts`` above 1).
+    Its fields are the event's own, unchanged."""
+
+    seq: int
+    type: str
+    timestamp: str
+    stage: str
+    data: dict[str, Any]
+    """The event's ``data``, verbatim."""
 
 
 class TokenTotals(TypedDict):
@@ -114,6 +162,11 @@ class SnapshotData(TypedDict):
     error: str | None
     counts: dict[str, int]
     """Events by type, 1..``seq``."""
+    marks: list[Mark]
+    """The events of 1..``seq`` a timeline marks (see ``Mark``), in seq order: the last
+    ``MARKS_MAX`` of them."""
+    marks_dropped: int
+    """How many marks came before ``marks``' first and were left out (0 but on a long run)."""
     model_text: str
     """The end of the model's text (``llm.delta``), at most ``MODEL_TEXT_CHARS`` characters."""
     model_text_truncated: bool
@@ -150,6 +203,8 @@ class Reduction:
         self._text: list[str] = []
         self._text_chars = 0
         self._text_truncated = False
+        self._marks: deque[Mark] = deque(maxlen=MARKS_MAX)
+        self._marks_dropped = 0
 
     def apply(self, event: Mapping[str, Any]) -> None:
         kind = event["type"]
@@ -181,6 +236,8 @@ class Reduction:
             self._retries += 1
             self._error = None
             self._verification = None  # the next attempt verifies again
+        if kind in MARKED_TYPES:
+            self._mark(event, data)
         if kind in TERMINAL_TYPES:
             self._ended(kind, data)
 
@@ -233,6 +290,7 @@ class Reduction:
                 attempt=0,
                 provider=str(data.get("provider", "")),
                 model=data.get("model"),
+                first_started_at=event["timestamp"],
                 started_at=event["timestamp"],
                 completed_at=None,
                 duration_ms=None,
@@ -254,6 +312,21 @@ class Reduction:
         phase["started_at"] = event["timestamp"]
         phase["checks"] = []  # a restarted verify round checks again from the start
         self._current = phase
+        if phase["starts"] > 1:
+            self._mark(event, data)
+
+    def _mark(self, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+        if len(self._marks) == MARKS_MAX:
+            self._marks_dropped += 1  # the deque drops its oldest
+        self._marks.append(
+            Mark(
+                seq=int(event["seq"]),
+                type=str(event["type"]),
+                timestamp=str(event["timestamp"]),
+                stage=str(event["stage"]),
+                data=dict(data),
+            )
+        )
 
     def _phase_completed(self, event: Mapping[str, Any], data: Mapping[str, Any]) -> None:
         phase = self._phases.get(_round_key(data, event["stage"], self._retries))
@@ -322,6 +395,8 @@ class Reduction:
             verification=self._verification,
             error=self._error,
             counts=dict(self._counts),
+            marks=list(self._marks),
+            marks_dropped=self._marks_dropped,
             model_text="".join(self._text)[-MODEL_TEXT_CHARS:],
             model_text_truncated=self._text_truncated,
             last_event=dict(last),

@@ -755,6 +755,51 @@ async def test_a_snapshot_of_a_live_run_continues_with_the_events_after_it(
     assert [json.loads(frame.data) for frame in tail] == stored[7:]
 
 
+async def test_a_snapshot_marks_where_a_run_restarted_waited_and_was_retried(
+    app_factory: AppFactory, api_key: str, pool: Pool
+) -> None:
+    """A run restarted, then retried through the API: its snapshot's marks are those events,
+    their own seq, type, timestamp, stage and data, the same on the stream and the page."""
+
+    def core_started(attempt: int) -> NewEvent:
+        data = {"phase": "core", "number": 1, "of": 4, "attempt": attempt, "provider": "offline"}
+        return NewEvent(EventType.PHASE_STARTED, "core", 0.1, "Core", {**data, "model": None})
+
+    waiting = NewEvent(
+        EventType.LLM_WAITING,
+        "core",
+        0.1,
+        "Waiting",
+        {"phase": "core", "attempt": 1, "waited_s": 5},
+    )
+    failed = NewEvent(EventType.FAILED, "core", 0.2, "Failed", {"error": "boom"})
+    async with app_factory(worker_concurrency=0) as running, running.client(api_key) as client:
+        generation_id = (await create_via_api(client))["id"]
+        await append(
+            pool, generation_id, STARTED, core_started(1), waiting, core_started(2), failed
+        )
+        assert (await client.post(f"/api/generations/{generation_id}/retry")).status_code == 202
+        await append(pool, generation_id, STARTED, core_started(1), SUCCEEDED)
+        received = await read_stream(client, generation_id, params={"snapshot": 1})
+        page = (await client.get(f"/api/generations/{generation_id}/events?snapshot=1")).json()
+        stored = await events_via_api(client, generation_id)
+
+    (frame,) = received.frames
+    snapshot = json.loads(frame.data)
+    assert snapshot == page["snapshot"]
+    marked = [stored[seq - 1] for seq in (4, 5, 7, 9)]
+    assert [event["type"] for event in marked] == [
+        "llm.waiting", "phase.started", "generation.retried", "phase.started"
+    ]  # fmt: skip
+    keys = ("seq", "type", "timestamp", "stage", "data")
+    assert snapshot["marks"] == [{key: event[key] for key in keys} for event in marked]
+    assert snapshot["marks_dropped"] == 0
+    (core,) = snapshot["phases"]
+    assert core["starts"] == 3
+    assert core["first_started_at"] == stored[2]["timestamp"]
+    assert core["started_at"] == stored[8]["timestamp"]
+
+
 async def test_a_stream_resumed_with_snapshot_sends_no_snapshot(
     running: RunningApp, api_key: str
 ) -> None:
