@@ -77,6 +77,9 @@ class PhaseState(TypedDict):
     """Its latest start's ``attempt`` (``phase.started``: the phase's own count of tries)."""
     provider: str
     model: str | None
+    retried: int
+    """``generation.retried`` events before its first start: for a verify or repair round, the
+    third part of its key (a reader going on from the snapshot finds the round by it)."""
     first_started_at: str
     """Its first start: the ``phase.started`` that made it (restarts leave it)."""
     started_at: str
@@ -290,6 +293,7 @@ class Reduction:
                 attempt=0,
                 provider=str(data.get("provider", "")),
                 model=data.get("model"),
+                retried=self._retries,
                 first_started_at=event["timestamp"],
                 started_at=event["timestamp"],
                 completed_at=None,

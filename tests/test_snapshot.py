@@ -180,6 +180,8 @@ def test_a_restarted_phase_keeps_its_first_start_and_moves_its_latest() -> None:
     assert verify_after_retry["starts"] == 1
     assert verify_after_retry["first_started_at"] == verify_after_retry["started_at"]
     assert verify_after_retry["started_at"] == events[16]["timestamp"]
+    # The round's key: the same phase and round, the run retried once more.
+    assert [(p["round"], p["retried"]) for p in (verify, verify_after_retry)] == [(1, 0), (1, 1)]
 
 
 def test_marks_keep_the_last_ones_and_count_the_others() -> None:
