@@ -63,6 +63,7 @@ export class EventLog {
     tr.dataset.through = String(snapshot.seq);
     this.total += snapshot.seq;
     this.place(tr);
+    this.count();
   }
 
   add(event) {

@@ -221,6 +221,7 @@ export class RunView {
     this.model = RunModel.fromSnapshot(snapshot);
     this.log.addSnapshot(snapshot);
     $("model").textContent = (snapshot.model_text_truncated ? "…" : "") + snapshot.model_text;
+    $("model").scrollTop = $("model").scrollHeight; // its end, where the text goes on
     this.schedule();
     if (this.model.ended) this.finish();
   }
