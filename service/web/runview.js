@@ -82,7 +82,9 @@ export class RunView {
     const run = this.model;
     if (run.ended) {
       const state = WORDS[TERMINAL[run.last.type]];
-      return [state, state];
+      if (state !== "failed") return [state, state];
+      const why = (run.error || run.last.message || "").split("\n")[0];
+      return [state, `failed: ${why.length > 90 ? `${why.slice(0, 89)}…` : why}`];
     }
     if (this.connection === "error") return ["failed", `failed (could not ${this.replaying ? "replay" : "load"})`];
     if (this.connection === "reconnecting") return ["reconnecting", `reconnecting (attempt ${this.attempt})`];

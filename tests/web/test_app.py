@@ -15,9 +15,12 @@ from genstream_client import EventPage
 from playwright.async_api import Download, Page, Request, Route
 from pydantic import SecretStr, ValidationError
 
+from service.generation.phases import PHASES
 from service.spec import Spec
 from service.store.db import Pool
 from tests.conftest import AppFactory, KeyFactory, RunningApp, free_socket
+from tests.generation.fake_gemini import Hang, Stream
+from tests.generation.model_runs import ANSWERS, gemini_app
 from tests.helpers import (
     create_via_api,
     wait_for_status,
@@ -210,7 +213,7 @@ async def test_a_run_opened_from_its_snapshot_draws_what_its_events_draw(
     cut = "…" + text[-4000:] if len(text) > 4000 else text
     assert from_snapshot["model"] == cut
     assert {**from_snapshot, "rows": 0, "model": ""} == {**replayed, "rows": 0, "model": ""}
-    assert replayed["state"] == outcome
+    assert (replayed["state"] or "").startswith(outcome)
     if outcome == "finished":
         assert any(phase.startswith("verify | passed") for phase in replayed["phases"])
         assert replayed["rows"] < len(log["seqs"])  # the model's text folded
@@ -246,9 +249,13 @@ async def test_a_failed_run_says_why_in_words(
         await page.screenshot(path=screenshot_path("failed"), full_page=True)
         error = await page.text_content("#run-error") or ""
         core = await page.text_content("#phases tr[data-phase=core] td:nth-child(2)")
+        state = await page.text_content("#state") or ""
     assert core == "failed"
     assert error.startswith("Failed: ")
     assert len(error) > len("Failed: ") + 10
+    # The state says why too, in its first line (the error box has all of it).
+    assert state.startswith("failed: ")
+    assert state.removeprefix("failed: ").removesuffix("…")[:40] in error
 
 
 async def test_cancel_stops_the_run_and_retry_finishes_it(
@@ -566,3 +573,37 @@ async def test_the_theme_follows_the_system_until_the_toggle_picks_one_and_is_re
     assert chosen_light == after_reload == "rgb(244, 246, 249)"  # its light --bg
     assert theme == "light"
     assert dark_again == system_dark
+
+
+# Every text #state shows, in order, recorded as it changes.
+RECORD_STATES = """() => {
+    window.states = [];
+    new MutationObserver(() => {
+        const text = document.getElementById('state').textContent;
+        if (window.states.at(-1) !== text) window.states.push(text);
+    }).observe(document.getElementById('state'),
+               {childList: true, characterData: true, subtree: true});
+}"""
+
+
+async def test_the_state_says_in_words_that_the_model_is_slow_and_is_asked_again(
+    app_factory: AppFactory, api_key: str, page: Page
+) -> None:
+    async with gemini_app(app_factory, gemini_timeout_s=0.6, llm_waiting_s=0.15) as (
+        running,
+        fake,
+    ):
+        fake.script(Hang(5), *(Stream(ANSWERS[p.stage][1], 120, 80) for p in PHASES))
+        await sign_in(page, running, api_key)
+        await page.evaluate(RECORD_STATES)
+        await page.select_option("#verify", "off")
+        await generate(page, "User: email str", provider="gemini")
+        await wait_state(page, "finished")
+        states: list[str] = await page.evaluate("window.states")
+    waiting = [s for s in states if s.startswith("live: waiting for the model (")]
+    retrying = [s for s in states if s.startswith("live: slow model, retry 1 of ")]
+    assert waiting
+    assert retrying
+    assert states.index(waiting[0]) < states.index(retrying[0])
+    assert states[-1] == "finished"
+    assert states[-2] == "live"  # the model answered: plain live again
