@@ -85,8 +85,8 @@ function markWords(mark) {
   const name = MARK_NAMES[mark.type] || mark.type;
   if (mark.type === "llm.retrying") return `${name} ${data.request} of ${data.of} in ${seconds(data.wait_s || 0)}: ${data.reason}`;
   if (mark.type === "llm.waiting") return `${name} (${seconds(data.waited_s || 0)} of silence)`;
-  if (mark.type === "generation.stalled") return `${name} ${data.worker} (silent ${seconds(data.silent_s || 0)})`;
-  if (mark.type === "generation.resumed") return `${name} ${data.worker}${data.gap_s ? ` after ${seconds(data.gap_s)}` : ""}`;
+  if (mark.type === "generation.stalled") return `stalled: worker ${data.worker} lost (silent ${seconds(data.silent_s || 0)})`;
+  if (mark.type === "generation.resumed") return `resumed by worker ${data.worker}${data.gap_s ? ` after ${seconds(data.gap_s)}` : ""}`;
   if (mark.type === "generation.retried") return `${name} after the run ${data.after}`;
   if (mark.type === "phase.started") return `${name}${data.reason ? `: ${data.reason}` : ""}`;
   return name;
