@@ -9,6 +9,7 @@ from bench.cases import (
     ceiling,
     delivery,
     endtoend,
+    page,
     peer,
     scale,
     snapshot,
@@ -85,6 +86,15 @@ CASES: tuple[Case, ...] = (
         "opening a finished 100/10,000/100,000-event run from its snapshot beside replaying "
         "every event: bytes sent and time to the stream's end (httpx), time to the page's "
         "first complete render in Chromium",
+    ),
+    Case(
+        "page",
+        10,
+        "The page on a long run",
+        page.run,
+        "a finished 10,000-event run opened in Chromium (first paint, time to its first "
+        "complete render, long tasks, clicks by Event Timing) and a live one followed at 500 "
+        "events/s (frame times, long tasks, how far behind)",
     ),
 )
 
