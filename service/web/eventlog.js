@@ -5,6 +5,10 @@
 // (and the tests) can tell exactly which events are on screen.
 
 const DELTA = "llm.delta";
+const UNFOLD = 500; // rows an unfolded stretch shows at once: laying out 2,500 took 0.4 s
+const format = new Intl.NumberFormat("en-US"); // one, not one per call (toLocaleString)
+const number = (value) => format.format(value);
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
 function cell(text, title) {
   const td = document.createElement("td");
@@ -25,12 +29,17 @@ export class EventLog {
     this.total = 0;
     this.start = null; // ms: the run's first event, times are relative to it
     this.group = null; // the open stretch of deltas
+    this.dirty = new Set(); // stretches whose row is redrawn at the next frame
+    this.frame = 0;
     this.groups = new WeakMap(); // a stretch's row -> the stretch
     filter.addEventListener("change", () => this.refilter());
     search.addEventListener("input", () => this.refilter());
   }
 
   reset(createdAt) {
+    cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    this.dirty.clear();
     this.body.replaceChildren();
     this.types.clear();
     this.total = 0;
@@ -50,7 +59,7 @@ export class EventLog {
   row(seq, timestamp, type, message) {
     const tr = document.createElement("tr");
     tr.dataset.type = type;
-    tr.append(cell(String(seq)), cell(this.when(timestamp), new Date(timestamp).toLocaleString()), cell(type), cell(message));
+    tr.append(cell(String(seq)), cell(this.when(timestamp), dateFormat.format(new Date(timestamp))), cell(type), cell(message));
     this.typeSeen(type);
     return tr;
   }
@@ -76,7 +85,7 @@ export class EventLog {
       tr.dataset.seq = String(event.seq);
       this.place(tr);
     }
-    this.count();
+    this.later(null);
   }
 
   addDelta(event) {
@@ -90,7 +99,7 @@ export class EventLog {
       button.className = "fold";
       button.setAttribute("aria-expanded", "false");
       tr.cells[2].replaceChildren(button);
-      group = { tr, button, phase, first: event.seq, last: event.seq, events: [], chars: 0, open: false, text: "" };
+      group = { tr, button, phase, first: event.seq, last: event.seq, events: [], chars: 0, open: false, text: "", shown: 0 };
       button.addEventListener("click", () => this.toggle(group));
       tr.dataset.first = String(event.seq);
       this.group = group;
@@ -103,12 +112,33 @@ export class EventLog {
     group.chars += text.length;
     group.text += text.toLowerCase();
     group.tr.dataset.last = String(event.seq);
+    if (group.open && group.shown < UNFOLD) this.insertDelta(group, event);
+    this.later(group);
+  }
+
+  // A stretch's row says how many deltas it holds: redrawn once per frame, not per delta.
+  later(group) {
+    if (group) this.dirty.add(group);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    cancelAnimationFrame(this.frame);
+    this.frame = 0;
+    for (const group of this.dirty) this.drawGroup(group);
+    this.dirty.clear();
+    this.count();
+  }
+
+  drawGroup(group) {
+    const count = group.events.length;
     group.tr.cells[0].textContent = group.first === group.last ? String(group.first) : `${group.first}–${group.last}`;
-    group.button.textContent = `${DELTA} × ${group.events.length}`;
-    group.button.setAttribute("aria-label", `${group.open ? "Hide" : "Show"} ${group.events.length} model text events of ${phase}`);
-    group.tr.cells[3].textContent = `model text for ${phase}, ${group.chars.toLocaleString("en-US")} characters`;
-    if (group.open) this.insertDelta(group, event);
-    else group.tr.hidden = !this.visible(group.tr, group.text);
+    group.button.textContent = `${DELTA} × ${number(count)}`;
+    group.button.setAttribute("aria-label", `${group.open ? "Hide" : "Show"} ${count} model text events of ${group.phase}`);
+    group.tr.cells[3].textContent = `model text for ${group.phase}, ${number(group.chars)} characters`;
+    group.tr.hidden = !this.visible(group.tr, group.text);
+    const more = group.moreRow;
+    if (more) more.querySelector("button").textContent = `show the other ${number(count - group.shown)}`;
   }
 
   insertDelta(group, event) {
@@ -116,27 +146,56 @@ export class EventLog {
     tr.classList.add("delta");
     tr.dataset.seq = String(event.seq);
     tr.hidden = !this.visible(tr);
-    const after = group.lastRow || group.tr;
-    after.after(tr);
+    (group.lastRow || group.tr).after(tr);
     group.lastRow = tr;
+    group.shown += 1;
+    if (group.shown === UNFOLD && group.events.length > UNFOLD) this.addMore(group);
+  }
+
+  // Past UNFOLD rows, one row offers the rest (500 at a time).
+  addMore(group) {
+    const tr = document.createElement("tr");
+    tr.className = "more";
+    const td = document.createElement("td");
+    td.colSpan = 4;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "fold-more";
+    button.addEventListener("click", () => {
+      tr.remove();
+      group.moreRow = null;
+      const upto = Math.min(group.events.length, group.shown + UNFOLD);
+      const from = group.shown;
+      for (let i = from; i < upto; i += 1) this.insertDelta(group, group.events[i]);
+      if (group.shown < group.events.length && !group.moreRow) this.addMore(group);
+      this.later(group);
+    });
+    td.append(button);
+    tr.append(td);
+    group.lastRow.after(tr);
+    group.moreRow = tr;
+    this.later(group);
   }
 
   toggle(group) {
     group.open = !group.open;
     group.button.setAttribute("aria-expanded", String(group.open));
-    group.button.setAttribute("aria-label", `${group.open ? "Hide" : "Show"} ${group.events.length} model text events of ${group.phase}`);
     if (group.open) {
       group.lastRow = null;
-      for (const event of group.events) this.insertDelta(group, event);
+      group.shown = 0;
+      for (const event of group.events.slice(0, UNFOLD)) this.insertDelta(group, event);
     } else {
       let next = group.tr.nextElementSibling;
-      while (next && next.classList.contains("delta")) {
+      while (next && (next.classList.contains("delta") || next.classList.contains("more"))) {
         const gone = next;
         next = next.nextElementSibling;
         gone.remove();
       }
       group.lastRow = null;
+      group.moreRow = null;
+      group.shown = 0;
     }
+    this.flush();
   }
 
   place(tr) {
@@ -174,7 +233,7 @@ export class EventLog {
   count(shown) {
     const rows = this.body.rows.length;
     const filtered = this.filter.value || this.search.value.trim();
-    this.summary.textContent = `${this.total.toLocaleString("en-US")} events in ${rows.toLocaleString("en-US")} rows`
-      + (filtered && shown !== undefined ? `, ${shown.toLocaleString("en-US")} match` : "");
+    this.summary.textContent = `${number(this.total)} events in ${number(rows)} rows`
+      + (filtered && shown !== undefined ? `, ${number(shown)} match` : "");
   }
 }

@@ -87,15 +87,24 @@ const ZERO_CHAIN = "0".repeat(64);
 const CHAIN_MEMBER = ',"chain":';
 const utf8 = new TextEncoder();
 
-/** The chain of an event with this JSON text when `previous` comes before it (hex). */
+const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
+const nibble = (code) => (code <= 57 ? code - 48 : (code | 32) - 87); // "0"-"9", "a"-"f"
+
+/** The chain of an event with this JSON text when `previous` comes before it (hex). Once per
+ * event on a long run: the hex is converted by table, not by parseInt and padStart (which
+ * cost 0.1 ms an event, a tenth of the page's time on a 10,000-event run). */
 async function chainOf(previous, text) {
   const cut = text.lastIndexOf(CHAIN_MEMBER);
   const body = utf8.encode(cut >= 0 ? `${text.slice(0, cut)}}` : text);
   const bytes = new Uint8Array(32 + body.length);
-  for (let i = 0; i < 32; i += 1) bytes[i] = parseInt(previous.slice(2 * i, 2 * i + 2), 16);
+  for (let i = 0; i < 32; i += 1) {
+    bytes[i] = (nibble(previous.charCodeAt(2 * i)) << 4) | nibble(previous.charCodeAt(2 * i + 1));
+  }
   bytes.set(body, 32);
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  let hex = "";
+  for (const byte of digest) hex += HEX[byte];
+  return hex;
 }
 
 /** The text of each event of an events page, as the server wrote it ([] if laid out else). */
@@ -173,7 +182,7 @@ export class Follow extends EventTarget {
   #chain; #delivery = Promise.resolve(); // the chain so far; deliveries, one after another
   #token; #source = null; #streamSeq = 0; // the highest seq the open stream has sent
   #state = "connecting"; #attempt = 0; #ended = false; #error = null;
-  #reading = null; #gapRetry = 0; #watch = 0; #retry = 0; #settle;
+  #reading = null; #gapRetry = 0; #watch = 0; #heard = 0; #retry = 0; #settle;
 
   constructor(generationId, {
     apiKey, after = 0, token = null, baseUrl = "", pace = "live", speed = 1,
@@ -442,11 +451,21 @@ export class Follow extends EventTarget {
   }
 
   // No event and no open for stallMs: ask the log whether the stream has fallen behind it.
+  // Called per event: it notes the time, and one timer at a time checks it when it fires
+  // (a clearTimeout and a setTimeout per event cost more than the event's own drawing).
   #arm() {
-    clearTimeout(this.#watch);
-    if (this.#stallMs > 0 && !this.#pace && !this.#ended) {
-      this.#watch = setTimeout(() => this.#probe(), this.#stallMs);
+    this.#heard = performance.now();
+    if (!this.#watch && this.#stallMs > 0 && !this.#pace && !this.#ended) {
+      this.#watch = setTimeout(() => this.#watched(), this.#stallMs);
     }
+  }
+
+  #watched() {
+    this.#watch = 0;
+    if (this.#ended || this.#pace) return;
+    const quiet = performance.now() - this.#heard;
+    if (quiet < this.#stallMs) this.#watch = setTimeout(() => this.#watched(), this.#stallMs - quiet);
+    else this.#probe();
   }
 
   async #probe() {

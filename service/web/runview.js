@@ -9,7 +9,10 @@ import { RunModel, TERMINAL, phaseLabel } from "./runmodel.js";
 import { drawTimeline, seconds } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
-const number = (value) => value.toLocaleString("en-US");
+const format = new Intl.NumberFormat("en-US");
+const number = (value) => format.format(value);
+const CHUNK_CHARS = 4096; // the model's text in blocks: a new block, not the whole text, is laid out
+const SLOW_DRAW_MS = 100; // the timeline, the phases and the figures: at most ten times a second
 const WORDS = { succeeded: "finished", failed: "failed", cancelled: "cancelled" };
 
 // A run opened from the list or a link starts from its snapshot, so a long run draws at once;
@@ -45,12 +48,26 @@ export class RunView {
     this.attempt = 0;
     this.replaying = false;
     this.pendingText = ""; // model text not on screen yet (see addText)
+    this.textBlock = null; // the block of the model's text that grows (see flushText)
+    this.blockChars = 0;
     this.textFrame = 0;
     this.drawFrame = 0;
     this.shownFiles = new Set();
     this.note = ""; // a message of the page's own (a failed download), shown before the run's error
     this.log = new EventLog({ body: $("log"), filter: $("log-filter"), search: $("log-search"), summary: $("log-summary") });
-    this.resize = new ResizeObserver(() => this.schedule());
+    this.width = 0; // the timeline's, from the ResizeObserver: never read in a frame (a layout)
+    this.resize = new ResizeObserver(([entry]) => {
+      this.width = Math.round(entry.contentRect.width);
+      this.slowAt = 0;
+      this.schedule();
+    });
+    this.slowAt = 0; // when the slow parts were last drawn (performance.now())
+    this.slowTimer = 0;
+    this.stick = true; // the model's text box follows its end until its reader scrolls up
+    this.onScroll = () => {
+      const box = $("model");
+      this.stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    };
   }
 
   reset() {
@@ -68,7 +85,8 @@ export class RunView {
     this.setProgress(0);
     this.drawState();
     history.replaceState(null, "", `#${this.id}`);
-    this.resize.observe($("timeline"));
+    this.resize.observe($("timeline").querySelector(".timeline-box"));
+    $("model").addEventListener("scroll", this.onScroll, { passive: true });
   }
 
   setProgress(value) {
@@ -124,10 +142,23 @@ export class RunView {
       $("stage").textContent = run.last.message ? `${run.last.stage}: ${run.last.message}` : run.last.stage;
       this.setProgress(run.ended && run.status === "succeeded" ? 1 : run.last.progress || 0);
     }
-    this.drawFigures();
-    this.drawPhases();
-    this.drawVerification();
-    drawTimeline($("timeline"), run, $("timeline").querySelector(".timeline-box").clientWidth || 600);
+    // The slow parts redraw whole: at most every SLOW_DRAW_MS while events stream in (a
+    // 500 events/s run asks for a frame every 16 ms), and always at the end.
+    const wait = this.slowAt + SLOW_DRAW_MS - performance.now();
+    if (wait <= 0 || run.ended) {
+      clearTimeout(this.slowTimer);
+      this.slowTimer = 0;
+      this.slowAt = performance.now();
+      this.drawFigures();
+      this.drawPhases();
+      this.drawVerification();
+      drawTimeline($("timeline"), run, this.width || 600);
+    } else if (!this.slowTimer) {
+      this.slowTimer = setTimeout(() => {
+        this.slowTimer = 0;
+        this.schedule();
+      }, wait);
+    }
     for (const path of run.files.keys()) this.addFile(path);
     const failure = run.status === "failed" && run.ended ? `Failed: ${run.error || run.last.message}` : "";
     const words = this.note || failure;
@@ -244,15 +275,30 @@ export class RunView {
     if (!this.textFrame) this.textFrame = requestAnimationFrame(() => this.flushText());
   }
 
+  // In blocks of about CHUNK_CHARS, each ending at a line's end: appending to one text node
+  // of 200,000 characters made every frame lay all of it out again (following a
+  // 10,000-event run grew slower as it went); now only the last block is.
   flushText() {
     cancelAnimationFrame(this.textFrame);
     this.textFrame = 0;
-    if (!this.pendingText) return;
-    const model = $("model");
-    const atBottom = model.scrollTop + model.clientHeight >= model.scrollHeight - 4;
-    model.append(this.pendingText);
+    let text = this.pendingText;
+    if (!text) return;
     this.pendingText = "";
-    if (atBottom) model.scrollTop = model.scrollHeight;
+    const model = $("model");
+    if (!this.textBlock || (this.blockChars >= CHUNK_CHARS && text.includes("\n"))) {
+      if (this.textBlock) {
+        const cut = text.indexOf("\n") + 1;
+        this.textBlock.append(text.slice(0, cut));
+        text = text.slice(cut);
+      }
+      this.textBlock = document.createElement("span");
+      this.textBlock.className = "chunk";
+      this.blockChars = 0;
+      model.append(this.textBlock);
+    }
+    this.textBlock.append(text);
+    this.blockChars += text.length;
+    if (this.stick) model.scrollTop = model.scrollHeight;
   }
 
   // Files as a tree: one nested list per folder, files in the order they were saved.
@@ -336,6 +382,8 @@ export class RunView {
   close() {
     this.following?.close();
     this.resize.disconnect();
+    $("model").removeEventListener("scroll", this.onScroll);
+    clearTimeout(this.slowTimer);
     cancelAnimationFrame(this.textFrame);
     cancelAnimationFrame(this.drawFrame);
   }
