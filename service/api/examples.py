@@ -74,6 +74,23 @@ EVENTS: Final = [
     ),
 ]  # fmt: skip
 
+
+def _day(
+    day: str, *, succeeded: int, failed: int, cancelled: int, p50: float | None, p95: float | None
+) -> dict[str, Any]:
+    """One entry of ``getStats``'s ``days`` (none in progress)."""
+    return {
+        "day": day,
+        "total": succeeded + failed + cancelled,
+        "succeeded": succeeded,
+        "failed": failed,
+        "cancelled": cancelled,
+        "in_progress": 0,
+        "p50_duration_s": p50,
+        "p95_duration_s": p95,
+    }
+
+
 SPEC: Final = {
     "project": "shop",
     "description": "A small shop",
@@ -138,12 +155,34 @@ SUCCESS: Final[dict[str, Any]] = {
     "getFile": "# shop\n\nEntities: User, Order.\n",
     "feed": {"events": EVENTS[:2], "next_cursor": "MTIzNDU6MDE5M2EwYzQtNWYyZTo2"},
     "getStats": {
-        "generations": {"total": 12, "succeeded": 10, "failed": 1, "cancelled": 1},
+        "generations": {
+            "total": 12,
+            "succeeded": 10,
+            "failed": 1,
+            "cancelled": 1,
+            "in_progress": 0,
+        },
         "duration_s": {"p50": 6.6, "p95": 9.8},
         "to_first_event_s": {"p50": 0.01, "p95": 0.03},
         "to_first_file_s": {"p50": 1.9, "p95": 2.7},
         "tokens": {"prompt": 48210, "output": 30112},
         "recoveries": {"resumed": 1, "phase_retry": 2, "repair": 1, "retried": 1, "failed": 1},
+        # ?days=3: the last three UTC days, oldest first, a day without runs as zeros
+        "days": [
+            _day("2026-11-28", succeeded=0, failed=0, cancelled=0, p50=None, p95=None),
+            _day("2026-11-29", succeeded=4, failed=1, cancelled=0, p50=6.1, p95=9.8),
+            _day("2026-11-30", succeeded=6, failed=0, cancelled=1, p50=6.9, p95=9.1),
+        ],
+        "tokens_by_model": [
+            {
+                "provider": "gemini",
+                "model": "gemini-2.5-flash",
+                "phases": 31,
+                "prompt": 40110,
+                "output": 25402,
+            },
+            {"provider": "offline", "model": None, "phases": 12, "prompt": 8100, "output": 4710},
+        ],
     },
     "healthz": {"status": "ok"},
     "readyz": {"status": "ready", "listener": True, "schema": "at head"},

@@ -1,7 +1,8 @@
 """``GET /``: the web page, and ``/static/*``: its script and style, served from ``service/web``.
 
-No build step: plain HTML, CSS and two ES modules on the browser's own EventSource and fetch:
-``genstream.js`` follows a run (any frontend may import it), ``app.js`` renders the page.
+No build step: plain HTML, CSS and ES modules on the browser's own EventSource and fetch:
+``genstream.js`` follows a run (any frontend may import it), ``app.js`` renders the page,
+``dashboard.js`` draws ``GET /api/stats`` with the hand-drawn SVG charts of ``charts.js``.
 """
 
 from __future__ import annotations

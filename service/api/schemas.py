@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Final, Literal, Union
 from uuid import UUID
 
@@ -98,16 +98,63 @@ class FileList(BaseModel):
     files: list[FileEntry]
 
 
+class StatsDay(BaseModel):
+    """One UTC calendar day of ``Stats.days``: the runs created that day."""
+
+    day: date = Field(description="The UTC calendar day (`YYYY-MM-DD`) the runs were created.")
+    total: int = Field(ge=0, description="Runs created that day, whatever their outcome.")
+    succeeded: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    cancelled: int = Field(ge=0)
+    in_progress: int = Field(ge=0, description="Queued or running now.")
+    p50_duration_s: float | None = Field(
+        description="Median seconds from queued to the terminal event of that day's finished "
+        "runs; null when none has finished."
+    )
+    p95_duration_s: float | None = Field(description="The same, 95th percentile.")
+
+
+class ModelTokens(BaseModel):
+    """One provider and model of ``Stats.tokens_by_model``."""
+
+    provider: str
+    model: str | None = Field(description="Null when the provider named none (offline).")
+    phases: int = Field(ge=0, description="Completed phases that reported tokens.")
+    prompt: int = Field(ge=0, description="Prompt (input) tokens.")
+    output: int = Field(ge=0, description="Output tokens.")
+
+
 class Stats(BaseModel):
     """``GET /api/stats``: counts by outcome, seconds (null when nothing to measure yet),
-    tokens, and how often runs needed recovering."""
+    tokens, and how often runs needed recovering, over all the caller's generations; and the
+    last ``days`` days one by one."""
 
-    generations: dict[str, int]
-    duration_s: dict[str, float | None]
-    to_first_event_s: dict[str, float | None]
-    to_first_file_s: dict[str, float | None]
-    tokens: dict[str, int]
-    recoveries: dict[str, int]
+    generations: dict[str, int] = Field(
+        description="Runs by outcome: `total`, `succeeded`, `failed`, `cancelled`, "
+        "`in_progress` (queued or running)."
+    )
+    duration_s: dict[str, float | None] = Field(
+        description="`p50` and `p95` seconds from queued to the terminal event."
+    )
+    to_first_event_s: dict[str, float | None] = Field(
+        description="`p50` and `p95` seconds from queued to the next event (a worker took it)."
+    )
+    to_first_file_s: dict[str, float | None] = Field(
+        description="`p50` and `p95` seconds from queued to the first saved file."
+    )
+    tokens: dict[str, int] = Field(description="Model tokens: `prompt` and `output`.")
+    recoveries: dict[str, int] = Field(
+        description="Occurrences by kind: `resumed`, `phase_retry`, `repair`, `retried`, "
+        "`failed` (docs/analytics.md, `analytics_recoveries`)."
+    )
+    days: list[StatsDay] = Field(
+        description="One entry per UTC calendar day of the last `days` days (the query "
+        "parameter), oldest first, ending today; a day without runs has zeros."
+    )
+    tokens_by_model: list[ModelTokens] = Field(
+        description="`tokens` per provider and model, most tokens (prompt + output) first; "
+        "their sums equal `tokens`."
+    )
 
 
 class EventEnvelope(BaseModel):

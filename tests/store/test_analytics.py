@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from service.store import analytics
 from service.store.db import Pool
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
@@ -221,6 +222,83 @@ async def test_events_per_generation_by_type(pool: Pool, known_log: tuple[UUID, 
         {"type": "phase.completed", "events": 2},
         {"type": "phase.started", "events": 3},
     ]
+
+
+# --- select_stats: what GET /api/stats reads -------------------------------------------------
+
+
+def run_of(duration_s: float, end: str) -> list[tuple[float, str, str, dict[str, Any]]]:
+    return [
+        (0, "generation.queued", "queued", {}),
+        (1, "generation.started", "starting", {}),
+        (duration_s, end, "done", {}),
+    ]
+
+
+async def test_stats_per_utc_day_fill_empty_days_and_ignore_the_sessions_time_zone(
+    pool: Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        today: date = await conn.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
+    two_days_ago = midnight - timedelta(days=2)
+    # Late on a UTC day: in the session's zone below (UTC+14) it is the next day already.
+    await insert_log(pool, "succeeded", two_days_ago + timedelta(hours=23, minutes=30),
+                     run_of(10, "generation.succeeded"))  # fmt: skip
+    await insert_log(pool, "failed", two_days_ago + timedelta(minutes=10),
+                     run_of(4, "generation.failed"))  # fmt: skip
+    await insert_log(pool, "cancelled", midnight - timedelta(days=7, hours=-12),
+                     run_of(2, "generation.cancelled"))  # fmt: skip
+    await insert_log(pool, "running", datetime.now(UTC), run_of(1, "generation.resumed")[:2])
+
+    async with pool.acquire() as conn:
+        await conn.execute("SET TimeZone = 'Pacific/Kiritimati'")
+        week = await analytics.select_stats(conn, "alice", days=7)
+        eight = await analytics.select_stats(conn, "alice", days=8)
+        nobody = await analytics.select_stats(conn, "bob", days=2)
+        await conn.execute("RESET TimeZone")
+
+    def day(n: int, **counts: Any) -> dict[str, Any]:
+        """The entry ``n`` days before today: zeros and null durations unless ``counts``."""
+        zero = {"total": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "in_progress": 0,
+                "p50_duration_s": None, "p95_duration_s": None}  # fmt: skip
+        return {"day": today - timedelta(days=n), **zero, **counts}
+
+    assert week.days == [
+        day(6), day(5), day(4), day(3),
+        day(2, total=2, succeeded=1, failed=1, p50_duration_s=7.0,
+            p95_duration_s=pytest.approx(4 + 0.95 * 6)),
+        day(1),
+        day(0, total=1, in_progress=1),
+    ]  # fmt: skip
+    assert eight.days[0] == day(7, total=1, cancelled=1, p50_duration_s=2.0, p95_duration_s=2.0)
+    assert eight.days[1:] == week.days
+    assert week.runs["total"] == 4  # all time: the run of a week ago too
+    assert nobody.days == [day(1), day(0)]
+
+
+async def test_stats_tokens_per_model_most_first_adding_up_to_the_tokens(pool: Pool) -> None:
+    def phase(prompt: int, output: int, **model: str) -> tuple[float, str, str, dict[str, Any]]:
+        return (1, "phase.completed", "core",
+                {"prompt_tokens": prompt, "output_tokens": output, **model})  # fmt: skip
+
+    await insert_log(pool, "succeeded", T0, [
+        (0, "generation.queued", "queued", {}),
+        phase(10, 5, model="small"),
+        phase(100, 100),
+        phase(600, 400, model="big"),
+        phase(400, 100, model="big"),
+    ])  # fmt: skip
+    async with pool.acquire() as conn:
+        found = await analytics.select_stats(conn, "alice")
+
+    assert found.tokens_by_model == [
+        {"provider": "offline", "model": "big", "phases": 2, "prompt": 1000, "output": 500},
+        {"provider": "offline", "model": None, "phases": 1, "prompt": 100, "output": 100},
+        {"provider": "offline", "model": "small", "phases": 1, "prompt": 10, "output": 5},
+    ]
+    assert found.tokens == {"prompt": 1110, "output": 605}
+    assert len(found.days) == 30
 
 
 # --- plans on a seeded database ----------------------------------------------------------------
