@@ -116,6 +116,7 @@ async function showDashboard() {
   try {
     dashboard = dashboard || await import("./dashboard.js");
     await dashboard.loadDashboard(root, {
+      headingLevel: 3, // under the view's own h2
       fetchStats: async (days) => (await api("GET", `/api/stats?days=${days}`)).json(),
     });
   } catch (error) {

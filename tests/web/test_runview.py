@@ -51,6 +51,7 @@ FEED = """async ([id, events]) => {
     const seen = [];
     for (const event of events) {
         view.render(event);
+        view.slowAt = -Infinity;  // everything drawn now, not ten times a second
         view.draw();
         seen.push(document.getElementById("state").textContent);
     }
