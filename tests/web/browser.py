@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -48,14 +48,18 @@ def chromium() -> str:
 
 
 @asynccontextmanager
-async def browser_page(color_scheme: str = "light") -> AsyncIterator[Page]:
-    """A fresh Chromium with one page, 1200 by 1000, in the given colour scheme."""
+async def browser_page(
+    color_scheme: str = "light", permissions: Sequence[str] = ()
+) -> AsyncIterator[Page]:
+    """A fresh Chromium with one page, 1200 by 1000, in the given colour scheme, with the
+    given permissions granted on every origin (``["clipboard-read", "clipboard-write"]``)."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(
                 viewport={"width": 1200, "height": 1000},
                 color_scheme=color_scheme,  # type: ignore[arg-type]
+                permissions=list(permissions),
             )
             yield await context.new_page()
         finally:
