@@ -5,6 +5,7 @@
 
 import { follow } from "./genstream.js";
 import { EventLog } from "./eventlog.js";
+import { FileViewer } from "./fileview.js";
 import { RunModel, TERMINAL, phaseLabel } from "./runmodel.js";
 import { drawTimeline, seconds } from "./timeline.js";
 
@@ -75,7 +76,11 @@ export class RunView {
     $("welcome").hidden = true;
     $("run-id").textContent = this.id;
     for (const id of ["phases", "phase-totals", "files", "checks", "figures"]) $(id).replaceChildren();
-    for (const id of ["model", "viewer", "viewer-path", "stage", "run-error", "verification-summary", "failure-output"]) $(id).textContent = "";
+    for (const id of ["model", "stage", "run-error", "verification-summary", "failure-output"]) $(id).textContent = "";
+    this.viewer = new FileViewer($("viewer"), {
+      load: async (path) => (await this.api("GET", `/api/generations/${this.id}/files/${path}`)).text(),
+    });
+    $("viewer").hidden = true;
     $("verification").hidden = true;
     $("failure").hidden = true;
     $("zip").hidden = true;
@@ -336,13 +341,9 @@ export class RunView {
     for (const button of $("files").querySelectorAll("button[aria-current]")) button.removeAttribute("aria-current");
     $("files").querySelector(`li[data-path="${CSS.escape(path)}"] button`)?.setAttribute("aria-current", "true");
     $("viewer-hint").hidden = true;
-    $("viewer-path").textContent = path;
-    try {
-      const response = await this.api("GET", `/api/generations/${this.id}/files/${path}`);
-      $("viewer").textContent = await response.text();
-    } catch (error) {
-      $("viewer").textContent = `Could not load ${path}: ${error.message}`;
-    }
+    $("viewer").hidden = false;
+    const file = this.model.files.get(path);
+    await this.viewer.show(path, file && file.language);
   }
 
   // Says `message` where the run's errors go ("" takes it back).

@@ -29,6 +29,10 @@ CHROMIUM_ARGS = [
 ]
 RUN_S = 60_000  # ms: the longest any run here may take to show its end
 STREAM = re.compile(r"/api/generations/[^/]+/stream\?")  # any generation's stream request
+# The run view's file viewer has a file on screen (fileview.js: the code, not loading).
+FILE_SHOWN = (
+    "document.querySelector('#viewer pre[data-code]:not([aria-busy=true])')?.textContent.length > 0"
+)
 BLANK = "/blank-page-for-genstream-js"  # answered by the browser itself, never by the service
 
 

@@ -26,6 +26,7 @@ from tests.helpers import (
     wait_for_status,
 )
 from tests.web.browser import (
+    FILE_SHOWN,
     RUN_S,
     STREAM,
     free_port,
@@ -88,10 +89,11 @@ async def test_a_full_run_shows_every_event_once_every_file_and_the_end(
         await wait_state(page, "finished")
         await page.click("#files li[data-path='app/main.py'] button")
         await page.wait_for_function(
-            "document.getElementById('viewer').textContent.length > 0", timeout=10_000
+            FILE_SHOWN,
+            timeout=10_000,
         )
         await page.screenshot(path=screenshot_path("finished"), full_page=True)
-        viewer = await page.text_content("#viewer") or ""
+        viewer = await page.text_content("#viewer pre[data-code]") or ""
         async with page.expect_download() as download_info:
             await page.click("#zip")
         archive = await (await download_info.value).path()

@@ -9,7 +9,7 @@ import pytest
 from playwright.async_api import Page
 
 from tests.conftest import AppFactory
-from tests.web.browser import wait_state
+from tests.web.browser import FILE_SHOWN, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,17 @@ async def test_every_control_works_from_the_keyboard_alone(
         details = await page.text_content("#timeline .timeline-details") or ""
         await tab_to(page, "#files li[data-path='app/main.py'] button")
         await page.keyboard.press("Enter")
-        await page.wait_for_function("document.getElementById('viewer').textContent.length > 0")
+        await page.wait_for_function(FILE_SHOWN)
+        await tab_to(page, "#viewer button.fileview-copy")
+        await page.keyboard.press("Enter")
+        await page.wait_for_function(
+            "document.querySelector('#viewer .fileview-status').textContent.startsWith('Cop')"
+        )
+        copied = await page.text_content("#viewer .fileview-status") or ""
+        await tab_to(page, "#viewer button.fileview-download")
+        async with page.expect_download() as one_file:
+            await page.keyboard.press("Enter")
+        file_name = (await one_file.value).suggested_filename
         await tab_to(page, "#log tr.group button.fold")
         await page.keyboard.press("Enter")
         unfolded = await page.locator("#log tr.delta").count()
@@ -89,6 +99,8 @@ async def test_every_control_works_from_the_keyboard_alone(
     assert skip == "Skip to the content"
     assert after_skip == "main"
     assert details.startswith("core: completed")
+    assert copied.startswith("Copied ")
+    assert file_name == "main.py"
     assert unfolded > 0
     assert chosen
     assert shown_types == [chosen]

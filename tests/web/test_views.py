@@ -12,7 +12,14 @@ from pydantic import SecretStr
 
 from tests.conftest import AppFactory, free_socket
 from tests.helpers import create_via_api, wait_for_status
-from tests.web.browser import axe_violations, browser_page, screenshot_path, sign_in, wait_state
+from tests.web.browser import (
+    FILE_SHOWN,
+    axe_violations,
+    browser_page,
+    screenshot_path,
+    sign_in,
+    wait_state,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +62,7 @@ async def test_every_view_and_state_has_no_serious_accessibility_violation(
         await checked(page, "live", scheme, found)
         await wait_state(page, "finished")
         await page.click("#files li[data-path='app/main.py'] button")
-        await page.wait_for_function("document.getElementById('viewer').textContent.length > 0")
+        await page.wait_for_function(FILE_SHOWN)
         await page.click("#log tr.group button.fold")
         await checked(page, "finished", scheme, found)
         await page.goto(f"{running.base_url}/#{failed}")
