@@ -240,7 +240,7 @@ export class RunView {
     $("verification").hidden = !verification && !verifying;
     if ($("verification").hidden) return;
     $("verification-summary").textContent = verification && verification.level === "off"
-      ? `Not verified: ${verification.summary}`
+      ? verification.summary.charAt(0).toUpperCase() + verification.summary.slice(1)
       : verification
       ? `${verification.ok ? "Passed" : "Failed"} (${verification.level}, ${verification.rounds} round${verification.rounds === 1 ? "" : "s"}, ${verification.repairs} repair${verification.repairs === 1 ? "" : "s"}): ${verification.summary}`
       : "Running…";
