@@ -102,14 +102,18 @@ READ = """() => {
 # colours of chart text and of the figure it is drawn on.
 COLOURS = """() => {
     const root = document.getElementById("root");
-    const theme = getComputedStyle(document.documentElement);
     const marks = [...root.querySelectorAll("svg[role=img] :is(.dash-bar, .dash-dot, .dash-line)")];
     const text = root.querySelector("svg[role=img] text");
     return {
         marks: marks.map((el) => {
             const tone = [...el.classList].find((name) => name.startsWith("tone-")).slice(5);
             const style = getComputedStyle(el);
-            const variable = theme.getPropertyValue(`--${tone}`).trim();
+            // The variable as a colour where the mark is (theme.css pairs light-dark()).
+            const probe = document.createElement("span");
+            probe.style.color = `var(--${tone})`;
+            el.closest("figure").append(probe);
+            const variable = getComputedStyle(probe).color;
+            probe.remove();
             return { tag: el.tagName, tone, fill: style.fill, stroke: style.stroke, variable };
         }),
         text: getComputedStyle(text).fill,
