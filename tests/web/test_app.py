@@ -591,10 +591,11 @@ RECORD_STATES = """() => {
 async def test_the_state_says_in_words_that_the_model_is_slow_and_is_asked_again(
     app_factory: AppFactory, api_key: str, page: Page
 ) -> None:
-    async with gemini_app(app_factory, gemini_timeout_s=0.6, llm_waiting_s=0.15) as (
-        running,
-        fake,
-    ):
+    # Each state lasts long enough to be drawn (the page draws the latest once per frame):
+    # waits every 0.15 s, and 0.5 s before the model is asked again.
+    async with gemini_app(
+        app_factory, gemini_timeout_s=0.6, llm_waiting_s=0.15, gemini_backoff_s=0.5
+    ) as (running, fake):
         fake.script(Hang(5), *(Stream(ANSWERS[p.stage][1], 120, 80) for p in PHASES))
         await sign_in(page, running, api_key)
         await page.evaluate(RECORD_STATES)
