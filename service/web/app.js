@@ -100,6 +100,8 @@ async function saveKey(key) {
   showNoKey("");
   listGenerations();
   followEveryRun();
+  run?.close(); // followed with the key before: open it again with this one
+  run = null;
   route();
 }
 
@@ -286,7 +288,7 @@ async function downloadZip(e) {
     link.download = `${shown.id}.zip`;
     link.click();
     URL.revokeObjectURL(link.href);
-    if (shown.note.startsWith(failure)) shown.say(""); // a retry that worked takes its message back
+    if (run === shown && shown.note.startsWith(failure)) shown.say(""); // a retry that worked takes its message back
   } catch (error) {
     // 401/404/5xx (the server's detail) or no answer at all: say so where run errors go.
     if (run === shown) shown.say(`${failure}${error.message}`);
@@ -311,7 +313,11 @@ document.addEventListener("DOMContentLoaded", () => {
   $("cancel").addEventListener("click", async () => {
     if (!run) return;
     const shown = run;
-    try { await api("POST", `/api/generations/${shown.id}/cancel`); } catch (error) { shown.say(`Could not cancel: ${error.message}`); }
+    try {
+      await api("POST", `/api/generations/${shown.id}/cancel`);
+    } catch (error) {
+      if (run === shown) shown.say(`Could not cancel: ${error.message}`);
+    }
   });
   // Another attempt from the first phase that did not complete: the log goes on, and the page
   // draws the run again from its snapshot (both attempts are in the log below it).
@@ -322,7 +328,7 @@ document.addEventListener("DOMContentLoaded", () => {
       await api("POST", `/api/generations/${shown.id}/retry`);
       if (run === shown) openRun(shown.id);
     } catch (error) {
-      shown.say(`Could not retry: ${error.message}`);
+      if (run === shown) shown.say(`Could not retry: ${error.message}`);
     }
   });
   $("zip").addEventListener("click", downloadZip);

@@ -32,8 +32,17 @@ export class EventLog {
     this.dirty = new Set(); // stretches whose row is redrawn at the next frame
     this.frame = 0;
     this.groups = new WeakMap(); // a stretch's row -> the stretch
-    filter.addEventListener("change", () => this.refilter());
-    search.addEventListener("input", () => this.refilter());
+    this.onFilter = () => this.refilter();
+    filter.addEventListener("change", this.onFilter);
+    search.addEventListener("input", this.onFilter);
+  }
+
+  // The filter and the search boxes outlive a run's log: let go of them.
+  close() {
+    this.filter.removeEventListener("change", this.onFilter);
+    this.search.removeEventListener("input", this.onFilter);
+    cancelAnimationFrame(this.frame);
+    this.frame = 0;
   }
 
   reset(createdAt) {
@@ -99,7 +108,7 @@ export class EventLog {
       button.className = "fold";
       button.setAttribute("aria-expanded", "false");
       tr.cells[2].replaceChildren(button);
-      group = { tr, button, phase, first: event.seq, last: event.seq, events: [], chars: 0, open: false, text: "", shown: 0 };
+      group = { tr, button, phase, first: event.seq, last: event.seq, events: [], chars: 0, open: false, text: "", shown: 0, limit: UNFOLD };
       button.addEventListener("click", () => this.toggle(group));
       tr.dataset.first = String(event.seq);
       this.group = group;
@@ -112,7 +121,10 @@ export class EventLog {
     group.chars += text.length;
     group.text += text.toLowerCase();
     group.tr.dataset.last = String(event.seq);
-    if (group.open && group.shown < UNFOLD) this.insertDelta(group, event);
+    if (group.open) {
+      if (group.shown < group.limit) this.insertDelta(group, event);
+      else if (!group.moreRow) this.addMore(group);
+    }
     this.later(group);
   }
 
@@ -149,7 +161,6 @@ export class EventLog {
     (group.lastRow || group.tr).after(tr);
     group.lastRow = tr;
     group.shown += 1;
-    if (group.shown === UNFOLD && group.events.length > UNFOLD) this.addMore(group);
   }
 
   // Past UNFOLD rows, one row offers the rest (500 at a time).
@@ -164,16 +175,21 @@ export class EventLog {
     button.addEventListener("click", () => {
       tr.remove();
       group.moreRow = null;
-      const upto = Math.min(group.events.length, group.shown + UNFOLD);
-      const from = group.shown;
-      for (let i = from; i < upto; i += 1) this.insertDelta(group, group.events[i]);
-      if (group.shown < group.events.length && !group.moreRow) this.addMore(group);
-      this.later(group);
+      group.limit += UNFOLD;
+      this.unfold(group);
     });
     td.append(button);
     tr.append(td);
     group.lastRow.after(tr);
     group.moreRow = tr;
+    this.later(group);
+  }
+
+  // The stretch's deltas up to its limit, then a row that offers the rest, if any.
+  unfold(group) {
+    const upto = Math.min(group.events.length, group.limit);
+    for (let i = group.shown; i < upto; i += 1) this.insertDelta(group, group.events[i]);
+    if (group.shown < group.events.length && !group.moreRow) this.addMore(group);
     this.later(group);
   }
 
@@ -183,7 +199,8 @@ export class EventLog {
     if (group.open) {
       group.lastRow = null;
       group.shown = 0;
-      for (const event of group.events.slice(0, UNFOLD)) this.insertDelta(group, event);
+      group.limit = UNFOLD;
+      this.unfold(group);
     } else {
       let next = group.tr.nextElementSibling;
       while (next && (next.classList.contains("delta") || next.classList.contains("more"))) {
@@ -229,10 +246,11 @@ export class EventLog {
     this.count(shown);
   }
 
-  // Per event: no walk over the rows (a 10,000-event run appends 10,000 times).
+  // Once per frame; it walks the rows only while a filter or a search is set.
   count(shown) {
     const rows = this.body.rows.length;
     const filtered = this.filter.value || this.search.value.trim();
+    if (filtered && shown === undefined) shown = [...this.body.rows].filter((tr) => !tr.hidden).length;
     this.summary.textContent = `${number(this.total)} events in ${number(rows)} rows`
       + (filtered && shown !== undefined ? `, ${number(shown)} match` : "");
   }

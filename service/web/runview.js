@@ -54,6 +54,7 @@ export class RunView {
     this.textFrame = 0;
     this.drawFrame = 0;
     this.shownFiles = new Set();
+    this.closed = false; // close(): it draws nothing more
     this.note = ""; // a message of the page's own (a failed download), shown before the run's error
     this.log = new EventLog({ body: $("log"), filter: $("log-filter"), search: $("log-search"), summary: $("log-summary") });
     this.width = 0; // the timeline's, from the ResizeObserver: never read in a frame (a layout)
@@ -135,12 +136,13 @@ export class RunView {
 
   // Everything drawn from the model, once per frame however many events came in it.
   schedule() {
-    if (!this.drawFrame) this.drawFrame = requestAnimationFrame(() => this.draw());
+    if (!this.drawFrame && !this.closed) this.drawFrame = requestAnimationFrame(() => this.draw());
   }
 
   draw() {
     cancelAnimationFrame(this.drawFrame);
     this.drawFrame = 0;
+    if (this.closed) return; // another run is on screen now
     const run = this.model;
     this.drawState();
     if (run.last) {
@@ -166,7 +168,7 @@ export class RunView {
     }
     for (const path of run.files.keys()) this.addFile(path);
     const failure = run.status === "failed" && run.ended ? `Failed: ${run.error || run.last.message}` : "";
-    const words = this.note || failure;
+    const words = [this.note, failure].filter(Boolean).join(" ");
     if ($("run-error").textContent !== words) $("run-error").textContent = words;
   }
 
@@ -234,7 +236,9 @@ export class RunView {
 
   drawVerification() {
     const run = this.model;
-    const verifying = [...run.phases.values()].filter((p) => p.phase === "verify").at(-1);
+    // This attempt's verify rounds only: a retried run's earlier rounds stopped for good.
+    const verifying = [...run.phases.values()]
+      .filter((p) => p.phase === "verify" && (p.retried || 0) === run.retries).at(-1);
     const verification = run.verification;
     const checks = verification ? verification.checks : verifying ? verifying.checks : [];
     $("verification").hidden = !verification && !verifying;
@@ -381,7 +385,9 @@ export class RunView {
   }
 
   close() {
+    this.closed = true;
     this.following?.close();
+    this.log.close();
     this.resize.disconnect();
     $("model").removeEventListener("scroll", this.onScroll);
     clearTimeout(this.slowTimer);

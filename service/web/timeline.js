@@ -40,19 +40,30 @@ export function seconds(value) {
 
 const number = (value) => value.toLocaleString("en-US");
 
-// Ticks at 1, 2 or 5 × 10^k seconds, about one per 90 px.
+// Ticks about one per 90 px: 1, 2 or 5 × 10^k seconds under a minute and a half, then
+// whole minutes (1, 2, 5, 10, 15, 30) and hours, so that every label is exact.
+const LONG_STEPS = [60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
 function ticks(span, width) {
   const rough = span / Math.max(1, Math.floor(width / 90));
-  const power = 10 ** Math.floor(Math.log10(rough || 1));
-  const step = [1, 2, 5, 10].map((f) => f * power).find((s) => s >= rough) || power * 10;
+  let step;
+  if (rough > 45) {
+    step = LONG_STEPS.find((s) => s >= rough) || LONG_STEPS.at(-1) * Math.ceil(rough / LONG_STEPS.at(-1));
+  } else {
+    const power = 10 ** Math.floor(Math.log10(rough));
+    step = [1, 2, 5, 10].map((f) => f * power).find((s) => s >= rough * (1 - 1e-9)) || power * 10;
+  }
   const out = [];
-  for (let t = 0; t <= span + 1e-9; t += step) out.push(t);
+  for (let i = 0; i * step <= span * (1 + 1e-9); i += 1) out.push(i * step);
   return { step, values: out };
 }
 
 function tickLabel(t, step) {
-  if (t >= 120) return `${Math.round(t / 60)} min`;
-  return step < 1 ? `${t.toFixed(step < 0.1 ? 2 : 1)} s` : `${Math.round(t)} s`;
+  if (step >= 3600) return `${t / 3600} h`;
+  if (step >= 60) return `${t / 60} min`;
+  if (t >= 60) return `${Math.floor(t / 60)}:${String(Math.round(t % 60)).padStart(2, "0")}`;
+  const decimals = step >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(step)));
+  return `${t.toFixed(decimals)} s`;
 }
 
 // The words for a phase: what a hover or the keyboard focus shows.
@@ -131,7 +142,8 @@ export function drawTimeline(figure, run, width) {
   }
   const start = ms(run.createdAt);
   const endedAt = run.last.timestamp;
-  const span = Math.max((ms(endedAt) - start) / 1000, 0.001);
+  const elapsed = (ms(endedAt) - start) / 1000;
+  const span = Math.max(elapsed, 1); // an axis of at least a second
   const phases = [...run.phases.values()];
   const rows = [{ label: "run", phase: null }, ...phases.map((phase) => ({ label: phaseLabel(phase.phase, phase.round), phase }))];
   const plot = Math.max(width - LABEL - PAD * 2, 40);
@@ -174,7 +186,7 @@ export function drawTimeline(figure, run, width) {
       from = run.createdAt;
       to = endedAt;
       const tokens = run.tokens;
-      words = `run: ${outcome}, ${seconds(span)}${run.ended ? "" : " so far"}, `
+      words = `run: ${outcome}, ${seconds(elapsed)}${run.ended ? "" : " so far"}, `
         + `${number(tokens.prompt_tokens)} tokens in, ${number(tokens.output_tokens)} out`
         + (run.attempt > 1 ? `, worker attempt ${run.attempt}` : "");
       cls = { succeeded: "bar ok", failed: "bar failed", cancelled: "bar stopped" }[outcome] || "bar running";
@@ -203,7 +215,7 @@ export function drawTimeline(figure, run, width) {
     marks.append(shape);
   }
   svg.append(marks);
-  svg.setAttribute("aria-label", `Timeline: ${rows.length - 1} phases over ${seconds(span)}, ${run.marks.length} marked events`);
+  svg.setAttribute("aria-label", `Timeline: ${rows.length - 1} phases over ${seconds(elapsed)}, ${run.marks.length} marked events`);
   details.textContent = said[figure.dataset.selected] || "Hover over or focus a bar for its details.";
-  if (focused) svg.querySelector(`[data-index="${focused}"]`)?.focus();
+  if (focused) svg.querySelector(`[data-index="${focused}"]`)?.focus({ preventScroll: true });
 }

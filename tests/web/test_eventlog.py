@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, RunningApp
 from tests.helpers import create_via_api, wait_for_status
 from tests.web.browser import sign_in, wait_state
 
@@ -101,3 +101,44 @@ async def test_the_log_folds_the_model_text_filters_by_type_and_searches(
     times = [float(row["time"].removeprefix("+").removesuffix(" s")) for row in rows]
     assert times[0] == 0.0
     assert times == sorted(times)
+
+
+# An EventLog on the page's own table, fed deltas of one stretch: 3, unfolded, then more.
+FEED_DELTAS = """async ([before, after, later]) => {
+    const { EventLog } = await import("/static/eventlog.js");
+    const $ = (id) => document.getElementById(id);
+    const log = new EventLog({ body: $("log"), filter: $("log-filter"),
+                               search: $("log-search"), summary: $("log-summary") });
+    log.reset("2026-11-30T12:00:00+00:00");
+    let seq = 0;
+    const feed = (n) => {
+        for (let i = 0; i < n; i += 1) {
+            seq += 1;
+            log.add({ seq, type: "llm.delta", stage: "core", status: "running", progress: 0.1,
+                      message: "Writing", timestamp: "2026-11-30T12:00:01+00:00",
+                      data: { phase: "core", attempt: 1, text: `line ${seq}\\n` } });
+        }
+        log.flush();
+        return document.querySelectorAll("#log tr.delta").length;
+    };
+    const rows = [];
+    feed(before);
+    document.querySelector("#log tr.group button.fold").click();
+    rows.push(document.querySelectorAll("#log tr.delta").length);
+    rows.push(feed(after));
+    const more = document.querySelector("#log tr.more button");
+    rows.push(more ? more.textContent : null);
+    more.click();
+    rows.push(document.querySelectorAll("#log tr.delta").length);
+    rows.push(feed(later));
+    rows.push(document.querySelectorAll("#log tr.more").length);
+    return rows;
+}"""
+
+
+async def test_an_unfolded_stretch_shows_new_text_live_and_offers_the_rest_past_500_rows(
+    running: RunningApp, api_key: str, page: Page
+) -> None:
+    await sign_in(page, running, api_key)
+    rows = await page.evaluate(FEED_DELTAS, [3, 600, 2])
+    assert rows == [3, 500, "show the other 103", 603, 605, 0]
