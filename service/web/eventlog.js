@@ -4,10 +4,10 @@
 // not drowned. Rows carry `data-seq` (a folded stretch: `data-first`/`data-last`) so a reader
 // (and the tests) can tell exactly which events are on screen.
 
+import { number } from "./format.js";
+
 const DELTA = "llm.delta";
 const UNFOLD = 500; // rows an unfolded stretch shows at once: laying out 2,500 took 0.4 s
-const format = new Intl.NumberFormat("en-US"); // one, not one per call (toLocaleString)
-const number = (value) => format.format(value);
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
 function cell(text, title) {

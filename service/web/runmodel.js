@@ -26,6 +26,15 @@ function phaseKey(data, stage, retries) {
   return "round" in data ? `${name}|${data.round}|${retries}` : `${name}|0|0`;
 }
 
+// A phase's outcome in one or two words, and the class that colours it (table and timeline).
+export function phaseOutcome(phase, runStatus) {
+  if (phase.verification) return phase.verification.ok ? ["passed", "ok"] : ["failed", "failed"];
+  if (phase.status === "completed") return ["done", "ok"];
+  if (phase.status === "stopped") return runStatus === "failed" ? ["failed", "failed"] : ["stopped", "stopped"];
+  const check = phase.checks.at(-1);
+  return [check ? `running (${check.step} ${check.ok ? "passed" : "failed"})` : "running", "running"];
+}
+
 export class RunModel {
   constructor(id) {
     this.id = id;

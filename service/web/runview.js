@@ -6,12 +6,11 @@
 import { follow } from "./genstream.js";
 import { EventLog } from "./eventlog.js";
 import { FileViewer } from "./fileview.js";
-import { RunModel, TERMINAL, phaseLabel } from "./runmodel.js";
-import { drawTimeline, seconds } from "./timeline.js";
+import { number, seconds } from "./format.js";
+import { RunModel, TERMINAL, phaseLabel, phaseOutcome } from "./runmodel.js";
+import { drawTimeline } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
-const format = new Intl.NumberFormat("en-US");
-const number = (value) => format.format(value);
 const CHUNK_CHARS = 4096; // the model's text in blocks: a new block, not the whole text, is laid out
 const SLOW_DRAW_MS = 100; // the timeline, the phases and the figures: at most ten times a second
 const WORDS = { succeeded: "finished", failed: "failed", cancelled: "cancelled" };
@@ -25,15 +24,6 @@ function td(text, className) {
   cell.textContent = text;
   if (className) cell.className = className;
   return cell;
-}
-
-// A phase's outcome in one or two words, and the class that colours it.
-export function phaseOutcome(phase, runStatus) {
-  if (phase.verification) return phase.verification.ok ? ["passed", "ok"] : ["failed", "failed"];
-  if (phase.status === "completed") return ["done", "ok"];
-  if (phase.status === "stopped") return runStatus === "failed" ? ["failed", "failed"] : ["stopped", "stopped"];
-  const check = phase.checks.at(-1);
-  return [check ? `running (${check.step} ${check.ok ? "passed" : "failed"})` : "running", "running"];
 }
 
 export class RunView {

@@ -5,7 +5,8 @@
 // Bars take the keyboard focus and say everything in words (aria-label, <title>); the details
 // line under the chart shows the one hovered or focused.
 
-import { TERMINAL, phaseLabel } from "./runmodel.js";
+import { number, seconds } from "./format.js";
+import { TERMINAL, phaseLabel, phaseOutcome } from "./runmodel.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 const ROW = 26; // px per row
@@ -30,15 +31,6 @@ function el(name, attributes = {}, text) {
 }
 
 const ms = (timestamp) => Date.parse(timestamp);
-
-export function seconds(value) {
-  if (value < 10) return `${value.toFixed(2)} s`;
-  if (value < 120) return `${value.toFixed(1)} s`;
-  const minutes = Math.floor(value / 60);
-  return `${minutes} min ${Math.round(value - minutes * 60)} s`;
-}
-
-const number = (value) => value.toLocaleString("en-US");
 
 // Ticks about one per 90 px: 1, 2 or 5 × 10^k seconds under a minute and a half, then
 // whole minutes (1, 2, 5, 10, 15, 30) and hours, so that every label is exact.
@@ -82,13 +74,6 @@ export function phaseWords(phase, endedAt) {
   if (phase.waits) parts.push(`waited ${phase.waits} time${phase.waits === 1 ? "" : "s"}`);
   if (phase.model || phase.provider) parts.push(`model ${phase.model || phase.provider}`);
   return parts.join(", ");
-}
-
-function phaseClass(phase, run) {
-  if (phase.verification && !phase.verification.ok) return "bar failed";
-  if (phase.status === "completed") return "bar ok";
-  if (phase.status === "stopped") return run.status === "failed" ? "bar failed" : "bar stopped";
-  return "bar running";
 }
 
 function markWords(mark) {
@@ -181,7 +166,7 @@ export function drawTimeline(figure, run, width) {
       from = row.phase.first_started_at;
       to = row.phase.completed_at || endedAt;
       words = phaseWords(row.phase, endedAt);
-      cls = phaseClass(row.phase, run);
+      cls = `bar ${phaseOutcome(row.phase, run.status)[1]}`;
     } else {
       from = run.createdAt;
       to = endedAt;
