@@ -121,6 +121,7 @@ export class EventLog {
     group.chars += text.length;
     group.text += text.toLowerCase();
     group.tr.dataset.last = String(event.seq);
+    if (group.events.length === 1) this.drawGroup(group); // named from its first moment on
     if (group.open) {
       if (group.shown < group.limit) this.insertDelta(group, event);
       else if (!group.moreRow) this.addMore(group);
