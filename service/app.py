@@ -47,6 +47,7 @@ STATUS_OF: dict[type[errors.GenstreamError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.Gone: 410,
     errors.TooManyRequests: 429,
     errors.StoreUnavailable: 503,
 }
@@ -77,6 +78,8 @@ def _service_error(_: Request[Any, Any, Any], exc: errors.GenstreamError) -> Res
     status = next(code for cls, code in STATUS_OF.items() if isinstance(exc, cls))
     if isinstance(exc, errors.TooManyRequests):
         return _problem(status, str(exc), {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, errors.Gone):
+        return _problem(status, str(exc), reason=exc.reason, at=exc.at.isoformat())
     return _problem(status, str(exc))
 
 

@@ -6,6 +6,7 @@ GenstreamError
 ├── Unauthorized             no or bad credentials                           -> 401
 ├── Forbidden                authenticated, but this key may not do that     -> 403
 ├── NotFound                 no such thing, or it belongs to another owner   -> 404
+├── Gone                     it was there, and retention removed it           -> 410
 ├── Conflict                 the thing is in a state that forbids the act    -> 409
 │   ├── GenerationFinished   an append after the terminal event              -> 409
 │   └── LeaseLost            a write by a worker whose run was taken over    -> 409
@@ -14,6 +15,8 @@ GenstreamError
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class GenstreamError(Exception):
@@ -30,6 +33,16 @@ class Unauthorized(GenstreamError):
 
 class NotFound(GenstreamError):
     pass
+
+
+class Gone(GenstreamError):
+    """It existed and retention removed it (a dropped run, a redacted file's content): unlike
+    a 404, the answer says when and why, so a client stops asking."""
+
+    def __init__(self, message: str, *, at: datetime, reason: str) -> None:
+        super().__init__(message)
+        self.at = at
+        self.reason = reason
 
 
 class Forbidden(GenstreamError):

@@ -199,6 +199,19 @@ class Settings(BaseSettings):
         description="How far a generation's code is verified when its request does not say "
         "(`verify`): `tests` (compiles, imports, its tests pass), `compile` or `off`.",
     )
+    redact_after_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="`python -m service retention` replaces the model's text, checks' output "
+        "and file contents of runs finished longer ago by a marker, keeping every event's "
+        "skeleton. Unset: never.",
+    )
+    drop_after_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="`python -m service retention` drops runs finished longer ago, whole: a "
+        "period's partition at once when every run in it is that old. Unset: never.",
+    )
     repair_attempts: int = Field(
         default=2,
         ge=0,

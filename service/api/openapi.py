@@ -12,8 +12,9 @@ serves the result at ``/schema/openapi.json`` (and ``.yaml``).
   so their handlers return bytes; their bodies are named here. Parameters that may be left out
   are never the text "null" (Litestar writes ``str | None`` as a choice with null).
 - **Errors**: every operation gets each error answer it can give, as ``Problem``, by what it
-  is: it needs a key (401), an admin key (403), names a generation (404), has a body (413),
-  reads the database (503). Litestar documents only a 400, in its own shape.
+  is: it needs a key (401), an admin key (403), names a generation (404; 410 once retention
+  dropped it), has a body (413), reads the database (503). Litestar documents only a 400, in
+  its own shape.
 - **Media types** that are not JSON: the stream, the archive, a file.
 - **Links** from a created generation to the operations that take its id, so that a client
   generator (and schemathesis' stateful phase) can follow create -> get -> events -> cancel.
@@ -147,6 +148,8 @@ _WHY: Final[dict[int, str]] = {
     401: "No API key, or an unknown, expired or revoked one (`WWW-Authenticate: Bearer`).",
     403: "An API key that is not an admin key.",
     404: "No such generation for this caller (another owner's is 404 too, never 403).",
+    410: "Retention removed it: the generation was dropped (or, for a file, its content "
+    "redacted); `reason` and `at` say why and when.",
     409: "The generation's state forbids it: cancelling a finished one, retrying one that "
     "succeeded or has not ended, or replaying at the recorded pace one still running.",
     413: "The body is larger than GENSTREAM_MAX_BODY_BYTES.",
@@ -323,7 +326,7 @@ def _error_answers(name: str, path: str, method: str, operation: dict[str, Any])
     if name in _ADMIN_ONLY:
         statuses.append(403)
     if "{generation_id}" in path:
-        statuses.append(404)
+        statuses += [404, 410]
     if name in _CONFLICTS:
         statuses.append(409)
     if method in ("post", "put", "patch"):

@@ -251,6 +251,12 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="On a 400 from validation: each problem, its key and message."
     )
+    reason: str | None = Field(
+        default=None,
+        description="On a 410: the retention policy that removed it "
+        "(`python -m service retention`).",
+    )
+    at: datetime | None = Field(default=None, description="On a 410: when it was removed.")
 
 
 def problem(description: str) -> ResponseSpec:

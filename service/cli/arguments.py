@@ -24,6 +24,7 @@ from service.cli.commands import (
     cmd_migrate,
     cmd_rebuild,
     cmd_replay,
+    cmd_retention,
     cmd_serve,
     cmd_worker,
 )
@@ -79,6 +80,17 @@ def duration(value: str) -> float:
     if not 0 < seconds < 100 * 365 * 86400:
         raise argparse.ArgumentTypeError(f"must be positive and under 100 years: {value!r}")
     return seconds
+
+
+def days(value: str) -> float:
+    """Days, positive: ``30``, ``0.5``."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {value!r}") from None
+    if not 0 < number < 100 * 365:  # NaN compares false: refused too
+        raise argparse.ArgumentTypeError(f"must be positive and under 100 years: {value!r}")
+    return number
 
 
 def key_id(value: str) -> UUID:
@@ -282,6 +294,28 @@ def parser(prog: str = "genstream") -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="check and report only; write nothing (the schema must be at head already)",
+    )
+    retention = command(
+        "retention",
+        "redact and drop old runs, as the retention settings say",
+        "Apply the retention policies once: runs finished more than "
+        "GENSTREAM_REDACT_AFTER_DAYS ago keep every event's skeleton, their model text, "
+        "checks' output and file contents replaced by a marker; runs finished more than "
+        "GENSTREAM_DROP_AFTER_DAYS ago are dropped whole (a period's partition at once when "
+        "every run in it is that old). Run it from cron or a systemd timer; an interrupted "
+        "pass loses nothing and the next goes on.",
+        cmd_retention,
+    )
+    retention.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="do the work in transactions that are rolled back: exact counts, nothing changed",
+    )
+    retention.add_argument(
+        "--redact-after-days", type=days, metavar="N", help="overrides the setting"
+    )
+    retention.add_argument(
+        "--drop-after-days", type=days, metavar="M", help="overrides the setting"
     )
     rebuild = command(
         "rebuild",

@@ -292,11 +292,40 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     summary = f"checked {checked.generations} generation(s), {checked.events} event(s): " + (
         f"{len(found)} chain(s) broken" if found else "every chain holds"
     )
+    if checked.redacted:
+        summary += (
+            f"; {checked.redacted} redacted event(s) taken on trust (retention changed their "
+            "text after it was hashed)"
+        )
     missing = (len(ids) - checked.generations) if ids is not None else 0
     if missing > 0:
         summary += f"; {missing} of the named generations have no events (unknown ids?)"
     print(summary, file=sys.stderr)
     return EXIT_FAILED if found or missing > 0 else EXIT_OK
+
+
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operations import retention
+
+    redact = args.redact_after_days or settings.redact_after_days
+    drop = args.drop_after_days or settings.drop_after_days
+    if redact is None and drop is None:
+        raise UsageError(
+            "no retention policy: set GENSTREAM_REDACT_AFTER_DAYS and/or "
+            "GENSTREAM_DROP_AFTER_DAYS (or --redact-after-days / --drop-after-days)"
+        )
+    try:
+        policy = retention.Policy(redact_after_days=redact, drop_after_days=drop)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    report = with_pool(
+        database_url(settings), lambda pool: retention.apply(pool, policy, dry_run=args.dry_run)
+    )
+    for line in report.lines():
+        print(line)
+    if args.dry_run:
+        print("dry run: nothing was changed", file=sys.stderr)
+    return EXIT_OK
 
 
 def log_defect(defect: LogDefect) -> str:

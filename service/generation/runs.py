@@ -130,6 +130,11 @@ async def retry_generation(
                 + ("succeeded: there is nothing to retry" if ended else f"is {target.status}")
                 + ("" if ended else ": only a failed or cancelled run can be retried")
             )
+        if target.redacted:
+            raise Conflict(
+                f"generation {generation_id} cannot be retried: retention redacted its files, "
+                "which a retry would resume from"
+            )
         if limits.max_active_runs is not None:
             load = await generations.select_owner_load(conn, owner)
             _check_limits(owner, load, CreateLimits(max_active_runs=limits.max_active_runs))

@@ -223,8 +223,14 @@ GENERATION_COLUMNS: Final[Mapping[str, Check]] = {
     "updated_at": _time,
     "trace_context": _optional(_object),
     "verify": _one_of(frozenset({"off", "compile", "tests"}), "a verify level"),
+    "redacted_at": _optional(_time),
 }
-ADDED_LATER: Final[Mapping[str, Any]] = {"trace_context": None, "verify": "off", "chain": None}
+ADDED_LATER: Final[Mapping[str, Any]] = {
+    "trace_context": None,
+    "verify": "off",
+    "chain": None,
+    "redacted_at": None,
+}
 """Columns an export made before they existed lacks, and what such a row gets: the value its
 migration gave the rows already there (an event's chain: computed once its log is in)."""
 EVENT_COLUMNS: Final[Mapping[str, Check]] = {
@@ -239,6 +245,7 @@ EVENT_COLUMNS: Final[Mapping[str, Check]] = {
     "created_at": _time,
     "idempotency_key": _optional(_short(text)),
     "chain": _optional(_chain),
+    "redacted_at": _optional(_time),
 }
 FILE_COLUMNS: Final[Mapping[str, Check]] = {
     "generation_id": _uuid,
@@ -249,6 +256,7 @@ FILE_COLUMNS: Final[Mapping[str, Check]] = {
     "language": _one_of(LANGUAGE_NAMES, "a language"),
     "seq": _integer(1, BIGINT_MAX),
     "created_at": _time,
+    "redacted_at": _optional(_time),
 }
 
 

@@ -212,6 +212,10 @@ def _check_files(
         if path in files:
             raise Refused(line.number, f"file {path!r} appears twice")
         size, sha256 = len(content.encode()), hashlib.sha256(content.encode()).hexdigest()
+        if file.get("redacted_at") is not None:
+            if content:
+                raise Refused(line.number, f"file {path!r}: redacted, yet it has content")
+            size, sha256 = file["size"], file["sha256"]  # the content's, before retention
         if (file["size"], file["sha256"]) != (size, sha256):
             raise Refused(line.number, f"file {path!r}: its size or sha256 is not its content's")
         if path not in saved:

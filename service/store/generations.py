@@ -15,9 +15,9 @@ from uuid import UUID
 
 import asyncpg
 
-from service.errors import NotFound
+from service.errors import Gone, NotFound
 from service.events import NewEvent, Status, VerifyLevel
-from service.store import event_log
+from service.store import event_log, retention
 from service.store.db import Connection
 
 JOBS_CHANNEL = "genstream_jobs"
@@ -131,7 +131,8 @@ SELECT_GENERATION_FOR_RETRY = """
 SELECT
     status,
     progress,
-    attempt
+    attempt,
+    redacted_at IS NOT NULL AS redacted
 FROM generations
 WHERE id = $1
   AND owner = $2
@@ -328,9 +329,10 @@ WHERE f.generation_id = $1
 ORDER BY f.path
 """
 
-# One file's content and language: generation $1, owner $2, path $3.
+# One file's content and language (and when retention redacted it): generation $1, owner $2,
+# path $3.
 SELECT_FILE = """
-SELECT f.content, f.language
+SELECT f.content, f.language, f.redacted_at
 FROM generated_files AS f
 JOIN generations AS g ON g.id = f.generation_id
 WHERE f.generation_id = $1
@@ -340,7 +342,7 @@ WHERE f.generation_id = $1
 
 # A generation's ($1, owner $2) files with their content, by path (for the archive).
 SELECT_FILE_CONTENTS = """
-SELECT f.path, f.content
+SELECT f.path, f.content, f.redacted_at
 FROM generated_files AS f
 JOIN generations AS g ON g.id = f.generation_id
 WHERE f.generation_id = $1
@@ -449,7 +451,7 @@ async def select_owner_load(conn: Connection, owner: str) -> OwnerLoad:
 async def select_generation(conn: Connection, owner: str, generation_id: UUID) -> Generation:
     row = await conn.fetchrow(SELECT_GENERATION, generation_id, owner)
     if row is None:
-        raise NotFound(f"generation {generation_id} not found")
+        raise await retention.missing(conn, generation_id, owner)
     return _generation(row)
 
 
@@ -489,7 +491,7 @@ async def lock_for_cancel(conn: Connection, owner: str, generation_id: UUID) -> 
     """
     row = await conn.fetchrow(SELECT_GENERATION_FOR_CANCEL, generation_id, owner)
     if row is None:
-        raise NotFound(f"generation {generation_id} not found")
+        raise await retention.missing(conn, generation_id, owner)
     await conn.execute(UPDATE_CANCEL_REQUESTED, generation_id)
     return CancelTarget(Status(row["status"]), row["stage"], row["progress"], row["held"])
 
@@ -499,14 +501,15 @@ class RetryTarget:
     status: Status
     progress: float
     attempt: int
+    redacted: bool  # retention emptied its files: nothing to resume from
 
 
 async def lock_for_retry(conn: Connection, owner: str, generation_id: UUID) -> RetryTarget:
     """Lock the row (call inside a transaction) and say how it stands; 404 if not the owner's."""
     row = await conn.fetchrow(SELECT_GENERATION_FOR_RETRY, generation_id, owner)
     if row is None:
-        raise NotFound(f"generation {generation_id} not found")
-    return RetryTarget(Status(row["status"]), row["progress"], row["attempt"])
+        raise await retention.missing(conn, generation_id, owner)
+    return RetryTarget(Status(row["status"]), row["progress"], row["attempt"], row["redacted"])
 
 
 async def reopen(conn: Connection, generation_id: UUID) -> int:
@@ -581,6 +584,8 @@ async def select_file(
     row = await conn.fetchrow(SELECT_FILE, generation_id, owner, path)
     if row is None:
         raise NotFound(f"file {path!r} not found in generation {generation_id}")
+    if row["redacted_at"] is not None:
+        raise _file_redacted(path, row["redacted_at"])
     return row["content"], row["language"]
 
 
@@ -590,7 +595,19 @@ async def select_file_contents(
     """Every file with its content, for the archive."""
     await select_generation(conn, owner, generation_id)
     rows = await conn.fetch(SELECT_FILE_CONTENTS, generation_id, owner)
+    for row in rows:
+        if row["redacted_at"] is not None:
+            raise _file_redacted(row["path"], row["redacted_at"])
     return [(row["path"], row["content"]) for row in rows]
+
+
+def _file_redacted(path: str, at: datetime) -> Gone:
+    return Gone(
+        f"the content of {path!r} is gone: retention redacted the run's files "
+        f"({retention.REDACT_REASON}); its path, size and sha256 remain",
+        at=at,
+        reason=retention.REDACT_REASON,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,8 @@ generations = sa.Table(
     sa.Column("trace_context", JSONB, nullable=True),
     # How far the run's code is verified (``off``, ``compile``, ``tests``): its request's choice.
     sa.Column("verify", sa.Text, nullable=False, server_default="off"),
+    # When retention redacted the run's log (migration 0012); NULL: not (yet).
+    sa.Column("redacted_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("verify IN ('off', 'compile', 'tests')", name="generations_verify_check"),
     sa.CheckConstraint(
         "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
@@ -56,6 +58,11 @@ generations = sa.Table(
         "generations_owner_unfinished_idx",
         "owner",
         postgresql_where=sa.text("status IN ('queued', 'running')"),
+    ),
+    sa.Index(
+        "generations_unredacted_idx",
+        "finished_at",
+        postgresql_where=sa.text("redacted_at IS NULL AND finished_at IS NOT NULL"),
     ),
 )
 
@@ -93,6 +100,8 @@ generation_events = sa.Table(
         nullable=False,
         server_default=sa.text("'\\x" + "00" * 32 + "'::bytea"),
     ),
+    # When retention replaced the bulky part of its payload by a marker (migration 0012).
+    sa.Column("redacted_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
     sa.CheckConstraint("octet_length(chain) = 32", name="generation_events_chain_check"),
     sa.Index("generation_events_feed_idx", "tx_id", "generation_id", "seq"),
@@ -129,6 +138,24 @@ generated_files = sa.Table(
     sa.Column("language", sa.Text, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # When retention emptied its content (size and sha256 stay); migration 0012.
+    sa.Column("redacted_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+retention_drops = sa.Table(
+    "retention_drops",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    # Runs with ids in [low, high) are gone: a period's partition, or one run (owner set).
+    sa.Column("low", UUID(as_uuid=True), nullable=False),
+    sa.Column("high", UUID(as_uuid=True), nullable=False),
+    sa.Column("owner", sa.Text, nullable=True),
+    sa.Column("dropped_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("generations", sa.BigInteger, nullable=False),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("low < high", name="retention_drops_range_check"),
+    sa.Index("retention_drops_low_idx", "low", "high"),
 )
 
 api_keys = sa.Table(

@@ -77,10 +77,23 @@ class PhaseStartedData(TypedDict):
     """``verify`` and ``repair`` only: which verification round (1: the first verify)."""
 
 
+class RedactedMark(TypedDict):
+    """What retention removed from an old run's event (``python -m service retention``)."""
+
+    at: str
+    """When (ISO 8601)."""
+    reason: str
+    """Why, in words."""
+    chars: int
+    """The characters removed (model text or check output)."""
+
+
 class DeltaData(TypedDict):
     phase: str
     attempt: int
     text: str
+    """Empty once redacted by retention (``redacted`` says so)."""
+    redacted: NotRequired[RedactedMark]
 
 
 class RetryingData(TypedDict):
@@ -138,6 +151,8 @@ class CheckCompletedData(TypedDict):
     stopped_by: NotRequired[str]
     """The sandbox limit that stopped the step: timeout, cpu, memory, processes, file_size,
     disk, output or signal."""
+    redacted: NotRequired[RedactedMark]
+    """``output`` emptied by retention."""
 
 
 class Verification(TypedDict):
@@ -168,6 +183,8 @@ class PhaseCompletedData(TypedDict):
     """``verify`` and ``repair`` only, as in ``phase.started``."""
     verification: NotRequired[Verification]
     """``verify`` only: how the round went."""
+    redacted: NotRequired[RedactedMark]
+    """The checks' ``output`` emptied by retention."""
 
 
 class ResumedData(TypedDict):
@@ -210,6 +227,8 @@ class SucceededData(TypedDict):
     chain_hash: NotRequired[str]
     verification: NotRequired[Verification]
     """Always written since verification exists; absent on runs stored before it."""
+    redacted: NotRequired[RedactedMark]
+    """The checks' ``output`` emptied by retention."""
 
 
 class FailedData(TypedDict):
@@ -218,6 +237,8 @@ class FailedData(TypedDict):
     error: NotRequired[str]
     verification: NotRequired[Verification]
     """When verification ran: its last round (why the code was not accepted, if that is why)."""
+    redacted: NotRequired[RedactedMark]
+    """The checks' ``output`` emptied by retention."""
 
 
 class CancelledData(TypedDict):

@@ -1,0 +1,65 @@
+"""Retention (``python -m service retention``): what was redacted, and what was dropped.
+
+* ``redacted_at`` on events and files: set when retention replaced the event's bulky payload
+  (the model's text, a check's output) or the file's content by a marker. Only those rows get
+  it, so the chain check knows which links it must take on trust (their text changed after
+  they were hashed) and a pass never redacts a row twice.
+* ``redacted_at`` on generations: the run's whole log was redacted; a partial index of the
+  finished runs still to redact keeps each pass from reading every old run again.
+* ``retention_drops``: what retention removed, as ranges of generation ids, so that a reader
+  asking for a run that is gone gets ``410 Gone`` with the reason, not a ``404`` that says it
+  never existed. A range is a period's partition (every run created in it) or one run (its
+  ``owner`` set, so nobody else learns it existed).
+
+Adding nullable columns without a default only touches the catalog, on any size of table.
+
+Revision ID: 0012
+Revises: 0011
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import UUID
+
+revision = "0012"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+STAMP = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.add_column("generation_events", sa.Column("redacted_at", STAMP, nullable=True))
+    op.add_column("generated_files", sa.Column("redacted_at", STAMP, nullable=True))
+    op.add_column("generations", sa.Column("redacted_at", STAMP, nullable=True))
+    op.create_index(
+        "generations_unredacted_idx",
+        "generations",
+        ["finished_at"],
+        postgresql_where=sa.text("redacted_at IS NULL AND finished_at IS NOT NULL"),
+    )
+    op.create_table(
+        "retention_drops",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("low", UUID(as_uuid=True), nullable=False),
+        sa.Column("high", UUID(as_uuid=True), nullable=False),
+        sa.Column("owner", sa.Text, nullable=True),
+        sa.Column("dropped_at", STAMP, nullable=False, server_default=sa.text("clock_timestamp()")),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("generations", sa.BigInteger, nullable=False),
+        sa.Column("events", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("low < high", name="retention_drops_range_check"),
+    )
+    op.create_index("retention_drops_low_idx", "retention_drops", ["low", "high"])
+
+
+def downgrade() -> None:
+    op.drop_table("retention_drops")
+    op.drop_index("generations_unredacted_idx", table_name="generations")
+    op.drop_column("generations", "redacted_at")
+    op.drop_column("generated_files", "redacted_at")
+    op.drop_column("generation_events", "redacted_at")

@@ -1,0 +1,174 @@
+"""Retention: the deployment's two policies applied in one pass (``python -m service
+retention``), run by the operator's scheduler (cron, a systemd timer), never by a request.
+
+Drop first, then redact: what is about to be dropped is not worth rewriting. Both work in
+batches of runs, one transaction each, so a pass holds no lock for long and an interrupted
+pass loses nothing: the next one goes on where it stopped (what is done is marked). A dry run
+does the same work in transactions it rolls back: its counts are exact, and nothing is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final, TypeVar
+from uuid import UUID
+
+from service.observe.logs import get_logger
+from service.store import retention
+from service.store.db import Connection, Pool, connection
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+BATCH: Final = 100  # runs per transaction
+START: Final = (datetime.min.replace(tzinfo=UTC), UUID(int=0))
+EVERY_ID: Final = (UUID(int=0), UUID(int=2**128 - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    redact_after_days: float | None = None
+    drop_after_days: float | None = None
+
+    def __post_init__(self) -> None:
+        redact, drop = self.redact_after_days, self.drop_after_days
+        if redact is not None and drop is not None and drop <= redact:
+            raise ValueError(
+                f"drop after {drop:g} days comes before redact after {redact:g} days: "
+                "runs would be dropped unredacted (set the drop later, or no redaction)"
+            )
+
+
+@dataclass(slots=True)
+class Report:
+    dry_run: bool
+    redacted_generations: int = 0
+    redacted_events: int = 0
+    redacted_files: int = 0
+    chars_removed: int = 0
+    dropped_generations: int = 0
+    dropped_events: int = 0
+    dropped_partitions: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        would = "would be " if self.dry_run else ""
+        partitions = ", ".join(self.dropped_partitions)
+        return [
+            f"redacted: {self.redacted_generations} run(s), {self.redacted_events} event(s), "
+            f"{self.redacted_files} file(s), {self.chars_removed} character(s) {would}removed",
+            f"dropped: {self.dropped_generations} run(s), {self.dropped_events} event(s) "
+            f"{would}gone" + (f" (partitions {partitions})" if partitions else ""),
+        ]
+
+
+def _days(days: float) -> str:
+    return f"{days:g} day" + ("" if days == 1 else "s")
+
+
+async def apply(
+    pool: Pool,
+    policy: Policy,
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    batch: int = BATCH,
+) -> Report:
+    """One pass of both policies as of ``now``; see the module's docstring."""
+    now = now or datetime.now(UTC)
+    report = Report(dry_run)
+    async with connection(pool) as conn:
+        if policy.drop_after_days is not None:
+            await _drop(conn, report, policy.drop_after_days, now, dry_run, batch)
+        if policy.redact_after_days is not None:
+            # A dry run's drops were rolled back: what they took is not redacted as well.
+            since = START[0]
+            if dry_run and policy.drop_after_days is not None:
+                since = now - timedelta(days=policy.drop_after_days)
+            await _redact(conn, report, policy.redact_after_days, now, since, dry_run, batch)
+    log.info("retention.pass", **asdict(report))
+    return report
+
+
+async def _batches(
+    conn: Connection,
+    dry_run: bool,
+    step: Callable[[tuple[datetime, UUID]], Awaitable[tuple[T, tuple[datetime, UUID] | None]]],
+    count: Callable[[T], None],
+) -> None:
+    """Run ``step`` from the start of the keyset until it says nothing is left, each in its
+    own transaction (rolled back in a dry run)."""
+    after: tuple[datetime, UUID] | None = START
+    while after is not None:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            done, after = await step(after)
+        except BaseException:
+            await transaction.rollback()
+            raise
+        if dry_run:
+            await transaction.rollback()
+        else:
+            await transaction.commit()
+        count(done)
+
+
+async def _redact(
+    conn: Connection,
+    report: Report,
+    days: float,
+    now: datetime,
+    since: datetime,
+    dry_run: bool,
+    batch: int,
+) -> None:
+    reason = f"retention: the run finished more than {_days(days)} ago"
+    marker = retention.marker(now, reason)
+
+    def count(done: retention.Redacted) -> None:
+        report.redacted_generations += done.generations
+        report.redacted_events += done.events
+        report.redacted_files += done.files
+        report.chars_removed += done.chars
+
+    await _batches(
+        conn,
+        dry_run,
+        lambda after: retention.redact_batch(
+            conn,
+            finished_before=now - timedelta(days=days),
+            finished_since=since,
+            after=after,
+            limit=batch,
+            marker=marker,
+            at=now,
+        ),
+        count,
+    )
+
+
+async def _drop(
+    conn: Connection, report: Report, days: float, now: datetime, dry_run: bool, batch: int
+) -> None:
+    reason = f"runs finished more than {_days(days)} before {now:%Y-%m-%d} are not kept"
+
+    def count(done: retention.Dropped) -> None:
+        report.dropped_generations += done.generations
+        report.dropped_events += done.events
+
+    await _batches(
+        conn,
+        dry_run,
+        lambda after: retention.drop_batch(
+            conn,
+            finished_before=now - timedelta(days=days),
+            within=EVERY_ID,
+            after=after,
+            limit=batch,
+            reason=reason,
+            at=now,
+        ),
+        count,
+    )

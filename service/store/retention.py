@@ -1,0 +1,236 @@
+"""All SQL of retention: redacting old runs' bulky payloads, dropping old runs whole, and what
+a reader who asks for a dropped run is told.
+
+Redaction keeps each event's skeleton (type, seq, status, stage, progress, message, timestamp,
+tokens, durations, the chain hash) and replaces only what makes a log big: the model's text
+(``llm.delta``'s ``text``) and a check's output (``check.completed``'s ``output``, and the copies
+of the checks inside a verification round's outcome), with ``data.redacted`` saying when, why
+and how many characters went. Files keep their path, size and sha256; their content goes.
+Everything the analytics views read (types, timestamps, tokens, reasons, errors) stays.
+
+A run is redacted, or dropped, whole and under its row's lock (``FOR UPDATE``), the lock a
+retry takes too: a run is never half redacted, half dropped, nor retried while it goes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from service.errors import Gone, NotFound
+from service.store.db import Connection
+
+TERMINAL = "('succeeded', 'failed', 'cancelled')"
+REDACT_REASON = "retention: the run finished longer ago than this deployment keeps its payloads"
+
+# The marker ($2, JSON: {at, reason}) with the number of characters removed from `chars`.
+REDACTED = "$2::jsonb || jsonb_build_object('chars', {chars})"
+CHECKS = "e.payload #> '{verification,checks}'"
+CHECK_OUTPUTS = f"""(
+    SELECT coalesce(sum(length(check_.value ->> 'output')), 0)
+    FROM jsonb_array_elements({CHECKS}) AS check_
+)"""
+CHECKS_WITHOUT_OUTPUT = f"""(
+    SELECT jsonb_agg(check_.value || '{{"output": ""}}'::jsonb ORDER BY check_.ordinality)
+    FROM jsonb_array_elements({CHECKS}) WITH ORDINALITY AS check_
+)"""
+
+# The finished runs ($1: finished before, $5: not before) not redacted yet, after keyset
+# ($2, $3), at most $4, locked; through generations_unredacted_idx.
+SELECT_TO_REDACT = f"""
+SELECT id, finished_at
+FROM generations
+WHERE redacted_at IS NULL
+  AND finished_at IS NOT NULL
+  AND finished_at < $1
+  AND finished_at >= $5
+  AND status IN {TERMINAL}
+  AND (finished_at, id) > ($2, $3)
+ORDER BY finished_at, id
+LIMIT $4
+FOR UPDATE SKIP LOCKED
+"""
+
+# Redact the events of runs $1 (uuid[]) not redacted yet, marker $2, at $3; returns how many
+# and the characters removed.
+REDACT_EVENTS = f"""
+WITH redacted AS (
+    UPDATE generation_events AS e
+    SET payload = CASE
+            WHEN e.type = 'llm.delta' THEN e.payload || jsonb_build_object(
+                'text', '', 'redacted', {REDACTED.format(chars="length(e.payload ->> 'text')")})
+            WHEN e.type = 'check.completed' THEN e.payload || jsonb_build_object(
+                'output', '',
+                'redacted', {REDACTED.format(chars="length(e.payload ->> 'output')")})
+            ELSE jsonb_set(e.payload, '{{verification,checks}}', {CHECKS_WITHOUT_OUTPUT})
+                || jsonb_build_object('redacted', {REDACTED.format(chars=CHECK_OUTPUTS)})
+        END,
+        redacted_at = $3
+    WHERE e.generation_id = ANY($1::uuid[])
+      AND e.redacted_at IS NULL
+      AND (
+          (e.type = 'llm.delta' AND e.payload ->> 'text' <> '')
+          OR (e.type = 'check.completed' AND e.payload ->> 'output' <> '')
+          OR (
+              e.type IN ('phase.completed', 'generation.succeeded', 'generation.failed')
+              AND jsonb_path_exists(e.payload, '$.verification.checks[*] ? (@.output != "")')
+          )
+      )
+    RETURNING (e.payload -> 'redacted' ->> 'chars')::bigint AS chars
+)
+SELECT count(*) AS events, coalesce(sum(chars), 0) AS chars FROM redacted
+"""
+
+# Empty the files of runs $1, at $2; returns how many and the characters removed.
+REDACT_FILES = """
+WITH redacted AS (
+    UPDATE generated_files AS f
+    SET content = '', redacted_at = $2
+    FROM (
+        SELECT generation_id, path, length(content) AS chars
+        FROM generated_files
+        WHERE generation_id = ANY($1::uuid[])
+          AND redacted_at IS NULL
+    ) AS before
+    WHERE f.generation_id = before.generation_id
+      AND f.path = before.path
+    RETURNING before.chars
+)
+SELECT count(*) AS files, coalesce(sum(chars), 0) AS chars FROM redacted
+"""
+
+MARK_REDACTED = "UPDATE generations SET redacted_at = $2 WHERE id = ANY($1::uuid[])"
+
+# The finished runs ($1: finished before) with ids in [$2, $3) (a partition's, or the whole
+# range), after keyset ($4, $5), at most $6, locked: each is dropped whole.
+SELECT_TO_DROP = f"""
+SELECT id, owner, last_seq, finished_at
+FROM generations
+WHERE finished_at IS NOT NULL
+  AND finished_at < $1
+  AND status IN {TERMINAL}
+  AND id >= $2
+  AND id < $3
+  AND (finished_at, id) > ($4, $5)
+ORDER BY finished_at, id
+LIMIT $6
+FOR UPDATE SKIP LOCKED
+"""
+
+DELETE_EVENTS = "DELETE FROM generation_events WHERE generation_id = ANY($1::uuid[])"
+DELETE_FILES = "DELETE FROM generated_files WHERE generation_id = ANY($1::uuid[])"
+DELETE_GENERATIONS = "DELETE FROM generations WHERE id = ANY($1::uuid[])"
+
+# One run dropped by itself: [id, id + 1), its owner's.
+INSERT_DROP = """
+INSERT INTO retention_drops (low, high, owner, reason, generations, events, dropped_at)
+SELECT low, high, owner, $4, 1, events, $5
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $6::bigint[]) AS d(low, high, owner, events)
+"""
+
+# Whether a run ($1) asked for by owner $2 was dropped: one of its own (low = id), or within a
+# dropped period (no owner). Both through retention_drops_low_idx.
+SELECT_DROP = """
+SELECT dropped_at, reason
+FROM retention_drops
+WHERE (low = $1 AND owner = $2)
+   OR (owner IS NULL AND low <= $1 AND $1 < high)
+ORDER BY dropped_at DESC
+LIMIT 1
+"""
+
+
+def marker(at: datetime, reason: str) -> str:
+    """``data.redacted`` of a redacted event (JSON), before its ``chars`` is added."""
+    return json.dumps({"at": at.isoformat(), "reason": reason})
+
+
+@dataclass(frozen=True, slots=True)
+class Redacted:
+    generations: int
+    events: int
+    files: int
+    chars: int  # characters of model text, check output and file content removed
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    generations: int
+    events: int
+
+
+async def redact_batch(
+    conn: Connection,
+    *,
+    finished_before: datetime,
+    finished_since: datetime,
+    after: tuple[datetime, UUID],
+    limit: int,
+    marker: str,
+    at: datetime,
+) -> tuple[Redacted, tuple[datetime, UUID] | None]:
+    """Redact up to ``limit`` runs finished in [``finished_since``, ``finished_before``) after
+    the keyset ``after``; call inside a transaction (the runs stay locked until it ends).
+    Returns what was done and the keyset to go on from (None: nothing left)."""
+    rows = await conn.fetch(SELECT_TO_REDACT, finished_before, *after, limit, finished_since)
+    if not rows:
+        return Redacted(0, 0, 0, 0), None
+    ids = [row["id"] for row in rows]
+    events = await conn.fetchrow(REDACT_EVENTS, ids, marker, at)
+    files = await conn.fetchrow(REDACT_FILES, ids, at)
+    await conn.execute(MARK_REDACTED, ids, at)
+    assert events is not None  # aggregates always return a row
+    assert files is not None
+    done = Redacted(
+        len(ids), events["events"], files["files"], int(events["chars"]) + int(files["chars"])
+    )
+    return done, (rows[-1]["finished_at"], rows[-1]["id"])
+
+
+async def drop_batch(
+    conn: Connection,
+    *,
+    finished_before: datetime,
+    within: tuple[UUID, UUID],
+    after: tuple[datetime, UUID],
+    limit: int,
+    reason: str,
+    at: datetime,
+) -> tuple[Dropped, tuple[datetime, UUID] | None]:
+    """Delete up to ``limit`` finished runs with ids in ``within``, each whole (events, files,
+    row) and recorded in ``retention_drops``; call inside a transaction. The slow path, for
+    runs outside any period's partition (ids made before UUIDv7, or by a clock ahead)."""
+    rows = await conn.fetch(SELECT_TO_DROP, finished_before, *within, *after, limit)
+    if not rows:
+        return Dropped(0, 0), None
+    ids = [row["id"] for row in rows]
+    await conn.execute(DELETE_EVENTS, ids)
+    await conn.execute(DELETE_FILES, ids)
+    await conn.execute(DELETE_GENERATIONS, ids)
+    events = [row["last_seq"] for row in rows]
+    await conn.execute(
+        INSERT_DROP,
+        ids,
+        [UUID(int=generation_id.int + 1) for generation_id in ids],
+        [row["owner"] for row in rows],
+        reason,
+        at,
+        events,
+    )
+    return Dropped(len(ids), sum(events)), (rows[-1]["finished_at"], rows[-1]["id"])
+
+
+async def missing(conn: Connection, generation_id: UUID, owner: str | None) -> Gone | NotFound:
+    """What to raise for a run that is not there: ``Gone`` when retention dropped it (a run
+    of the asker's own, or any run of a dropped period), else ``NotFound``."""
+    row = await conn.fetchrow(SELECT_DROP, generation_id, owner)
+    if row is None:
+        return NotFound(f"generation {generation_id} not found")
+    return Gone(
+        f"generation {generation_id} is gone: retention dropped it ({row['reason']}); "
+        "nothing of it remains",
+        at=row["dropped_at"],
+        reason=row["reason"],
+    )
