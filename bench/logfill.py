@@ -26,6 +26,7 @@ append's hash over these rows is not what is measured here.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import random
@@ -383,16 +384,25 @@ class Filler:
         started = time.perf_counter()
         dropped = await _drop_secondary_indexes(conn) if rebuild_indexes else []
         rows = self.rows(events, tx_base)
-        max_tx = tx_base
-        done = False
-        while not done:
+
+        def take() -> tuple[dict[str, list[tuple[Any, ...]]], bool]:
+            """The next chunk of rows, and whether it is the last."""
             chunk: dict[str, list[tuple[Any, ...]]] = {"generation": [], "event": [], "file": []}
-            done = True
             for kind, row in rows:
                 chunk[kind].append(row)
                 if kind == "event" and len(chunk["event"]) >= COPY_CHUNK:
-                    done = False
-                    break
+                    return chunk, False
+            return chunk, True
+
+        max_tx = tx_base
+        # Generating a chunk (in a thread) overlaps storing the one before: asyncpg waits on
+        # the socket without the GIL, and the server does the rest.
+        upcoming = asyncio.create_task(asyncio.to_thread(take))
+        done = False
+        while not done:
+            chunk, done = await upcoming
+            if not done:
+                upcoming = asyncio.create_task(asyncio.to_thread(take))
             async with conn.transaction():
                 for kind, table, columns in COPIES:
                     if chunk[kind]:

@@ -23,29 +23,44 @@ from service.store.event_log import FeedPosition
 STREAM_PAGE = int(Settings.model_fields["stream_page_size"].default)
 FEED_PAGE = 100  # the feed endpoint's default limit (api/feed.py)
 
-# Every relation holding the log's rows: a plain table is its own single leaf, a partitioned
-# one's leaves are its partitions. Heap (with TOAST) and indexes apart.
-SELECT_RELATION_SIZES = """
-SELECT
-    tree.relid::regclass::text AS relation,
-    pg_table_size(tree.relid) AS table_bytes,
-    pg_indexes_size(tree.relid) AS index_bytes,
-    pg_total_relation_size(tree.relid) AS total_bytes
-FROM unnest($1::text[]) AS parent(name)
-CROSS JOIN LATERAL pg_partition_tree(parent.name::regclass) AS tree
+# Every relation holding the log's rows ($1: the tables): a plain table is its own leaf, a
+# partitioned one's leaves are its partitions.
+LEAVES = """
+WITH parent AS (
+    SELECT name::regclass AS relid
+    FROM unnest($1::text[]) AS name
+)
+SELECT tree.relid
+FROM parent
+CROSS JOIN LATERAL pg_partition_tree(parent.relid) AS tree
 WHERE tree.isleaf
+UNION
+SELECT parent.relid
+FROM parent
+JOIN pg_class AS c ON c.oid = parent.relid
+WHERE c.relkind = 'r'
+"""
+
+# Each leaf's heap (with TOAST) and indexes.
+SELECT_RELATION_SIZES = f"""
+WITH leaves AS ({LEAVES})
+SELECT
+    relid::regclass::text AS relation,
+    pg_table_size(relid) AS table_bytes,
+    pg_indexes_size(relid) AS index_bytes,
+    pg_total_relation_size(relid) AS total_bytes
+FROM leaves
 ORDER BY 1
 """
 
 # Each index of those relations, by size.
-SELECT_INDEX_SIZES = """
+SELECT_INDEX_SIZES = f"""
+WITH leaves AS ({LEAVES})
 SELECT
     i.indexrelid::regclass::text AS index,
     pg_relation_size(i.indexrelid) AS bytes
-FROM unnest($1::text[]) AS parent(name)
-CROSS JOIN LATERAL pg_partition_tree(parent.name::regclass) AS tree
-JOIN pg_index AS i ON i.indrelid = tree.relid
-WHERE tree.isleaf
+FROM leaves
+JOIN pg_index AS i ON i.indrelid = leaves.relid
 ORDER BY 2 DESC
 """
 
