@@ -115,6 +115,11 @@ async def _measure(ctx: Context, size: int, owners: tuple[str, str], filler: Fil
     return measured
 
 
+def _share(filler: Filler, owner: str) -> float:
+    events = sum(last for _, who, last in filler.runs if who == owner)
+    return events / max(1, sum(last for _, _, last in filler.runs))
+
+
 def _owners(filler: Filler) -> tuple[str, str]:
     """The owner with the most runs, and one with few (the median of those seen)."""
     ranked = sorted(filler.owners_seen.items(), key=lambda item: (-item[1], item[0]))
@@ -136,18 +141,24 @@ async def run(ctx: Context) -> Outcome:
     )
     conn = await asyncpg.connect(asyncpg_dsn(ctx.database_url))
     by_size: dict[int, Measured] = {}
+    owners: tuple[str, str] | None = None
     try:
         for size in sizes:
             logged = int(await conn.fetchval(SELECT_LOGGED))
             fill = await filler.fill(conn, max(0, size - logged), rebuild_indexes=False)
             logged = int(await conn.fetchval(SELECT_LOGGED))
             vacuum = await _vacuum_analyze(conn)
-            owners = _owners(filler)
+            owners = owners or _owners(filler)  # chosen at the first size, then kept
             measured = await _measure(ctx, size, owners, filler)
+            # The sizes after the measurements, over every event stored by then (the appends'
+            # too): bytes per event of what is on disk.
+            stored = int(await conn.fetchval(SELECT_LOGGED))
             relations, indexes = await logsize.relation_sizes(conn)
             by_size[size] = measured
             table = Table(
-                f"The log at {size:,} events ({logged:,} stored)", ["measurement", "value"]
+                f"The log at {size:,} events ({logged:,} stored when read; owners "
+                f"{owners[0]} and {owners[1]})",
+                ["measurement", "value"],
             )
             fill_rate = fill.events_per_s
             table.add(
@@ -157,20 +168,26 @@ async def run(ctx: Context) -> Outcome:
             )
             table.add("fill WAL", f"{fmt_number(fill.wal_bytes / max(fill.events, 1))} B/event")
             table.add("VACUUM ANALYZE after the fill", f"{vacuum:.1f} s")
+            shares = [_share(filler, owner) for owner in owners]
+            table.add(
+                "owners' shares of the filled events",
+                f"{owners[0]} (heavy) {shares[0]:.2%}, {owners[1]} (light) {shares[1]:.2%}; "
+                f"{len(filler.owners_seen)} owners, {len(filler.runs):,} runs",
+            )
             for name, (unit, summary) in measured.figures.items():
                 table.add(name, f"{fmt_summary(summary)} {unit}")
             if "retention pass" not in measured.figures:
                 table.add("retention pass", "not yet (no retention command)")
             for relation in relations:
-                per = relation.total_bytes / logged
+                per = relation.total_bytes / stored
                 table.add(
                     f"size {relation.relation}",
                     f"{relation.total_bytes / 2**20:,.1f} MiB = {fmt_number(per)} B/event "
-                    f"(table {fmt_number(relation.table_bytes / logged)}, indexes "
-                    f"{fmt_number(relation.index_bytes / logged)})",
+                    f"(table {fmt_number(relation.table_bytes / stored)}, indexes "
+                    f"{fmt_number(relation.index_bytes / stored)}; {stored:,} events)",
                 )
             for index, bytes_ in indexes:
-                table.add(f"index {index}", f"{fmt_number(bytes_ / logged)} B/event")
+                table.add(f"index {index}", f"{fmt_number(bytes_ / stored)} B/event")
             outcome.tables.append(table)
             outcome.rows.append(
                 row(
@@ -183,6 +200,8 @@ async def run(ctx: Context) -> Outcome:
                     wal_bytes_per_event=fill.wal_bytes / max(fill.events, 1),
                     xid_burn_s=fill.xid_burn_s,
                     vacuum_analyze_s=vacuum,
+                    heavy_owner_share=shares[0],
+                    light_owner_share=shares[1],
                     stored_events=logged,
                 )
             )
@@ -198,8 +217,8 @@ async def run(ctx: Context) -> Outcome:
             outcome.rows.append(
                 row(
                     {"size": size, "measure": "sizes"},
-                    stored_events=logged,
-                    **_size_metrics(relations, indexes, logged),
+                    stored_events=stored,
+                    **_size_metrics(relations, indexes, stored),
                 )
             )
     finally:
