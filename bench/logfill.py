@@ -1,7 +1,7 @@
 """Filling the event log to a given size as fast as COPY allows, with runs shaped like real ones.
 
-Rows are generated here and sent by binary COPY (asyncpg's ``copy_records_to_table``, fed by
-an iterator so generating and storing overlap) into the PARENT tables ``generations``,
+Rows are generated here, a chunk at a time in a thread while the chunk before is stored, and
+sent by binary COPY (asyncpg's ``copy_records_to_table``) into the PARENT tables ``generations``,
 ``generation_events`` and ``generated_files``: if those are range-partitioned, PostgreSQL
 routes every row to its partition. Only the columns of ``service/store/tables.py`` are named;
 every other column takes its default.
@@ -115,12 +115,15 @@ WHERE i.indrelid = $1::regclass
 """
 
 
+# Random ids (UUIDv4) as the service makes them today. Set to True when generation ids turn
+# time-ordered (UUIDv7, partitions by id range: issue 18), so that a filled run lands in the
+# partition of the period it was created in.
+TIME_ORDERED_IDS = False
+
+
 def new_generation_id(created_at: datetime) -> UUID:
-    """The id of a filled run. Random (UUIDv4) as the service makes them today; when ids turn
-    time-ordered (UUIDv7, partitions by id range: issue 18) return ``uuid7(created_at)``, so
-    that a run lands in the partition of the month it was created in."""
-    del created_at
-    return uuid.uuid4()
+    """The id of a filled run: every id of the fill comes from here."""
+    return uuid7(created_at) if TIME_ORDERED_IDS else uuid.uuid4()
 
 
 def uuid7(at: datetime) -> UUID:
