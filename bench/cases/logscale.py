@@ -2,8 +2,9 @@
 
 For each size, cumulatively (the log grows from one size to the next, never refilled):
 
-1. fill by binary COPY (``bench/logfill.py``: realistic runs, many owners, months of
-   ``created_at``, growing ``tx_id``), indexes in place; the fill's rate and WAL per event;
+1. fill by binary COPY (``bench/logfill.py``) with runs made up as real ones look
+   (``bench/logruns.py``: many owners, months of ``created_at``, growing ``tx_id``), indexes
+   in place; the fill's rate and WAL per event;
 2. ``VACUUM ANALYZE`` the log's tables, as autovacuum would have by then (hint bits, the
    visibility map, statistics), so no measurement pays for the fill;
 3. measure (``bench/logsize.py``): append throughput through ``event_log.append``; stream
@@ -24,9 +25,9 @@ from typing import Any
 
 import asyncpg
 
-from bench import logsize
+from bench import logfill, logsize
 from bench.core import Context, Outcome, Summary, Table, fmt_number, fmt_summary, row
-from bench.logfill import Filler
+from bench.logruns import Runs
 from service.store.db import asyncpg_dsn, connection, create_pool
 
 SIZES = (100_000, 1_000_000, 10_000_000)
@@ -53,7 +54,7 @@ class Measured:
         self.figures[name] = (unit, Summary.of(list(values)))
 
 
-async def _measure(ctx: Context, size: int, owners: tuple[str, str], filler: Filler) -> Measured:
+async def _measure(ctx: Context, size: int, owners: tuple[str, str], runs: Runs) -> Measured:
     measured = Measured()
     rng = random.Random(size)
     seconds = 0.2 if ctx.quick else 3.0
@@ -61,13 +62,13 @@ async def _measure(ctx: Context, size: int, owners: tuple[str, str], filler: Fil
     pool = await create_pool(ctx.database_url, min_size=2, max_size=APPEND_WRITERS + 1)
     try:
         async with connection(pool) as conn:
-            runs = list(filler.runs)
+            made = list(runs.made)
             opens: list[float] = []
             catch_ups: list[float] = []
             rates: list[float] = []
-            await logsize.stream_read(conn, runs[0][0])  # unmeasured: prepares the statements
+            await logsize.stream_read(conn, made[0][0])  # unmeasured: prepares the statements
             for _ in ctx.reps():
-                for generation_id, _owner, _last in rng.sample(runs, min(samples, len(runs))):
+                for generation_id, _owner, _last in rng.sample(made, min(samples, len(made))):
                     read = await logsize.stream_read(conn, generation_id)
                     opens.append(read.open_ms)
                     catch_ups.append(read.catch_up_ms)
@@ -115,24 +116,24 @@ async def _measure(ctx: Context, size: int, owners: tuple[str, str], filler: Fil
     return measured
 
 
-def _share(filler: Filler, owner: str) -> float:
-    events = sum(last for _, who, last in filler.runs if who == owner)
-    return events / max(1, sum(last for _, _, last in filler.runs))
+def _share(runs: Runs, owner: str) -> float:
+    events = sum(last for _, who, last in runs.made if who == owner)
+    return events / max(1, sum(last for _, _, last in runs.made))
 
 
-def _owners(filler: Filler) -> tuple[str, str]:
+def _owners(runs: Runs) -> tuple[str, str]:
     """The owner with the most runs, and one with few (the median of those seen)."""
-    ranked = sorted(filler.owners_seen.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(runs.owners_seen.items(), key=lambda item: (-item[1], item[0]))
     return ranked[0][0], ranked[len(ranked) // 2][0]
 
 
 async def run(ctx: Context) -> Outcome:
     sizes = tuple(sorted(ctx.sizes or (QUICK_SIZES if ctx.quick else SIZES)))
-    filler = Filler(max(sizes), run_events=QUICK_RUN_EVENTS if ctx.quick else (1_000, 3_000))
+    runs = Runs(max(sizes), run_events=QUICK_RUN_EVENTS if ctx.quick else (1_000, 3_000))
     outcome = Outcome(
         parameters={
             "sizes": sizes,
-            "run_events": filler.run_events,
+            "run_events": runs.run_events,
             "append": {"writers": APPEND_WRITERS, "batch": APPEND_BATCH},
             "stream_page": logsize.STREAM_PAGE,
             "feed_page": logsize.FEED_PAGE,
@@ -145,11 +146,11 @@ async def run(ctx: Context) -> Outcome:
     try:
         for size in sizes:
             logged = int(await conn.fetchval(SELECT_LOGGED))
-            fill = await filler.fill(conn, max(0, size - logged), rebuild_indexes=False)
+            fill = await logfill.fill(conn, runs, max(0, size - logged), rebuild_indexes=False)
             logged = int(await conn.fetchval(SELECT_LOGGED))
             vacuum = await _vacuum_analyze(conn)
-            owners = owners or _owners(filler)  # chosen at the first size, then kept
-            measured = await _measure(ctx, size, owners, filler)
+            owners = owners or _owners(runs)  # chosen at the first size, then kept
+            measured = await _measure(ctx, size, owners, runs)
             # The sizes after the measurements, over every event stored by then (the appends'
             # too): bytes per event of what is on disk.
             stored = int(await conn.fetchval(SELECT_LOGGED))
@@ -168,11 +169,11 @@ async def run(ctx: Context) -> Outcome:
             )
             table.add("fill WAL", f"{fmt_number(fill.wal_bytes / max(fill.events, 1))} B/event")
             table.add("VACUUM ANALYZE after the fill", f"{vacuum:.1f} s")
-            shares = [_share(filler, owner) for owner in owners]
+            shares = [_share(runs, owner) for owner in owners]
             table.add(
                 "owners' shares of the filled events",
                 f"{owners[0]} (heavy) {shares[0]:.2%}, {owners[1]} (light) {shares[1]:.2%}; "
-                f"{len(filler.owners_seen)} owners, {len(filler.runs):,} runs",
+                f"{len(runs.owners_seen)} owners, {len(runs.made):,} runs",
             )
             for name, (unit, summary) in measured.figures.items():
                 table.add(name, f"{fmt_summary(summary)} {unit}")
