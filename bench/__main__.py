@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N[,N...]",
         help="log-scale: the log sizes in events, grown to in turn "
-        "(default 100000,1000000,10000000; --quick: 1000,2000)",
+        "(default 100000,1000000,10000000; --quick: 2000,4000)",
     )
     root.add_argument(
         "--repeat", type=int, default=None, help="repetitions (default 3; --quick: 1)"
