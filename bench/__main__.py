@@ -29,7 +29,11 @@ from service.server import raise_open_file_limit
 
 
 def parser() -> argparse.ArgumentParser:
-    cases = "\n".join(f"  {case.name:<14} {case.number}. {case.title}" for case in CASES)
+    cases = "\n".join(
+        f"  {case.name:<14} {case.number}. {case.title}"
+        + ("" if case.default else " (only with --case)")
+        for case in CASES
+    )
     root = argparse.ArgumentParser(
         prog="python -m bench",
         description="genstream's benchmarks, each beside its reference in the same run.",
@@ -42,7 +46,15 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         choices=list(BY_NAME),
         metavar="NAME",
-        help="run only this case (repeatable); default: all",
+        help="run only this case (repeatable); default: all but those marked 'only with --case'",
+    )
+    root.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        metavar="N[,N...]",
+        help="log-scale: the log sizes in events, grown to in turn "
+        "(default 100000,1000000,10000000; --quick: 2000,4000)",
     )
     root.add_argument(
         "--repeat", type=int, default=None, help="repetitions (default 3; --quick: 1)"
@@ -60,6 +72,16 @@ def parser() -> argparse.ArgumentParser:
         help="the venv holding the eventsourcing library for case 6",
     )
     return root
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part.replace("_", "")) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of event counts: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes must be positive")
+    return sizes
 
 
 def _print_outcome(case: Case, outcome: Outcome) -> None:
@@ -126,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if repeat < 1:
         print("--repeat must be at least 1", file=sys.stderr)
         return 2
-    cases = [BY_NAME[name] for name in args.case] if args.case else list(CASES)
+    cases = [BY_NAME[name] for name in args.case] if args.case else [c for c in CASES if c.default]
     raise_open_file_limit()
     work_dir = Path(tempfile.mkdtemp(prefix="genstream-bench-work-"))
     code = 1
@@ -142,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 peer_venv=args.peer_venv,
                 command=command_line(args_list),
                 machine=machine_info(),
+                sizes=args.sizes,
             )
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 code = runner.run(run_cases(ctx, cases))

@@ -161,6 +161,7 @@ class Context:
     peer_venv: Path
     command: str
     machine: dict[str, Any]
+    sizes: tuple[int, ...] | None = None  # --sizes: the log sizes of case 11 (None: its own)
 
     def reps(self) -> range:
         return range(self.repeat)
@@ -176,6 +177,7 @@ class Case:
     title: str
     run: CaseRun
     measures: str
+    default: bool = True  # in a run without --case (False: only when asked for by name)
 
 
 def command_line(argv: Sequence[str]) -> str:

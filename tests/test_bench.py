@@ -96,7 +96,8 @@ async def test_quick_bench_runs_every_implemented_case_and_writes_sane_results(
     assert proc.returncode == 0, output[-6000:]
 
     sections = _sections(output)
-    for case in CASES:
+    assert set(sections) == {case.name for case in CASES if case.default}, list(sections)
+    for case in (case for case in CASES if case.default):
         document = json.loads((out / f"{case.name}.json").read_text())
         assert document["mode"] == "quick"
         assert "--quick" in document["command"]
@@ -134,3 +135,52 @@ async def test_quick_bench_runs_every_implemented_case_and_writes_sane_results(
                     strict=True,
                 ):
                     assert 0 < p50 <= p95 <= p99 <= top, (case.name, result["params"])
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S)
+async def test_quick_log_scale_grows_the_log_and_measures_each_size(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Case 11 is left out of the default run; asked for, its quick run (2,000 then 4,000
+    events) fills, measures and reports both sizes."""
+    env, database = await _bench_env(request)
+    out = tmp_path / "results"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench", "--quick", "--case", "log-scale", "--out", str(out),
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        raw, _ = await asyncio.wait_for(proc.communicate(), BENCH_TIMEOUT_S - 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if database is not None:
+            await execute_as_admin(
+                request.getfixturevalue("server_url"),
+                f"DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+            )
+    output = raw.decode(errors="replace")
+    assert proc.returncode == 0, output[-6000:]
+    document = json.loads((out / "log-scale.json").read_text())
+    assert document["status"] == "ok", document["reason"]
+    assert document["number"] == 11
+    assert document["parameters"]["sizes"] == [2_000, 4_000]
+    by_size: dict[int, dict[str, Any]] = {}
+    for result in document["results"]:
+        by_size.setdefault(result["params"]["size"], {})[result["params"]["measure"]] = result
+    assert set(by_size) == {2_000, 4_000}
+    for size, measures in by_size.items():
+        assert measures["sizes"]["metrics"]["stored_events"] >= size
+        assert measures["sizes"]["metrics"]["total_bytes_per_event"] > 0
+        assert measures["append"]["metrics"]["value"]["median"] > 0
+        assert measures["retention pass"]["metrics"]["value"] == "not yet"
+        for name in ("open", "catch-up", "global feed", "owner feed (heavy)"):
+            assert measures[name]["metrics"]["value"]["median"] > 0, (size, name)
+        assert any(name.startswith("view analytics_") for name in measures)
+    assert by_size[2_000]["fill"]["metrics"]["events"] >= 2_000
+    assert by_size[4_000]["fill"]["metrics"]["events"] > 0  # grown, not refilled
+    assert "The curve" in output

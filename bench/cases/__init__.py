@@ -9,6 +9,7 @@ from bench.cases import (
     ceiling,
     delivery,
     endtoend,
+    logscale,
     page,
     peer,
     scale,
@@ -95,6 +96,16 @@ CASES: tuple[Case, ...] = (
         "a finished 10,000-event run opened in Chromium (first paint, time to its first "
         "complete render, long tasks, clicks by Event Timing) and a live one followed at 500 "
         "events/s (frame times, long tasks, how far behind)",
+    ),
+    Case(
+        "log-scale",
+        11,
+        "The log on the way up",
+        logscale.run,
+        "the log filled by COPY to 10^5/10^6/10^7 events (--sizes), and at each size: append "
+        "throughput, stream open and catch-up, a global- and an owner-feed page, every "
+        "analytics view, a retention pass, bytes per event; the curve across sizes",
+        default=False,  # minutes to hours: only with --case log-scale
     ),
 )
 
