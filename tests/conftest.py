@@ -110,6 +110,13 @@ async def replica_url(standby: Standby, database_url: str) -> str:
     return standby.url(database_url)
 
 
+@pytest.fixture
+async def replica_pool(replica_url: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(replica_url, max_size=2)
+    yield pool
+    await pool.close()
+
+
 @pytest.fixture(scope="session")
 def template_url(server_url: str) -> str:
     """Runs outside any event loop (Alembic's env.py calls asyncio.run itself)."""

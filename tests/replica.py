@@ -23,7 +23,22 @@ from pathlib import Path
 
 import asyncpg
 
+from service.observe import metrics
 from service.store.embedded import ADMIN, IDENT_MAP, EmbeddedCluster, _free_port
+
+
+def answered() -> dict[str, float]:
+    """``genstream_replica_reads`` of this process by where the reads were answered."""
+    return {
+        where: metrics.REPLICA_READS.value(where)
+        for where in ("replica", "replica_waited", "primary")
+    }
+
+
+def more(before: dict[str, float]) -> dict[str, float]:
+    """What ``answered()`` gained since ``before`` (only what changed)."""
+    return {where: n - before[where] for where, n in answered().items() if n != before[where]}
+
 
 REPLICATION_HBA = f"local   replication  {ADMIN}  peer map={IDENT_MAP}\n"
 CAUGHT_UP_TIMEOUT_S = 30.0

@@ -5,53 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-
-from service.observe import metrics
 from service.store.db import Pool, create_pool
 from service.store.reads import Reads
 from tests.helpers import append, delta, new_generation
-from tests.replica import Standby
+from tests.replica import Standby, answered, more
 
 WAIT_S = 0.05
 
 
-@pytest.fixture
-async def replica(replica_url: str) -> AsyncIterator[Pool]:
-    pool = await create_pool(replica_url, max_size=2)
-    yield pool
-    await pool.close()
-
-
-def answered() -> dict[str, float]:
-    return {
-        where: metrics.REPLICA_READS.value(where)
-        for where in ("replica", "replica_waited", "primary")
-    }
-
-
-def more(before: dict[str, float]) -> dict[str, float]:
-    """What ``answered()`` gained since ``before`` (only what changed)."""
-    return {where: n - before[where] for where, n in answered().items() if n != before[where]}
-
-
-async def test_the_standby_is_a_hot_standby_of_the_tests_database(replica: Pool) -> None:
-    async with replica.acquire() as conn:
+async def test_the_standby_is_a_hot_standby_of_the_tests_database(replica_pool: Pool) -> None:
+    async with replica_pool.acquire() as conn:
         assert await conn.fetchval("SELECT pg_is_in_recovery()")
         assert await conn.fetchval("SELECT count(*) FROM generation_events") == 0
 
 
 async def test_a_caught_up_standby_answers_a_page_at_once(
-    pool: Pool, replica: Pool, standby: Standby
+    pool: Pool, replica_pool: Pool, standby: Standby
 ) -> None:
     generation_id = await new_generation(pool)
     last = await append(pool, generation_id, *(delta(n) for n in range(5)))
     await standby.caught_up()
     before = answered()
 
-    page = await Reads(pool, replica, wait_s=WAIT_S).events_after(
+    page = await Reads(pool, replica_pool, wait_s=WAIT_S).events_after(
         generation_id, 0, 100, expect=last
     )
 
@@ -60,11 +37,11 @@ async def test_a_caught_up_standby_answers_a_page_at_once(
 
 
 async def test_with_replay_paused_a_page_comes_from_the_primary_after_the_bound(
-    pool: Pool, replica: Pool, standby: Standby
+    pool: Pool, replica_pool: Pool, standby: Standby
 ) -> None:
     generation_id = await new_generation(pool)
     await standby.caught_up()
-    reads = Reads(pool, replica, wait_s=WAIT_S)
+    reads = Reads(pool, replica_pool, wait_s=WAIT_S)
     async with standby.paused():
         last = await append(pool, generation_id, *(delta(n) for n in range(5)))
         before = answered()
@@ -81,25 +58,27 @@ async def test_with_replay_paused_a_page_comes_from_the_primary_after_the_bound(
 
 
 async def test_a_page_limited_below_the_expected_seq_is_complete_when_full(
-    pool: Pool, replica: Pool, standby: Standby
+    pool: Pool, replica_pool: Pool, standby: Standby
 ) -> None:
     generation_id = await new_generation(pool)
     await append(pool, generation_id, *(delta(n) for n in range(5)))
     await standby.caught_up()
     before = answered()
 
-    page = await Reads(pool, replica, wait_s=WAIT_S).events_after(generation_id, 2, 2, expect=1_000)
+    page = await Reads(pool, replica_pool, wait_s=WAIT_S).events_after(
+        generation_id, 2, 2, expect=1_000
+    )
 
     assert [event.seq for event in page] == [3, 4]
     assert more(before) == {"replica": 1}
 
 
 async def test_a_standby_that_replays_within_the_bound_answers_after_waiting(
-    pool: Pool, replica: Pool, standby: Standby
+    pool: Pool, replica_pool: Pool, standby: Standby
 ) -> None:
     generation_id = await new_generation(pool)
     await standby.caught_up()
-    reads = Reads(pool, replica, wait_s=10.0)
+    reads = Reads(pool, replica_pool, wait_s=10.0)
     before = answered()
     async with standby.paused():
         last = await append(pool, generation_id, delta(1))
@@ -113,11 +92,11 @@ async def test_a_standby_that_replays_within_the_bound_answers_after_waiting(
 
 
 async def test_caught_up_reads_the_standby_only_once_it_has_replayed_the_primary(
-    pool: Pool, replica: Pool, standby: Standby
+    pool: Pool, replica_pool: Pool, standby: Standby
 ) -> None:
     generation_id = await new_generation(pool)
     await standby.caught_up()
-    reads = Reads(pool, replica, wait_s=WAIT_S)
+    reads = Reads(pool, replica_pool, wait_s=WAIT_S)
     async with standby.paused():
         await append(pool, generation_id, delta(1))
         async with reads.caught_up() as conn:
