@@ -16,8 +16,11 @@ before it asks:
   or below that LSN. One tiny query on the primary per read.
 
 Either way a standby that is short of it is asked again after short pauses for up to
-``wait_s``, then the primary answers: a paused or broken standby costs a reader ``wait_s``
-once per read, never an event. ``genstream_replica_reads`` counts where reads were answered.
+``wait_s``, then the primary answers: a lagging standby costs a reader time, never an event.
+After such a fallback the standby is *behind* for ``BEHIND_S``: each read still asks it once
+(an answer that is complete is used, and ends the spell) but does not wait for it, so a
+paused or broken standby costs ``wait_s`` about once per ``BEHIND_S``, not once per page of
+every catch-up. ``genstream_replica_reads`` counts where reads were answered.
 
 Without a standby both go straight to the primary, as they did before it existed.
 """
@@ -35,6 +38,9 @@ from service.observe import metrics
 from service.store import event_log
 from service.store.db import UNAVAILABLE_ERRORS, Connection, Pool, connection
 from service.store.event_log import StoredEvent
+
+BEHIND_S: Final = 1.0
+"""After a fallback, how long reads ask the standby once without waiting for it."""
 
 RETRY_PAUSES_S: Final = (0.001, 0.002, 0.005, 0.01, 0.02)
 """Pauses between asks of a lagging standby (the last one repeats until ``wait_s``)."""
@@ -57,6 +63,7 @@ class Reads:
         self.primary = primary
         self.replica = replica
         self.wait_s = wait_s
+        self._behind_until = 0.0  # loop time: until then, no waiting for the standby
 
     async def events_after(
         self, generation_id: UUID, after: int, limit: int, *, expect: int
@@ -65,15 +72,15 @@ class Reads:
         up to ``expect`` (a seq the primary has committed), or as far as the page reaches."""
         if self.replica is not None:
             enough = min(expect - after, limit)
-            patience = _Patience(self.wait_s)
+            patience = self._patience()
             while True:
                 page = await self._replica_page(generation_id, after, limit)
                 if page is not None and len(page) >= enough:
-                    patience.count("replica")
+                    self._answered(patience, "replica")
                     return page
                 if page is None or not await patience.again():
                     break
-            patience.count("primary")
+            self._answered(patience, "primary")
         async with connection(self.primary) as conn:
             return await event_log.select_events_after(conn, generation_id, after, limit)
 
@@ -114,22 +121,37 @@ class Reads:
         (replay only moves forward, so what it has replayed stays visible); None: ask the
         primary."""
         assert self.replica is not None
-        patience = _Patience(self.wait_s)
+        patience = self._patience()
         try:
             conn = await stack.enter_async_context(connection(self.replica))
             while not await conn.fetchval(SELECT_REPLAYED, target):
                 if not await patience.again():
-                    patience.count("primary")
+                    self._answered(patience, "primary")
                     return None
         except STANDBY_AWAY:
-            patience.count("primary")
+            self._answered(patience, "primary")
             return None
-        patience.count("replica")
+        self._answered(patience, "replica")
         return conn
+
+    def _patience(self) -> _Patience:
+        behind = asyncio.get_running_loop().time() < self._behind_until
+        return _Patience(0.0 if behind else self.wait_s)
+
+    def _answered(self, patience: _Patience, where: str) -> None:
+        """Count where a read was answered; a fallback starts (or extends) a spell behind,
+        an answer from the standby ends it."""
+        if where == "primary":
+            self._behind_until = asyncio.get_running_loop().time() + BEHIND_S
+        else:
+            self._behind_until = 0.0
+            if patience.waited:
+                where = "replica_waited"
+        metrics.REPLICA_READS.labels(where).inc()
 
 
 class _Patience:
-    """How long one read keeps asking a lagging standby, and the metric of how it ended."""
+    """How long one read keeps asking a lagging standby."""
 
     __slots__ = ("_give_up_at", "_pauses", "waited")
 
@@ -146,8 +168,3 @@ class _Patience:
         await asyncio.sleep(pause)
         self.waited = True
         return True
-
-    def count(self, answered: str) -> None:
-        if answered == "replica" and self.waited:
-            answered = "replica_waited"
-        metrics.REPLICA_READS.labels(answered).inc()

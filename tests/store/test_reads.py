@@ -140,3 +140,27 @@ async def test_without_a_standby_everything_reads_the_primary(pool: Pool) -> Non
 
     assert [event.seq for event in page] == [1]
     assert more(before) == {}
+
+
+async def test_after_a_fallback_reads_ask_a_lagging_standby_once_without_waiting(
+    pool: Pool, replica_pool: Pool, standby: Standby
+) -> None:
+    generation_id = await new_generation(pool)
+    await standby.caught_up()
+    reads = Reads(pool, replica_pool, wait_s=0.5)
+    before = answered()
+    async with standby.paused():
+        last = await append(pool, generation_id, *(delta(n) for n in range(5)))
+        took: list[float] = []
+        for _ in range(3):
+            started = time.monotonic()
+            page = await reads.events_after(generation_id, 0, 100, expect=last)
+            took.append(time.monotonic() - started)
+            assert [event.seq for event in page] == list(range(1, last + 1))
+    await standby.caught_up()
+    page = await reads.events_after(generation_id, 0, 100, expect=last)
+
+    assert took[0] >= 0.4, "the first read waits for the standby"
+    assert max(took[1:]) < 0.25, "the next ones, within BEHIND_S, do not"
+    assert [event.seq for event in page] == list(range(1, last + 1))
+    assert more(before) == {"primary": 3, "replica": 1}, "a complete answer ends the spell"
