@@ -161,10 +161,10 @@ class _Patience:
         self.waited = False
 
     async def again(self) -> bool:
-        """Pause before the next ask; False (at once) when that would pass the bound."""
-        pause = next(self._pauses, RETRY_PAUSES_S[-1])
-        if asyncio.get_running_loop().time() + pause > self._give_up_at:
+        """Pause before the next ask (the last one up to the bound); False once it is spent."""
+        left = self._give_up_at - asyncio.get_running_loop().time()
+        if left <= 0:
             return False
-        await asyncio.sleep(pause)
+        await asyncio.sleep(min(next(self._pauses, RETRY_PAUSES_S[-1]), left))
         self.waited = True
         return True
