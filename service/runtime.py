@@ -112,9 +112,9 @@ async def open_reads(settings: Settings, primary: Pool, *, serves_streams: bool)
     primary's, for ``serve`` only (a worker reads and writes its runs on the primary)."""
     if settings.replica_url is None or not serves_streams:
         return Reads(primary, wait_s=settings.replica_wait_s)
-    replica = await create_pool(
-        settings.replica_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
-    )
+    # No connection at start (min_size 0): a standby that is away must not keep serve from
+    # starting; its reads go to the primary until it answers (store/reads.py).
+    replica = await create_pool(settings.replica_url, min_size=0, max_size=settings.pool_max_size)
     return Reads(primary, replica, wait_s=settings.replica_wait_s)
 
 

@@ -90,7 +90,7 @@ def with_reads(settings: Settings, work: Callable[[Reads], Awaitable[T]]) -> T:
 
     async def on_primary(pool: Pool) -> T:
         url = settings.replica_url
-        replica = await create_pool(url, min_size=1, max_size=1) if url else None
+        replica = await create_pool(url, min_size=0, max_size=1) if url else None
         try:
             return await work(Reads(pool, replica, wait_s=settings.replica_wait_s))
         finally:

@@ -28,16 +28,27 @@ Without a standby both go straight to the primary, as they did before it existed
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Final
 from uuid import UUID
 
+import asyncpg
+
 from service.errors import StoreUnavailable
 from service.observe import metrics
 from service.store import event_log
-from service.store.db import UNAVAILABLE_ERRORS, Connection, Pool, connection
+from service.store.db import (
+    REFUSED_LOGIN_ERRORS,
+    UNAVAILABLE_ERRORS,
+    Connection,
+    Pool,
+    connection,
+)
 from service.store.event_log import StoredEvent
+
+log = logging.getLogger(__name__)
 
 BEHIND_S: Final = 1.0
 """After a fallback, how long reads ask the standby once without waiting for it."""
@@ -45,7 +56,15 @@ BEHIND_S: Final = 1.0
 RETRY_PAUSES_S: Final = (0.001, 0.002, 0.005, 0.01, 0.02)
 """Pauses between asks of a lagging standby (the last one repeats until ``wait_s``)."""
 
-STANDBY_AWAY: Final[tuple[type[BaseException], ...]] = (StoreUnavailable, *UNAVAILABLE_ERRORS)
+# What makes the standby unable to answer, so that the primary answers instead: it is down or
+# restarting, refuses the login (a wrong GENSTREAM_REPLICA_URL: logged, and counted as
+# fallbacks), or cancelled the query for a conflict with replay (SQLSTATE 40001).
+STANDBY_AWAY: Final[tuple[type[BaseException], ...]] = (
+    StoreUnavailable,
+    *UNAVAILABLE_ERRORS,
+    *REFUSED_LOGIN_ERRORS,
+    asyncpg.TransactionRollbackError,
+)
 
 SELECT_PRIMARY_LSN: Final = "SELECT pg_current_wal_lsn()"
 # True when the standby has replayed up to $1; NULL on a server that is not a standby.
@@ -93,7 +112,8 @@ class Reads:
         try:
             async with connection(self.replica) as conn:
                 return await event_log.select_events_after(conn, generation_id, after, limit)
-        except StoreUnavailable:
+        except STANDBY_AWAY as exc:
+            self._cannot_answer(exc)
             return None
 
     @asynccontextmanager
@@ -128,7 +148,8 @@ class Reads:
                 if not await patience.again():
                     self._answered(patience, "primary")
                     return None
-        except STANDBY_AWAY:
+        except STANDBY_AWAY as exc:
+            self._cannot_answer(exc)
             self._answered(patience, "primary")
             return None
         self._answered(patience, "replica")
@@ -137,6 +158,11 @@ class Reads:
     def _patience(self) -> _Patience:
         behind = asyncio.get_running_loop().time() < self._behind_until
         return _Patience(0.0 if behind else self.wait_s)
+
+    def _cannot_answer(self, exc: BaseException) -> None:
+        """Said once per spell behind (a standby that is away would otherwise fill the log)."""
+        if asyncio.get_running_loop().time() >= self._behind_until:
+            log.warning("the standby cannot answer, the primary does: %r", exc)
 
     def _answered(self, patience: _Patience, where: str) -> None:
         """Count where a read was answered; a fallback starts (or extends) a spell behind,

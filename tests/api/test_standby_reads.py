@@ -11,7 +11,7 @@ import httpx
 
 from service.store.db import Pool
 from tests.api.test_stream import Received, read_stream, wait_for_frames
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, free_socket
 from tests.helpers import (
     DONE,
     STARTED,
@@ -128,3 +128,26 @@ async def test_with_replay_paused_stats_count_a_run_the_standby_has_not_seen(
 
     assert stats["generations"]["total"] == 1
     assert fell_back == {"primary": 1}
+
+
+async def test_a_standby_that_is_away_keeps_nothing_from_working(
+    app_factory: AppFactory, api_key: str, pool: Pool, database_url: str
+) -> None:
+    with free_socket() as unused:
+        port = unused.getsockname()[1]
+    nowhere = database_url.replace(database_url.split("@")[1].split("/")[0], f"127.0.0.1:{port}")
+    async with (
+        app_factory(worker_concurrency=0, replica_url=nowhere) as running,
+        running.client(api_key) as client,
+    ):
+        generation_id = (await create_via_api(client))["id"]
+        last = await append(pool, generation_id, STARTED, delta(1), DONE)
+        before = answered()
+        received = await read_stream(client, generation_id, timeout=10)
+        page = await events_via_api(client, generation_id)
+        stats = await client.get("/api/stats")
+
+    assert received.seqs == list(range(1, last + 1))
+    assert seqs(page) == list(range(1, last + 1))
+    assert stats.status_code == 200
+    assert more(before) == {"primary": 3}
