@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from service.store.db import Pool
+from tests.api.test_owner_stream import by_run, read_until
 from tests.api.test_stream import Received, read_stream, wait_for_frames
 from tests.conftest import AppFactory, free_socket
 from tests.helpers import (
@@ -151,3 +152,29 @@ async def test_a_standby_that_is_away_keeps_nothing_from_working(
     assert seqs(page) == list(range(1, last + 1))
     assert stats.status_code == 200
     assert more(before) == {"primary": 3}
+
+
+async def test_with_replay_paused_the_owner_stream_gets_every_event_once_from_the_primary(
+    app_factory: AppFactory, api_key: str, pool: Pool, replica_url: str, standby: Standby
+) -> None:
+    async with (
+        app_factory(worker_concurrency=0, replica_url=replica_url, replica_wait_s=WAIT_S) as app,
+        app.client(api_key) as client,
+    ):
+        await standby.caught_up()
+        before = answered()
+        async with standby.paused():
+            ids = [(await create_via_api(client))["id"] for _ in range(2)]
+            frames: list[Any] = []
+            reader = asyncio.create_task(read_until(client, set(ids), frames=frames))
+            for n in range(5):
+                for generation_id in ids:
+                    await append(pool, generation_id, STARTED if n == 0 else delta(n))
+            for generation_id in ids:
+                await append(pool, generation_id, DONE)
+            await asyncio.wait_for(reader, 20)
+            owner_feed_reads = more(before)
+        logs = {run: seqs(await events_via_api(client, run)) for run in ids}
+
+    assert by_run(frames) == logs == {run: list(range(1, 8)) for run in ids}
+    assert owner_feed_reads == {}, "the owner stream reads the primary only"
