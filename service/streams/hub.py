@@ -15,6 +15,12 @@ edge moved on while nobody read) moves the edge. And because a wake-up can be lo
 LISTEN connection is down or being replaced, ``check`` compares every followed generation's last
 seq with what its edge has seen, one query for all of them, and wakes the ones that fell behind.
 
+With a hot standby (``GENSTREAM_REPLICA_URL``), a follower's own pages are read through
+``store/reads.py``: up to a seq the primary is known to have (the edge's base, or the run's
+``last_seq`` as its stream opened), which the standby must reach or the primary answers. The
+edge itself is read on the primary, whose NOTIFY announced what it reads: a standby has not
+replayed that yet.
+
 A multiplexed stream (every run of one owner, ``multiplex.py``) watches its owner instead of a
 generation: a notification names a run, so the hub learns each run's owner once (one query per
 batch of runs it has not seen) and wakes that owner's watches. Nobody watching: no lookups.
