@@ -120,6 +120,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
             app.state.services = Services(
                 settings=settings,
                 pool=runtime.pool,
+                reads=runtime.reads,
                 hub=runtime.hub,
                 listener=runtime.listener,
                 streams=Streams(runtime.hub, settings.keepalive_s),

@@ -23,6 +23,7 @@ from service.settings import Settings
 from service.store import event_log, generations
 from service.store.db import Pool, create_pool, forget_pool, observe_pool
 from service.store.listener import Listener
+from service.store.reads import Reads
 from service.streams.hub import Hub
 
 log = get_logger(__name__)
@@ -33,6 +34,7 @@ QUEUE_GAUGES_EVERY_S: Final = 10.0
 @dataclass(frozen=True, slots=True)
 class Runtime:
     pool: Pool
+    reads: Reads  # on the standby of GENSTREAM_REPLICA_URL, or the primary's pool
     worker: Worker
     listener: Listener
     hub: Hub | None  # None in a process that serves no streams
@@ -54,6 +56,7 @@ async def open_runtime(
         concurrency = max(1, settings.worker_concurrency)
         pool = await create_pool(database_url, max_size=max(2, concurrency + 1))
     observe_pool(pool)
+    reads = await open_reads(settings, pool, serves_streams=serves_streams)
     worker = Worker(
         pool,
         make_generate(settings),
@@ -62,7 +65,7 @@ async def open_runtime(
         lease_s=settings.lease_s,
         attempts_max=settings.run_attempts_max,
     )
-    hub = Hub(pool, page_size=settings.stream_page_size) if serves_streams else None
+    hub = Hub(pool, reads=reads, page_size=settings.stream_page_size) if serves_streams else None
     channels: dict[str, Callable[[str], None]] = {
         generations.JOBS_CHANNEL: worker.wake,
         generations.CANCEL_CHANNEL: worker.request_cancel,
@@ -88,7 +91,7 @@ async def open_runtime(
         worker.start()
     queue_gauges = asyncio.create_task(_observe_queue(pool), name="genstream-queue-gauges")
     try:
-        yield Runtime(pool=pool, worker=worker, listener=listener, hub=hub)
+        yield Runtime(pool=pool, reads=reads, worker=worker, listener=listener, hub=hub)
     finally:
         queue_gauges.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -99,7 +102,20 @@ async def open_runtime(
         await worker.stop()
         await listener.stop()
         forget_pool(pool)
+        if reads.replica is not None:
+            await reads.replica.close()
         await pool.close()
+
+
+async def open_reads(settings: Settings, primary: Pool, *, serves_streams: bool) -> Reads:
+    """The reads a standby may answer: a pool on ``GENSTREAM_REPLICA_URL`` beside the
+    primary's, for ``serve`` only (a worker reads and writes its runs on the primary)."""
+    if settings.replica_url is None or not serves_streams:
+        return Reads(primary, wait_s=settings.replica_wait_s)
+    # No connection at start (min_size 0): a standby that is away must not keep serve from
+    # starting; its reads go to the primary until it answers (store/reads.py).
+    replica = await create_pool(settings.replica_url, min_size=0, max_size=settings.pool_max_size)
+    return Reads(primary, replica, wait_s=settings.replica_wait_s)
 
 
 async def _observe_queue(pool: Pool) -> None:

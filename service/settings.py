@@ -27,6 +27,19 @@ class Settings(BaseSettings):
         validation_alias="DATABASE_URL",
         description="PostgreSQL URL. Unset: an embedded cluster under data_dir is started.",
     )
+    replica_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of a hot standby of the database: catch-up pages, the events "
+        "endpoint, export, replay and `/api/stats` read there (falling back to the primary "
+        "while it lags). Unset: every read on the primary.",
+    )
+    replica_wait_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=10,
+        description="How long a read waits for the standby to replay what the primary has "
+        "before it reads the primary instead.",
+    )
     host: str = Field(
         default="127.0.0.1", validation_alias="HOST", description="Address `serve` listens on."
     )
@@ -319,6 +332,15 @@ class Settings(BaseSettings):
             return None  # blank is unset
         if not value.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
             raise ValueError("must be a postgresql:// URL (or unset for the embedded cluster)")
+        return value
+
+    @field_validator("replica_url")
+    @classmethod
+    def _postgres_replica_url_or_unset(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # blank is unset: every read on the primary
+        if not value.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
+            raise ValueError("must be a postgresql:// URL of a hot standby (or unset)")
         return value
 
     @cached_property

@@ -27,10 +27,11 @@ from service.access import keys
 from service.app import create_app
 from service.settings import Settings
 from service.store.db import Pool, asyncpg_dsn, create_pool
-from service.store.embedded import throwaway_cluster
+from service.store.embedded import EmbeddedCluster, throwaway_cluster
 from service.store.migrate import upgrade
 from tests.helpers import Database, execute_as_admin
 from tests.processes import ServiceProcess, spawn_service, terminate, wait_ready
+from tests.replica import Standby, make_standby
 
 TEMPLATE = "genstream_template"
 
@@ -62,21 +63,58 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    if url := os.environ.get("TEST_DATABASE_URL"):
-        yield url
-        return
-    if _docker_answers():
-        from testcontainers.postgres import PostgresContainer
-
-        with PostgresContainer("postgres:15", driver=None) as container:
-            yield container.get_connection_url()
+def embedded_cluster() -> Iterator[EmbeddedCluster | None]:
+    """The throwaway cluster behind ``server_url``; None when the tests use another server."""
+    if os.environ.get("TEST_DATABASE_URL") or _docker_answers():
+        yield None
         return
     cluster = throwaway_cluster()
     try:
-        yield cluster.start()
+        cluster.start()
+        yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def server_url(embedded_cluster: EmbeddedCluster | None) -> Iterator[str]:
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        yield url
+        return
+    if embedded_cluster is not None:
+        yield embedded_cluster.start()  # already running: its URL
+        return
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:15", driver=None) as container:
+        yield container.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def standby(embedded_cluster: EmbeddedCluster | None, server_url: str) -> Iterator[Standby]:
+    """A hot standby of the tests' cluster (``tests/replica.py``), one per session, made the
+    first time a test asks; such a test reads its own database there under the same name."""
+    if embedded_cluster is None:
+        pytest.skip("a standby is made from the embedded cluster only")
+    made = make_standby(embedded_cluster, server_url)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+async def replica_url(standby: Standby, database_url: str) -> str:
+    """The test's database on the standby, replayed up to its creation."""
+    await standby.caught_up()
+    return standby.url(database_url)
+
+
+@pytest.fixture
+async def replica_pool(replica_url: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(replica_url, max_size=2)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture(scope="session")

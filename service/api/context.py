@@ -10,6 +10,7 @@ from service.access.quotas import StreamSlots
 from service.settings import Settings
 from service.store.db import Pool
 from service.store.listener import Listener
+from service.store.reads import Reads
 from service.streams.follow import Streams
 from service.streams.hub import Hub
 
@@ -18,6 +19,7 @@ from service.streams.hub import Hub
 class Services:
     settings: Settings
     pool: Pool
+    reads: Reads  # what a standby may answer (store/reads.py); ``pool`` is the primary
     hub: Hub
     listener: Listener
     streams: Streams

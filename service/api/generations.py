@@ -34,7 +34,7 @@ from service.events import Status
 from service.generation import runs
 from service.observe import metrics
 from service.settings import Settings
-from service.store import event_log, generations
+from service.store import generations
 from service.store.db import BIGINT_MAX, connection
 from service.store.keys import KeyOwner
 from service.streams import snapshots
@@ -272,10 +272,13 @@ class GenerationsController(Controller):
         ] = False,
     ) -> Response[bytes]:
         async with connection(services.pool) as conn:
-            await generations.select_generation(conn, caller.owner, generation_id)
+            row = await generations.select_generation(conn, caller.owner, generation_id)
             taken = await snapshots.read(conn, generation_id) if snapshot and not after else None
-            start = taken.seq if taken else after
-            page = await event_log.select_events_after(conn, generation_id, start, limit + 1)
+        start = taken.seq if taken else after
+        # The primary's last_seq, read above, is what a standby's page must reach.
+        page = await services.reads.events_after(
+            generation_id, start, limit + 1, expect=row.last_seq
+        )
         events, more = page[:limit], len(page) > limit
         next_after = events[-1].seq if events else start
         # The stored JSON text goes out as is: no decode/encode per event.

@@ -13,7 +13,6 @@ from service.api.auth import provide_caller
 from service.api.context import Services
 from service.api.schemas import Stats
 from service.store import analytics
-from service.store.db import connection
 from service.store.keys import KeyOwner
 
 MAX_DAYS = 366
@@ -42,7 +41,7 @@ async def stats(
         ),
     ] = 30,
 ) -> Stats:
-    async with connection(services.pool) as conn:
+    async with services.reads.caught_up() as conn:
         found = await analytics.select_stats(conn, caller.owner, days)
     runs = found.runs
     return Stats.model_validate(

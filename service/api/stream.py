@@ -127,6 +127,7 @@ async def frames(
     speed: float | None = None,
     *,
     head_known: bool = True,
+    head_seq: int = 0,
     unchecked_key: UUID | None = None,
     snapshot: bool = False,
 ) -> AsyncIterator[bytes]:
@@ -160,6 +161,7 @@ async def frames(
             except GenstreamError:
                 reason = "ended"
                 return  # a 204, 400 or 409 now: the client reconnects and gets it as the answer
+            head_seq = head.last_seq
         if unchecked_key is not None:
             # The token's key could not be checked when the stream opened (the database was
             # away); it answers now, so ask before the first event goes out.
@@ -185,7 +187,7 @@ async def frames(
                 reason = "terminal"
                 return
             after = taken.seq
-        items = follow.follow(services.streams, generation_id, after)
+        items = follow.follow(services.streams, generation_id, after, head_seq)
         if speed is not None:
             items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
         async for item in items:
@@ -365,6 +367,7 @@ async def stream(
         start,
         replay_speed,
         head_known=head is not None,
+        head_seq=head.last_seq if head is not None else 0,
         unchecked_key=caller if isinstance(caller, UUID) else None,
         snapshot=snapshot and start == 0,
     )

@@ -20,6 +20,7 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from service.store.db import Pool
     from service.store.projections import LogDefect
+    from service.store.reads import Reads
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -79,6 +80,24 @@ def with_pool(url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = 
             await pool.close()
 
     return asyncio.run(main())
+
+
+def with_reads(settings: Settings, work: Callable[[Reads], Awaitable[T]]) -> T:
+    """``with_pool`` on the primary, and a one-connection pool on ``GENSTREAM_REPLICA_URL``
+    when it is set, for commands that only read (export, replay)."""
+    from service.store.db import create_pool
+    from service.store.reads import Reads
+
+    async def on_primary(pool: Pool) -> T:
+        url = settings.replica_url
+        replica = await create_pool(url, min_size=0, max_size=1) if url else None
+        try:
+            return await work(Reads(pool, replica, wait_s=settings.replica_wait_s))
+        finally:
+            if replica is not None:
+                await replica.close()
+
+    return with_pool(database_url(settings), on_primary)
 
 
 @contextmanager
@@ -191,10 +210,10 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    with_pool(
-        database_url(settings),
-        lambda pool: replay(
-            pool, args.generation_id, write, after=args.after, pace=args.pace, speed=args.speed
+    with_reads(
+        settings,
+        lambda reads: replay(
+            reads, args.generation_id, write, after=args.after, pace=args.pace, speed=args.speed
         ),
     )
     return EXIT_OK
@@ -203,8 +222,8 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     from service.operations.transfer import export_lines
 
-    async def work(pool: Pool) -> None:
-        lines = export_lines(pool, args.generation_ids or None, args.since, args.until)
+    async def work(reads: Reads) -> None:
+        lines = export_lines(reads, args.generation_ids or None, args.since, args.until)
         # The first line is read before the output is opened: an unknown id fails the
         # command without leaving an empty file behind.
         first = await anext(lines, None)
@@ -214,7 +233,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
             async for line in lines:
                 out.write(line)
 
-    with_pool(database_url(settings), work)
+    with_reads(settings, work)
     return EXIT_OK
 
 

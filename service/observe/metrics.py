@@ -283,6 +283,12 @@ CATCHUP_EVENTS = _counter("genstream_catchup_events", "Events read by those page
 EDGE_READS = _counter(
     "genstream_live_edge_reads", "Shared reads at a generation's live edge (one for all followers)."
 )
+REPLICA_READS = _counter(
+    "genstream_replica_reads",
+    "Lag-aware reads by where they were answered: `replica` (at once), `replica_waited` (after "
+    "waiting for its replay), `primary` (the standby lagged past the wait: a fallback).",
+    ("answered",),
+)
 LOST_WAKEUPS = _counter(
     "genstream_lost_wakeups", "Generations the periodic check found behind their log."
 )

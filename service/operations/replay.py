@@ -10,6 +10,7 @@ from uuid import UUID
 from service.store import event_log
 from service.store.db import Pool, connection
 from service.store.event_log import StoredEvent
+from service.store.reads import Reads
 from service.streams.follow import Keepalive
 from service.streams.pacing import check_replayable, paced
 
@@ -19,7 +20,7 @@ Pace = Literal["live", "recorded"]
 
 
 async def replay(
-    pool: Pool,
+    source: Pool | Reads,
     generation_id: UUID,
     write: Callable[[str], object],
     *,
@@ -30,25 +31,27 @@ async def replay(
     """Write each event after ``after`` as one line; returns how many were written.
 
     ``live`` writes them as fast as they are read, as the HTTP stream does; ``recorded``
-    waits before each the pause that preceded it (a finished generation only).
+    waits before each the pause that preceded it (a finished generation only). Given
+    ``Reads``, the pages come from its standby, complete up to the primary's head.
     """
-    async with connection(pool) as conn:
+    reads = source if isinstance(source, Reads) else Reads(source, wait_s=0)
+    async with connection(reads.primary) as conn:
         head = await event_log.select_head(conn, generation_id)
-        if pace == "recorded":
-            check_replayable(head, speed)
+    if pace == "recorded":
+        check_replayable(head, speed)
 
-        async def pages() -> AsyncIterator[list[StoredEvent] | Keepalive]:
-            position = after
-            while page := await event_log.select_events_after(
-                conn, generation_id, position, PAGE_SIZE
-            ):
-                yield page
-                position = page[-1].seq
+    async def pages() -> AsyncIterator[list[StoredEvent] | Keepalive]:
+        position = after
+        while page := await reads.events_after(
+            generation_id, position, PAGE_SIZE, expect=head.last_seq
+        ):
+            yield page
+            position = page[-1].seq
 
-        items = paced(pages(), speed) if pace == "recorded" else pages()
-        written = 0
-        async for page in items:
-            if isinstance(page, list):
-                write("".join(event.json + "\n" for event in page))
-                written += len(page)
-        return written
+    items = paced(pages(), speed) if pace == "recorded" else pages()
+    written = 0
+    async for page in items:
+        if isinstance(page, list):
+            write("".join(event.json + "\n" for event in page))
+            written += len(page)
+    return written

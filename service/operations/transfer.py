@@ -31,10 +31,11 @@ from service.operations.rows import Line, Refused, shown
 from service.operations.validation import Checked
 from service.store import transfer
 from service.store.db import Pool, connection
+from service.store.reads import Reads
 
 
 async def export_lines(
-    pool: Pool,
+    source: Pool | Reads,
     ids: Sequence[UUID] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -42,9 +43,11 @@ async def export_lines(
     """NDJSON lines (each ending in a newline) for the chosen generations, oldest first.
 
     An id asked for that does not exist is an error before the first line, so that an
-    export never looks complete when it is not.
+    export never looks complete when it is not. Given ``Reads``, it reads its standby once
+    that has replayed everything the primary had committed when the export began.
     """
-    async with connection(pool) as conn:
+    reads = source if isinstance(source, Reads) else Reads(source, wait_s=0)
+    async with reads.caught_up() as conn:
         chosen = await transfer.select_generation_ids(conn, ids, since, until)
         if ids and (missing := sorted(set(ids) - set(chosen), key=str)):
             named = ", ".join(str(generation_id) for generation_id in missing)

@@ -93,7 +93,7 @@ async def once_available(
 
 
 async def follow(
-    streams: Streams, generation_id: UUID, after: int
+    streams: Streams, generation_id: UUID, after: int, head_seq: int = 0
 ) -> AsyncIterator[list[StoredEvent] | Keepalive]:
     """Every event with seq > ``after`` in order, then live ones, ending with the terminal one
     that is the log's last (a retried run's log goes on after its first);
@@ -101,14 +101,15 @@ async def follow(
 
     Holds a database connection only while reading a page, and at the live edge not even
     that: the hub reads once for all followers of a generation. An idle follower costs a
-    subscription and a flag.
+    subscription and a flag. ``head_seq``: the generation's last seq as the primary had it
+    when the stream opened; the pages up to it are a catch-up, which a standby may answer.
     """
     hub = streams.hub
     keepalive_s = streams.keepalive_wait_s()  # one draw per stream: its deadlines only grow
     # Subscribe BEFORE the first read: an event committed after our read but before we
     # subscribed would otherwise wake nobody. And clear the flag BEFORE each read: a wake-up
     # that lands while we read stays set, so the next wait returns at once and we re-read.
-    subscription = hub.subscribe(generation_id, after)
+    subscription = hub.subscribe(generation_id, after, head_seq)
     try:
         outage = 0.0
         at_terminal = False  # the last event sent was a terminal one

@@ -15,6 +15,12 @@ edge moved on while nobody read) moves the edge. And because a wake-up can be lo
 LISTEN connection is down or being replaced, ``check`` compares every followed generation's last
 seq with what its edge has seen, one query for all of them, and wakes the ones that fell behind.
 
+With a hot standby (``GENSTREAM_REPLICA_URL``), a follower's own pages are read through
+``store/reads.py``: up to a seq the primary is known to have (the edge's base, or the run's
+``last_seq`` as its stream opened), which the standby must reach or the primary answers. The
+edge itself is read on the primary, whose NOTIFY announced what it reads: a standby has not
+replayed that yet.
+
 A multiplexed stream (every run of one owner, ``multiplex.py``) watches its owner instead of a
 generation: a notification names a run, so the hub learns each run's owner once (one query per
 batch of runs it has not seen) and wakes that owner's watches. Nobody watching: no lookups.
@@ -35,6 +41,7 @@ from service.observe import metrics
 from service.store import event_log, owner_feed
 from service.store.db import Pool, connection
 from service.store.event_log import StoredEvent
+from service.store.reads import Reads
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +61,22 @@ class Subscription:
     wait since), it re-arms itself for the rest.
     """
 
-    __slots__ = ("_due", "_flag", "_timed_out", "_timer", "closed", "edge", "position", "waiting")
+    __slots__ = (
+        "_due",
+        "_flag",
+        "_timed_out",
+        "_timer",
+        "catch_up_to",
+        "closed",
+        "edge",
+        "position",
+        "waiting",
+    )
 
-    def __init__(self, edge: LiveEdge, position: int) -> None:
+    def __init__(self, edge: LiveEdge, position: int, catch_up_to: int = 0) -> None:
         self.edge = edge
         self.position = position
+        self.catch_up_to = catch_up_to  # the primary's last seq when the stream opened
         self.closed = False
         self._flag = asyncio.Event()
         self._due = 0.0
@@ -215,9 +233,17 @@ class Hub:
     """Live edges keyed by generation id; costs nothing for generations nobody follows."""
 
     def __init__(
-        self, pool: Pool, *, page_size: int = 500, cache_max: int = CACHE_MAX_EVENTS
+        self,
+        pool: Pool,
+        *,
+        reads: Reads | None = None,
+        page_size: int = 500,
+        cache_max: int = CACHE_MAX_EVENTS,
     ) -> None:
         self._pool = pool
+        # Catch-up pages (a follower behind the edge) may come from a standby; the edge itself
+        # is read on the primary, whose NOTIFY announced what it reads.
+        self._reads = reads or Reads(pool, wait_s=0)
         self._page_size = page_size
         self._cache_max = max(cache_max, page_size)
         self._edges: dict[UUID, LiveEdge] = {}
@@ -234,11 +260,15 @@ class Hub:
 
     # --- subscriptions ------------------------------------------------------------------------
 
-    def subscribe(self, generation_id: UUID, position: int = 0) -> Subscription:
+    def subscribe(
+        self, generation_id: UUID, position: int = 0, catch_up_to: int = 0
+    ) -> Subscription:
+        """``catch_up_to``: a seq the primary has committed (its ``last_seq`` as the stream
+        opened): up to it the follower reads catch-up pages, which a standby may answer."""
         edge = self._edges.get(generation_id)
         if edge is None:
             edge = self._edges[generation_id] = LiveEdge(generation_id)
-        subscription = Subscription(edge, position)
+        subscription = Subscription(edge, position, catch_up_to)
         subscription.closed = self.closing
         edge.subscribers.add(subscription)
         return subscription
@@ -361,17 +391,23 @@ class Hub:
         after = subscription.position
         while True:
             base, tail = edge.base, edge.tail
-            if base is not None and tail is not None:
-                if after < base:  # behind the edge: a page of its own
-                    page = await self._read(edge.generation_id, after)
-                    metrics.CATCHUP_PAGES.inc()
-                    metrics.CATCHUP_EVENTS.inc(len(page))
-                    return page
-                if after < tail:
-                    start = after - base
-                    return edge.events[start : start + self._page_size]
-                if after == tail and edge.fresh_version >= version:
-                    return []
+            if base is not None and tail is not None and base <= after < tail:
+                start = after - base
+                return edge.events[start : start + self._page_size]
+            # Behind the edge, or (with a standby) short of the head the stream opened with: a
+            # page of its own, complete up to a seq the primary is known to have (the edge's
+            # base, that head). Without a standby, a stream opening reads at the edge, shared.
+            behind = max(base or 0, subscription.catch_up_to if self._reads.replica else 0)
+            if after < behind:
+                self.reads += 1
+                page = await self._reads.events_after(
+                    edge.generation_id, after, self._page_size, expect=behind
+                )
+                metrics.CATCHUP_PAGES.inc()
+                metrics.CATCHUP_EVENTS.inc(len(page))
+                return page
+            if after == tail and edge.fresh_version >= version:
+                return []
             # At or past the edge, and the edge may be stale: read it again (once for all).
             await self._refresh(edge, after)
 

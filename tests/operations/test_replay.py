@@ -9,7 +9,9 @@ import pytest
 from service.errors import Conflict, NotFound
 from service.operations.replay import replay
 from service.store.db import Pool
+from service.store.reads import Reads
 from tests.helpers import append, delta, finished_generation, new_generation, stored_json
+from tests.replica import Standby, answered, more
 
 
 async def test_replay_writes_each_stored_event_as_one_line(pool: Pool) -> None:
@@ -53,3 +55,27 @@ async def test_replay_refuses_an_unknown_generation_and_pacing_a_running_one(poo
         await replay(pool, running, print, pace="recorded")
     live: list[str] = []
     assert await replay(pool, running, live.append) == 2  # live: what is stored so far
+
+
+async def test_replay_off_a_paused_standby_writes_every_event_the_primary_has(
+    pool: Pool, replica_pool: Pool, standby: Standby
+) -> None:
+    generation_id = await new_generation(pool)
+    await standby.caught_up()
+    reads = Reads(pool, replica_pool, wait_s=0.05)
+    async with standby.paused():
+        await append(pool, generation_id, *(delta(n) for n in range(5)))
+        paused: list[str] = []
+        before = answered()
+        await replay(reads, generation_id, paused.append)
+        fell_back = more(before)
+    await standby.caught_up()
+    resumed: list[str] = []
+    before = answered()
+    await replay(reads, generation_id, resumed.append)
+
+    stored = [line + "\n" for line in await stored_json(pool, generation_id)]
+    assert paused == resumed == ["".join(stored)]
+    # The page from the primary; the empty one after it (nothing past the head) needs no wait.
+    assert fell_back == {"primary": 1, "replica": 1}
+    assert more(before) == {"replica": 2}

@@ -14,6 +14,7 @@ from service.operations import rebuild
 from service.operations.transfer import KEEP_OWNERS, Action, Imported, export_lines, import_lines
 from service.store import event_log, generations
 from service.store.db import Pool, create_pool
+from service.store.reads import Reads
 from tests.conftest import AppFactory
 from tests.helpers import (
     DONE,
@@ -26,6 +27,7 @@ from tests.helpers import (
     new_generation,
     stored_json,
 )
+from tests.replica import Standby, answered, more
 
 
 @pytest.fixture
@@ -484,3 +486,23 @@ async def test_every_kind_of_imported_run_is_one_rebuild_check_finds_sound(
     assert sorted(result.stored) == sorted(ids)
     assert result.refused == []
     assert await rebuild.check(other_pool) == rebuild.Findings([], [], [])
+
+
+async def test_an_export_off_a_paused_standby_has_everything_the_primary_had(
+    pool: Pool, replica_pool: Pool, standby: Standby
+) -> None:
+    await standby.caught_up()
+    reads = Reads(pool, replica_pool, wait_s=0.05)
+    async with standby.paused():
+        generation_id = await finished_generation(pool)
+        before = answered()
+        paused = [line async for line in export_lines(reads, [generation_id])]
+        fell_back = more(before)
+    await standby.caught_up()
+    before = answered()
+    resumed = [line async for line in export_lines(reads, [generation_id])]
+
+    assert paused == resumed == [line async for line in export_lines(pool, [generation_id])]
+    assert len(paused) == 1 + 5 + 1  # the generation, its events, its file
+    assert fell_back == {"primary": 1}
+    assert more(before) == {"replica": 1}
