@@ -130,7 +130,8 @@ def start_pgbouncer(server_url: str, *, pool_size: int = POOL_SIZE) -> PgBouncer
     """PgBouncer in transaction mode in front of ``server_url``'s server, for its role."""
     binary = pgbouncer_binary()
     server = urlsplit(asyncpg_dsn(server_url))
-    assert server.username and server.password, "the test server's URL carries its password"
+    if not server.username or not server.password:
+        raise RuntimeError("the test server's URL must carry its role and password")
     run_as = _run_as()
     workdir = Path(tempfile.mkdtemp(prefix="genstream-pgbouncer-"))
     port = free_port()
