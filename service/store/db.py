@@ -75,6 +75,18 @@ SELECT_FLOAT_DIGITS = """
 SELECT current_setting('extra_float_digits')
 """
 
+# A column of every array type genstream's statements bind or read: asyncpg has codecs for
+# few arrays built in (text[], oid[]) and learns the others from the catalog.
+SELECT_ARRAY_TYPES = """
+SELECT
+    NULL::int4[],
+    NULL::int8[],
+    NULL::float8[],
+    NULL::jsonb[],
+    NULL::text[],
+    NULL::uuid[]
+"""
+
 
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, pooler: Pooler = "none"
@@ -91,7 +103,9 @@ async def create_pool(
     * no reset query on release (``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``,
       ``CLOSE ALL``): it would run on whatever server connection is free, not the one this
       client used, and there is nothing of ours to reset. asyncpg still rolls back a
-      transaction left open.
+      transaction left open;
+    * the array types are learnt in one transaction as each connection opens
+      (``_learn_array_types``), not at first use.
 
     Nothing else genstream does holds a session: advisory locks are ``pg_advisory_xact_lock``,
     REPEATABLE READ snapshots are transactions, ``SET`` is ``SET LOCAL``, LISTEN has its own
@@ -107,6 +121,7 @@ async def create_pool(
             statement_cache_size=0 if behind_pooler else 100,
             server_settings=None if behind_pooler else {"extra_float_digits": FLOAT_DIGITS},
             reset=_nothing_to_reset if behind_pooler else None,
+            init=_learn_array_types if behind_pooler else None,
         )
     except Exception as exc:
         if (error := connect_error(exc)) is None:
@@ -119,6 +134,15 @@ async def create_pool(
 
 async def _nothing_to_reset(_conn: object) -> None:
     return None
+
+
+async def _learn_array_types(conn: Connection) -> None:
+    """asyncpg learns a type it has no codec for with three statements: ``jit`` set off for the
+    session (``set_config(..., false)``), the catalog query, ``jit`` set back. Outside a
+    transaction, a pooler may send each to a different server connection and leave one with
+    ``jit`` off for whoever gets it next; inside one, all three run on the same."""
+    async with conn.transaction():
+        await conn.fetchrow(SELECT_ARRAY_TYPES)
 
 
 async def _check_float_digits(pool: Pool) -> None:

@@ -19,13 +19,16 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from service.access import keys
+from service.app import create_app
 from service.errors import StoreUnavailable
 from service.events import TERMINAL_TYPES, EventType, NewEvent
+from service.settings import Settings
 from service.store import event_log
 from service.store.db import Pool, asyncpg_dsn, create_pool
+from tests.conftest import serve
 from tests.helpers import create_via_api, events_via_api, insert_running_generation, state_via_api
 from tests.pooler import POOL_SIZE, PgBouncer, running_pgbouncer
-from tests.processes import ServiceProcess, spawn_service, terminate, wait_ready
+from tests.processes import spawn_service, terminate
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +51,23 @@ def pgbouncer(server_url: str) -> Iterator[PgBouncer]:
 @pytest.fixture
 def pooled_url(pgbouncer: PgBouncer, database_url: str) -> str:
     return pgbouncer.url(database_url)
+
+
+@pytest.fixture
+def learnt_outside_transactions(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The types asyncpg learns from the catalog in this process outside a transaction (the
+    oids of each time): it sets ``jit`` for the session meanwhile, which a pooler may leave
+    behind on a server connection (``db._learn_array_types``)."""
+    outside: list[list[int]] = []
+    learn = vars(asyncpg.connection.Connection)["_introspect_types"]
+
+    async def recording(self: asyncpg.Connection[Any], typeoids: Any, timeout: Any) -> Any:
+        if not self.is_in_transaction():
+            outside.append(list(typeoids))
+        return await learn(self, typeoids, timeout)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "_introspect_types", recording)
+    return outside
 
 
 @pytest.fixture
@@ -133,7 +153,7 @@ async def test_other_float_digits_behind_the_pooler_are_refused_at_start(
 
 
 async def test_appends_through_the_pooler_number_events_once_and_a_retry_stores_nothing(
-    pooled: Pool,
+    learnt_outside_transactions: list[list[int]], pooled: Pool
 ) -> None:
     """Ten writers on two server connections, each batch sent twice (a retry after an unknown
     COMMIT outcome): every generation's log is 1..N, each key once."""
@@ -161,6 +181,7 @@ async def test_appends_through_the_pooler_number_events_once_and_a_retry_stores_
         async with pooled.acquire() as conn:
             stored = await event_log.select_events_after(conn, generation_id, 0, 1000)
         assert [event.seq for event in stored] == list(range(1, 2 + 2 * batches + 1))
+    assert learnt_outside_transactions == []
 
 
 # --- a whole service through it ------------------------------------------------------------------
@@ -221,37 +242,41 @@ async def global_feed(client: httpx.AsyncClient, ids: set[str]) -> dict[str, lis
 
 
 async def test_a_service_behind_the_pooler_runs_and_streams_every_event_once(
-    pgbouncer: PgBouncer, database_url: str, pooled_url: str, pooled: Pool, tmp_path: Path
+    learnt_outside_transactions: list[list[int]],
+    pgbouncer: PgBouncer,
+    database_url: str,
+    pooled_url: str,
+    pooled: Pool,
+    settings: Settings,
+    tmp_path: Path,
 ) -> None:
-    """A ``worker`` runs the generations and a ``serve`` streams them, both with every query
-    through PgBouncer and their LISTEN connections direct. Each run's live stream, the owner's
-    stream, the events endpoint and the global feed all carry 1..N once, in order."""
-    env = {
-        "DATABASE_URL": pooled_url,
-        "GENSTREAM_DATABASE_POOLER": "transaction",
-        "GENSTREAM_DIRECT_URL": database_url,
-        "GENSTREAM_STREAM_TOKEN_SECRET": "pooler-test-secret",
-        "GENSTREAM_OFFLINE_DELAY_S": "0.003",
-    }
-    processes: list[ServiceProcess] = []
+    """A ``worker`` process and a ``serve`` (in this process, its worker on too) run the
+    generations, with every query through PgBouncer and their LISTEN connections direct.
+    Each run's live stream, the owner's stream, the events endpoint and the global feed all
+    carry 1..N once, in order; the stats count every run."""
+    pooler = {"database_pooler": "transaction", "direct_url": database_url}
+    worker = spawn_service(
+        "worker",
+        "worker",
+        tmp_path,
+        {
+            "DATABASE_URL": pooled_url,
+            "GENSTREAM_DATABASE_POOLER": "transaction",
+            "GENSTREAM_DIRECT_URL": database_url,
+            "GENSTREAM_OFFLINE_DELAY_S": "0.003",
+            "GENSTREAM_WORKER_CONCURRENCY": "2",
+            "GENSTREAM_DATA_DIR": str(tmp_path / "worker"),
+        },
+    )
     try:
-        serve = spawn_service(
-            "serve",
-            "serve",
-            tmp_path,
-            {**env, "GENSTREAM_WORKER_CONCURRENCY": "0", "GENSTREAM_DATA_DIR": str(tmp_path / "s")},
+        app = create_app(
+            settings.model_copy(
+                update={**pooler, "worker_concurrency": 2, "offline_delay_s": 0.003}
+            ),
+            pooled_url,
         )
-        processes.append(serve)
-        worker = spawn_service(
-            "worker",
-            "worker",
-            tmp_path,
-            {**env, "GENSTREAM_WORKER_CONCURRENCY": "4", "GENSTREAM_DATA_DIR": str(tmp_path / "w")},
-        )
-        processes.append(worker)
-        await wait_ready(serve)
         key = await keys.create_key(pooled, "alice", is_admin=True)
-        async with serve.client(key) as client:
+        async with serve(app) as running, running.client(key) as client:
             ids = [(await create_via_api(client, SPEC))["id"] for _ in range(RUNS)]
             owner_stream = asyncio.create_task(follow_owner(client, set(ids)))
             streams = asyncio.gather(*(follow(client, run) for run in ids))
@@ -266,10 +291,11 @@ async def test_a_service_behind_the_pooler_runs_and_streams_every_event_once(
             stats = await client.get("/api/stats")
         assert worker.alive(), worker.log()
     finally:
-        await asyncio.gather(*(terminate(process.proc) for process in processes))
+        await terminate(worker.proc)
 
     # The test's pool alone holds 10 clients, the two processes more: all on 2 servers.
     assert servers <= POOL_SIZE < clients
+    workers = set()
     for run, events in zip(ids, streamed, strict=True):
         last = states[run]["last_seq"]
         assert states[run]["status"] == "succeeded", states[run]
@@ -278,5 +304,9 @@ async def test_a_service_behind_the_pooler_runs_and_streams_every_event_once(
         assert events[-1]["type"] == "generation.succeeded"
         assert owner_seqs[run] == list(range(1, last + 1))
         assert feed_seqs[run] == list(range(1, last + 1))
+        started = next(event for event in events if event["type"] == "generation.started")
+        workers.add(f":{worker.pid}:" in started["data"]["worker"])
+    assert workers == {True, False}, "the worker process and serve's worker each ran some"
     assert stats.status_code == 200, stats.text
     assert stats.json()["generations"]["succeeded"] == RUNS
+    assert learnt_outside_transactions == []
