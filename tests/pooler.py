@@ -126,8 +126,11 @@ def _run_as() -> pwd.struct_passwd | None:
     return pwd.getpwnam("postgres") if os.geteuid() == 0 else None
 
 
-def start_pgbouncer(server_url: str, *, pool_size: int = POOL_SIZE) -> PgBouncer:
-    """PgBouncer in transaction mode in front of ``server_url``'s server, for its role."""
+def start_pgbouncer(
+    server_url: str, *, pool_size: int = POOL_SIZE, secret: str | None = None
+) -> PgBouncer:
+    """PgBouncer in transaction mode in front of ``server_url``'s server, for its role;
+    ``secret``: what the auth_file holds for it (default: the URL's password, in clear)."""
     binary = pgbouncer_binary()
     server = urlsplit(asyncpg_dsn(server_url))
     if not server.username or not server.password:
@@ -136,9 +139,9 @@ def start_pgbouncer(server_url: str, *, pool_size: int = POOL_SIZE) -> PgBouncer
     workdir = Path(tempfile.mkdtemp(prefix="genstream-pgbouncer-"))
     port = free_port()
     auth_file = workdir / "userlist.txt"
-    # The password in clear, readable by PgBouncer's user alone. (A deployment may write the
-    # server's SCRAM verifier instead: the README says how.)
-    auth_file.write_text(f'"{server.username}" "{server.password}"\n')
+    # Readable by PgBouncer's user alone: the password in clear, or the server's SCRAM
+    # verifier (then PgBouncer passes the client's proof on to PostgreSQL).
+    auth_file.write_text(f'"{server.username}" "{secret or server.password}"\n')
     auth_file.chmod(0o600)
     ini = workdir / "pgbouncer.ini"
     ini.write_text(
@@ -187,8 +190,10 @@ def _accepts(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_pgbouncer(server_url: str, *, pool_size: int = POOL_SIZE) -> Iterator[PgBouncer]:
-    bouncer = start_pgbouncer(server_url, pool_size=pool_size)
+def running_pgbouncer(
+    server_url: str, *, pool_size: int = POOL_SIZE, secret: str | None = None
+) -> Iterator[PgBouncer]:
+    bouncer = start_pgbouncer(server_url, pool_size=pool_size, secret=secret)
     try:
         yield bouncer
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,8 +26,15 @@ from service.events import TERMINAL_TYPES, EventType, NewEvent
 from service.settings import Settings
 from service.store import event_log
 from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.embedded import ADMIN, ROLE
 from tests.conftest import serve
-from tests.helpers import create_via_api, events_via_api, insert_running_generation, state_via_api
+from tests.helpers import (
+    Database,
+    create_via_api,
+    events_via_api,
+    insert_running_generation,
+    state_via_api,
+)
 from tests.pooler import POOL_SIZE, PgBouncer, running_pgbouncer
 from tests.processes import spawn_service, terminate
 
@@ -147,6 +155,34 @@ async def test_other_float_digits_behind_the_pooler_are_refused_at_start(
         await conn.close()
     with pytest.raises(StoreUnavailable, match="extra_float_digits is 0"):
         await create_pool(pooled_url, pooler="transaction")
+
+
+async def test_the_servers_scram_verifier_is_all_the_pooler_needs(database: Database) -> None:
+    """The README's auth_file: the role's verifier from pg_authid, no password in clear. The
+    client's SCRAM proof goes through PgBouncer to PostgreSQL."""
+    cluster = database.cluster
+    assert cluster.bindir is not None
+    # As the superuser, through the cluster's socket (root and its OS user are let in there).
+    read = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(cluster.bindir / "psql"), "-X", "-A", "-t",
+            "-h", str(cluster.socket_dir), "-p", str(urlsplit(database.url).port),
+            "-U", ADMIN, "-d", "postgres",
+            "-c", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{ROLE}'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    verifier = read.stdout.strip()
+    assert verifier.startswith("SCRAM-SHA-256$")
+    with running_pgbouncer(database.url, secret=verifier) as bouncer:
+        pool = await create_pool(bouncer.url(database.url), pooler="transaction")
+        try:
+            assert await pool.fetchval("SELECT current_user") == ROLE
+        finally:
+            await pool.close()
 
 
 # --- the event log through it --------------------------------------------------------------------
