@@ -60,8 +60,17 @@ sandbox: ## Debian's bubblewrap, the sandbox generated code is verified in (inst
 	    echo "Verifying generated code needs Debian's bubblewrap: sudo apt-get install bubblewrap" >&2; exit 1; \
 	  fi; }
 
+.PHONY: pooler
+pooler: ## Debian's pgbouncer for the tests behind a pooler (installed when run as root)
+	@command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; \
+	  else \
+	    echo "The pooler tests need Debian's pgbouncer: sudo apt-get install pgbouncer" >&2; exit 1; \
+	  fi; }
+
 .PHONY: test
-test: $(STAMP) browser proxy sandbox ## the whole suite against a real PostgreSQL, Chromium, nginx and bubblewrap
+test: $(STAMP) browser proxy sandbox pooler ## the whole suite against a real PostgreSQL, Chromium, nginx, bubblewrap and PgBouncer
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast

@@ -47,14 +47,18 @@ async def open_runtime(
     """Start every part, yield them, and stop them in the order that loses nothing: streams
     are told to end first, the worker releases its runs' leases while the pool still
     answers, and the pool closes last."""
+    pooler = settings.database_pooler
     if serves_streams:
         pool = await create_pool(
-            database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+            database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            pooler=pooler,
         )
         concurrency = settings.worker_concurrency
     else:  # a worker-only process: one connection per run, one for claims and leases
         concurrency = max(1, settings.worker_concurrency)
-        pool = await create_pool(database_url, max_size=max(2, concurrency + 1))
+        pool = await create_pool(database_url, max_size=max(2, concurrency + 1), pooler=pooler)
     observe_pool(pool)
     reads = await open_reads(settings, pool, serves_streams=serves_streams)
     worker = Worker(
@@ -79,7 +83,7 @@ async def open_runtime(
         worker.wake()
 
     listener = Listener(
-        database_url,
+        settings.direct_url or database_url,  # LISTEN needs a session: never through a pooler
         channels,
         on_connect,
         reconnect_max_s=settings.listener_reconnect_max_s,
@@ -114,7 +118,12 @@ async def open_reads(settings: Settings, primary: Pool, *, serves_streams: bool)
         return Reads(primary, wait_s=settings.replica_wait_s)
     # No connection at start (min_size 0): a standby that is away must not keep serve from
     # starting; its reads go to the primary until it answers (store/reads.py).
-    replica = await create_pool(settings.replica_url, min_size=0, max_size=settings.pool_max_size)
+    replica = await create_pool(
+        settings.replica_url,
+        min_size=0,
+        max_size=settings.pool_max_size,
+        pooler=settings.database_pooler,  # a standby behind the same kind of pooler, if any
+    )
     return Reads(primary, replica, wait_s=settings.replica_wait_s)
 
 

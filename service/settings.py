@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,19 @@ class Settings(BaseSettings):
         le=10,
         description="How long a read waits for the standby to replay what the primary has "
         "before it reads the primary instead.",
+    )
+    database_pooler: Literal["none", "transaction"] = Field(
+        default="none",
+        description="What DATABASE_URL reaches: PostgreSQL itself (`none`) or a pooler in "
+        "transaction mode such as PgBouncer (`transaction`): then every query is sent as an "
+        "unnamed statement, nothing session-level is sent or relied on, and the LISTEN "
+        "connection and migrations go to direct_url.",
+    )
+    direct_url: str | None = Field(
+        default=None,
+        description="PostgreSQL itself, past any pooler: the LISTEN connection (which needs a "
+        "session of its own) and migrations use it. Unset: DATABASE_URL. Required when "
+        "database_pooler is `transaction`.",
     )
     host: str = Field(
         default="127.0.0.1", validation_alias="HOST", description="Address `serve` listens on."
@@ -325,7 +338,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/v1")
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "direct_url")
     @classmethod
     def _postgres_url_or_unset(cls, value: str | None) -> str | None:
         if not value:
@@ -342,6 +355,17 @@ class Settings(BaseSettings):
         if not value.startswith(("postgres://", "postgresql://", "postgresql+asyncpg://")):
             raise ValueError("must be a postgresql:// URL of a hot standby (or unset)")
         return value
+
+    @model_validator(mode="after")
+    def _direct_url_behind_a_pooler(self) -> Settings:
+        # LISTEN through a transaction pooler is accepted and then silently never delivers:
+        # the server connection that ran it goes back to the pool. Refused here instead.
+        if self.database_pooler == "transaction" and not self.direct_url:
+            raise ValueError(
+                "GENSTREAM_DATABASE_POOLER=transaction needs GENSTREAM_DIRECT_URL: PostgreSQL "
+                "itself, for the LISTEN connection and migrations"
+            )
+        return self
 
     @cached_property
     def secret_file(self) -> Path:

@@ -110,3 +110,17 @@ def test_logging_and_metrics_values_as_an_operator_writes_them(
     settings = Settings()
     assert settings.log_level == "WARNING"
     assert settings.metrics_address == "0.0.0.0:9464"
+
+
+def test_a_transaction_pooler_without_a_direct_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LISTEN through a transaction pooler is accepted, then never delivers: refused at start."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://genstream@pgbouncer:6432/genstream")
+    monkeypatch.setenv("GENSTREAM_DATABASE_POOLER", "transaction")
+    with pytest.raises(ValidationError, match="needs GENSTREAM_DIRECT_URL"):
+        Settings()
+    monkeypatch.setenv("GENSTREAM_DIRECT_URL", "postgresql://genstream@postgres:5432/genstream")
+    settings = Settings()
+    assert settings.direct_url == "postgresql://genstream@postgres:5432/genstream"
+    assert settings.database_pooler == "transaction"

@@ -51,21 +51,28 @@ def database_url(settings: Settings) -> str:
 
 
 def migrated_database(settings: Settings) -> str:
+    """The database at the migrations' head; migrated, when behind, on PostgreSQL itself
+    (``GENSTREAM_DIRECT_URL``), never through a pooler: Alembic's SQLAlchemy driver prepares
+    named statements, and a migration that builds an index CONCURRENTLY leaves its
+    transaction, which a transaction pooler would split over server connections."""
     from service.store.migrate import upgrade
 
     url = database_url(settings)
-    upgrade(url)  # StoreUnavailable when PostgreSQL is away or refuses us: one line
+    upgrade(settings.direct_url or url)  # StoreUnavailable when PostgreSQL is away: one line
     return url
 
 
-def with_pool(url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = True) -> T:
-    """Run ``work(pool)`` on a one-connection pool; with ``schema``, first make sure the
-    database is at the migrations' head, or say how to get it there."""
+def with_pool(
+    settings: Settings, url: str, work: Callable[[Pool], Awaitable[T]], *, schema: bool = True
+) -> T:
+    """Run ``work(pool)`` on a one-connection pool to ``url`` (behind the pooler settings
+    name, if any); with ``schema``, first make sure the database is at the migrations' head,
+    or say how to get it there."""
     from service.store.db import create_pool
     from service.store.migrate import current_revisions, head_revisions
 
     async def main() -> T:
-        pool = await create_pool(url, min_size=1, max_size=1)
+        pool = await create_pool(url, min_size=1, max_size=1, pooler=settings.database_pooler)
         try:
             if schema:
                 async with pool.acquire() as conn:
@@ -90,14 +97,18 @@ def with_reads(settings: Settings, work: Callable[[Reads], Awaitable[T]]) -> T:
 
     async def on_primary(pool: Pool) -> T:
         url = settings.replica_url
-        replica = await create_pool(url, min_size=0, max_size=1) if url else None
+        replica = (
+            await create_pool(url, min_size=0, max_size=1, pooler=settings.database_pooler)
+            if url
+            else None
+        )
         try:
             return await work(Reads(pool, replica, wait_s=settings.replica_wait_s))
         finally:
             if replica is not None:
                 await replica.close()
 
-    return with_pool(database_url(settings), on_primary)
+    return with_pool(settings, database_url(settings), on_primary)
 
 
 @contextmanager
@@ -151,6 +162,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     url = migrated_database(settings)
     quotas = Quotas(args.max_active_runs, args.runs_per_minute, args.max_streams)
     key = with_pool(
+        settings,
         url,
         lambda pool: create_key(
             pool, args.owner, is_admin=args.admin, expires_in_s=args.expires_in, quotas=quotas
@@ -169,7 +181,7 @@ def cmd_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
     def limit(quota: int | None) -> str:
         return "default" if quota is None else str(quota or "none")
 
-    rows = with_pool(database_url(settings), list_keys)
+    rows = with_pool(settings, database_url(settings), list_keys)
     print(
         "id\towner\tprefix\tadmin\tcreated\texpires\tlast_used\trevoked\t"
         "max_active_runs\truns_per_minute\tmax_streams"
@@ -198,7 +210,7 @@ def cmd_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from service.access.keys import revoke_key
 
-    owner = with_pool(database_url(settings), lambda pool: revoke_key(pool, args.key_id))
+    owner = with_pool(settings, database_url(settings), lambda pool: revoke_key(pool, args.key_id))
     print(f"revoked key {args.key_id} of {owner}", file=sys.stderr)
     return EXIT_OK
 
@@ -261,7 +273,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
                     print(f"{said[Action.IMPORTED]}{named}", flush=True)
 
     # A dry run writes nothing, not even the schema: like export, it says to migrate first.
-    with_pool(database_url(settings) if args.dry_run else migrated_database(settings), work)
+    with_pool(
+        settings, database_url(settings) if args.dry_run else migrated_database(settings), work
+    )
     print(
         f"{'dry run, nothing written: ' if args.dry_run else ''}"
         f"{said[Action.IMPORTED]} {counts[Action.IMPORTED]} generation(s); "
@@ -277,12 +291,12 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
     url = database_url(settings)
     if not args.check:
-        changed = with_pool(url, rebuild.rebuild)
+        changed = with_pool(settings, url, rebuild.rebuild)
         print(f"rebuilt {changed} generation row(s) from their events")
         return EXIT_OK
     from service.operations.audit import describe
 
-    found = with_pool(url, rebuild.check)
+    found = with_pool(settings, url, rebuild.check)
     for defect in found.defects:
         print(f"{defect.generation_id} seq {defect.seq}: {log_defect(defect)}")
     for broken in found.chain_breaks:
@@ -304,7 +318,9 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     if not args.ids and not args.all:
         raise UsageError("name the generations to check, or --all")
     ids = None if args.all else list(dict.fromkeys(args.ids))
-    checked = with_pool(database_url(settings), lambda pool: audit.verify_chains(pool, ids))
+    checked = with_pool(
+        settings, database_url(settings), lambda pool: audit.verify_chains(pool, ids)
+    )
     for broken in checked.breaks:
         print(f"{broken.generation_id}: {audit.describe(broken)}")
     found = {broken.generation_id for broken in checked.breaks}
@@ -338,7 +354,9 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     report = with_pool(
-        database_url(settings), lambda pool: retention.apply(pool, policy, dry_run=args.dry_run)
+        settings,
+        database_url(settings),
+        lambda pool: retention.apply(pool, policy, dry_run=args.dry_run),
     )
     for line in report.lines():
         print(line)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import asyncpg
 
@@ -64,23 +64,98 @@ def sqlalchemy_url(url: str) -> str:
     return "postgresql+asyncpg://" + rest if scheme.startswith("postgres") else url
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
+Pooler: TypeAlias = Literal["none", "transaction"]
+
+# Floats render as their shortest exact text (PostgreSQL's default since 12) in every session:
+# an event's JSON, and so its chain hash, must read the same wherever it is read
+# (store/event_log.py). Direct, we ask for it at login; behind a pooler we check it instead.
+FLOAT_DIGITS: Final = "1"
+
+SELECT_FLOAT_DIGITS = """
+SELECT current_setting('extra_float_digits')
+"""
+
+# A column of every array type genstream's statements bind or read: asyncpg has codecs for
+# few arrays built in (text[], oid[]) and learns the others from the catalog.
+SELECT_ARRAY_TYPES = """
+SELECT
+    NULL::int4[],
+    NULL::int8[],
+    NULL::float8[],
+    NULL::jsonb[],
+    NULL::text[],
+    NULL::uuid[]
+"""
+
+
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, pooler: Pooler = "none"
+) -> Pool:
+    """The process's pool. ``pooler="transaction"``: ``url`` is a pooler (PgBouncer) in
+    transaction mode, which hands each transaction to whichever server connection is free, so
+    no state may outlive a transaction on the server side:
+
+    * no named prepared statements (PgBouncer 1.18 cannot route them): with no statement
+      cache, asyncpg sends each query as the unnamed statement, parsed again with every
+      execution, inside the one Sync that runs it;
+    * no startup parameters (PgBouncer refuses those it does not know, and would not set them
+      on the server connections it shares anyway): ``extra_float_digits`` is checked instead;
+    * no reset query on release (``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``,
+      ``CLOSE ALL``): it would run on whatever server connection is free, not the one this
+      client used, and there is nothing of ours to reset. asyncpg still rolls back a
+      transaction left open;
+    * the array types are learnt in one transaction as each connection opens
+      (``_learn_array_types``), not at first use.
+
+    Nothing else genstream does holds a session: advisory locks are ``pg_advisory_xact_lock``,
+    REPEATABLE READ snapshots are transactions, ``SET`` is ``SET LOCAL``, LISTEN has its own
+    direct connection (``listener.py``).
+    """
+    behind_pooler = pooler == "transaction"
     try:
         pool = await asyncpg.create_pool(
             asyncpg_dsn(url),
             min_size=min_size,
             max_size=max_size,
             command_timeout=60,
-            # Floats render as their shortest exact text (PostgreSQL's default since 12),
-            # whatever the database's setting: an event's JSON, and so its chain hash, must
-            # read the same in every session (store/event_log.py).
-            server_settings={"extra_float_digits": "1"},
+            statement_cache_size=0 if behind_pooler else 100,
+            server_settings=None if behind_pooler else {"extra_float_digits": FLOAT_DIGITS},
+            reset=_nothing_to_reset if behind_pooler else None,
+            init=_learn_array_types if behind_pooler else None,
         )
     except Exception as exc:
         if (error := connect_error(exc)) is None:
             raise
         raise error from exc
+    if behind_pooler:
+        await _check_float_digits(pool)
     return pool
+
+
+async def _nothing_to_reset(_conn: object) -> None:
+    return None
+
+
+async def _learn_array_types(conn: Connection) -> None:
+    """asyncpg learns a type it has no codec for with three statements: ``jit`` set off for the
+    session (``set_config(..., false)``), the catalog query, ``jit`` set back. Outside a
+    transaction, a pooler may send each to a different server connection and leave one with
+    ``jit`` off for whoever gets it next; inside one, all three run on the same."""
+    async with conn.transaction():
+        await conn.fetchrow(SELECT_ARRAY_TYPES)
+
+
+async def _check_float_digits(pool: Pool) -> None:
+    async with connection(pool) as conn:
+        digits = await conn.fetchval(SELECT_FLOAT_DIGITS)
+    if digits != FLOAT_DIGITS:
+        await pool.close()
+        raise StoreUnavailable(
+            f"behind the pooler, extra_float_digits is {digits}, not {FLOAT_DIGITS}: events "
+            "would read differently here than elsewhere (and break their chain hashes). "
+            f"Run ALTER ROLE ... SET extra_float_digits = {FLOAT_DIGITS} (or the database's "
+            "or the server's setting), not a pooler's connect_query"
+        )
 
 
 def connect_error(exc: BaseException) -> StoreUnavailable | None:
@@ -90,6 +165,15 @@ def connect_error(exc: BaseException) -> StoreUnavailable | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
+        if isinstance(current, asyncpg.ProtocolViolationError) and (
+            "unsupported startup parameter" in str(current)
+        ):
+            # PgBouncer's answer to the extra_float_digits we send PostgreSQL directly.
+            return StoreUnavailable(
+                f"{current}: this URL is a pooler (PgBouncer?), not PostgreSQL; behind a "
+                "transaction-mode pooler set GENSTREAM_DATABASE_POOLER=transaction and "
+                "GENSTREAM_DIRECT_URL"
+            )
         if isinstance(current, REFUSED_LOGIN_ERRORS):
             return StoreUnavailable(f"PostgreSQL refused the connection: {current}")
         if isinstance(current, UNAVAILABLE_ERRORS):
