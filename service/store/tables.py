@@ -111,6 +111,9 @@ generation_events = sa.Table(
         unique=True,
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     ),
+    # One partition per period of generation ids (UUIDv7: creation time) and a DEFAULT one
+    # (store/partitions.py, migration 0012); the partitions are not part of this metadata.
+    postgresql_partition_by="RANGE (generation_id)",
 )
 
 generated_files = sa.Table(
@@ -129,6 +132,7 @@ generated_files = sa.Table(
     sa.Column("language", sa.Text, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    postgresql_partition_by="RANGE (generation_id)",
 )
 
 api_keys = sa.Table(
