@@ -36,7 +36,7 @@ from service.ids import new_generation_id
 from service.operations.transfer import export_lines
 from service.spec import Spec
 from service.store import event_log, generations
-from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.db import Connection, Pool, asyncpg_dsn, create_pool
 from service.store.embedded import EmbeddedCluster
 from service.store.event_log import StoredEvent
 
@@ -339,3 +339,12 @@ async def wait_until(check: Callable[[], Any], what: str, seconds: float = 10.0)
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {seconds}s: {what}")
         await asyncio.sleep(0.02)
+
+
+async def partitions_holding(conn: Connection, table: str, generation_id: UUID) -> set[str]:
+    """The partitions holding the run's rows of ``table``."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT tableoid::regclass::text AS part FROM {table} WHERE generation_id = $1",
+        generation_id,
+    )
+    return {row["part"] for row in rows}

@@ -18,18 +18,9 @@ from service.store import event_log, generations, owner_feed, partitions, snapsh
 from service.store.db import Connection, Pool
 from service.store.event_log import _append_parameters
 from service.store.partitions import ensure_partitions, select_partitions
-from tests.helpers import delta, new_generation
+from tests.helpers import delta, new_generation, partitions_holding
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-
-async def where(conn: Connection, table: str, generation_id: UUID) -> set[str]:
-    """The partitions holding the run's rows of ``table``."""
-    rows = await conn.fetch(
-        f"SELECT DISTINCT tableoid::regclass::text AS part FROM {table} WHERE generation_id = $1",
-        generation_id,
-    )
-    return {row["part"] for row in rows}
 
 
 async def rows_of(conn: Connection, generation_id: UUID) -> tuple[list[str], list[str]]:
@@ -117,10 +108,18 @@ async def test_a_v7_id_lands_in_its_period_and_a_v4_id_in_the_default(pool: Pool
     legacy = await run_with_a_file(pool, uuid4())
     async with pool.acquire() as conn:
         month = f"p{now:%Y%m}01"
-        assert await where(conn, "generation_events", current) == {f"generation_events_{month}"}
-        assert await where(conn, "generated_files", current) == {f"generated_files_{month}"}
-        assert await where(conn, "generation_events", legacy) == {"generation_events_default"}
-        assert await where(conn, "generated_files", legacy) == {"generated_files_default"}
+        assert await partitions_holding(conn, "generation_events", current) == {
+            f"generation_events_{month}"
+        }
+        assert await partitions_holding(conn, "generated_files", current) == {
+            f"generated_files_{month}"
+        }
+        assert await partitions_holding(conn, "generation_events", legacy) == {
+            "generation_events_default"
+        }
+        assert await partitions_holding(conn, "generated_files", legacy) == {
+            "generated_files_default"
+        }
 
 
 async def test_default_rows_in_a_new_periods_range_move_into_it_unchanged(pool: Pool) -> None:
@@ -128,19 +127,27 @@ async def test_default_rows_in_a_new_periods_range_move_into_it_unchanged(pool: 
     future = datetime(2045, 6, 15, tzinfo=UTC)
     ahead = await run_with_a_file(pool, v7_at(future))
     async with pool.acquire() as conn:
-        assert await where(conn, "generation_events", ahead) == {"generation_events_default"}
+        assert await partitions_holding(conn, "generation_events", ahead) == {
+            "generation_events_default"
+        }
         before = await rows_of(conn, ahead)
         created = await ensure_partitions(conn, "month", 0, future)
         assert "generation_events_p20450601" in created
-        assert await where(conn, "generation_events", ahead) == {"generation_events_p20450601"}
-        assert await where(conn, "generated_files", ahead) == {"generated_files_p20450601"}
+        assert await partitions_holding(conn, "generation_events", ahead) == {
+            "generation_events_p20450601"
+        }
+        assert await partitions_holding(conn, "generated_files", ahead) == {
+            "generated_files_p20450601"
+        }
         assert await rows_of(conn, ahead) == before
         assert (await event_log.check_chains(conn, [ahead])).breaks == []
     # And the log goes on, in the new partition.
     async with pool.acquire() as conn:
         appended = await event_log.append(conn, ahead, [delta(2)])
         assert appended.last_seq == 4
-        assert await where(conn, "generation_events", ahead) == {"generation_events_p20450601"}
+        assert await partitions_holding(conn, "generation_events", ahead) == {
+            "generation_events_p20450601"
+        }
 
 
 # --- every read of one run prunes to its partition ------------------------------------------
@@ -234,7 +241,7 @@ async def test_a_read_of_one_run_scans_one_partition(pool: Pool, read: str, gene
     query, args = ONE_RUN_READS[read]
     async with pool.acquire() as conn:
         table = "generated_files" if "FROM generated_files" in query else "generation_events"
-        (home,) = await where(conn, table, generation_id)
+        (home,) = await partitions_holding(conn, table, generation_id)
         plan = await explain(conn, query, args(generation_id), generic=generic)
     scanned = {r for r in relations(plan, executed_only=True) if r.startswith(table)}
     assert scanned == {home}, plan
@@ -250,7 +257,7 @@ async def test_the_append_reads_and_writes_one_partition(pool: Pool, generic: bo
     file = NewFile("app/other.py", "x = 1\n", "python")
     parameters = _append_parameters(generation_id, [file.saved("code", 0.6)], [file], None, None)
     async with pool.acquire() as conn:
-        (home,) = await where(conn, "generation_events", generation_id)
+        (home,) = await partitions_holding(conn, "generation_events", generation_id)
         plan = await explain(conn, event_log.INSERT_EVENTS, tuple(parameters), generic=generic)
     # The chain's lookup of the run's last event runs once, in the run's partition: the others
     # are pruned at run time (the id comes from the CTE) and show as never executed. The rows
