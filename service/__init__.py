@@ -65,6 +65,7 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "events": _LEAVES,
     "errors": _LEAVES,
     "files": _LEAVES,
+    "ids": _LEAVES,
     "settings": _LEAVES,
     "spec": _LEAVES,
     "snapshot": _LEAVES,

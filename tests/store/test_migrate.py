@@ -13,7 +13,7 @@ from alembic import command
 from service.events import NewFile
 from service.ids import lowest_v7
 from service.store import event_log
-from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.db import Connection, Pool, asyncpg_dsn, create_pool
 from service.store.migrate import alembic_config, current_revisions, head_revisions, upgrade
 from tests.helpers import DONE, STARTED, new_generation, partitions_holding
 
@@ -57,7 +57,7 @@ def legacy_id_in(at: datetime) -> UUID:
     return UUID(int=lowest_v7(at).int & ~(0xF << 76) | (0x4 << 76) | random.getrandbits(62))
 
 
-async def log_rows(conn: asyncpg.Connection) -> dict[str, list[str]]:
+async def log_rows(conn: Connection) -> dict[str, list[str]]:
     """Every row of the log's tables and every analytics view, as text."""
     found = {}
     for name in (*LOG_TABLES, *await views(conn)):
@@ -66,14 +66,14 @@ async def log_rows(conn: asyncpg.Connection) -> dict[str, list[str]]:
     return found
 
 
-async def views(conn: asyncpg.Connection) -> list[str]:
+async def views(conn: Connection) -> list[str]:
     rows = await conn.fetch(
         "SELECT viewname FROM pg_views WHERE schemaname = 'public' ORDER BY viewname"
     )
     return [row[0] for row in rows]
 
 
-async def kinds(conn: asyncpg.Connection) -> dict[str, str]:
+async def kinds(conn: Connection) -> dict[str, str]:
     rows = await conn.fetch(
         "SELECT relname, relkind::text FROM pg_class WHERE relname = ANY($1::text[])", LOG_TABLES
     )
@@ -125,18 +125,18 @@ async def test_0012_partitions_a_log_with_legacy_rows_and_downgrades(
 
     await asyncio.to_thread(command.downgrade, config, "0011")
 
-    conn = await asyncpg.connect(asyncpg_dsn(empty_database_url))
+    plain = await asyncpg.connect(asyncpg_dsn(empty_database_url))
     try:
-        assert await kinds(conn) == {t: "r" for t in LOG_TABLES}
-        assert await log_rows(conn) == before
-        assert (await event_log.check_chains(conn)).breaks == []
-        leftovers = await conn.fetchval(
+        assert await kinds(plain) == {t: "r" for t in LOG_TABLES}
+        assert await log_rows(plain) == before
+        assert (await event_log.check_chains(plain)).breaks == []
+        leftovers = await plain.fetchval(
             "SELECT array_agg(relname) FROM pg_class "
             "WHERE relname ~ '^(generation_events|generated_files)_(default|p[0-9]{8}|partitioned)'"
         )
         assert leftovers is None
     finally:
-        await conn.close()
+        await plain.close()
     await asyncio.to_thread(command.upgrade, config, "head")
 
 
