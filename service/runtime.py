@@ -29,8 +29,8 @@ from service.streams.hub import Hub
 log = get_logger(__name__)
 
 QUEUE_GAUGES_EVERY_S: Final = 10.0
-# Periods are created PARTITIONS_AHEAD ahead, so an hourly check has days to spare; runs made
-# before a period exists are not lost either: they land in the DEFAULT partition.
+# Periods are created GENSTREAM_PARTITIONS_AHEAD ahead, so an hourly check has days to spare;
+# runs made before a period exists are not lost either: they land in the DEFAULT partition.
 PARTITIONS_EVERY_S: Final = 3600.0
 
 
@@ -90,7 +90,6 @@ async def open_runtime(
         hub.start_checking(settings.wakeup_check_s)
     if concurrency > 0:
         worker.start()
-    await _ensure_partitions(pool, settings)
     queue_gauges = asyncio.create_task(_observe_queue(pool), name="genstream-queue-gauges")
     keep_partitions = asyncio.create_task(
         _keep_partitions(pool, settings), name="genstream-partitions"
@@ -142,9 +141,11 @@ async def _ensure_partitions(pool: Pool, settings: Settings) -> None:
 
 
 async def _keep_partitions(pool: Pool, settings: Settings) -> None:
+    """At start and hourly. In the background, not awaited before serving: a period's check
+    may scan a converted database's legacy rows for a while, and nothing waits on it."""
     while True:
-        await asyncio.sleep(PARTITIONS_EVERY_S)
         await _ensure_partitions(pool, settings)
+        await asyncio.sleep(PARTITIONS_EVERY_S)
 
 
 def _wake_followers(hub: Hub) -> Callable[[str], None]:

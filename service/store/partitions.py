@@ -17,25 +17,33 @@ ahead of the periods. Creating a period therefore has two costs that this module
   defaults, NOT NULL, CHECKs), those rows are moved into it (DELETE ... RETURNING: the default's
   primary key finds them with one index range probe), and then it is ATTACHed, in one
   transaction: readers see the rows in the default or in the period, never in neither.
-* ATTACH scans the default to prove it holds no row of the new range (a CHECK constraint on
-  the default that implies it would skip the scan, but adding one is itself a scan, and one
-  that must not see rows of the range arrive meanwhile). The scan runs under the ACCESS
-  EXCLUSIVE lock that ATTACH takes on the default: a moment on a new database, one sequential
-  pass over the legacy rows on a converted one (the README gives the measured cost). Periods
-  are created ``ahead`` of time, once per period, so this happens rarely and off the hot path.
+* ATTACH scans the default to prove it holds no row of the new range, under the ACCESS
+  EXCLUSIVE lock it takes on the default: nothing reads or appends to the default meanwhile
+  (the global feed reads every partition). A moment on a new database, one sequential pass
+  over the legacy rows on a converted one. A CHECK constraint on the default that implies the
+  range lets ATTACH skip that scan, so a period that starts in the future, whose range the
+  default holds nothing of, is made in three steps: a "fence" CHECK added NOT VALID (no scan),
+  VALIDATEd in its own transaction (the scan, under SHARE UPDATE EXCLUSIVE: reads and appends
+  go on), then the period attached (no scan) and the fence dropped. The current period, and
+  any whose range the default holds rows of, is made in one transaction with the scan under
+  the lock (on a converted database: the migration, or the first start after a long pause).
 
-``ensure_partitions`` takes a transaction-level advisory lock: processes that start together
-create each period once, the later ones find it made.
+``ensure_partitions`` takes a transaction-level advisory lock around each change of the
+catalog (never a session lock: it works through a transaction-mode pooler): processes that
+start together create each period once, the later ones find it made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
+
+import asyncpg
 
 from service.ids import lowest_v7
 from service.store.db import Connection
@@ -86,6 +94,54 @@ ALTER TABLE {table}
 ATTACH PARTITION {name}
 FOR VALUES FROM ('{lower}') TO ('{upper}')
 """
+
+# Whether the default holds any row of [$1, $2): one probe of its primary key.
+SELECT_DEFAULT_HOLDS = """
+SELECT EXISTS (
+    SELECT
+    FROM {table}_default
+    WHERE generation_id >= $1
+      AND generation_id < $2
+)
+"""
+
+# A CHECK that keeps a coming period's rows out of the default. Added NOT VALID (no scan; a
+# moment of ACCESS EXCLUSIVE), then VALIDATEd: the scan, under SHARE UPDATE EXCLUSIVE, which
+# lets reads and appends go on. Once valid it proves to ATTACH that the default holds nothing
+# of the range, and ATTACH skips its own scan (PostgreSQL: "This scan ... can be avoided if
+# an appropriate CHECK constraint is present"); the period's creation then drops it.
+ADD_FENCE = """
+ALTER TABLE {table}_default
+ADD CONSTRAINT {fence}
+CHECK (generation_id < '{lower}' OR generation_id >= '{upper}')
+NOT VALID
+"""
+
+# Whether the default ($1) has the fence $2 (a run that stopped between the steps left it).
+SELECT_FENCE_EXISTS = """
+SELECT EXISTS (
+    SELECT
+    FROM pg_constraint
+    WHERE conrelid = $1::regclass
+      AND conname = $2
+)
+"""
+
+VALIDATE_FENCE = """
+ALTER TABLE {table}_default
+VALIDATE CONSTRAINT {fence}
+"""
+
+DROP_FENCE = """
+ALTER TABLE {table}_default
+DROP CONSTRAINT IF EXISTS {fence}
+"""
+
+# How far ahead a period must start to be fenced first: while fenced, a row of its range
+# cannot be stored at all (the default refuses it, no partition takes it), so only a range no
+# process's clock reaches yet is fenced. (A legacy v4 id imported into a fenced range in that
+# window is refused too: about one import in 10^5 for a month's range; it can be retried.)
+FENCE_MARGIN = timedelta(days=1)
 
 _BOUND = re.compile(r"FROM \('([0-9a-f-]{36})'\) TO \('([0-9a-f-]{36})'\)")
 
@@ -189,7 +245,18 @@ def create_period(table: str, lower: UUID, upper: UUID) -> list[str]:
         CREATE_STANDALONE.format(**names),
         MOVE_FROM_DEFAULT.format(**names, **bounds),
         ATTACH_PERIOD.format(**names, **bounds),
+        DROP_FENCE.format(table=table, fence=fence_name(table, lower)),
     ]
+
+
+def fence_name(table: str, lower: UUID) -> str:
+    return f"{table}_default_fence_p{_instant(lower):%Y%m%d}"
+
+
+def add_fence(table: str, lower: UUID, upper: UUID) -> str:
+    return ADD_FENCE.format(
+        table=table, fence=fence_name(table, lower), lower=str(lower), upper=str(upper)
+    )
 
 
 def missing_periods(
@@ -207,14 +274,43 @@ async def ensure_partitions(
     conn: Connection, period: Period, ahead: int, now: datetime
 ) -> list[str]:
     """Create the period ``now`` falls in and ``ahead`` more, for both tables, where missing.
-    Idempotent; one transaction; returns the partitions it created."""
-    created = []
-    async with conn.transaction():
-        await conn.execute(LOCK_PARTITIONS)
-        for table in TABLES:
+    Idempotent, safe to run from every process at once; returns the partitions it created.
+
+    A period that starts at least ``FENCE_MARGIN`` after ``now`` and whose range the default
+    holds no row of is created in three steps (see the module's docstring): fence, validate
+    (the scan, with reads and appends going on), attach (no scan). Any other is created in one
+    transaction that moves the default's rows of its range, with the scan under the lock."""
+    created: list[str] = []
+    for table in TABLES:
+        fenced: list[tuple[UUID, UUID]] = []
+        async with conn.transaction():
+            await conn.execute(LOCK_PARTITIONS)
             existing = await select_partitions(conn, table)
             for lower, upper in missing_periods(existing, period, ahead, now):
-                for statement in create_period(table, lower, upper):
-                    await conn.execute(statement)
-                created.append(partition_name(table, lower))
+                holds = await conn.fetchval(SELECT_DEFAULT_HOLDS.format(table=table), lower, upper)
+                if lower >= lowest_v7(now + FENCE_MARGIN) and not holds:
+                    fence = fence_name(table, lower)
+                    if not await conn.fetchval(SELECT_FENCE_EXISTS, f"{table}_default", fence):
+                        await conn.execute(add_fence(table, lower, upper))
+                    fenced.append((lower, upper))
+                else:
+                    for statement in create_period(table, lower, upper):
+                        await conn.execute(statement)
+                    created.append(partition_name(table, lower))
+        for lower, _upper in fenced:  # each its own transaction; idempotent, self-serialising
+            # UndefinedObject: another process has made the period (and dropped the fence).
+            with contextlib.suppress(asyncpg.UndefinedObjectError):
+                await conn.execute(
+                    VALIDATE_FENCE.format(table=table, fence=fence_name(table, lower))
+                )
+        if not fenced:
+            continue
+        async with conn.transaction():
+            await conn.execute(LOCK_PARTITIONS)
+            existing = await select_partitions(conn, table)
+            for lower, upper in fenced:
+                if free_ranges(lower, upper, existing) == [(lower, upper)]:
+                    for statement in create_period(table, lower, upper):
+                        await conn.execute(statement)
+                    created.append(partition_name(table, lower))
     return created

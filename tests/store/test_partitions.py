@@ -86,7 +86,60 @@ async def test_two_processes_at_once_create_each_period_once(pool: Pool) -> None
             return await ensure_partitions(conn, "week", 3, far)
 
     first, second = await asyncio.gather(ensure(), ensure())
-    assert sorted([len(first), len(second)]) == [0, 8]
+    assert len(first) + len(second) == 8
+    assert len(set(first) | set(second)) == 8
+
+
+async def created_with_messages(conn: Connection, now: datetime) -> tuple[list[str], list[str]]:
+    """ensure_partitions' result, and what PostgreSQL said about the default's scans."""
+    said: list[str] = []
+
+    def listen(_conn: object, message: object) -> None:
+        said.append(str(message))
+
+    conn.add_log_listener(listen)
+    await conn.execute("SET client_min_messages = debug1")
+    try:
+        created = await ensure_partitions(conn, "month", 1, now)
+    finally:
+        await conn.execute("RESET client_min_messages")
+        conn.remove_log_listener(listen)
+    return created, [m for m in said if "default partition" in m]
+
+
+async def test_a_future_period_is_fenced_so_attach_does_not_scan_the_default(pool: Pool) -> None:
+    await run_with_a_file(pool, uuid4())  # something in the default to scan
+    async with pool.acquire() as conn:
+        # December (the period "now" is in) is made in one go; January, ahead, is fenced.
+        created, said = await created_with_messages(conn, datetime(2049, 12, 15, tzinfo=UTC))
+        assert created == [
+            "generation_events_p20491201",
+            "generation_events_p20500101",
+            "generated_files_p20491201",
+            "generated_files_p20500101",
+        ]
+        assert len(said) == 2, said  # January's, once per table
+        assert all("is implied by existing constraints" in m for m in said), said
+        fences = await conn.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%fence%'"
+        )
+        assert fences == 0
+
+
+async def test_a_fence_left_by_a_stopped_run_is_taken_up(pool: Pool) -> None:
+    lower, upper = (
+        lowest_v7(datetime(2051, 1, 1, tzinfo=UTC)),
+        lowest_v7(datetime(2051, 2, 1, tzinfo=UTC)),
+    )
+    async with pool.acquire() as conn:
+        await conn.execute(partitions.add_fence("generation_events", lower, upper))
+        created = await ensure_partitions(
+            conn, "month", 0, datetime(2050, 12, 1, tzinfo=UTC) + timedelta(days=31)
+        )
+        assert "generation_events_p20510101" in created
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%fence%'"
+        )
 
 
 async def test_a_changed_period_fills_around_what_exists(pool: Pool) -> None:
