@@ -16,8 +16,15 @@ Unique indexes of a partitioned table must contain the partition key: the primar
 (generation_id, seq) and (generation_id, path) and the idempotency index (generation_id,
 idempotency_key) all do.
 
-The downgrade moves every period's rows back into the default, detaches it and gives it the
-old name back.
+The periods are made with store/partitions.py's statements, the ones the service runs: not
+frozen here, as a view's text would be, because they must agree with what the service does
+next. Each period made here costs a sequential scan of the legacy rows under the lock this
+migration holds; on a large log, migrate with ``GENSTREAM_PARTITIONS_AHEAD=0`` (only the
+current period is made here) and let the service make the coming ones: it fences them first,
+so their scan runs while reads and appends go on (partitions.py's docstring).
+
+The downgrade copies every period's rows back into the default (a real copy, unlike the
+upgrade), detaches it and gives it the old name back.
 
 Revision ID: 0012
 Revises: 0011
@@ -137,6 +144,15 @@ def downgrade() -> None:
             op.execute(f"INSERT INTO {default} SELECT * FROM {name}")
             op.execute(f"DROP TABLE {name}")
         op.execute(f"ALTER TABLE {table} DETACH PARTITION {default}")
+        fences = op.get_bind().execute(
+            sa.text(
+                "SELECT conname FROM pg_constraint WHERE conrelid = CAST(:default AS regclass) "
+                "AND conname LIKE :fence"
+            ),
+            {"default": default, "fence": f"{default}_fence_%"},
+        )
+        for (fence,) in list(fences):  # left by a period that was being made
+            op.execute(f"ALTER TABLE {default} DROP CONSTRAINT {fence}")
         op.execute(f"ALTER TABLE {table} RENAME TO {table}_partitioned")
         op.execute(f"ALTER TABLE {default} RENAME TO {table}")
     for name, definition in views:  # the text names the log's tables: now the plain ones

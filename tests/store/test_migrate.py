@@ -12,7 +12,7 @@ from alembic import command
 
 from service.events import NewFile
 from service.ids import lowest_v7
-from service.store import event_log
+from service.store import event_log, partitions
 from service.store.db import Connection, Pool, asyncpg_dsn, create_pool
 from service.store.migrate import alembic_config, current_revisions, head_revisions, upgrade
 from tests.helpers import DONE, STARTED, new_generation, partitions_holding
@@ -120,10 +120,14 @@ async def test_0012_partitions_a_log_with_legacy_rows_and_downgrades(
             await conn.execute(f"DELETE FROM generated_files WHERE generation_id = '{fresh}'")
             await conn.execute(f"DELETE FROM generation_events WHERE generation_id = '{fresh}'")
             await conn.execute(f"DELETE FROM generations WHERE id = '{fresh}'")
+            far = lowest_v7(datetime(2060, 1, 1, tzinfo=UTC))
+            await conn.execute(
+                partitions.add_fence("generation_events", far, UUID(int=far.int + 1))
+            )
     finally:
         await pool.close()
 
-    await asyncio.to_thread(command.downgrade, config, "0011")
+    await asyncio.to_thread(command.downgrade, config, "0011")  # with a fence left: dropped too
 
     plain = await asyncpg.connect(asyncpg_dsn(empty_database_url))
     try:
@@ -135,6 +139,9 @@ async def test_0012_partitions_a_log_with_legacy_rows_and_downgrades(
             "WHERE relname ~ '^(generation_events|generated_files)_(default|p[0-9]{8}|partitioned)'"
         )
         assert leftovers is None
+        assert not await plain.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%fence%'"
+        )
     finally:
         await plain.close()
     await asyncio.to_thread(command.upgrade, config, "head")
