@@ -41,10 +41,3 @@ def lowest_v7(at: datetime) -> UUID:
 def v7_at(at: datetime) -> UUID:
     """A v7 id as if made at ``at`` (random rest): tests place runs in a period this way."""
     return UUID(int=lowest_v7(at).int | (secrets.randbits(12) << 64) | secrets.randbits(62))
-
-
-def v7_time(generation_id: UUID) -> datetime | None:
-    """When a v7 id was made; None for any other version (their bits hold no time)."""
-    if generation_id.version != 7:
-        return None
-    return datetime.fromtimestamp((generation_id.int >> 80) / 1000, UTC)
