@@ -24,8 +24,9 @@ The packages, from the outside in; each may import only the ones ``LAYERS`` list
     store                       the only SQL: the event log, runs, keys, the LISTEN connection
     events errors files         leaves: the vocabulary, the error tree, what a stored file
     settings spec observe       may be (its path, size, language), configuration, the
-    snapshot                    request's spec, the metrics, logs and traces, a run's state
-                                reduced from its events; anyone may import them
+    snapshot ids                request's spec, the metrics, logs and traces, a run's state
+                                reduced from its events, time-ordered generation ids;
+                                anyone may import them
 
 Only ``api`` and the composition modules import Litestar; only ``store`` speaks SQL; only
 ``generation/providers/gemini.py`` imports google-genai, only ``generation/providers/openai.py``
@@ -36,7 +37,9 @@ from __future__ import annotations
 
 from typing import Final
 
-_LEAVES: Final = frozenset({"events", "errors", "files", "observe", "settings", "snapshot", "spec"})
+_LEAVES: Final = frozenset(
+    {"events", "errors", "files", "ids", "observe", "settings", "snapshot", "spec"}
+)
 _BELOW_API: Final = frozenset({"access", "streams", "generation", "verify", "store"}) | _LEAVES
 _EVERYTHING: Final = (
     frozenset(
@@ -62,6 +65,7 @@ LAYERS: Final[dict[str, frozenset[str]]] = {
     "events": _LEAVES,
     "errors": _LEAVES,
     "files": _LEAVES,
+    "ids": _LEAVES,
     "settings": _LEAVES,
     "spec": _LEAVES,
     "snapshot": _LEAVES,

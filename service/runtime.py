@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 from service.errors import StoreUnavailable
@@ -20,8 +21,8 @@ from service.generation.runner import Worker
 from service.generation.runs import observe_queue
 from service.observe.logs import get_logger
 from service.settings import Settings
-from service.store import event_log, generations
-from service.store.db import Pool, create_pool, forget_pool, observe_pool
+from service.store import event_log, generations, partitions
+from service.store.db import Pool, connection, create_pool, forget_pool, observe_pool
 from service.store.listener import Listener
 from service.store.reads import Reads
 from service.streams.hub import Hub
@@ -29,6 +30,9 @@ from service.streams.hub import Hub
 log = get_logger(__name__)
 
 QUEUE_GAUGES_EVERY_S: Final = 10.0
+# Periods are created GENSTREAM_PARTITIONS_AHEAD ahead, so an hourly check has days to spare;
+# runs made before a period exists are not lost either: they land in the DEFAULT partition.
+PARTITIONS_EVERY_S: Final = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +98,16 @@ async def open_runtime(
     if concurrency > 0:
         worker.start()
     queue_gauges = asyncio.create_task(_observe_queue(pool), name="genstream-queue-gauges")
+    keep_partitions = asyncio.create_task(
+        _keep_partitions(pool, settings), name="genstream-partitions"
+    )
     try:
         yield Runtime(pool=pool, reads=reads, worker=worker, listener=listener, hub=hub)
     finally:
-        queue_gauges.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await queue_gauges
+        for task in (queue_gauges, keep_partitions):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if hub is not None:
             hub.end_streams()
             await hub.stop()
@@ -138,6 +146,31 @@ async def _observe_queue(pool: Pool) -> None:
         except Exception:
             log.exception("metrics.queue_failed")
         await asyncio.sleep(QUEUE_GAUGES_EVERY_S)
+
+
+async def _ensure_partitions(pool: Pool, settings: Settings) -> None:
+    """The log's current and coming periods (store/partitions.py). A failure is logged, not
+    fatal: appends still land, in the DEFAULT partition, and the next hour tries again."""
+    try:
+        async with connection(pool) as conn:
+            created = await partitions.ensure_partitions(
+                conn, settings.partition_period, settings.partitions_ahead, datetime.now(UTC)
+            )
+    except StoreUnavailable:
+        return
+    except Exception:
+        log.exception("partitions.ensure_failed")
+        return
+    if created:
+        log.info("partitions.created", partitions=created)
+
+
+async def _keep_partitions(pool: Pool, settings: Settings) -> None:
+    """At start and hourly. In the background, not awaited before serving: a period's check
+    may scan a converted database's legacy rows for a while, and nothing waits on it."""
+    while True:
+        await _ensure_partitions(pool, settings)
+        await asyncio.sleep(PARTITIONS_EVERY_S)
 
 
 def _wake_followers(hub: Hub) -> Callable[[str], None]:

@@ -295,6 +295,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="The least severe log level written."
     )
+    partition_period: Literal["month", "week", "day"] = Field(
+        default="month",
+        description="How much time one partition of the event log holds (`month`, `week`, "
+        "`day`): runs are kept and dropped a whole period at a time.",
+    )
+    partitions_ahead: int = Field(
+        default=3,
+        ge=0,
+        le=366,
+        description="Periods of the event log created ahead of the current one (at start and "
+        "hourly).",
+    )
     metrics_address: str | None = Field(
         default=None,
         description="host:port where /metrics is also served without a key (a `worker` has "

@@ -32,10 +32,11 @@ from service.events import (
 )
 from service.generation import runs
 from service.generation.runs import queued_event
+from service.ids import new_generation_id
 from service.operations.transfer import export_lines
 from service.spec import Spec
 from service.store import event_log, generations
-from service.store.db import Pool, asyncpg_dsn, create_pool
+from service.store.db import Connection, Pool, asyncpg_dsn, create_pool
 from service.store.embedded import EmbeddedCluster
 from service.store.event_log import StoredEvent
 
@@ -91,11 +92,15 @@ async def execute_as_admin(url: str, sql: str) -> None:
 
 
 async def new_generation(
-    pool: Pool, owner: str = "alice", spec: dict[str, Any] = EMPTY_SPEC
+    pool: Pool,
+    owner: str = "alice",
+    spec: dict[str, Any] = EMPTY_SPEC,
+    generation_id: UUID | None = None,
 ) -> UUID:
     """A queued generation (its ``generation.queued`` is seq 1) that no worker will run unless
-    the test starts one: the row is written directly, as the API would."""
-    generation_id = uuid4()
+    the test starts one: the row is written directly, as the API would, with a UUIDv7 id of
+    now unless ``generation_id`` is given (a legacy v4 id, a v7 id of another time)."""
+    generation_id = generation_id or new_generation_id()
     async with pool.acquire() as conn:
         await generations.insert_generation(
             conn, generation_id, owner, spec, "offline", None, queued_event()
@@ -334,3 +339,12 @@ async def wait_until(check: Callable[[], Any], what: str, seconds: float = 10.0)
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {seconds}s: {what}")
         await asyncio.sleep(0.02)
+
+
+async def partitions_holding(conn: Connection, table: str, generation_id: UUID) -> set[str]:
+    """The partitions holding the run's rows of ``table``."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT tableoid::regclass::text AS part FROM {table} WHERE generation_id = $1",
+        generation_id,
+    )
+    return {row["part"] for row in rows}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Final
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from service.errors import Conflict, InvalidRequest, TooManyRequests
 from service.events import (
@@ -17,6 +17,7 @@ from service.events import (
 )
 from service.generation.phases import PHASES
 from service.generation.providers.registry import KNOWN, requirement
+from service.ids import new_generation_id
 from service.observe import metrics, traces
 from service.spec import Spec
 from service.store import event_log, generations
@@ -58,7 +59,7 @@ async def create_generation(
         raise InvalidRequest(
             f"provider {provider!r} is not available on this server ({requirement(provider)})"
         )
-    generation_id = uuid4()
+    generation_id = new_generation_id()
     spec_json: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
     async with connection(pool) as conn, conn.transaction():
         if limits.max_active_runs is not None or limits.runs_per_minute is not None:

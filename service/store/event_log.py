@@ -275,7 +275,11 @@ FROM generations
 WHERE id = $1
 """
 
+# The unique index of idempotency keys. A violation names the partition's own index, which
+# PostgreSQL names after the partition (generation_events_default_idempotency_key_idx,
+# generation_events_p20261201_generation_id_idempotency_key_idx): all end alike.
 IDEMPOTENCY_INDEX = "generation_events_idempotency_key_idx"
+IDEMPOTENCY_INDEX_SUFFIX = "idempotency_key_idx"
 
 # Whether a run ($1: generation id) has started, and its completed stages in order. After a
 # generation.retried, building phases completed before it stay completed, verification starts
@@ -550,7 +554,7 @@ async def append(
         with traces.span("append", generation_id=generation_id, events=len(events)):
             row = await conn.fetchrow(INSERT_EVENTS, *parameters)
     except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name != IDEMPOTENCY_INDEX:
+        if not (exc.constraint_name or "").endswith(IDEMPOTENCY_INDEX_SUFFIX):
             raise
         metrics.IDEMPOTENT_REPLAYS.inc()
         head = await select_head(conn, generation_id)

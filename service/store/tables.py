@@ -38,7 +38,7 @@ generations = sa.Table(
     sa.Column("trace_context", JSONB, nullable=True),
     # How far the run's code is verified (``off``, ``compile``, ``tests``): its request's choice.
     sa.Column("verify", sa.Text, nullable=False, server_default="off"),
-    # When retention redacted the run's log (migration 0012); NULL: not (yet).
+    # When retention redacted the run's log (migration 0013); NULL: not (yet).
     sa.Column("redacted_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("verify IN ('off', 'compile', 'tests')", name="generations_verify_check"),
     sa.CheckConstraint(
@@ -100,7 +100,7 @@ generation_events = sa.Table(
         nullable=False,
         server_default=sa.text("'\\x" + "00" * 32 + "'::bytea"),
     ),
-    # When retention replaced the bulky part of its payload by a marker (migration 0012).
+    # When retention replaced the bulky part of its payload by a marker (migration 0013).
     sa.Column("redacted_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
     sa.CheckConstraint("octet_length(chain) = 32", name="generation_events_chain_check"),
@@ -120,6 +120,9 @@ generation_events = sa.Table(
         unique=True,
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     ),
+    # One partition per period of generation ids (UUIDv7: creation time) and a DEFAULT one
+    # (store/partitions.py, migration 0012); the partitions are not part of this metadata.
+    postgresql_partition_by="RANGE (generation_id)",
 )
 
 generated_files = sa.Table(
@@ -138,8 +141,9 @@ generated_files = sa.Table(
     sa.Column("language", sa.Text, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-    # When retention emptied its content (size and sha256 stay); migration 0012.
+    # When retention emptied its content (size and sha256 stay); migration 0013.
     sa.Column("redacted_at", sa.DateTime(timezone=True), nullable=True),
+    postgresql_partition_by="RANGE (generation_id)",
 )
 
 retention_drops = sa.Table(

@@ -345,5 +345,7 @@ async def test_per_generation_reads_use_the_primary_key_not_a_scan_of_every_even
         one = await conn.fetchval("SELECT md5('7')::uuid")
         plan = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", one))
     found = scans(plan)
-    assert ("Seq Scan", "generation_events") not in found, found
-    assert any(relation == "generation_events" for _, relation in found), found
+    # The seeded runs' ids are v4: their rows are in the DEFAULT partition (migration 0012).
+    # An empty period partition may show a Seq Scan (free on no pages; pruned at run time).
+    assert ("Seq Scan", "generation_events_default") not in found, found
+    assert any(relation == "generation_events_default" for _, relation in found), found

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
 
 import asyncpg
 from alembic import command
 
-from service.store.db import asyncpg_dsn
+from service.events import NewFile
+from service.ids import lowest_v7
+from service.store import event_log, partitions
+from service.store.db import Connection, Pool, asyncpg_dsn, create_pool
 from service.store.migrate import alembic_config, current_revisions, head_revisions, upgrade
+from tests.helpers import DONE, STARTED, new_generation, partitions_holding
 
 TABLES = ("generations", "generation_events", "generated_files", "api_keys")
+LOG_TABLES = ["generation_events", "generated_files"]
 
 
 async def state(url: str) -> tuple[frozenset[str], set[str]]:
@@ -41,3 +49,122 @@ async def test_downgrade_to_base_then_upgrade_again(empty_database_url: str) -> 
 
     await asyncio.to_thread(upgrade, empty_database_url)
     assert await state(empty_database_url) == (head_revisions(), set(TABLES))
+
+
+def legacy_id_in(at: datetime) -> UUID:
+    """A v4 id whose random leading bits happen to fall in ``at``'s millisecond: one of the
+    legacy ids a new period's range catches."""
+    return UUID(int=lowest_v7(at).int & ~(0xF << 76) | (0x4 << 76) | random.getrandbits(62))
+
+
+async def log_rows(conn: Connection) -> dict[str, list[str]]:
+    """Every row of the log's tables and every analytics view, as text."""
+    found = {}
+    for name in (*LOG_TABLES, *await views(conn)):
+        rows = await conn.fetch(f"SELECT to_jsonb(t)::text FROM {name} AS t ORDER BY 1")
+        found[name] = [row[0] for row in rows]
+    return found
+
+
+async def views(conn: Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT viewname FROM pg_views WHERE schemaname = 'public' ORDER BY viewname"
+    )
+    return [row[0] for row in rows]
+
+
+async def kinds(conn: Connection) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT relname, relkind::text FROM pg_class WHERE relname = ANY($1::text[])", LOG_TABLES
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def test_0012_partitions_a_log_with_legacy_rows_and_downgrades(
+    empty_database_url: str,
+) -> None:
+    config = alembic_config(empty_database_url)
+    await asyncio.to_thread(command.upgrade, config, "0011")
+    pool = await create_pool(empty_database_url, min_size=1, max_size=2)
+    try:
+        legacy = [await finished_run(pool, uuid4()) for _ in range(3)]
+        caught = await finished_run(pool, legacy_id_in(datetime.now(UTC)))
+        async with pool.acquire() as conn:
+            before = await log_rows(conn)
+            assert await kinds(conn) == {t: "r" for t in LOG_TABLES}
+    finally:
+        await pool.close()
+
+    await asyncio.to_thread(command.upgrade, config, "0012")
+
+    pool = await create_pool(empty_database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            assert await kinds(conn) == {t: "p" for t in LOG_TABLES}
+            assert await log_rows(conn) == before
+            month = f"p{datetime.now(UTC):%Y%m}01"
+            for table in LOG_TABLES:
+                assert await partitions_holding(conn, table, caught) == {f"{table}_{month}"}
+                for run in legacy:
+                    assert await partitions_holding(conn, table, run) == {f"{table}_default"}
+    finally:
+        await pool.close()
+
+    # The service's own reads need the migrations after 0012 too (0013: retention's columns).
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+    pool = await create_pool(empty_database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            check = await event_log.check_chains(conn)
+            assert (check.generations, check.breaks) == (4, [])
+            # The log goes on: a legacy run and a new one append, the feed reads them all.
+            fresh = await finished_run(pool, None)
+            assert await partitions_holding(conn, "generation_events", fresh) == {
+                f"generation_events_{month}"
+            }
+            feed = await event_log.select_feed(conn, event_log.FeedPosition(), 1000)
+            assert len({event.position.generation_id for event in feed}) == 5
+            assert (await event_log.check_chains(conn)).breaks == []
+            await conn.execute(f"DELETE FROM generated_files WHERE generation_id = '{fresh}'")
+            await conn.execute(f"DELETE FROM generation_events WHERE generation_id = '{fresh}'")
+            await conn.execute(f"DELETE FROM generations WHERE id = '{fresh}'")
+            far = lowest_v7(datetime(2060, 1, 1, tzinfo=UTC))
+            await conn.execute(
+                partitions.add_fence("generation_events", far, UUID(int=far.int + 1))
+            )
+    finally:
+        await pool.close()
+
+    await asyncio.to_thread(command.downgrade, config, "0011")  # with a fence left: dropped too
+
+    plain = await asyncpg.connect(asyncpg_dsn(empty_database_url))
+    try:
+        assert await kinds(plain) == {t: "r" for t in LOG_TABLES}
+        assert await log_rows(plain) == before
+        leftovers = await plain.fetchval(
+            "SELECT array_agg(relname) FROM pg_class "
+            "WHERE relname ~ '^(generation_events|generated_files)_(default|p[0-9]{8}|partitioned)'"
+        )
+        assert leftovers is None
+        assert not await plain.fetchval(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%fence%'"
+        )
+    finally:
+        await plain.close()
+    await asyncio.to_thread(command.upgrade, config, "head")
+    pool = await create_pool(empty_database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            assert (await event_log.check_chains(conn)).breaks == []
+    finally:
+        await pool.close()
+
+
+async def finished_run(pool: Pool, generation_id: UUID | None) -> UUID:
+    generation_id = await new_generation(pool, generation_id=generation_id)
+    file = NewFile("app/main.py", f"# {generation_id}\n", "python")
+    async with pool.acquire() as conn:
+        await event_log.append(conn, generation_id, [STARTED, file.saved("code", 0.5)], [file])
+        await event_log.append(conn, generation_id, [DONE])
+    return generation_id
