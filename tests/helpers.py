@@ -162,9 +162,15 @@ async def append(pool: Pool, generation_id: UUID | str, *events: NewEvent) -> in
     return appended.last_seq
 
 
-async def finished_generation(pool: Pool, owner: str = "alice") -> UUID:
-    """Queued, started, a delta and a file, succeeded: seq 1..5."""
-    generation_id = await create_generation(pool, owner)
+async def finished_generation(
+    pool: Pool, owner: str = "alice", generation_id: UUID | None = None
+) -> UUID:
+    """Queued, started, a delta and a file, succeeded: seq 1..5. Created as the API creates
+    it, or (``generation_id`` given: a legacy v4 id, a v7 id of another time) directly."""
+    if generation_id is None:
+        generation_id = await create_generation(pool, owner)
+    else:
+        generation_id = await new_generation(pool, owner, SPEC, generation_id)
     file = NewFile("app/main.py", 'print("hi \\u00e9 \\"quoted\\"")\n', "python")
     async with pool.acquire() as conn:
         await event_log.append(

@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 from uuid import UUID
 
+import asyncpg
+
 from service.observe.logs import get_logger
-from service.store import retention
+from service.store import partitions, retention
 from service.store.db import Connection, Pool, connection
 
 log = get_logger(__name__)
@@ -51,6 +53,7 @@ class Report:
     dropped_generations: int = 0
     dropped_events: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # periods past the age that stay, and why
 
     def lines(self) -> list[str]:
         would = "would be " if self.dry_run else ""
@@ -60,6 +63,7 @@ class Report:
             f"{self.redacted_files} file(s), {self.chars_removed} character(s) {would}removed",
             f"dropped: {self.dropped_generations} run(s), {self.dropped_events} event(s) "
             f"{would}gone" + (f" (partitions {partitions})" if partitions else ""),
+            *(f"kept: {why}" for why in self.kept),
         ]
 
 
@@ -152,7 +156,39 @@ async def _redact(
 async def _drop(
     conn: Connection, report: Report, days: float, now: datetime, dry_run: bool, batch: int
 ) -> None:
+    """Whole periods (O(1): partitions detached and dropped, nothing for VACUUM), then, one
+    run at a time, the runs past the age in the DEFAULT partition. A period that a younger run
+    keeps (a retry finished lately) stays whole until its last run is old enough: deleting
+    most of a period row by row is the VACUUM storm partitions are there to avoid."""
     reason = f"runs finished more than {_days(days)} before {now:%Y-%m-%d} are not kept"
+    cutoff = now - timedelta(days=days)
+    periods = [  # every period's range, past and ahead: the per-run pass leaves them alone
+        retention.period_range([p])
+        for p in await partitions.select_partitions(conn, partitions.TABLES[0])
+        if not p.is_default
+    ]
+    for period in await retention.droppable_periods(conn, cutoff):
+        names = [partition.name for partition in period]
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            done, young = await retention.drop_period(
+                conn, period, finished_before=cutoff, reason=reason, at=now, dry_run=dry_run
+            )
+        except asyncpg.LockNotAvailableError:
+            await transaction.rollback()
+            report.kept.append(f"{', '.join(names)}: the log stayed busy; the next pass tries")
+            continue
+        except BaseException:
+            await transaction.rollback()
+            raise
+        await (transaction.rollback() if dry_run else transaction.commit())
+        if young:
+            report.kept.append(f"{', '.join(names)}: {young} run(s) finished too recently")
+            continue
+        report.dropped_partitions += names
+        report.dropped_generations += done.generations
+        report.dropped_events += done.events
 
     def count(done: retention.Dropped) -> None:
         report.dropped_generations += done.generations
@@ -163,8 +199,9 @@ async def _drop(
         dry_run,
         lambda after: retention.drop_batch(
             conn,
-            finished_before=now - timedelta(days=days),
+            finished_before=cutoff,
             within=EVERY_ID,
+            skip=periods,
             after=after,
             limit=batch,
             reason=reason,

@@ -15,12 +15,15 @@ retry takes too: a run is never half redacted, half dropped, nor retried while i
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from service.errors import Gone, NotFound
+from service.store import partitions
 from service.store.db import Connection
+from service.store.partitions import Partition
 
 TERMINAL = "('succeeded', 'failed', 'cancelled')"
 REDACT_REASON = "retention: the run finished longer ago than this deployment keeps its payloads"
@@ -103,8 +106,9 @@ SELECT count(*) AS files, coalesce(sum(chars), 0) AS chars FROM redacted
 
 MARK_REDACTED = "UPDATE generations SET redacted_at = $2 WHERE id = ANY($1::uuid[])"
 
-# The finished runs ($1: finished before) with ids in [$2, $3) (a partition's, or the whole
-# range), after keyset ($4, $5), at most $6, locked: each is dropped whole.
+# The finished runs ($1: finished before) with ids in [$2, $3) but in none of the ranges
+# [$7[i], $8[i]) (periods already dropped whole), after keyset ($4, $5), at most $6, locked:
+# each is dropped whole.
 SELECT_TO_DROP = f"""
 SELECT id, owner, last_seq, finished_at
 FROM generations
@@ -114,6 +118,11 @@ WHERE finished_at IS NOT NULL
   AND id >= $2
   AND id < $3
   AND (finished_at, id) > ($4, $5)
+  AND NOT EXISTS (
+      SELECT
+      FROM unnest($7::uuid[], $8::uuid[]) AS skipped(low, high)
+      WHERE id >= skipped.low AND id < skipped.high
+  )
 ORDER BY finished_at, id
 LIMIT $6
 FOR UPDATE SKIP LOCKED
@@ -129,6 +138,37 @@ INSERT INTO retention_drops (low, high, owner, reason, generations, events, drop
 SELECT low, high, owner, $4, 1, events, $5
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $6::bigint[]) AS d(low, high, owner, events)
 """
+
+# Every run of one period, ids in [$1, $2), locked (a retry waits): how many, how many may not
+# go yet (not finished, or finished at or after $3), and their events.
+LOCK_PERIOD = f"""
+WITH period AS (
+    SELECT status, finished_at, last_seq
+    FROM generations
+    WHERE id >= $1
+      AND id < $2
+    FOR UPDATE
+)
+SELECT
+    count(*) AS generations,
+    count(*) FILTER (
+        WHERE finished_at IS NULL OR finished_at >= $3 OR status NOT IN {TERMINAL}
+    ) AS young,
+    coalesce(sum(last_seq), 0) AS events
+FROM period
+"""
+
+# A period dropped: [low, high) for everyone (the range says when, not who).
+INSERT_PERIOD_DROP = """
+INSERT INTO retention_drops (low, high, owner, reason, generations, events, dropped_at)
+VALUES ($1, $2, NULL, $3, $4, $5, $6)
+"""
+
+DELETE_PERIOD_RUNS = "DELETE FROM generations WHERE id >= $1 AND id < $2"
+
+# A detach waits for every reader of the log to finish and holds new ones back meanwhile:
+# rather than queue behind a long analytics query, give up and try at the next pass.
+LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
 
 # Whether a run ($1) asked for by owner $2 was dropped: one of its own (low = id), or within a
 # dropped period (no owner). Both through retention_drops_low_idx.
@@ -194,15 +234,26 @@ async def drop_batch(
     *,
     finished_before: datetime,
     within: tuple[UUID, UUID],
+    skip: Sequence[tuple[UUID, UUID]] = (),
     after: tuple[datetime, UUID],
     limit: int,
     reason: str,
     at: datetime,
 ) -> tuple[Dropped, tuple[datetime, UUID] | None]:
-    """Delete up to ``limit`` finished runs with ids in ``within``, each whole (events, files,
-    row) and recorded in ``retention_drops``; call inside a transaction. The slow path, for
-    runs outside any period's partition (ids made before UUIDv7, or by a clock ahead)."""
-    rows = await conn.fetch(SELECT_TO_DROP, finished_before, *within, *after, limit)
+    """Delete up to ``limit`` finished runs with ids in ``within`` and outside every ``skip``
+    range, each whole (events, files, row) and recorded in ``retention_drops``; call inside a
+    transaction. The slow path (each row deleted leaves work for VACUUM), for runs outside
+    any droppable period: in the DEFAULT partition (ids made before UUIDv7, or by a clock
+    ahead), or in a period a younger run keeps."""
+    rows = await conn.fetch(
+        SELECT_TO_DROP,
+        finished_before,
+        *within,
+        *after,
+        limit,
+        [low for low, _ in skip],
+        [high for _, high in skip],
+    )
     if not rows:
         return Dropped(0, 0), None
     ids = [row["id"] for row in rows]
@@ -220,6 +271,61 @@ async def drop_batch(
         events,
     )
     return Dropped(len(ids), sum(events)), (rows[-1]["finished_at"], rows[-1]["id"])
+
+
+async def drop_period(
+    conn: Connection,
+    period: Sequence[Partition],
+    *,
+    finished_before: datetime,
+    reason: str,
+    at: datetime,
+    dry_run: bool,
+) -> tuple[Dropped, int]:
+    """Drop one period, its partition of each table, if every run in it finished before
+    ``finished_before``: detached and dropped (no row is deleted from the log, so no VACUUM
+    follows), the runs' rows deleted and the range recorded, in the caller's transaction.
+    Returns what went (nothing, and the number of runs too young, when the period stays). A
+    dry run only counts. ``LockNotAvailableError`` when the log stayed busy for 5 s."""
+    low, high = period_range(period)
+    row = await conn.fetchrow(LOCK_PERIOD, low, high, finished_before)
+    assert row is not None  # an aggregate always returns a row
+    if row["young"]:
+        return Dropped(0, 0), row["young"]
+    if not dry_run:
+        await conn.execute(LOCK_TIMEOUT)
+        await conn.execute(partitions.LOCK_PARTITIONS)
+        await conn.execute(
+            INSERT_PERIOD_DROP, low, high, reason, row["generations"], row["events"], at
+        )
+        for partition in period:
+            await conn.execute(
+                f'ALTER TABLE "{partition.table}" DETACH PARTITION "{partition.name}"'
+            )
+            await conn.execute(f'DROP TABLE "{partition.name}"')
+        await conn.execute(DELETE_PERIOD_RUNS, low, high)
+    return Dropped(row["generations"], row["events"]), 0
+
+
+def period_range(period: Sequence[Partition]) -> tuple[UUID, UUID]:
+    """The ids a period's partitions hold: [low, high)."""
+    low, high = period[0].lower, period[0].upper
+    assert low is not None  # a period, not the DEFAULT partition
+    assert high is not None
+    return low, high
+
+
+async def droppable_periods(conn: Connection, created_before: datetime) -> list[list[Partition]]:
+    """The periods that end by ``created_before``, oldest first: each as its partitions (one
+    per table of the log, matched by range)."""
+    by_range: dict[tuple[UUID, UUID], list[Partition]] = {}
+    for table in partitions.TABLES:
+        for partition in await partitions.select_partitions(conn, table):
+            if partition.lower is None or partition.upper is None or partition.ends is None:
+                continue
+            if partition.ends <= created_before:
+                by_range.setdefault((partition.lower, partition.upper), []).append(partition)
+    return [by_range[key] for key in sorted(by_range)]
 
 
 async def missing(conn: Connection, generation_id: UUID, owner: str | None) -> Gone | NotFound:

@@ -6,20 +6,22 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
 from service.errors import Conflict, Gone, NotFound
 from service.events import EventType, NewEvent
 from service.generation import runs
+from service.ids import v7_at
 from service.operations import audit
 from service.operations.retention import Policy, apply
 from service.operations.transfer import export_lines, import_lines
-from service.store import generations
+from service.store import event_log, generations, partitions
+from service.store import retention as store_retention
 from service.store.db import Pool, create_pool
 from tests.conftest import RunningApp
-from tests.helpers import append, events_of, finished_generation
+from tests.helpers import DONE, STARTED, append, events_of, finished_generation, new_generation
 
 NOW = datetime.now(UTC)
 FILE = 'print("hi \\u00e9 \\"quoted\\"")\n'  # finished_generation's one file
@@ -44,10 +46,10 @@ VERIFICATION = {
 }
 
 
-async def verified_failure(pool: Pool, owner: str = "alice") -> UUID:
+async def verified_failure(pool: Pool, generation_id: UUID | None = None) -> UUID:
     """A run whose verification failed: a check's output in three places (check.completed,
     the verify phase's outcome, the terminal event), model text and a file."""
-    generation_id = await finished_generation(pool, owner)
+    generation_id = await finished_generation(pool, "alice", generation_id)
     async with pool.acquire() as conn:  # reopen it, as a retry would, to add a failed round
         await conn.execute(
             "UPDATE generations SET status = 'running', finished_at = NULL WHERE id = $1",
@@ -185,7 +187,7 @@ async def test_a_redacted_files_content_is_gone_and_its_run_cannot_be_retried(
 async def test_a_dry_run_counts_exactly_what_a_pass_does_and_changes_nothing(
     pool: Pool,
 ) -> None:
-    ids = [await verified_failure(pool) for _ in range(3)]
+    ids = [await verified_failure(pool, uuid4()) for _ in range(3)]  # legacy: dropped alone
     for days, generation_id in zip((40, 40, 100), ids, strict=True):
         await finished_ago(pool, generation_id, days)
     policy = Policy(redact_after_days=30, drop_after_days=90)
@@ -202,7 +204,7 @@ async def test_a_dry_run_counts_exactly_what_a_pass_does_and_changes_nothing(
 async def test_a_drop_takes_old_runs_whole_and_leaves_a_410_for_their_owner(
     pool: Pool,
 ) -> None:
-    old = await finished_generation(pool)
+    old = await finished_generation(pool, "alice", uuid4())  # the DEFAULT partition's
     young = await finished_generation(pool)
     await finished_ago(pool, old, 100)
     await finished_ago(pool, young, 10)
@@ -235,7 +237,7 @@ def test_a_policy_that_drops_before_it_redacts_is_refused() -> None:
 async def test_over_http_a_dropped_run_is_410_and_a_redacted_file_is_410(
     pool: Pool, running: RunningApp, api_key: str
 ) -> None:
-    dropped = await finished_generation(pool)
+    dropped = await finished_generation(pool, "alice", uuid4())
     redacted = await finished_generation(pool)
     await finished_ago(pool, dropped, 100)
     await finished_ago(pool, redacted, 40)
@@ -277,3 +279,105 @@ async def test_a_redacted_run_exported_and_imported_reads_back_the_same_and_its_
     finally:
         await other.close()
     assert (checked.breaks, checked.redacted) == ([], 4)
+
+
+# -- whole periods --------------------------------------------------------------------------
+
+JUNE = datetime(2026, 6, 10, tzinfo=UTC)
+
+
+async def run_created(pool: Pool, at: datetime | UUID, finished_days_ago: float) -> UUID:
+    """A finished run created at ``at`` (its id a v7 id of then, or this id), finished that
+    long ago."""
+    generation_id = await new_generation(
+        pool, generation_id=at if isinstance(at, UUID) else v7_at(at)
+    )
+    await append(pool, generation_id, STARTED, DONE)
+    await finished_ago(pool, generation_id, finished_days_ago)
+    return generation_id
+
+
+async def relations(pool: Pool, names: list[str]) -> list[str]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) ORDER BY 1", names
+        )
+    return [row[0] for row in rows]
+
+
+async def test_a_period_whose_runs_are_all_past_the_age_is_dropped_whole(pool: Pool) -> None:
+    async with pool.acquire() as conn:
+        await partitions.ensure_partitions(conn, "month", 0, JUNE)
+    june = [await run_created(pool, JUNE + timedelta(days=i), 150) for i in range(2)]
+    legacy = await run_created(pool, uuid4(), 150)  # the DEFAULT partition's: dropped alone
+    young = await run_created(pool, NOW, 1)
+    names = ["generation_events_p20260601", "generated_files_p20260601"]
+    assert await relations(pool, names) == sorted(names)
+
+    dry = await apply(pool, Policy(drop_after_days=90), now=NOW, dry_run=True)
+    assert await relations(pool, names) == sorted(names)
+    report = await apply(pool, Policy(drop_after_days=90), now=NOW)
+
+    assert asdict(report) == {**asdict(dry), "dry_run": False}
+    assert report.dropped_partitions == names
+    assert (report.dropped_generations, report.dropped_events) == (3, 9)
+    assert await relations(pool, names) == []
+    async with pool.acquire() as conn:
+        for generation_id in (*june, legacy):
+            with pytest.raises(Gone):
+                await generations.select_generation(conn, "alice", generation_id)
+        # A period's drop says when, not who: any id of June is gone, whoever asks.
+        with pytest.raises(Gone):
+            await generations.select_generation(conn, "bob", v7_at(JUNE + timedelta(days=5)))
+        with pytest.raises(NotFound):
+            await generations.select_generation(conn, "bob", legacy)
+        assert (await generations.select_generation(conn, "alice", young)).last_seq == 3
+        check = await event_log.check_chains(conn)
+    assert (check.generations, check.breaks) == (1, [])
+
+
+async def test_a_period_a_young_run_keeps_stays_whole_until_its_last_run_is_old_enough(
+    pool: Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        await partitions.ensure_partitions(conn, "month", 0, JUNE)
+    old = await run_created(pool, JUNE, 150)
+    retried = await run_created(pool, JUNE + timedelta(days=1), 2)  # finished again lately
+
+    report = await apply(pool, Policy(drop_after_days=90), now=NOW)
+
+    assert report.dropped_partitions == []
+    assert report.kept == [
+        "generation_events_p20260601, generated_files_p20260601: 1 run(s) finished too recently"
+    ]
+    assert report.dropped_generations == 0  # never row by row inside a period
+    async with pool.acquire() as conn:
+        for generation_id in (old, retried):
+            assert (await generations.select_generation(conn, "alice", generation_id)).last_seq
+    later = await apply(pool, Policy(drop_after_days=90), now=NOW + timedelta(days=89))
+    assert later.dropped_partitions == ["generation_events_p20260601", "generated_files_p20260601"]
+    assert later.dropped_generations == 2
+
+
+async def test_a_period_is_kept_for_the_next_pass_while_a_long_reader_holds_the_log(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_retention, "LOCK_TIMEOUT", "SET LOCAL lock_timeout = '200ms'")
+    async with pool.acquire() as conn:
+        await partitions.ensure_partitions(conn, "month", 0, JUNE)
+    old = await run_created(pool, JUNE, 150)
+    async with pool.acquire() as reader, reader.transaction():
+        await reader.fetchval("SELECT count(*) FROM generation_events")  # holds its lock
+
+        busy = await apply(pool, Policy(drop_after_days=90), now=NOW)
+
+    assert (busy.dropped_partitions, busy.dropped_generations) == ([], 0)
+    assert busy.kept == [
+        "generation_events_p20260601, generated_files_p20260601: the log stayed busy; "
+        "the next pass tries"
+    ]
+    done = await apply(pool, Policy(drop_after_days=90), now=NOW)
+    assert done.dropped_partitions == ["generation_events_p20260601", "generated_files_p20260601"]
+    async with pool.acquire() as conn:
+        with pytest.raises(Gone):
+            await generations.select_generation(conn, "alice", old)
