@@ -247,6 +247,45 @@ async def test_audit_verify_names_the_first_broken_seq_of_each_generation(
     assert_user_error(neither, 2, "name the generations to check, or --all")
 
 
+async def test_retention_reports_a_dry_run_then_does_it_and_refuses_a_policy_in_the_wrong_order(
+    database_url: str, pool: Pool
+) -> None:
+    old = await finished_generation(pool, "alice", uuid4())  # the DEFAULT partition's
+    redactable = await finished_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE generations SET finished_at = now() - interval '100 days' WHERE id = $1", old
+        )
+        await conn.execute(
+            "UPDATE generations SET finished_at = now() - interval '40 days' WHERE id = $1",
+            redactable,
+        )
+    policy = {"GENSTREAM_REDACT_AFTER_DAYS": "30", "GENSTREAM_DROP_AFTER_DAYS": "90"}
+
+    dry = await cli("retention", "--dry-run", database_url=database_url, env=policy)
+    done = await cli("retention", database_url=database_url, env=policy)
+    again = await cli("retention", database_url=database_url, env=policy)
+    nothing = await cli("retention", database_url=database_url)
+    backwards = await cli(
+        "retention", "--redact-after-days", "90", "--drop-after-days", "30", database_url=None
+    )
+
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        "redacted: 1 run(s), 1 event(s), 1 file(s), 39 character(s) would be removed",
+        "dropped: 1 run(s), 5 event(s) would be gone",
+    ]
+    assert "dry run: nothing was changed" in dry.stderr
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == dry.stdout.replace("would be ", "")
+    assert again.stdout.splitlines() == [
+        "redacted: 0 run(s), 0 event(s), 0 file(s), 0 character(s) removed",
+        "dropped: 0 run(s), 0 event(s) gone",
+    ]
+    assert_user_error(nothing, 2, "no retention policy: set GENSTREAM_REDACT_AFTER_DAYS")
+    assert_user_error(backwards, 2, "drop after 30 days comes before redact after 90 days")
+
+
 async def test_replay_at_the_recorded_pace_prints_the_same_lines(
     database_url: str, pool: Pool
 ) -> None:
