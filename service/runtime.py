@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+import asyncpg
+
 from service.errors import StoreUnavailable
 from service.generation.generator import make_generate
 from service.generation.runner import Worker
@@ -157,6 +159,9 @@ async def _ensure_partitions(pool: Pool, settings: Settings) -> None:
                 conn, settings.partition_period, settings.partitions_ahead, datetime.now(UTC)
             )
     except StoreUnavailable:
+        return
+    except asyncpg.LockNotAvailableError:  # a long query held the log: the next hour tries
+        log.warning("partitions.busy")
         return
     except Exception:
         log.exception("partitions.ensure_failed")

@@ -54,10 +54,32 @@ def upgrade() -> None:
         sa.Column("events", sa.BigInteger, nullable=False),
         sa.CheckConstraint("low < high", name="retention_drops_range_check"),
     )
-    op.create_index("retention_drops_low_idx", "retention_drops", ["low", "high"])
+    # A miss (404 or 410?) looks here: a run dropped alone by its id, a period by its start.
+    op.create_index(
+        "retention_drops_run_idx",
+        "retention_drops",
+        ["low"],
+        postgresql_where=sa.text("owner IS NOT NULL"),
+    )
+    op.create_index(
+        "retention_drops_period_idx",
+        "retention_drops",
+        ["low"],
+        postgresql_where=sa.text("owner IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    # Without redacted_at, a redacted event reads as an altered one (its chain no longer
+    # matches its text) and a redacted file as corrupt: refuse rather than make the log lie.
+    redacted = op.get_bind().execute(
+        sa.text("SELECT EXISTS (SELECT FROM generations WHERE redacted_at IS NOT NULL)")
+    )
+    if redacted.scalar():
+        raise RuntimeError(
+            "retention has redacted runs: a schema before 0013 would read them as tampered "
+            "with; downgrading is refused"
+        )
     op.drop_table("retention_drops")
     op.drop_index("generations_unredacted_idx", table_name="generations")
     op.drop_column("generations", "redacted_at")

@@ -353,7 +353,8 @@ async def stream(
     replay_speed = speed if pace == "recorded" else None
     check_snapshot(snapshot, replay_speed)
     try:
-        head: Head | None = await follow.head(services.pool, generation_id)
+        owner = caller.owner if isinstance(caller, KeyOwner) else None
+        head: Head | None = await follow.head(services.pool, generation_id, owner)
     except StoreUnavailable:
         # The caller is authorized (a stream token needs no database; a key was checked just
         # before it went away), so keep the client: 200, keepalives, then the log once the

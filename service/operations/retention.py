@@ -83,14 +83,13 @@ async def apply(
     now = now or datetime.now(UTC)
     report = Report(dry_run)
     async with connection(pool) as conn:
+        dropped = retention.DryDrops()
         if policy.drop_after_days is not None:
-            await _drop(conn, report, policy.drop_after_days, now, dry_run, batch)
+            dropped = await _drop(conn, report, policy.drop_after_days, now, dry_run, batch)
         if policy.redact_after_days is not None:
             # A dry run's drops were rolled back: what they took is not redacted as well.
-            since = START[0]
-            if dry_run and policy.drop_after_days is not None:
-                since = now - timedelta(days=policy.drop_after_days)
-            await _redact(conn, report, policy.redact_after_days, now, since, dry_run, batch)
+            left_out = dropped if dry_run else retention.DryDrops()
+            await _redact(conn, report, policy.redact_after_days, now, left_out, dry_run, batch)
     log.info("retention.pass", **asdict(report))
     return report
 
@@ -124,7 +123,7 @@ async def _redact(
     report: Report,
     days: float,
     now: datetime,
-    since: datetime,
+    dropped: retention.DryDrops,
     dry_run: bool,
     batch: int,
 ) -> None:
@@ -143,7 +142,7 @@ async def _redact(
         lambda after: retention.redact_batch(
             conn,
             finished_before=now - timedelta(days=days),
-            finished_since=since,
+            dropped=dropped,
             after=after,
             limit=batch,
             marker=marker,
@@ -155,11 +154,12 @@ async def _redact(
 
 async def _drop(
     conn: Connection, report: Report, days: float, now: datetime, dry_run: bool, batch: int
-) -> None:
+) -> retention.DryDrops:
     """Whole periods (O(1): partitions detached and dropped, nothing for VACUUM), then, one
     run at a time, the runs past the age in the DEFAULT partition. A period that a younger run
     keeps (a retry finished lately) stays whole until its last run is old enough: deleting
-    most of a period row by row is the VACUUM storm partitions are there to avoid."""
+    most of a period row by row is the VACUUM storm partitions are there to avoid. Returns
+    what went, for a dry run's redaction to leave out."""
     reason = f"runs finished more than {_days(days)} before {now:%Y-%m-%d} are not kept"
     cutoff = now - timedelta(days=days)
     periods = [  # every period's range, past and ahead: the per-run pass leaves them alone
@@ -167,6 +167,7 @@ async def _drop(
         for p in await partitions.select_partitions(conn, partitions.TABLES[0])
         if not p.is_default
     ]
+    gone: list[tuple[UUID, UUID]] = []
     for period in await retention.droppable_periods(conn, cutoff):
         names = [partition.name for partition in period]
         transaction = conn.transaction()
@@ -175,9 +176,13 @@ async def _drop(
             done, young = await retention.drop_period(
                 conn, period, finished_before=cutoff, reason=reason, at=now, dry_run=dry_run
             )
-        except asyncpg.LockNotAvailableError:
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
             await transaction.rollback()
             report.kept.append(f"{', '.join(names)}: the log stayed busy; the next pass tries")
+            continue
+        except retention.PeriodChanged as changed:
+            await transaction.rollback()
+            report.kept.append(f"{', '.join(names)}: {changed}; the next pass tries")
             continue
         except BaseException:
             await transaction.rollback()
@@ -187,6 +192,7 @@ async def _drop(
             report.kept.append(f"{', '.join(names)}: {young} run(s) finished too recently")
             continue
         report.dropped_partitions += names
+        gone.append(retention.period_range(period))
         report.dropped_generations += done.generations
         report.dropped_events += done.events
 
@@ -209,3 +215,4 @@ async def _drop(
         ),
         count,
     )
+    return retention.DryDrops(periods=gone, every_period=periods, outside_periods_before=cutoff)

@@ -616,10 +616,12 @@ async def select_generations_ahead(
     return [row["id"] for row in rows]
 
 
-async def select_head(conn: Connection, generation_id: UUID) -> Head:
+async def select_head(conn: Connection, generation_id: UUID, owner: str | None = None) -> Head:
+    """The run's head; a missing run is a 410 (retention dropped it: its period, or, for its
+    ``owner``, the run alone) or a 404."""
     row = await conn.fetchrow(SELECT_GENERATION_HEAD, generation_id)
     if row is None:
-        raise await retention.missing(conn, generation_id, None)
+        raise await retention.missing(conn, generation_id, owner)
     return Head(
         status=Status(row["status"]),
         last_seq=row["last_seq"],

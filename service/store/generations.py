@@ -583,6 +583,7 @@ async def select_file(
 ) -> tuple[str, str]:
     row = await conn.fetchrow(SELECT_FILE, generation_id, owner, path)
     if row is None:
+        await select_generation(conn, owner, generation_id)  # the run itself: 404 or 410
         raise NotFound(f"file {path!r} not found in generation {generation_id}")
     if row["redacted_at"] is not None:
         raise _file_redacted(path, row["redacted_at"])

@@ -58,6 +58,11 @@ LOCK_PARTITIONS = """
 SELECT pg_advisory_xact_lock(hashtextextended('genstream.partitions', 0))
 """
 
+# A waiting ACCESS EXCLUSIVE request holds every later reader of the table behind it (the
+# global feed, the analytics, the legacy runs): rather than queue behind a long query, give up
+# (LockNotAvailableError) and let the next hourly pass try; periods are made months ahead.
+LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+
 # The partitions of one table, with their bounds as PostgreSQL prints them
 # ("FOR VALUES FROM ('…') TO ('…')" or "DEFAULT"). $1: the parent table.
 SELECT_PARTITIONS = """
@@ -285,6 +290,7 @@ async def ensure_partitions(
         fenced: list[tuple[UUID, UUID]] = []
         async with conn.transaction():
             await conn.execute(LOCK_PARTITIONS)
+            await conn.execute(LOCK_TIMEOUT)
             existing = await select_partitions(conn, table)
             for lower, upper in missing_periods(existing, period, ahead, now):
                 holds = await conn.fetchval(SELECT_DEFAULT_HOLDS.format(table=table), lower, upper)
@@ -307,6 +313,7 @@ async def ensure_partitions(
             continue
         async with conn.transaction():
             await conn.execute(LOCK_PARTITIONS)
+            await conn.execute(LOCK_TIMEOUT)
             existing = await select_partitions(conn, table)
             for lower, upper in fenced:
                 if free_ranges(lower, upper, existing) == [(lower, upper)]:

@@ -11,9 +11,10 @@ before it asks:
   nothing else needs checking. That costs nothing on the primary.
 * **Anything else** (the analytics, an export: many tables, no one seq to expect) needs the
   standby to have replayed the primary's WAL as of the moment the read began: the primary's
-  ``pg_current_wal_lsn()`` is taken *first*, then the standby's ``pg_last_wal_replay_lsn()``
-  compared with it (``caught_up``). Every transaction committed before the read began is at
-  or below that LSN. One tiny query on the primary per read.
+  ``pg_current_wal_insert_lsn()`` is taken *first* (not the write position: with
+  ``synchronous_commit`` off a commit is visible before its WAL is written), then the
+  standby's ``pg_last_wal_replay_lsn()`` compared with it (``caught_up``). Every transaction
+  committed before the read began is at or below that LSN. One tiny query on the primary per read.
 
 Either way a standby that is short of it is asked again after short pauses for up to
 ``wait_s``, then the primary answers: a lagging standby costs a reader time, never an event.
@@ -66,7 +67,7 @@ STANDBY_AWAY: Final[tuple[type[BaseException], ...]] = (
     asyncpg.TransactionRollbackError,
 )
 
-SELECT_PRIMARY_LSN: Final = "SELECT pg_current_wal_lsn()"
+SELECT_PRIMARY_LSN: Final = "SELECT pg_current_wal_insert_lsn()"
 # True when the standby has replayed up to $1; NULL on a server that is not a standby.
 SELECT_REPLAYED: Final = "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn"
 

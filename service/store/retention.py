@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Final
 from uuid import UUID
 
 from service.errors import Gone, NotFound
@@ -26,6 +27,7 @@ from service.store.db import Connection
 from service.store.partitions import Partition
 
 TERMINAL = "('succeeded', 'failed', 'cancelled')"
+EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
 REDACT_REASON = "retention: the run finished longer ago than this deployment keeps its payloads"
 
 # The marker ($2, JSON: {at, reason}) with the number of characters removed from `chars`.
@@ -40,15 +42,29 @@ CHECKS_WITHOUT_OUTPUT = f"""(
     FROM jsonb_array_elements({CHECKS}) WITH ORDINALITY AS check_
 )"""
 
-# The finished runs ($1: finished before, $5: not before) not redacted yet, after keyset
-# ($2, $3), at most $4, locked; through generations_unredacted_idx.
+# The finished runs ($1: finished before) not redacted yet, after keyset ($2, $3), at most
+# $4, locked; through generations_unredacted_idx. Left out, for a dry run: what its drops
+# took (rolled back), the periods [$5[i], $6[i]) and the runs outside every period
+# [$7[i], $8[i]) that finished before $9.
 SELECT_TO_REDACT = f"""
 SELECT id, finished_at
 FROM generations
 WHERE redacted_at IS NULL
   AND finished_at IS NOT NULL
   AND finished_at < $1
-  AND finished_at >= $5
+  AND NOT EXISTS (
+      SELECT
+      FROM unnest($5::uuid[], $6::uuid[]) AS dropped(low, high)
+      WHERE id >= dropped.low AND id < dropped.high
+  )
+  AND NOT (
+      finished_at < $9
+      AND NOT EXISTS (
+          SELECT
+          FROM unnest($7::uuid[], $8::uuid[]) AS period(low, high)
+          WHERE id >= period.low AND id < period.high
+      )
+  )
   AND status IN {TERMINAL}
   AND (finished_at, id) > ($2, $3)
 ORDER BY finished_at, id
@@ -164,20 +180,47 @@ INSERT INTO retention_drops (low, high, owner, reason, generations, events, drop
 VALUES ($1, $2, NULL, $3, $4, $5, $6)
 """
 
-DELETE_PERIOD_RUNS = "DELETE FROM generations WHERE id >= $1 AND id < $2"
+# Returns how many: more than were locked means a run came in (an import) while the period
+# was being dropped, unchecked for age: the drop is undone.
+DELETE_PERIOD_RUNS = """
+WITH deleted AS (
+    DELETE FROM generations
+    WHERE id >= $1
+      AND id < $2
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
 
 # A detach waits for every reader of the log to finish and holds new ones back meanwhile:
 # rather than queue behind a long analytics query, give up and try at the next pass.
 LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
 
-# Whether a run ($1) asked for by owner $2 was dropped: one of its own (low = id), or within a
-# dropped period (no owner). Both through retention_drops_low_idx.
+# Whether a run ($1) asked for by owner $2 was dropped: alone (low = its id, its owner's),
+# through retention_drops_run_idx; or within a dropped period (no owner: the nearest period
+# starting at or below it, if it reaches it), through retention_drops_period_idx. Periods
+# never overlap, so the nearest one is the only one that can hold it.
 SELECT_DROP = """
-SELECT dropped_at, reason
-FROM retention_drops
-WHERE (low = $1 AND owner = $2)
-   OR (owner IS NULL AND low <= $1 AND $1 < high)
-ORDER BY dropped_at DESC
+(
+    SELECT dropped_at, reason
+    FROM retention_drops
+    WHERE low = $1
+      AND owner = $2
+    LIMIT 1
+)
+UNION ALL
+(
+    SELECT dropped_at, reason
+    FROM (
+        SELECT dropped_at, reason, high
+        FROM retention_drops
+        WHERE owner IS NULL
+          AND low <= $1
+        ORDER BY low DESC
+        LIMIT 1
+    ) AS nearest
+    WHERE $1 < nearest.high
+)
 LIMIT 1
 """
 
@@ -185,6 +228,17 @@ LIMIT 1
 def marker(at: datetime, reason: str) -> str:
     """``data.redacted`` of a redacted event (JSON), before its ``chars`` is added."""
     return json.dumps({"at": at.isoformat(), "reason": reason})
+
+
+@dataclass(frozen=True, slots=True)
+class DryDrops:
+    """What a dry run's drops took, rolled back since, for its redaction to leave out: the
+    periods dropped whole, and the runs outside ``every_period`` finished before
+    ``outside_periods_before``."""
+
+    periods: Sequence[tuple[UUID, UUID]] = ()
+    every_period: Sequence[tuple[UUID, UUID]] = ()
+    outside_periods_before: datetime = EARLIEST
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,16 +259,28 @@ async def redact_batch(
     conn: Connection,
     *,
     finished_before: datetime,
-    finished_since: datetime,
     after: tuple[datetime, UUID],
     limit: int,
     marker: str,
     at: datetime,
+    dropped: DryDrops | None = None,
 ) -> tuple[Redacted, tuple[datetime, UUID] | None]:
-    """Redact up to ``limit`` runs finished in [``finished_since``, ``finished_before``) after
-    the keyset ``after``; call inside a transaction (the runs stay locked until it ends).
-    Returns what was done and the keyset to go on from (None: nothing left)."""
-    rows = await conn.fetch(SELECT_TO_REDACT, finished_before, *after, limit, finished_since)
+    """Redact up to ``limit`` runs finished before ``finished_before`` after the keyset
+    ``after`` (in a dry run, none of what its drops took); call inside a transaction (the runs
+    stay locked until it ends). Returns what was done and the keyset to go on from (None:
+    nothing left)."""
+    dropped = dropped or DryDrops()
+    rows = await conn.fetch(
+        SELECT_TO_REDACT,
+        finished_before,
+        *after,
+        limit,
+        [low for low, _ in dropped.periods],
+        [high for _, high in dropped.periods],
+        [low for low, _ in dropped.every_period],
+        [high for _, high in dropped.every_period],
+        dropped.outside_periods_before,
+    )
     if not rows:
         return Redacted(0, 0, 0, 0), None
     ids = [row["id"] for row in rows]
@@ -286,14 +352,15 @@ async def drop_period(
     ``finished_before``: detached and dropped (no row is deleted from the log, so no VACUUM
     follows), the runs' rows deleted and the range recorded, in the caller's transaction.
     Returns what went (nothing, and the number of runs too young, when the period stays). A
-    dry run only counts. ``LockNotAvailableError`` when the log stayed busy for 5 s."""
+    dry run only counts. ``LockNotAvailableError`` when the log (or an old run) stayed busy
+    for 5 s, ``PeriodChanged`` when a run came into the period meanwhile."""
     low, high = period_range(period)
+    await conn.execute(LOCK_TIMEOUT)  # a locked old run, or a long reader of the log
     row = await conn.fetchrow(LOCK_PERIOD, low, high, finished_before)
     assert row is not None  # an aggregate always returns a row
     if row["young"]:
         return Dropped(0, 0), row["young"]
     if not dry_run:
-        await conn.execute(LOCK_TIMEOUT)
         await conn.execute(partitions.LOCK_PARTITIONS)
         await conn.execute(
             INSERT_PERIOD_DROP, low, high, reason, row["generations"], row["events"], at
@@ -303,8 +370,14 @@ async def drop_period(
                 f'ALTER TABLE "{partition.table}" DETACH PARTITION "{partition.name}"'
             )
             await conn.execute(f'DROP TABLE "{partition.name}"')
-        await conn.execute(DELETE_PERIOD_RUNS, low, high)
+        deleted = await conn.fetchval(DELETE_PERIOD_RUNS, low, high)
+        if deleted != row["generations"]:
+            raise PeriodChanged(f"{deleted - row['generations']} run(s) came in meanwhile")
     return Dropped(row["generations"], row["events"]), 0
+
+
+class PeriodChanged(Exception):
+    """A run came into a period while it was being dropped: the caller rolls back."""
 
 
 def period_range(period: Sequence[Partition]) -> tuple[UUID, UUID]:

@@ -159,7 +159,8 @@ retention_drops = sa.Table(
     sa.Column("generations", sa.BigInteger, nullable=False),
     sa.Column("events", sa.BigInteger, nullable=False),
     sa.CheckConstraint("low < high", name="retention_drops_range_check"),
-    sa.Index("retention_drops_low_idx", "low", "high"),
+    sa.Index("retention_drops_run_idx", "low", postgresql_where=sa.text("owner IS NOT NULL")),
+    sa.Index("retention_drops_period_idx", "low", postgresql_where=sa.text("owner IS NULL")),
 )
 
 api_keys = sa.Table(

@@ -29,9 +29,9 @@ OUTAGE_RETRY_MAX_S: Final = 2.0
 KEEPALIVE_JITTER: Final = 0.2
 
 
-async def head(pool: Pool, generation_id: UUID) -> Head:
+async def head(pool: Pool, generation_id: UUID, owner: str | None = None) -> Head:
     async with connection(pool) as conn:
-        return await event_log.select_head(conn, generation_id)
+        return await event_log.select_head(conn, generation_id, owner)
 
 
 def has_events_after(head: Head, after: int) -> bool:

@@ -241,10 +241,18 @@ async def test_over_http_a_dropped_run_is_410_and_a_redacted_file_is_410(
     redacted = await finished_generation(pool)
     await finished_ago(pool, dropped, 100)
     await finished_ago(pool, redacted, 40)
+    async with running.client(api_key) as client:
+        issued = await client.post(f"/api/generations/{dropped}/stream-token")
+    token = issued.json()["stream_token"]
     await apply(pool, Policy(redact_after_days=30, drop_after_days=90), now=NOW)
 
     async with running.client(api_key) as client:
-        for path in ("", "/events", "/stream", "/files"):
+        async with running.client() as anonymous:  # the token alone, as EventSource
+            by_token = await anonymous.get(
+                f"/api/generations/{dropped}/stream", params={"token": token}
+            )
+        assert by_token.status_code == 410, by_token.text
+        for path in ("", "/events", "/stream", "/files", "/files/app/main.py", "/archive"):
             answer = await client.get(f"/api/generations/{dropped}{path}")
             assert answer.status_code == 410, (path, answer.text)
             body = answer.json()
@@ -334,6 +342,26 @@ async def test_a_period_whose_runs_are_all_past_the_age_is_dropped_whole(pool: P
         assert (await generations.select_generation(conn, "alice", young)).last_seq == 3
         check = await event_log.check_chains(conn)
     assert (check.generations, check.breaks) == (1, [])
+
+
+async def test_a_dry_run_leaves_a_kept_periods_runs_to_redaction_as_the_pass_does(
+    pool: Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        await partitions.ensure_partitions(conn, "month", 0, JUNE)
+    await run_created(pool, JUNE, 150)  # past the drop age, but its period is kept
+    await run_created(pool, JUNE + timedelta(days=1), 2)
+    legacy = await run_created(pool, uuid4(), 150)  # dropped alone, so never redacted
+    policy = Policy(redact_after_days=1, drop_after_days=90)
+
+    dry = await apply(pool, policy, now=NOW, dry_run=True)
+    done = await apply(pool, policy, now=NOW)
+
+    assert asdict(dry) == {**asdict(done), "dry_run": True}
+    assert (done.redacted_generations, done.dropped_generations) == (2, 1)
+    async with pool.acquire() as conn:
+        with pytest.raises(Gone):
+            await generations.select_generation(conn, "alice", legacy)
 
 
 async def test_a_period_a_young_run_keeps_stays_whole_until_its_last_run_is_old_enough(

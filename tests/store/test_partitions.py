@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 
 from service.events import NewFile
@@ -140,6 +141,27 @@ async def test_a_fence_left_by_a_stopped_run_is_taken_up(pool: Pool) -> None:
         assert not await conn.fetchval(
             "SELECT count(*) FROM pg_constraint WHERE conname LIKE '%fence%'"
         )
+
+
+async def test_a_period_is_not_made_behind_a_long_reader_of_the_log(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Queued behind the reader, the catalog change would hold every later reader of the log
+    # back: it gives up instead, and the next hourly pass makes the period.
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "SET LOCAL lock_timeout = '200ms'")
+    later = datetime(2031, 3, 5, tzinfo=UTC)
+    async with pool.acquire() as reader, reader.transaction():
+        await reader.fetchval("SELECT count(*) FROM generation_events")
+        async with pool.acquire() as conn:
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await ensure_partitions(conn, "month", 0, later)
+            reads = await conn.fetchval("SELECT count(*) FROM generation_events")  # not held
+    assert reads == 0
+    async with pool.acquire() as conn:
+        assert await ensure_partitions(conn, "month", 0, later) == [
+            "generation_events_p20310301",
+            "generated_files_p20310301",
+        ]
 
 
 async def test_a_changed_period_fills_around_what_exists(pool: Pool) -> None:
