@@ -204,12 +204,20 @@ class RelationSize:
     table_bytes: int
     index_bytes: int
     total_bytes: int
+    rows: int  # counted: a partition's bytes per row of its own, apart from the mix elsewhere
 
 
 async def relation_sizes(conn: Connection) -> tuple[list[RelationSize], list[tuple[str, int]]]:
-    """Each leaf relation of the log's tables (each partition, if partitioned), and each index."""
+    """Each leaf relation of the log's tables (each partition, if partitioned) with its rows,
+    and each index."""
     relations = [
-        RelationSize(r["relation"], r["table_bytes"], r["index_bytes"], r["total_bytes"])
+        RelationSize(
+            r["relation"],
+            r["table_bytes"],
+            r["index_bytes"],
+            r["total_bytes"],
+            int(await conn.fetchval(f"SELECT count(*) FROM {r['relation']}")),  # names: catalog
+        )
         for r in await conn.fetch(SELECT_RELATION_SIZES, LOG_TABLES)
     ]
     indexes = [(r["index"], r["bytes"]) for r in await conn.fetch(SELECT_INDEX_SIZES, LOG_TABLES)]

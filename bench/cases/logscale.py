@@ -196,7 +196,8 @@ async def run(ctx: Context) -> Outcome:
                     f"size {relation.relation}",
                     f"{relation.total_bytes / 2**20:,.1f} MiB = {fmt_number(per)} B/event "
                     f"(table {fmt_number(relation.table_bytes / stored)}, indexes "
-                    f"{fmt_number(relation.index_bytes / stored)}; {stored:,} events)",
+                    f"{fmt_number(relation.index_bytes / stored)}; {stored:,} events); its "
+                    f"{relation.rows:,} rows, {_per_row(relation)} B/row",
                 )
             for index, bytes_ in indexes:
                 table.add(f"index {index}", f"{fmt_number(bytes_ / stored)} B/event")
@@ -245,6 +246,15 @@ async def run(ctx: Context) -> Outcome:
     return outcome
 
 
+def _per_row(relation: logsize.RelationSize) -> str:
+    if not relation.rows:
+        return "n/a"
+    return f"{fmt_number(relation.total_bytes / relation.rows)} (table " + (
+        f"{fmt_number(relation.table_bytes / relation.rows)}, indexes "
+        f"{fmt_number(relation.index_bytes / relation.rows)})"
+    )
+
+
 def _periods(names: Iterable[str]) -> int:
     """How many of ``names`` are period partitions of ``generation_events``."""
     return sum(name.startswith("generation_events_p") for name in names)
@@ -258,6 +268,7 @@ def _size_metrics(
         metrics[f"{relation.relation}_total_bytes"] = relation.total_bytes
         metrics[f"{relation.relation}_table_bytes"] = relation.table_bytes
         metrics[f"{relation.relation}_index_bytes"] = relation.index_bytes
+        metrics[f"{relation.relation}_rows"] = relation.rows
     for index, bytes_ in indexes:
         metrics[f"index_{index}_bytes"] = bytes_
     metrics["total_bytes_per_event"] = sum(r.total_bytes for r in relations) / logged
