@@ -50,9 +50,9 @@ LIMIT $2
 
 def policy() -> Policy:
     days = SPAN / timedelta(days=1)
-    return Policy(
-        redact_after_days=days * (1 - DROP_SHARE - REDACT_SHARE),
-        drop_after_days=days * (1 - DROP_SHARE),
+    return Policy(  # rounded: 180 x 0.7 is 125.99999999999999 in floating point
+        redact_after_days=round(days * (1 - DROP_SHARE - REDACT_SHARE), 3),
+        drop_after_days=round(days * (1 - DROP_SHARE), 3),
     )
 
 
