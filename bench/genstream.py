@@ -22,6 +22,7 @@ from service.access import keys, tokens
 from service.events import EventType, NewEvent
 from service.generation.runner import LogEmitter
 from service.generation.runs import queued_event
+from service.ids import new_generation_id
 from service.store import generations
 from service.store.db import Pool, connection, create_pool
 from service.store.generations import Claimed
@@ -124,7 +125,7 @@ async def claimed_generations(pool: Pool, count: int, *, concurrency: int = 8) -
     worker_id = f"bench-{uuid4().hex[:8]}"
 
     async def one() -> Claimed:
-        generation_id = uuid4()
+        generation_id = new_generation_id()
         async with gate, connection(pool) as conn:
             await generations.insert_generation(
                 conn, generation_id, OWNER, SPEC, "offline", None, queued_event()

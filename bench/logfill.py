@@ -3,8 +3,11 @@
 Rows are made up (``bench/logruns.py``: what they are), a chunk at a time in a thread while
 the chunk before is stored, and sent by binary COPY (asyncpg's ``copy_records_to_table``) into
 the PARENT tables ``generations``, ``generation_events`` and ``generated_files``: if those
-are range-partitioned, PostgreSQL routes every row to its partition. Only the columns of
-``service/store/tables.py`` are named; every other column takes its default.
+are range-partitioned, PostgreSQL routes every row to its partition. Before the COPY the fill
+makes the monthly partitions its runs' months need (``partitions.ensure_partitions`` with
+``now`` at each month's start), so that every run lands in its month's partition, as the
+service's would, not in the DEFAULT one. Only the columns of ``service/store/tables.py`` are
+named; every other column takes its default.
 
 ``tx_id``: the global feed only reads events whose ``tx_id`` is below the oldest running
 transaction (migration 0003), so made-up ids must lie below the server's transaction counter.
@@ -20,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from bench.logruns import Runs
+from service.store import partitions
 from service.store.db import Connection
 
 EVENT_COLUMNS = (
@@ -67,6 +72,7 @@ GENERATION_COLUMNS = (
     "finished_at",
     "updated_at",
 )
+PERIOD: partitions.Period = "month"  # the service's default (``partition_period``)
 COPY_CHUNK = 50_000  # events per COPY statement (and transaction)
 
 # Use up ``$1`` transaction ids: a subtransaction that writes gets one of its own.
@@ -105,6 +111,7 @@ class FillStats:
     wal_bytes: int = 0
     index_rebuild_s: float = 0.0
     xid_burn_s: float = 0.0
+    partitions_made: list[str] = field(default_factory=list)
 
     @property
     def events_per_s(self) -> float:
@@ -119,6 +126,7 @@ async def fill(conn: Connection, runs: Runs, events: int, *, rebuild_indexes: bo
     wal_before = await conn.fetchval("SELECT pg_current_wal_lsn()")
     tx_base = int(await conn.fetchval("SELECT pg_current_xact_id()::text::bigint"))
     started = time.perf_counter()
+    stats.partitions_made = await make_partitions(conn, *runs.starts(events))
     dropped = await _drop_secondary_indexes(conn) if rebuild_indexes else []
     rows = runs.rows(events, tx_base)
 
@@ -171,6 +179,18 @@ COPIES = (
     ("event", "generation_events", EVENT_COLUMNS),
     ("file", "generated_files", FILE_COLUMNS),
 )
+
+
+async def make_partitions(conn: Connection, first: datetime, last: datetime) -> list[str]:
+    """The monthly partitions of the months from ``first`` to ``last``, where missing: each
+    made as the current period of its month's start (``ahead=0``), in one transaction, no
+    fence (the service makes the coming months ahead of time; a fill makes past ones)."""
+    made = []
+    month = partitions.period_start(PERIOD, first)
+    while month <= last:
+        made += await partitions.ensure_partitions(conn, PERIOD, 0, month)
+        month = partitions.next_period(PERIOD, month)
+    return made
 
 
 async def _drop_secondary_indexes(conn: Connection) -> list[str]:

@@ -5,8 +5,9 @@ phases (``phase.started``, mostly ``llm.delta`` of 40-200 characters, a few ``fi
 with their ``generated_files`` rows, ``phase.completed`` with tokens) and a terminal event;
 1,000-3,000 events in all. Runs belong to many owners (a few heavy, most light), start at
 times spread over months, and are written a few at a time interleaved, in transactions of 1-8
-events, as concurrent workers would leave them on disk. Their ``generations`` rows agree with
-their logs (``last_seq``, status, times).
+events, as concurrent workers would leave them on disk. A run's id is a UUIDv7 of its start
+(``service/ids.py``'s ``v7_at``), so it lands in its month's partition, as in production.
+Their ``generations`` rows agree with their logs (``last_seq``, status, times).
 """
 
 from __future__ import annotations
@@ -14,38 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from service.ids import v7_at
+
 PHASES = ("core", "models", "api", "tests")
 MODEL = "gemini-2.5-flash"
 SPAN = timedelta(days=180)  # the largest size's runs start over this many days, ending now
 CONCURRENT_RUNS = 8  # runs being written at once: how a run's rows spread over the heap
 OWNERS = 500
-
-# Random ids (UUIDv4) as the service makes them today. Set to True when generation ids turn
-# time-ordered (UUIDv7, partitions by id range: issue 18), so that a filled run lands in the
-# partition of the period it was created in.
-TIME_ORDERED_IDS = False
-
-
-def new_generation_id(created_at: datetime) -> UUID:
-    """The id of a filled run: every id of the fill comes from here."""
-    return uuid7(created_at) if TIME_ORDERED_IDS else uuid.uuid4()
-
-
-def uuid7(at: datetime) -> UUID:
-    """A UUIDv7 (RFC 9562) for the instant ``at``: 48 bits of Unix milliseconds, then random."""
-    millis = int(at.timestamp() * 1000)
-    rand = random.getrandbits(74)
-    value = (
-        (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & (2**62 - 1))
-    )
-    return UUID(int=value)
 
 
 def _texts(rng: random.Random) -> list[str]:
@@ -114,7 +96,7 @@ class Runs:
         """One whole run: its ``generations`` row and its appends, each (events, files)."""
         rng = self.rng
         owner = self._owner()
-        generation_id = new_generation_id(started_at)
+        generation_id = v7_at(started_at)
         per_phase = max(3, (rng.randint(*self.run_events) - 3) // len(PHASES))
         run = Run(generation_id)
         at = started_at
@@ -248,6 +230,12 @@ class Runs:
         self.made.append((generation_id, owner, seq))
         self.owners_seen[owner] = self.owners_seen.get(owner, 0) + 1
         return run
+
+    def starts(self, events: int) -> tuple[datetime, datetime]:
+        """The times the runs of the next ``rows(events, ...)`` start between (a run starts
+        while fewer than ``events`` are made: before the second)."""
+        step = SPAN / self.max_events
+        return self.start + step * self.filled, self.start + step * (self.filled + events)
 
     def rows(self, events: int, tx_base: int) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """("generation" | "event" | "file", row) until ``events`` more events are out (whole

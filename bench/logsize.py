@@ -73,6 +73,7 @@ ORDER BY viewname
 """
 
 SELECT_FEED_RANGE = "SELECT min(tx_id) AS low, max(tx_id) AS high FROM generation_events"
+SELECT_DEFAULT_ROWS = "SELECT count(*) FROM generation_events_default"
 LOG_TABLES = ["generation_events", "generated_files", "generations"]
 
 
@@ -191,16 +192,10 @@ async def stats(conn: Connection, owner: str) -> float:
     return (time.perf_counter() - started) * 1e3
 
 
-async def retention_pass(conn: Connection) -> float | None:
-    """HOOK (retention): time one retention pass over the filled log, in ms.
-
-    Not yet: ``python -m service retention`` (issue 18: redact after N days, drop whole
-    partitions after M) does not exist. When it does, run its pass here (as ``--dry-run`` and
-    for real, at settings that redact and drop a known share of the filled months) and return
-    its time; the case reports "not yet" while this returns None.
-    """
-    del conn
-    return None
+async def default_rows(conn: Connection) -> int:
+    """The events in ``generation_events``' DEFAULT partition (none, if the fill's runs all
+    found their month's partition)."""
+    return int(await conn.fetchval(SELECT_DEFAULT_ROWS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +204,20 @@ class RelationSize:
     table_bytes: int
     index_bytes: int
     total_bytes: int
+    rows: int  # counted: a partition's bytes per row of its own, apart from the mix elsewhere
 
 
 async def relation_sizes(conn: Connection) -> tuple[list[RelationSize], list[tuple[str, int]]]:
-    """Each leaf relation of the log's tables (each partition, if partitioned), and each index."""
+    """Each leaf relation of the log's tables (each partition, if partitioned) with its rows,
+    and each index."""
     relations = [
-        RelationSize(r["relation"], r["table_bytes"], r["index_bytes"], r["total_bytes"])
+        RelationSize(
+            r["relation"],
+            r["table_bytes"],
+            r["index_bytes"],
+            r["total_bytes"],
+            int(await conn.fetchval(f"SELECT count(*) FROM {r['relation']}")),  # names: catalog
+        )
         for r in await conn.fetch(SELECT_RELATION_SIZES, LOG_TABLES)
     ]
     indexes = [(r["index"], r["bytes"]) for r in await conn.fetch(SELECT_INDEX_SIZES, LOG_TABLES)]

@@ -102,9 +102,10 @@ CASES: tuple[Case, ...] = (
         11,
         "The log on the way up",
         logscale.run,
-        "the log filled by COPY to 10^5/10^6/10^7 events (--sizes), and at each size: append "
-        "throughput, stream open and catch-up, a global- and an owner-feed page, every "
-        "analytics view, a retention pass, bytes per event; the curve across sizes",
+        "the log filled by COPY into monthly partitions to 10^5/10^6/10^7 events (--sizes), and "
+        "at each size: append throughput, stream open and catch-up, a global- and an "
+        "owner-feed page, every analytics view, bytes per event and partition; at the largest, "
+        "a retention pass (dry, then real); the curve across sizes",
         default=False,  # minutes to hours: only with --case log-scale
     ),
 )

@@ -9,8 +9,10 @@ For each size, cumulatively (the log grows from one size to the next, never refi
    visibility map, statistics), so no measurement pays for the fill;
 3. measure (``bench/logsize.py``): append throughput through ``event_log.append``; stream
    open and catch-up of whole runs with the SSE path's reads; a global-feed page and an
-   owner-feed page at random positions; every analytics view and the stats query; a retention
-   pass (a hook, "not yet"); table and index bytes per event.
+   owner-feed page at random positions; every analytics view and the stats query; table and
+   index bytes per event, of each partition (the fill makes the monthly partitions its runs
+   need first: each run lands in its month's, as in production);
+4. at the largest size only, last: a retention pass, dry and real (``bench/logretention.py``).
 
 Then a summary across sizes: what should stay flat (append, open, catch-up, feed pages) and
 what grows with the log (the analytics views scan it all).
@@ -20,12 +22,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
-from bench import logfill, logsize
+from bench import logfill, logretention, logsize
 from bench.core import Context, Outcome, Summary, Table, fmt_number, fmt_summary, row
 from bench.logruns import Runs
 from service.store.db import asyncpg_dsn, connection, create_pool
@@ -101,9 +103,6 @@ async def _measure(ctx: Context, size: int, owners: tuple[str, str], runs: Runs)
             for label, owner in zip(("stats (heavy owner)", "stats (light owner)"), owners,
                                     strict=True):  # fmt: skip
                 measured.add(label, "ms", [await logsize.stats(conn, owner) for _ in ctx.reps()])
-            retention = await logsize.retention_pass(conn)
-            if retention is not None:
-                measured.add("retention pass", "ms", [retention])
         # Last: its appends grow the log, and the reads above measured it at the size filled.
         bursts = [
             await logsize.append_burst(pool, APPEND_WRITERS, APPEND_BATCH, seconds)
@@ -138,6 +137,12 @@ async def run(ctx: Context) -> Outcome:
             "stream_page": logsize.STREAM_PAGE,
             "feed_page": logsize.FEED_PAGE,
             "fill": "binary COPY (asyncpg copy_records_to_table), indexes in place",
+            "partitions": f"{logfill.PERIOD}ly, made before each fill for its runs' months",
+            "retention": {
+                "at": max(sizes),
+                "redact_after_days": logretention.policy().redact_after_days,
+                "drop_after_days": logretention.policy().drop_after_days,
+            },
         }
     )
     conn = await asyncpg.connect(asyncpg_dsn(ctx.database_url))
@@ -145,8 +150,9 @@ async def run(ctx: Context) -> Outcome:
     owners: tuple[str, str] | None = None
     try:
         for size in sizes:
-            logged = int(await conn.fetchval(SELECT_LOGGED))
-            fill = await logfill.fill(conn, runs, max(0, size - logged), rebuild_indexes=False)
+            # The size counts the made-up events only: the appends measured at a size stay in
+            # the log, but at --quick sizes they would be most of the next size.
+            fill = await logfill.fill(conn, runs, max(0, size - runs.filled), rebuild_indexes=False)
             logged = int(await conn.fetchval(SELECT_LOGGED))
             vacuum = await _vacuum_analyze(conn)
             owners = owners or _owners(runs)  # chosen at the first size, then kept
@@ -168,6 +174,13 @@ async def run(ctx: Context) -> Outcome:
                 f"{fill.seconds:.1f} s incl. {fill.xid_burn_s:.1f} s of xid burn)",
             )
             table.add("fill WAL", f"{fmt_number(fill.wal_bytes / max(fill.events, 1))} B/event")
+            table.add(
+                "partitions",
+                f"{_periods(fill.partitions_made)} made by this fill; generation_events has "
+                f"{_periods(r.relation for r in relations)} monthly partitions and its DEFAULT "
+                f"holds "
+                f"{await logsize.default_rows(conn):,} events",
+            )
             table.add("VACUUM ANALYZE after the fill", f"{vacuum:.1f} s")
             shares = [_share(runs, owner) for owner in owners]
             table.add(
@@ -177,15 +190,14 @@ async def run(ctx: Context) -> Outcome:
             )
             for name, (unit, summary) in measured.figures.items():
                 table.add(name, f"{fmt_summary(summary)} {unit}")
-            if "retention pass" not in measured.figures:
-                table.add("retention pass", "not yet (no retention command)")
             for relation in relations:
                 per = relation.total_bytes / stored
                 table.add(
                     f"size {relation.relation}",
                     f"{relation.total_bytes / 2**20:,.1f} MiB = {fmt_number(per)} B/event "
                     f"(table {fmt_number(relation.table_bytes / stored)}, indexes "
-                    f"{fmt_number(relation.index_bytes / stored)}; {stored:,} events)",
+                    f"{fmt_number(relation.index_bytes / stored)}; {stored:,} events); its "
+                    f"{relation.rows:,} rows, {_per_row(relation)} B/row",
                 )
             for index, bytes_ in indexes:
                 table.add(f"index {index}", f"{fmt_number(bytes_ / stored)} B/event")
@@ -204,6 +216,7 @@ async def run(ctx: Context) -> Outcome:
                     heavy_owner_share=shares[0],
                     light_owner_share=shares[1],
                     stored_events=logged,
+                    partitions_made=_periods(fill.partitions_made),
                 )
             )
             for name, (unit, summary) in measured.figures.items():
@@ -211,22 +224,40 @@ async def run(ctx: Context) -> Outcome:
                     row({"size": size, "measure": name, "unit": unit}, value=summary)
                 )
             outcome.rows.append(
-                row({"size": size, "measure": "retention pass"}, value="not yet")
-                if "retention pass" not in measured.figures
-                else row({"size": size, "measure": "retention pass (see value)"}, value="ok")
-            )
-            outcome.rows.append(
                 row(
                     {"size": size, "measure": "sizes"},
                     stored_events=stored,
                     **_size_metrics(relations, indexes, stored),
                 )
             )
+            if size == sizes[-1]:  # last: the pass changes the log (see logretention.py)
+                pool = await create_pool(ctx.database_url, min_size=1, max_size=2)
+                try:
+                    reads = 3 if ctx.quick else SAMPLES // 2
+                    retention = await logretention.measure(pool, runs, stored, reads)
+                finally:
+                    await pool.close()
+                outcome.tables.append(logretention.table(size, retention))
+                outcome.rows.extend(logretention.rows(size, retention))
     finally:
         await conn.close()
     outcome.tables.append(_summary(by_size))
     outcome.notes.extend(_curve_notes(by_size))
     return outcome
+
+
+def _per_row(relation: logsize.RelationSize) -> str:
+    if not relation.rows:
+        return "n/a"
+    return f"{fmt_number(relation.total_bytes / relation.rows)} (table " + (
+        f"{fmt_number(relation.table_bytes / relation.rows)}, indexes "
+        f"{fmt_number(relation.index_bytes / relation.rows)})"
+    )
+
+
+def _periods(names: Iterable[str]) -> int:
+    """How many of ``names`` are period partitions of ``generation_events``."""
+    return sum(name.startswith("generation_events_p") for name in names)
 
 
 def _size_metrics(
@@ -237,6 +268,7 @@ def _size_metrics(
         metrics[f"{relation.relation}_total_bytes"] = relation.total_bytes
         metrics[f"{relation.relation}_table_bytes"] = relation.table_bytes
         metrics[f"{relation.relation}_index_bytes"] = relation.index_bytes
+        metrics[f"{relation.relation}_rows"] = relation.rows
     for index, bytes_ in indexes:
         metrics[f"index_{index}_bytes"] = bytes_
     metrics["total_bytes_per_event"] = sum(r.total_bytes for r in relations) / logged
