@@ -3,13 +3,12 @@
 Measured once, at the largest size, after everything else there (a real pass changes the log:
 measured earlier, it would change what the next size starts from). The policy is set from the
 fill's timeline (``bench/logruns.py``: the runs start over ``SPAN``, ending at the fill's
-"now"), so that it drops the oldest ``DROP_SHARE`` of the filled runs and redacts the next
-``REDACT_SHARE``. In order:
+"now"), so that it drops the oldest, partial month of the filled runs (a whole partition) and
+redacts the next ``REDACT_SHARE``. In order:
 
 1. the log's bytes (heap and indexes of each table, every partition summed);
-2. a dry run (``dry_run=True``): its time and WAL, and the bytes after it. A dry run does the
-   pass's work in transactions it rolls back, so it writes WAL and leaves the rows it wrote
-   behind as dead tuples, like the real pass;
+2. a dry run (``dry_run=True``): its time and WAL, and the bytes after it (it only reads and
+   counts: no WAL of its own, no dead rows);
 3. the real pass: time, WAL (``pg_current_wal_lsn()`` before and after), bytes after;
 4. ``VACUUM`` of the log's tables, its time and the bytes after (space made reusable, not
    given back);
@@ -25,15 +24,15 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bench import logsize
 from bench.core import Summary, Table, fmt_number, fmt_summary, row
 from bench.logruns import SPAN, Runs
 from service.operations.retention import Policy, Report, apply
+from service.store import partitions
 from service.store.db import Connection, Pool, connection
 
-DROP_SHARE = 0.10  # of the fill's timeline, the oldest: dropped
 REDACT_SHARE = 0.20  # the next: redacted
 TABLES = ("generation_events", "generated_files")
 
@@ -48,11 +47,16 @@ LIMIT $2
 """
 
 
-def policy() -> Policy:
-    days = SPAN / timedelta(days=1)
-    return Policy(  # rounded: 180 x 0.7 is 125.99999999999999 in floating point
-        redact_after_days=round(days * (1 - DROP_SHARE - REDACT_SHARE), 3),
-        drop_after_days=round(days * (1 - DROP_SHARE), 3),
+def policy(start: datetime) -> Policy:
+    """Drop what finished more than a day into the first month boundary after ``start`` (the
+    oldest, partial month of the fill: a whole partition, the path a real deployment takes
+    once a month), and redact the next ``REDACT_SHARE`` of the timeline."""
+    now = start + SPAN
+    boundary = partitions.next_period("month", partitions.period_start("month", start))
+    drop_days = round((now - boundary - timedelta(days=1)) / timedelta(days=1), 3)
+    return Policy(
+        redact_after_days=round(drop_days - REDACT_SHARE * SPAN / timedelta(days=1), 3),
+        drop_after_days=drop_days,
     )
 
 
@@ -88,12 +92,12 @@ class Pass:
     after: LogBytes
 
 
-async def one_pass(pool: Pool, runs: Runs, *, dry_run: bool) -> Pass:
-    """One ``apply`` at ``policy()`` as of the fill's "now"; its time, WAL and the bytes after."""
+async def one_pass(pool: Pool, runs: Runs, chosen: Policy, *, dry_run: bool) -> Pass:
+    """One ``apply`` at ``chosen`` as of the fill's "now"; its time, WAL and the bytes after."""
     async with connection(pool) as conn:
         wal_before = await conn.fetchval("SELECT pg_current_wal_lsn()")
     started = time.perf_counter()
-    report = await apply(pool, policy(), now=runs.start + SPAN, dry_run=dry_run)
+    report = await apply(pool, chosen, now=runs.start + SPAN, dry_run=dry_run)
     seconds = time.perf_counter() - started
     async with connection(pool) as conn:
         wal = await conn.fetchval("SELECT pg_current_wal_lsn() - $1::pg_lsn", wal_before)
@@ -103,6 +107,7 @@ async def one_pass(pool: Pool, runs: Runs, *, dry_run: bool) -> Pass:
 
 @dataclass(slots=True)
 class Retention:
+    policy: Policy
     stored: int  # events stored before the pass
     before: LogBytes
     dry: Pass
@@ -116,15 +121,16 @@ async def measure(pool: Pool, runs: Runs, stored: int, samples: int) -> Retentio
     """Steps 1-5 of the module's docstring."""
     async with connection(pool) as conn:
         before = await log_bytes(conn)
-    dry = await one_pass(pool, runs, dry_run=True)
-    real = await one_pass(pool, runs, dry_run=False)
+    chosen = policy(runs.start)
+    dry = await one_pass(pool, runs, chosen, dry_run=True)
+    real = await one_pass(pool, runs, chosen, dry_run=False)
     async with connection(pool) as conn:
         started = time.perf_counter()
         for table in logsize.LOG_TABLES:
             await conn.execute(f"VACUUM {table}")
         vacuum_s = time.perf_counter() - started
         vacuumed = await log_bytes(conn)
-        measured = Retention(stored, before, dry, real, vacuum_s, vacuumed)
+        measured = Retention(chosen, stored, before, dry, real, vacuum_s, vacuumed)
         rng = random.Random(stored)
         for redacted in (True, False):
             kind = "redacted" if redacted else "untouched"
@@ -159,7 +165,7 @@ def _counts(report: Report) -> str:
 
 
 def table(size: int, measured: Retention) -> Table:
-    chosen = policy()
+    chosen = measured.policy
     result = Table(
         f"Retention at {size:,} events: redact after {chosen.redact_after_days:g} days, drop "
         f"after {chosen.drop_after_days:g} (runs start over {SPAN.days} days)",
@@ -188,7 +194,7 @@ def table(size: int, measured: Retention) -> Table:
 
 
 def rows(size: int, measured: Retention) -> list[dict[str, object]]:
-    chosen = policy()
+    chosen = measured.policy
     out = [
         row(
             {"size": size, "measure": "retention pass"},

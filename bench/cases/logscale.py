@@ -140,8 +140,8 @@ async def run(ctx: Context) -> Outcome:
             "partitions": f"{logfill.PERIOD}ly, made before each fill for its runs' months",
             "retention": {
                 "at": max(sizes),
-                "redact_after_days": logretention.policy().redact_after_days,
-                "drop_after_days": logretention.policy().drop_after_days,
+                "redact_after_days": logretention.policy(runs.start).redact_after_days,
+                "drop_after_days": logretention.policy(runs.start).drop_after_days,
             },
         }
     )

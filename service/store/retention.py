@@ -72,6 +72,24 @@ LIMIT $4
 FOR UPDATE SKIP LOCKED
 """
 
+# The events of runs $1 (uuid[]) with something to redact, and how many characters that is.
+REDACTABLE_EVENTS = """
+e.generation_id = ANY($1::uuid[])
+      AND e.redacted_at IS NULL
+      AND (
+          (e.type = 'llm.delta' AND e.payload ->> 'text' <> '')
+          OR (e.type = 'check.completed' AND e.payload ->> 'output' <> '')
+          OR (
+              e.type IN ('phase.completed', 'generation.succeeded', 'generation.failed')
+              AND jsonb_path_exists(e.payload, '$.verification.checks[*] ? (@.output != "")')
+          )
+      )"""
+BULK_CHARS = f"""CASE e.type
+        WHEN 'llm.delta' THEN length(e.payload ->> 'text')
+        WHEN 'check.completed' THEN length(e.payload ->> 'output')
+        ELSE {CHECK_OUTPUTS}
+    END"""
+
 # Redact the events of runs $1 (uuid[]) not redacted yet, marker $2, at $3; returns how many
 # and the characters removed.
 REDACT_EVENTS = f"""
@@ -87,19 +105,10 @@ WITH redacted AS (
                 || jsonb_build_object('redacted', {REDACTED.format(chars=CHECK_OUTPUTS)})
         END,
         redacted_at = $3
-    WHERE e.generation_id = ANY($1::uuid[])
-      AND e.redacted_at IS NULL
-      AND (
-          (e.type = 'llm.delta' AND e.payload ->> 'text' <> '')
-          OR (e.type = 'check.completed' AND e.payload ->> 'output' <> '')
-          OR (
-              e.type IN ('phase.completed', 'generation.succeeded', 'generation.failed')
-              AND jsonb_path_exists(e.payload, '$.verification.checks[*] ? (@.output != "")')
-          )
-      )
+    WHERE {REDACTABLE_EVENTS}
     RETURNING (e.payload -> 'redacted' ->> 'chars')::bigint AS chars
 )
-SELECT count(*) AS events, coalesce(sum(chars), 0) AS chars FROM redacted
+SELECT count(*) AS events, coalesce(sum(chars), 0)::bigint AS chars FROM redacted
 """
 
 # Empty the files of runs $1, at $2; returns how many and the characters removed.
@@ -117,8 +126,24 @@ WITH redacted AS (
       AND f.path = before.path
     RETURNING before.chars
 )
-SELECT count(*) AS files, coalesce(sum(chars), 0) AS chars FROM redacted
+SELECT count(*) AS files, coalesce(sum(chars), 0)::bigint AS chars FROM redacted
 """
+
+# What REDACT_EVENTS and REDACT_FILES would do to runs $1, for a dry run: nothing written.
+COUNT_REDACTABLE_EVENTS = f"""
+SELECT count(*) AS events, coalesce(sum({BULK_CHARS}), 0)::bigint AS chars
+FROM generation_events AS e
+WHERE {REDACTABLE_EVENTS}
+"""
+COUNT_REDACTABLE_FILES = """
+SELECT count(*) AS files, coalesce(sum(length(content)), 0)::bigint AS chars
+FROM generated_files
+WHERE generation_id = ANY($1::uuid[])
+  AND redacted_at IS NULL
+"""
+
+# A dry run's reads: the same rows, unlocked (a lock writes to the row, and WAL).
+PEEK_TO_REDACT = SELECT_TO_REDACT.replace("FOR UPDATE SKIP LOCKED", "")
 
 MARK_REDACTED = "UPDATE generations SET redacted_at = $2 WHERE id = ANY($1::uuid[])"
 
@@ -143,6 +168,8 @@ ORDER BY finished_at, id
 LIMIT $6
 FOR UPDATE SKIP LOCKED
 """
+
+PEEK_TO_DROP = SELECT_TO_DROP.replace("FOR UPDATE SKIP LOCKED", "")
 
 DELETE_EVENTS = "DELETE FROM generation_events WHERE generation_id = ANY($1::uuid[])"
 DELETE_FILES = "DELETE FROM generated_files WHERE generation_id = ANY($1::uuid[])"
@@ -170,9 +197,11 @@ SELECT
     count(*) FILTER (
         WHERE finished_at IS NULL OR finished_at >= $3 OR status NOT IN {TERMINAL}
     ) AS young,
-    coalesce(sum(last_seq), 0) AS events
+    coalesce(sum(last_seq), 0)::bigint AS events
 FROM period
 """
+
+PEEK_PERIOD = LOCK_PERIOD.replace("    FOR UPDATE\n", "")
 
 # A period dropped: [low, high) for everyone (the range says when, not who).
 INSERT_PERIOD_DROP = """
@@ -264,14 +293,15 @@ async def redact_batch(
     marker: str,
     at: datetime,
     dropped: DryDrops | None = None,
+    dry_run: bool = False,
 ) -> tuple[Redacted, tuple[datetime, UUID] | None]:
     """Redact up to ``limit`` runs finished before ``finished_before`` after the keyset
     ``after`` (in a dry run, none of what its drops took); call inside a transaction (the runs
     stay locked until it ends). Returns what was done and the keyset to go on from (None:
-    nothing left)."""
+    nothing left). A dry run counts what it would do and writes nothing."""
     dropped = dropped or DryDrops()
     rows = await conn.fetch(
-        SELECT_TO_REDACT,
+        PEEK_TO_REDACT if dry_run else SELECT_TO_REDACT,
         finished_before,
         *after,
         limit,
@@ -284,9 +314,13 @@ async def redact_batch(
     if not rows:
         return Redacted(0, 0, 0, 0), None
     ids = [row["id"] for row in rows]
-    events = await conn.fetchrow(REDACT_EVENTS, ids, marker, at)
-    files = await conn.fetchrow(REDACT_FILES, ids, at)
-    await conn.execute(MARK_REDACTED, ids, at)
+    if dry_run:
+        events = await conn.fetchrow(COUNT_REDACTABLE_EVENTS, ids)
+        files = await conn.fetchrow(COUNT_REDACTABLE_FILES, ids)
+    else:
+        events = await conn.fetchrow(REDACT_EVENTS, ids, marker, at)
+        files = await conn.fetchrow(REDACT_FILES, ids, at)
+        await conn.execute(MARK_REDACTED, ids, at)
     assert events is not None  # aggregates always return a row
     assert files is not None
     done = Redacted(
@@ -305,6 +339,7 @@ async def drop_batch(
     limit: int,
     reason: str,
     at: datetime,
+    dry_run: bool = False,
 ) -> tuple[Dropped, tuple[datetime, UUID] | None]:
     """Delete up to ``limit`` finished runs with ids in ``within`` and outside every ``skip``
     range, each whole (events, files, row) and recorded in ``retention_drops``; call inside a
@@ -312,7 +347,7 @@ async def drop_batch(
     any droppable period: in the DEFAULT partition (ids made before UUIDv7, or by a clock
     ahead), or in a period a younger run keeps."""
     rows = await conn.fetch(
-        SELECT_TO_DROP,
+        PEEK_TO_DROP if dry_run else SELECT_TO_DROP,
         finished_before,
         *within,
         *after,
@@ -323,10 +358,12 @@ async def drop_batch(
     if not rows:
         return Dropped(0, 0), None
     ids = [row["id"] for row in rows]
+    events = [row["last_seq"] for row in rows]
+    if dry_run:  # counted, nothing written
+        return Dropped(len(ids), sum(events)), (rows[-1]["finished_at"], rows[-1]["id"])
     await conn.execute(DELETE_EVENTS, ids)
     await conn.execute(DELETE_FILES, ids)
     await conn.execute(DELETE_GENERATIONS, ids)
-    events = [row["last_seq"] for row in rows]
     await conn.execute(
         INSERT_DROP,
         ids,
@@ -356,7 +393,7 @@ async def drop_period(
     for 5 s, ``PeriodChanged`` when a run came into the period meanwhile."""
     low, high = period_range(period)
     await conn.execute(LOCK_TIMEOUT)  # a locked old run, or a long reader of the log
-    row = await conn.fetchrow(LOCK_PERIOD, low, high, finished_before)
+    row = await conn.fetchrow(PEEK_PERIOD if dry_run else LOCK_PERIOD, low, high, finished_before)
     assert row is not None  # an aggregate always returns a row
     if row["young"]:
         return Dropped(0, 0), row["young"]
