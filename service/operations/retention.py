@@ -97,25 +97,15 @@ async def apply(
 
 async def _batches(
     conn: Connection,
-    dry_run: bool,
     step: Callable[[tuple[datetime, UUID]], Awaitable[tuple[T, tuple[datetime, UUID] | None]]],
     count: Callable[[T], None],
 ) -> None:
     """Run ``step`` from the start of the keyset until it says nothing is left, each in its
-    own transaction (rolled back in a dry run, which writes nothing anyway)."""
+    own transaction (a dry run's steps only read)."""
     after: tuple[datetime, UUID] | None = START
     while after is not None:
-        transaction = conn.transaction()
-        await transaction.start()
-        try:
+        async with conn.transaction():
             done, after = await step(after)
-        except BaseException:
-            await transaction.rollback()
-            raise
-        if dry_run:
-            await transaction.rollback()
-        else:
-            await transaction.commit()
         count(done)
 
 
@@ -139,7 +129,6 @@ async def _redact(
 
     await _batches(
         conn,
-        dry_run,
         lambda after: retention.redact_batch(
             conn,
             finished_before=now - timedelta(days=days),
@@ -172,24 +161,17 @@ async def _drop(
     gone: list[tuple[UUID, UUID]] = []
     for period in await retention.droppable_periods(conn, cutoff):
         names = [partition.name for partition in period]
-        transaction = conn.transaction()
-        await transaction.start()
         try:
-            done, young = await retention.drop_period(
-                conn, period, finished_before=cutoff, reason=reason, at=now, dry_run=dry_run
-            )
+            async with conn.transaction():  # rolled back by any exception
+                done, young = await retention.drop_period(
+                    conn, period, finished_before=cutoff, reason=reason, at=now, dry_run=dry_run
+                )
         except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
-            await transaction.rollback()
             report.kept.append(f"{', '.join(names)}: the log stayed busy; the next pass tries")
             continue
         except retention.PeriodChanged as changed:
-            await transaction.rollback()
             report.kept.append(f"{', '.join(names)}: {changed}; the next pass tries")
             continue
-        except BaseException:
-            await transaction.rollback()
-            raise
-        await (transaction.rollback() if dry_run else transaction.commit())
         if young:
             report.kept.append(f"{', '.join(names)}: {young} run(s) finished too recently")
             continue
@@ -204,7 +186,6 @@ async def _drop(
 
     await _batches(
         conn,
-        dry_run,
         lambda after: retention.drop_batch(
             conn,
             finished_before=cutoff,
