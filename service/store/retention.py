@@ -44,7 +44,7 @@ CHECKS_WITHOUT_OUTPUT = f"""(
 
 # The finished runs ($1: finished before) not redacted yet, after keyset ($2, $3), at most
 # $4, locked; through generations_unredacted_idx. Left out, for a dry run: what its drops
-# took (rolled back), the periods [$5[i], $6[i]) and the runs outside every period
+# only counted, the periods [$5[i], $6[i]) and the runs outside every period
 # [$7[i], $8[i]) that finished before $9.
 SELECT_TO_REDACT = f"""
 SELECT id, finished_at
@@ -261,7 +261,7 @@ def marker(at: datetime, reason: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DryDrops:
-    """What a dry run's drops took, rolled back since, for its redaction to leave out: the
+    """What a dry run's drops counted (and left in place), for its redaction to leave out: the
     periods dropped whole, and the runs outside ``every_period`` finished before
     ``outside_periods_before``."""
 
