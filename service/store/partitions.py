@@ -60,8 +60,23 @@ SELECT pg_advisory_xact_lock(hashtextextended('genstream.partitions', 0))
 
 # A waiting ACCESS EXCLUSIVE request holds every later reader of the table behind it (the
 # global feed, the analytics, the legacy runs): rather than queue behind a long query, give up
-# (LockNotAvailableError) and let the next hourly pass try; periods are made months ahead.
-LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
+# (LockNotAvailableError) and let the next pass try; periods are made ahead of need. Half the
+# server's deadlock_timeout (1 s by default), so that in a lock cycle with a run's transaction
+# the catalog change gives up before any deadlock check runs: the one to fail is always the
+# change that can wait for the next pass, never a run's creation or append.
+LOCK_TIMEOUT = """
+SELECT set_config(
+    'lock_timeout',
+    (extract(epoch FROM current_setting('deadlock_timeout')::interval) * 500)::int || 'ms',
+    true
+)
+"""
+
+# Attaching a period adds its foreign key's triggers to generations (SHARE ROW EXCLUSIVE) after
+# it has locked the default partition; a run's creation writes generations and then reads the
+# log, the other way round. Taken first, the creator's locks come in the runs' order, and the
+# two never wait on each other in a cycle (a moment of appends held back, once a period).
+LOCK_GENERATIONS = "LOCK TABLE generations IN SHARE ROW EXCLUSIVE MODE"
 
 # The partitions of one table, with their bounds as PostgreSQL prints them
 # ("FOR VALUES FROM ('…') TO ('…')" or "DEFAULT"). $1: the parent table.
@@ -292,7 +307,10 @@ async def ensure_partitions(
             await conn.execute(LOCK_PARTITIONS)
             await conn.execute(LOCK_TIMEOUT)
             existing = await select_partitions(conn, table)
-            for lower, upper in missing_periods(existing, period, ahead, now):
+            missing = missing_periods(existing, period, ahead, now)
+            if missing:
+                await conn.execute(LOCK_GENERATIONS)
+            for lower, upper in missing:
                 holds = await conn.fetchval(SELECT_DEFAULT_HOLDS.format(table=table), lower, upper)
                 if lower >= lowest_v7(now + FENCE_MARGIN) and not holds:
                     fence = fence_name(table, lower)
@@ -314,6 +332,7 @@ async def ensure_partitions(
         async with conn.transaction():
             await conn.execute(LOCK_PARTITIONS)
             await conn.execute(LOCK_TIMEOUT)
+            await conn.execute(LOCK_GENERATIONS)
             existing = await select_partitions(conn, table)
             for lower, upper in fenced:
                 if free_ranges(lower, upper, existing) == [(lower, upper)]:

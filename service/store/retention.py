@@ -221,6 +221,10 @@ WITH deleted AS (
 SELECT count(*) FROM deleted
 """
 
+# Held to the end of a period's drop: every read of generations waits behind it meanwhile, so
+# the drop takes it only once the period's runs are known to be old enough and locked.
+LOCK_GENERATIONS = "LOCK TABLE generations IN ACCESS EXCLUSIVE MODE"
+
 # A detach waits for every reader of the log to finish and holds new ones back meanwhile:
 # rather than queue behind a long analytics query, give up and try at the next pass.
 LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
@@ -399,6 +403,12 @@ async def drop_period(
         return Dropped(0, 0), row["young"]
     if not dry_run:
         await conn.execute(partitions.LOCK_PARTITIONS)
+        # Dropping a detached partition drops its foreign key's triggers on generations
+        # (ACCESS EXCLUSIVE) after the detach has locked the log; a run's creation writes
+        # generations, then reads the log. Taken first, in the runs' order, and given up
+        # before any deadlock check can pick a run's transaction as the one to fail.
+        await conn.execute(partitions.LOCK_TIMEOUT)
+        await conn.execute(LOCK_GENERATIONS)
         await conn.execute(
             INSERT_PERIOD_DROP, low, high, reason, row["generations"], row["events"], at
         )

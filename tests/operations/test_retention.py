@@ -3,6 +3,7 @@ whole and leaves a 410 behind; both are exact in a dry run and idempotent."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -414,3 +415,41 @@ async def test_a_period_is_kept_for_the_next_pass_while_a_long_reader_holds_the_
     async with pool.acquire() as conn:
         with pytest.raises(Gone):
             await generations.select_generation(conn, "alice", old)
+
+
+async def test_runs_created_while_periods_are_dropped_never_deadlock(pool: Pool) -> None:
+    # A period's drop locks the log, then (dropping the partition's foreign key) generations;
+    # a run's creation holds generations, then reads the log. The drop is the one to yield.
+    months = [datetime(2025, month, 10, tzinfo=UTC) for month in range(1, 13)]
+    async with pool.acquire() as conn:
+        for month in months:
+            await partitions.ensure_partitions(conn, "month", 0, month)
+    for month in months:
+        await run_created(pool, month, 400)
+    stop = asyncio.Event()
+
+    async def create_runs() -> int:
+        count = 0
+        while not stop.is_set():
+            generation_id = await new_generation(pool)
+            await append(pool, generation_id, STARTED)
+            count += 1
+        return count
+
+    async def drop() -> list[str]:
+        dropped: list[str] = []
+        try:
+            for _ in range(50):  # a busy log keeps a period for the next pass
+                report = await apply(pool, Policy(drop_after_days=300), now=NOW)
+                dropped += report.dropped_partitions
+                if len(dropped) == 2 * len(months):
+                    break
+        finally:
+            stop.set()
+        return dropped
+
+    runners = [asyncio.create_task(create_runs()) for _ in range(6)]
+    dropped = await drop()
+    counts = await asyncio.gather(*runners)
+    assert sum(counts) > 0
+    assert len(dropped) == 2 * len(months)

@@ -4,6 +4,7 @@ moved into a new period, and every read of one run pruned to its one partition."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -371,3 +372,36 @@ async def test_the_feed_reads_each_partition_through_its_feed_index(pool: Pool) 
     assert len(scans) == count, scans
     assert all(kind in ("Index Scan", "Index Only Scan") for kind, _ in scans), scans
     assert all(index.endswith(("feed_idx", "tx_id_generation_id_seq_idx")) for _, index in scans)
+
+
+async def test_runs_created_while_periods_are_made_never_deadlock(pool: Pool) -> None:
+    # Creating a period takes the default partition's lock, then (for the partition's foreign
+    # key) a lock on generations; a run's creation holds generations, then reads the log. The
+    # creator must be the one that yields, every time: never a run's creation or append.
+    stop = asyncio.Event()
+    made: list[str] = []
+
+    async def create_runs() -> int:
+        count = 0
+        while not stop.is_set():
+            generation_id = await new_generation(pool)
+            async with pool.acquire() as conn:
+                await event_log.append(conn, generation_id, [delta(2)])
+            count += 1
+        return count
+
+    async def make_periods() -> None:
+        try:
+            for day in range(40):
+                now = datetime(2060, 1, 1, tzinfo=UTC) + timedelta(days=day)
+                async with pool.acquire() as conn:
+                    with contextlib.suppress(asyncpg.LockNotAvailableError):
+                        made.extend(await ensure_partitions(conn, "day", 2, now))
+        finally:
+            stop.set()
+
+    runners = [asyncio.create_task(create_runs()) for _ in range(6)]
+    await make_periods()
+    counts = await asyncio.gather(*runners)
+    assert sum(counts) > 0
+    assert len(made) > 40
