@@ -42,6 +42,7 @@ EVENT_COLUMNS = (
     "payload",
     "created_at",
     "idempotency_key",
+    "owner",
     "tx_id",
 )
 FILE_COLUMNS = (

@@ -117,7 +117,19 @@ class Runs:
             at += timedelta(milliseconds=rng.randint(5, 60))
             key = f"1.{len(run.appends)}.{len(events)}"
             events.append(
-                (generation_id, seq, kind, status, stage, progress, message, payload, at, key)
+                (
+                    generation_id,
+                    seq,
+                    kind,
+                    status,
+                    stage,
+                    progress,
+                    message,
+                    payload,
+                    at,
+                    key,
+                    owner,
+                )
             )
 
         event("generation.queued", "queued", "queued", 0.0, "Queued", "{}")

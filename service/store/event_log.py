@@ -127,6 +127,7 @@ WITH RECURSIVE generation AS (
       AND (:fence::int IS NULL OR attempt = :fence)
     RETURNING
         id,
+        owner,
         last_seq - cardinality(:event_types::text[]) AS base_seq,
         last_seq,
         cancel_requested_at IS NOT NULL AS cancel_requested
@@ -191,7 +192,7 @@ chained(c_ord, c_seq, c_type, c_status, c_stage, c_progress, c_message, c_payloa
 inserted_events AS (
     INSERT INTO generation_events
         (generation_id, seq, type, status, stage, progress, message, payload, created_at,
-         idempotency_key, chain)
+         idempotency_key, chain, owner)
     SELECT
         generation.id,
         c_seq,
@@ -203,7 +204,8 @@ inserted_events AS (
         c_payload,
         c_at,
         c_key,
-        c_hash
+        c_hash,
+        generation.owner
     FROM generation
     CROSS JOIN chained
     WHERE c_ord > 0

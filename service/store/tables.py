@@ -102,9 +102,13 @@ generation_events = sa.Table(
     ),
     # When retention replaced the bulky part of its payload by a marker (migration 0013).
     sa.Column("redacted_at", sa.DateTime(timezone=True), nullable=True),
+    # The run's owner, for the owner feed's index (migration 0014). NULL in rows stored before
+    # that migration; a trigger fills it in a row stored without it.
+    sa.Column("owner", sa.Text, nullable=True),
     sa.CheckConstraint("seq >= 1", name="generation_events_seq_check"),
     sa.CheckConstraint("octet_length(chain) = 32", name="generation_events_chain_check"),
     sa.Index("generation_events_feed_idx", "tx_id", "generation_id", "seq"),
+    sa.Index("generation_events_owner_feed_idx", "owner", "tx_id", "generation_id", "seq"),
     sa.Index("generation_events_type_idx", "type", "created_at"),
     # Every event but the model's text, for snapshots (migration 0010).
     sa.Index(
@@ -161,6 +165,16 @@ retention_drops = sa.Table(
     sa.CheckConstraint("low < high", name="retention_drops_range_check"),
     sa.Index("retention_drops_run_idx", "low", postgresql_where=sa.text("owner IS NOT NULL")),
     sa.Index("retention_drops_period_idx", "low", postgresql_where=sa.text("owner IS NULL")),
+)
+
+# One row: the first transaction id whose events all carry their owner (migration 0014); the
+# owner feed reads events below it through the runs' rows.
+event_owner_since = sa.Table(
+    "event_owner_since",
+    metadata,
+    sa.Column("one", sa.Boolean, primary_key=True, server_default=sa.true()),
+    sa.Column("tx_id", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("one", name="event_owner_since_one_check"),
 )
 
 api_keys = sa.Table(

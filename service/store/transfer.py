@@ -4,9 +4,10 @@ as the JSON of its row (``to_jsonb``), read back with ``jsonb_populate_record``.
 Going through the row's JSON rather than a column list keeps export and import exact (every
 column, timestamps to the microsecond, ``payload`` as stored). An import writes only rows that
 passed ``operations/validation.py``, which names every column of the three tables (a test keeps
-that list in step with ``tables.py``). Two columns are this database's own and are not carried
+that list in step with ``tables.py``). Some columns are this database's own and are not carried
 over: ``tx_id`` (a transaction id of the other cluster would order the global feed wrongly; an
-imported event takes the importing transaction's) and a run's claim and lease. An event's
+imported event takes the importing transaction's), an event's ``owner`` (the generation's row
+says whose it is, and an import may give it another owner) and a run's claim and lease. An event's
 ``chain`` is carried over and checked once the generation is in: an event edited or removed in
 the file refuses the generation (an export made before chain hashes gets them computed).
 """
@@ -41,9 +42,10 @@ FROM generations AS g
 WHERE id = $1
 """
 
-# One page of a generation's ($1) event rows after seq $2, at most $3, as JSON text (no tx_id).
+# One page of a generation's ($1) event rows after seq $2, at most $3, as JSON text (no tx_id,
+# no owner: the generation's row says whose it is).
 SELECT_EVENT_ROWS = """
-SELECT (to_jsonb(e) - 'tx_id')::text
+SELECT (to_jsonb(e) - 'tx_id' - 'owner')::text
 FROM generation_events AS e
 WHERE generation_id = $1
   AND seq > $2
@@ -80,8 +82,9 @@ ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
 
-# Import an event row from its JSON ($1), stamped with this transaction's id; an export made
-# before chain hashes gets the zero hash, replaced once all its events are in.
+# Import an event row from its JSON ($1), stamped with this transaction's id and the owner of
+# the generation's row ($2); an export made before chain hashes gets the zero hash, replaced
+# once all its events are in.
 INSERT_EVENT_ROW = f"""
 INSERT INTO generation_events
 SELECT *
@@ -89,7 +92,8 @@ FROM jsonb_populate_record(
     NULL::generation_events,
     $1::jsonb || jsonb_build_object(
         'tx_id', pg_current_xact_id()::text::bigint,
-        'chain', coalesce($1::jsonb ->> 'chain', '{event_log.ZERO_HASH}')
+        'chain', coalesce($1::jsonb ->> 'chain', '{event_log.ZERO_HASH}'),
+        'owner', $2::text
     )
 )
 """
@@ -149,7 +153,8 @@ async def insert_generation(
         async with conn.transaction():
             if await conn.fetchval(INSERT_GENERATION_ROW, generation) is None:
                 return False
-            await conn.executemany(INSERT_EVENT_ROW, [(event,) for event in events])
+            owner = json.loads(generation)["owner"]
+            await conn.executemany(INSERT_EVENT_ROW, [(event, owner) for event in events])
             await conn.executemany(INSERT_FILE_ROW, [(file,) for file in files])
             generation_id = UUID(json.loads(generation)["id"])
             await event_log.chain_unchained(conn, generation_id)

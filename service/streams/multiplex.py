@@ -105,6 +105,13 @@ class _Follow:
         self.sent: dict[UUID, int] = {run: ahead.seq for run, ahead in cursor.ahead.items()}
         self.until: dict[UUID, int] = {run: ahead.until_tx for run, ahead in cursor.ahead.items()}
         self._cursor: OwnerCursor | None = None
+        self._owner_since: int | None = None
+
+    async def _since(self, conn: Connection) -> int:
+        """The owner index's mark, read once: a migration moves it only while nothing runs."""
+        if self._owner_since is None:
+            self._owner_since = await owner_feed.select_owner_since(conn)
+        return self._owner_since
 
     def cursor(self) -> OwnerCursor:
         if self._cursor is None:
@@ -126,7 +133,9 @@ class _Follow:
         ):
             bounds = await owner_feed.select_snapshot_bounds(conn)
             horizon = self.position.tx_id or bounds.horizon
-            runs = await owner_feed.select_live_runs(conn, self.owner, horizon)
+            runs = await owner_feed.select_live_runs(
+                conn, self.owner, horizon, await self._since(conn)
+            )
             taken = {}
             if with_snapshots:
                 for run, _ in runs:
@@ -158,7 +167,7 @@ class _Follow:
         """The next page of the owner feed as frames; and whether the page was full."""
         async with connection(self.pool) as conn:
             rows, horizon = await owner_feed.select_owner_feed(
-                conn, self.owner, self.position, self.page_size
+                conn, self.owner, self.position, self.page_size, await self._since(conn)
             )
             unknown = list(
                 dict.fromkeys(

@@ -11,8 +11,8 @@ import asyncpg
 from alembic import command
 
 from service.events import NewFile
-from service.ids import lowest_v7
-from service.store import event_log, partitions
+from service.ids import lowest_v7, new_generation_id
+from service.store import event_log, generations, owner_feed, partitions
 from service.store.db import Connection, Pool, asyncpg_dsn, create_pool
 from service.store.migrate import alembic_config, current_revisions, head_revisions, upgrade
 from tests.helpers import DONE, STARTED, new_generation, partitions_holding
@@ -87,8 +87,8 @@ async def test_0012_partitions_a_log_with_legacy_rows_and_downgrades(
     await asyncio.to_thread(command.upgrade, config, "0011")
     pool = await create_pool(empty_database_url, min_size=1, max_size=2)
     try:
-        legacy = [await finished_run(pool, uuid4()) for _ in range(3)]
-        caught = await finished_run(pool, legacy_id_in(datetime.now(UTC)))
+        legacy = [await legacy_run(pool, uuid4()) for _ in range(3)]
+        caught = await legacy_run(pool, legacy_id_in(datetime.now(UTC)))
         async with pool.acquire() as conn:
             before = await log_rows(conn)
             assert await kinds(conn) == {t: "r" for t in LOG_TABLES}
@@ -159,6 +159,113 @@ async def test_0012_partitions_a_log_with_legacy_rows_and_downgrades(
             assert (await event_log.check_chains(conn)).breaks == []
     finally:
         await pool.close()
+
+
+# A finished run as a revision before 0014 stores it (today's append writes an event's owner):
+# the row, four events, a file, chains computed as an import computes them.
+LEGACY_EVENTS = """
+INSERT INTO generation_events
+    (generation_id, seq, type, status, stage, progress, message, payload, created_at)
+SELECT $1, seq, type, status, stage, progress, type, payload::jsonb, clock_timestamp()
+FROM (VALUES
+    (1, 'generation.queued', 'queued', 'queued', 0.0, '{}'),
+    (2, 'generation.started', 'running', 'started', 0.02, '{}'),
+    (3, 'file.saved', 'running', 'code', 0.5, '{"path": "app/main.py"}'),
+    (4, 'generation.succeeded', 'succeeded', 'done', 1.0, '{"count": 4}')
+) AS e(seq, type, status, stage, progress, payload)
+"""
+
+
+async def legacy_run(pool: Pool, generation_id: UUID | None, owner: str = "alice") -> UUID:
+    generation_id = generation_id or new_generation_id()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            generations.INSERT_GENERATION, generation_id, owner, "{}", "offline", None, None, "off"
+        )
+        await conn.execute(LEGACY_EVENTS, generation_id)
+        await conn.execute(
+            "INSERT INTO generated_files (generation_id, path, content, size, sha256, language, "
+            "seq) VALUES ($1, 'app/main.py', 'print()', 7, 'x', 'python', 3)",
+            generation_id,
+        )
+        await conn.execute(
+            "UPDATE generations SET status = 'succeeded', stage = 'done', progress = 1, "
+            "last_seq = 4, finished_at = now() WHERE id = $1",
+            generation_id,
+        )
+        await event_log.chain_unchained(conn, generation_id)
+    return generation_id
+
+
+async def owner_pages(
+    conn: Connection, owner: str, since: int, after: event_log.FeedPosition, limit: int = 3
+) -> list[tuple[UUID, int]]:
+    """Every event of the owner feed after ``after``, read a page at a time: (run, seq)."""
+    read: list[tuple[UUID, int]] = []
+    while True:
+        rows, _ = await owner_feed.select_owner_feed(conn, owner, after, limit, since)
+        if not rows:
+            return read
+        read += [(row.position.generation_id, row.position.seq) for row in rows]
+        after = rows[-1].position
+
+
+async def test_0014_leaves_old_events_ownerless_and_the_owner_feed_reads_them_the_old_way(
+    empty_database_url: str,
+) -> None:
+    config = alembic_config(empty_database_url)
+    await asyncio.to_thread(command.upgrade, config, "0013")
+    pool = await create_pool(empty_database_url, min_size=1, max_size=2)
+    try:
+        old = [await legacy_run(pool, None, owner) for owner in ("alice", "bob", "alice")]
+    finally:
+        await pool.close()
+
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+    pool = await create_pool(empty_database_url, min_size=1, max_size=2)
+    try:
+        new = [await finished_run(pool, None) for _ in range(2)]  # alice's, by today's append
+        written_bare = await legacy_run(pool, None, "bob")  # stored without an owner: filled
+        async with pool.acquire() as conn:
+            owners = dict(
+                await conn.fetch(
+                    "SELECT generation_id, array_agg(DISTINCT coalesce(owner, '-')) "
+                    "FROM generation_events GROUP BY generation_id"
+                )
+            )
+            assert [owners[run] for run in old] == [["-"]] * 3
+            assert [owners[run] for run in new] == [["alice"]] * 2
+            assert owners[written_bare] == ["bob"]
+            since = await owner_feed.select_owner_since(conn)
+            stamps = dict(
+                await conn.fetch(
+                    "SELECT generation_id, max(tx_id) FROM generation_events GROUP BY 1"
+                )
+            )
+            assert all(stamps[run] < since for run in old)
+            assert all(stamps[run] >= since for run in (*new, written_bare))
+
+            # From the start: below the mark the old way, then on through the index; every
+            # event of alice's, old and new, once, in feed order, and none of bob's.
+            everything = await owner_pages(conn, "alice", since, event_log.FeedPosition())
+            feed = await event_log.select_feed(conn, event_log.FeedPosition(), 1000)
+            assert everything == [
+                (e.position.generation_id, e.position.seq)
+                for e in feed
+                if e.position.generation_id in (old[0], old[2], *new)
+            ]
+            assert len(everything) == 4 * 4  # four runs of four events
+            # From the mark on, the index's pages are the old way's.
+            mark = event_log.FeedPosition(since)
+            fast = await owner_pages(conn, "alice", since, mark)
+            assert fast == await owner_pages(conn, "alice", 2**63 - 1, mark)
+            assert fast == [(run, seq) for run in new for seq in (1, 2, 3, 4)]
+    finally:
+        await pool.close()
+
+    await asyncio.to_thread(command.downgrade, config, "0013")
+    await asyncio.to_thread(command.upgrade, config, "head")
 
 
 async def finished_run(pool: Pool, generation_id: UUID | None) -> UUID:

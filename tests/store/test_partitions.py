@@ -374,6 +374,53 @@ async def test_the_feed_reads_each_partition_through_its_feed_index(pool: Pool) 
     assert all(index.endswith(("feed_idx", "tx_id_generation_id_seq_idx")) for _, index in scans)
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+async def test_an_owner_feed_page_reads_that_owners_rows_alone(pool: Pool, generic: bool) -> None:
+    """Through each partition's owner index, from the position on: a light owner's page costs
+    what a heavy one's does, however many of everyone else's events the log holds."""
+    await three_periods_of_runs(pool)  # alice's
+    heavy = await new_generation(pool, owner="bob")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """
+            INSERT INTO generation_events
+                (generation_id, seq, type, status, stage, progress, message, payload)
+            SELECT $1, s, 'llm.delta', 'running', 'code', 0.5, '', '{}'
+            FROM generate_series(2, 5000) AS s
+            """,
+            heavy,
+        )
+        await conn.execute("ANALYZE generation_events")
+        (home,) = await partitions_holding(conn, "generation_events", heavy)
+        since = await owner_feed.select_owner_since(conn)
+        plan = await explain(
+            conn,
+            owner_feed.SELECT_OWNER_FEED,
+            ("alice", since, event_log.NIL_UUID, 0, 500),
+            generic=generic,
+        )
+        rows, _ = await owner_feed.select_owner_feed(
+            conn, "alice", event_log.FeedPosition(since), 500, since
+        )
+    assert len(rows) == 4 * 3  # four runs, each queued + a delta + a saved file
+    scans: list[dict[str, Any]] = []
+    nodes = [plan]
+    while nodes:
+        node = nodes.pop()
+        if node.get("Relation Name", "").startswith("generation_events"):
+            scans.append(node)
+        nodes += node.get("Plans", [])
+    # The partitions of a few rows are read whole (cheaper); bob's, of 5,000, by its index.
+    (big,) = [scan for scan in scans if scan["Relation Name"] == home]
+    assert big["Node Type"] == "Index Scan", big
+    assert big["Index Name"].endswith(("owner_feed_idx", "owner_tx_id_generation_id_seq_idx"))
+    assert "owner" in big["Index Cond"], big
+    assert all(scan.get("Rows Removed by Filter", 0) < 10 for scan in scans), scans
+    assert sum(scan["Actual Rows"] * scan["Actual Loops"] for scan in scans) <= len(rows) + len(
+        scans
+    ), "read bob's rows"
+
+
 async def test_runs_created_while_periods_are_made_never_deadlock(pool: Pool) -> None:
     # Creating a period takes the default partition's lock, then (for the partition's foreign
     # key) a lock on generations; a run's creation holds generations, then reads the log. The
