@@ -71,6 +71,12 @@ Pooler: TypeAlias = Literal["none", "transaction"]
 # (store/event_log.py). Direct, we ask for it at login; behind a pooler we check it instead.
 FLOAT_DIGITS: Final = "1"
 
+# Asked for at login on a direct connection. ``jit`` off: every query genstream makes reads an
+# index range and returns within milliseconds, but a generic plan over many partitions is
+# costed without its parameters' selectivity, above ``jit_above_cost``, and compiling it took
+# 110 ms on a page that runs in 2 ms. Behind a pooler the role's setting applies (README).
+SESSION_SETTINGS: Final = {"extra_float_digits": FLOAT_DIGITS, "jit": "off"}
+
 SELECT_FLOAT_DIGITS = """
 SELECT current_setting('extra_float_digits')
 """
@@ -100,16 +106,18 @@ async def create_pool(
       execution, inside the one Sync that runs it;
     * no startup parameters (PgBouncer refuses those it does not know, and would not set them
       on the server connections it shares anyway): ``extra_float_digits`` is checked instead;
-    * no reset query on release (``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``,
-      ``CLOSE ALL``): it would run on whatever server connection is free, not the one this
-      client used, and there is nothing of ours to reset. asyncpg still rolls back a
-      transaction left open;
+    * no reset query on release: see below;
     * the array types are learnt in one transaction as each connection opens
       (``_learn_array_types``), not at first use.
 
-    Nothing else genstream does holds a session: advisory locks are ``pg_advisory_xact_lock``,
+    Nothing genstream does holds a session: advisory locks are ``pg_advisory_xact_lock``,
     REPEATABLE READ snapshots are transactions, ``SET`` is ``SET LOCAL``, LISTEN has its own
-    direct connection (``listener.py``).
+    direct connection (``listener.py``). So no pool sends asyncpg's reset query on release
+    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``): there is nothing of ours
+    to reset, behind a pooler it would run on whatever server connection is free, and direct
+    it is one more round trip per acquire, which cost the append 70-250 µs (BENCHMARKS.md,
+    case 1). asyncpg still rolls back a transaction left open, and a cancel that arrives late
+    cannot hit the next query (tests/store/test_db.py shows both, with and without it).
     """
     behind_pooler = pooler == "transaction"
     try:
@@ -119,8 +127,8 @@ async def create_pool(
             max_size=max_size,
             command_timeout=60,
             statement_cache_size=0 if behind_pooler else 100,
-            server_settings=None if behind_pooler else {"extra_float_digits": FLOAT_DIGITS},
-            reset=_nothing_to_reset if behind_pooler else None,
+            server_settings=None if behind_pooler else dict(SESSION_SETTINGS),
+            reset=_nothing_to_reset,
             init=_learn_array_types if behind_pooler else None,
         )
     except Exception as exc:

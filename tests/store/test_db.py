@@ -8,23 +8,18 @@ import pytest
 from asyncpg import connect_utils
 
 from service.errors import StoreUnavailable
-from service.store.db import Connection, Pool, asyncpg_dsn, connection, create_pool, sqlalchemy_url
+from service.store.db import Pool, asyncpg_dsn, connection, create_pool, sqlalchemy_url
 from tests.helpers import wait_until
 
-RESETS = ["asyncpg-reset", "reset-skipped"]
-
-
-async def keep_session(_conn: Connection) -> None:
-    """A pool reset that sends nothing (commit 729cefb tried it for the append's sake)."""
+RESETS = ["asyncpg-reset", "genstream"]
 
 
 async def pool_with(database_url: str, reset: str) -> Pool:
-    """genstream's pool of one connection, or the same with asyncpg's reset query skipped."""
-    if reset == "asyncpg-reset":
+    """genstream's pool of one connection (no reset query on release), or asyncpg's default
+    pool, which sends one."""
+    if reset == "genstream":
         return await create_pool(database_url, min_size=1, max_size=1)
-    return await asyncpg.create_pool(
-        asyncpg_dsn(database_url), min_size=1, max_size=1, reset=keep_session
-    )
+    return await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=1)
 
 
 @pytest.mark.parametrize("reset", RESETS)
@@ -95,6 +90,49 @@ async def test_a_cancel_that_reaches_the_server_late_spares_the_next_query(
     finally:
         await pool.close()
         await watcher.close()
+
+
+@pytest.mark.parametrize("reset", RESETS)
+async def test_only_asyncpgs_pool_sends_a_reset_query_on_release(
+    database_url: str, reset: str
+) -> None:
+    # The round trip genstream saves on every acquire: the server's last query for the pooled
+    # connection, once it is back in the pool, is still the caller's own.
+    pool = await pool_with(database_url, reset)
+    watcher = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SELECT 42 -- the caller's")
+
+        async def idle_after() -> str | None:
+            row = await watcher.fetchrow(
+                "SELECT state, query FROM pg_stat_activity WHERE pid = $1", pid
+            )
+            return row["query"] if row is not None and row["state"] == "idle" else None
+
+        if reset == "genstream":
+            assert await idle_after() == "SELECT 42 -- the caller's"
+        else:
+            await wait_until(lambda: _settled(idle_after, "RESET ALL"), "the reset query has run")
+    finally:
+        await pool.close()
+        await watcher.close()
+
+
+async def _settled(read: Any, tail: str) -> bool:
+    query = await read()
+    return query is not None and query.rstrip("; ").endswith(tail)
+
+
+async def test_a_direct_pool_asks_for_its_session_settings(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with connection(pool) as conn:
+            assert await conn.fetchval("SHOW jit") == "off"
+            assert await conn.fetchval("SHOW extra_float_digits") == "1"
+    finally:
+        await pool.close()
 
 
 async def test_one_connection_serves_many_units_of_work(database_url: str) -> None:

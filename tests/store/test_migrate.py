@@ -228,21 +228,23 @@ async def test_0014_leaves_old_events_ownerless_and_the_owner_feed_reads_them_th
         new = [await finished_run(pool, None) for _ in range(2)]  # alice's, by today's append
         written_bare = await legacy_run(pool, None, "bob")  # stored without an owner: filled
         async with pool.acquire() as conn:
-            owners = dict(
-                await conn.fetch(
+            owners: dict[UUID, list[str]] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
                     "SELECT generation_id, array_agg(DISTINCT coalesce(owner, '-')) "
                     "FROM generation_events GROUP BY generation_id"
                 )
-            )
+            }
             assert [owners[run] for run in old] == [["-"]] * 3
             assert [owners[run] for run in new] == [["alice"]] * 2
             assert owners[written_bare] == ["bob"]
             since = await owner_feed.select_owner_since(conn)
-            stamps = dict(
-                await conn.fetch(
+            stamps: dict[UUID, int] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
                     "SELECT generation_id, max(tx_id) FROM generation_events GROUP BY 1"
                 )
-            )
+            }
             assert all(stamps[run] < since for run in old)
             assert all(stamps[run] >= since for run in (*new, written_bare))
 
