@@ -13,7 +13,7 @@ owner's (at 10^7 events a light owner's page took 710 ms; docs/scaling.md).
   finished, as the ALTER waited for them). Below it the owner feed reads the old way, through
   the runs' rows; from it on, through the owner index (store/owner_feed.py).
 * ``generation_events_owner_feed_idx`` on ``(owner, tx_id, generation_id, seq)``: built here,
-  in the migration's transaction, under a lock that holds appends back (10.4 s at 8.8 M
+  in the migration's transaction, under a lock that holds appends back (12.9 s at 8.7 M
   events on these machines). On a large log, build each partition's index beforehand with
   ``CREATE INDEX CONCURRENTLY`` under the name this makes (README, "The owner index"): the
   parent's index then adopts them and builds only what is missing.
