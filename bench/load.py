@@ -21,11 +21,6 @@ all the processes on this machine) and ``i`` (its index). Latency = the client's
 ``time.time_ns()`` when the read holding the frame returned, minus ``t``. Events published in
 the warm-up are excluded. After publishing, the client waits up to ``drain_s`` for the rest;
 what has not arrived by then is reported as ``undelivered`` (late or lost, never hidden).
-
-Each frame's time *after its publish returned* is kept too (for genstream: after the append's
-COMMIT returned to the writer, so its WAL flush is behind it): the stream path's own share,
-apart from the durable commit's fsync tail. A frame that arrives before its writer saw the
-COMMIT return (the notification can outrun the reply) counts as 0 there.
 """
 
 from __future__ import annotations
@@ -116,27 +111,16 @@ class Collector:
     in_window: int = 0
     expected: int = 1 << 62
     complete: asyncio.Event = field(default_factory=asyncio.Event)
-    published_ns: dict[int, int] = field(default_factory=dict)  # i -> its publish returned
-    after_publish_ns: list[int] = field(default_factory=list)
-    early: list[int] = field(default_factory=list)  # frames whose publish had not returned
 
     def take(self, data: bytes, now: int) -> None:
         payload = json.loads(data)["data"]
-        i = payload.get("i", -1)
-        if i >= self.first_measured:
+        if payload.get("i", -1) >= self.first_measured:
             self.received += 1
             self.latencies_ns.append(now - payload["t"])
-            if (returned := self.published_ns.get(i)) is not None:
-                self.after_publish_ns.append(max(0, now - returned))
-            else:
-                self.early.append(i)
             if self.received >= self.expected:
                 self.complete.set()
         if self.window_start <= now <= self.window_end:
             self.in_window += 1
-
-    def after_publish(self) -> Distribution:
-        return Distribution.of_ns([*self.after_publish_ns, *(0 for _ in self.early)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +131,6 @@ class Measurement:
     received: int
     undelivered: int
     latency: Distribution
-    after_publish: Distribution  # from the publish's return (genstream: COMMIT) to the client
     sends_per_s: float
     server_cpu_us_per_send: float
     client_cpu_share: float
@@ -164,8 +147,6 @@ class Measurement:
             "p95_ms": self.latency.p95,
             "p99_ms": self.latency.p99,
             "max_ms": self.latency.max,
-            "after_commit_p50_ms": self.after_publish.p50,
-            "after_commit_p99_ms": self.after_publish.p99,
             "sends_per_s": self.sends_per_s,
             "server_cpu_us_per_send": self.server_cpu_us_per_send,
             "client_cpu_share": self.client_cpu_share,
@@ -208,10 +189,9 @@ async def _read(stream: RawSSEStream, collector: Collector) -> None:
 
 
 class _Publisher:
-    def __init__(self, target: Target, shape: Shape, returned: dict[int, int]) -> None:
+    def __init__(self, target: Target, shape: Shape) -> None:
         self._target = target
         self._shape = shape
-        self._returned = returned
         self._gate = asyncio.Semaphore(PUBLISH_IN_FLIGHT)
         self._pending: set[asyncio.Task[None]] = set()
         self.next_i = 0
@@ -219,7 +199,6 @@ class _Publisher:
     async def _fire(self, i: int) -> None:
         try:
             await self._target.publish(i % self._shape.channels, i, self._shape.batch)
-            self._returned[i] = time.time_ns()
         finally:
             self._gate.release()
 
@@ -276,7 +255,7 @@ async def measure(target: Target, shape: Shape, *, warm_s: float, drain_s: float
     streams = await open_streams(target.server, paths)
     open_s = time.perf_counter() - opened
     readers = [asyncio.create_task(_read(stream, collector)) for stream in streams]
-    publisher = _Publisher(target, shape, collector.published_ns)
+    publisher = _Publisher(target, shape)
     try:
         await asyncio.sleep(0.2)  # let the replay/first frames of every stream pass
         if shape.closed_loop:
@@ -314,7 +293,6 @@ async def measure(target: Target, shape: Shape, *, warm_s: float, drain_s: float
         received=collector.received,
         undelivered=max(0, expected - collector.received),
         latency=Distribution.of_ns(collector.latencies_ns),
-        after_publish=collector.after_publish(),
         sends_per_s=sends / wall,
         server_cpu_us_per_send=server_cpu / sends * 1e6 if sends else float("nan"),
         client_cpu_share=client_cpu / wall,

@@ -135,13 +135,6 @@ async def test_quick_bench_runs_every_implemented_case_and_writes_sane_results(
                     strict=True,
                 ):
                     assert 0 < p50 <= p95 <= p99 <= top, (case.name, result["params"])
-            if "after_commit_p50_ms" in found:  # a part of the delivery time, never more
-                for after, whole in zip(
-                    found["after_commit_p99_ms"]["values"],
-                    found["max_ms"]["values"],
-                    strict=True,
-                ):
-                    assert 0 <= after <= whole, (case.name, result["params"])
 
 
 @pytest.mark.timeout(BENCH_TIMEOUT_S)

@@ -46,18 +46,9 @@ def _appends_table(
     """How much of genstream's delivery time is the durable append itself (its COMMIT waits
     for the WAL to reach the disk): the part no stream path can take away."""
     table = Table(
-        "genstream: the append alone (start -> COMMIT returned) beside delivery, and the "
-        "stream path's own share (COMMIT returned -> client has the frame), same appends "
-        "(median (min-max) over repetitions)",
-        [
-            "shape",
-            "append p50 ms",
-            "append p99 ms",
-            "delivery p50 ms",
-            "delivery p99 ms",
-            "after COMMIT p50 ms",
-            "after COMMIT p99 ms",
-        ],
+        "genstream: the append alone (start -> COMMIT returned) beside delivery, same "
+        "appends (median (min-max) over repetitions)",
+        ["shape", "append p50 ms", "append p99 ms", "delivery p50 ms", "delivery p99 ms"],
     )
     for index, distributions in appends.items():
         delivered = results[(index, "genstream")]
@@ -67,8 +58,6 @@ def _appends_table(
             fmt_summary(Summary.of([d.p99 for d in distributions])),
             fmt_summary(summary(delivered, "p50_ms")),
             fmt_summary(summary(delivered, "p99_ms")),
-            fmt_summary(summary(delivered, "after_commit_p50_ms")),
-            fmt_summary(summary(delivered, "after_commit_p99_ms")),
         )
     return table
 
