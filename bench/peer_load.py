@@ -184,6 +184,7 @@ class LivePeer(Publishes, Protocol):
     """A peer under a delivery shape: ``streams`` readers, reader k following channel k."""
 
     name: str
+    write_ns: list[int]  # each publish's write alone: start -> the server acknowledged it
 
     async def follow(self, streams: int, collector: Collector) -> None:
         """Open the readers, from the start of fresh streams; each hands every event it reads
@@ -317,3 +318,31 @@ def scratch_dir(work_dir: Path, name: str) -> Path:
     path = work_dir / f"{name}-{os.getpid()}-{time.monotonic_ns()}"
     path.mkdir(parents=True)
     return path
+
+
+PROBE_BYTES = 256  # about one event
+
+
+def fsync_probe(directory: Path, writes: int, *, preallocated: bool) -> Distribution:
+    """The disk under every durable write here: ``writes`` writes of ``PROBE_BYTES``, each
+    followed by ``fdatasync``, into a file that grows with each (as Redis's AOF and NATS's
+    blocks do: the new size is metadata to sync too) or into one written in full and synced
+    beforehand (as PostgreSQL's WAL segments are). Blocking: run it in a thread."""
+    path = directory / f"fsync-probe-{os.getpid()}-{time.monotonic_ns()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if preallocated:
+            os.write(fd, bytes(PROBE_BYTES * writes))
+            os.fsync(fd)
+            os.lseek(fd, 0, os.SEEK_SET)
+        block = b"x" * PROBE_BYTES
+        took = []
+        for _ in range(writes):
+            started = time.perf_counter_ns()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            took.append(time.perf_counter_ns() - started)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return Distribution.of_ns(took)

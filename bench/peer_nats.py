@@ -132,6 +132,7 @@ class NatsPeer:
         self._stream: str | None = None
         self._subjects: list[str] = []
         self._subscriptions: list[JetStreamContext.PushSubscription] = []
+        self.write_ns: list[int] = []
 
     @classmethod
     async def start(cls, work_dir: Path) -> NatsPeer:
@@ -210,6 +211,7 @@ class NatsPeer:
             raise ValueError("the peers write one event at a time")
         t = time.time_ns()
         await self._js.publish(self._subjects[channel], event_json(i, t))
+        self.write_ns.append(time.time_ns() - t)
 
     async def unfollow(self) -> None:
         await asyncio.gather(

@@ -88,6 +88,7 @@ class BarePostgres:
         self._claims = claims
         self._seqs = [1] * len(claims)  # seq 1 is each generation's queued event
         self._listener: asyncpg.Connection | None = None
+        self.write_ns: list[int] = []
         event = delta()
         self._fields = (
             event.type.value,
@@ -153,6 +154,7 @@ class BarePostgres:
             await conn.fetchval(
                 LIVE_INSERT, self._claims[channel].id, seq, *self._fields, payload, event
             )
+        self.write_ns.append(time.time_ns() - t)
 
     async def unfollow(self) -> None:
         if self._listener is not None:

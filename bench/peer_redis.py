@@ -158,6 +158,7 @@ class RedisPeer:
         self._keys: list[str] = []
         self._readers: list[asyncio.Task[None]] = []
         self._reader_clients: list[Redis] = []
+        self.write_ns: list[int] = []
 
     @classmethod
     async def start(cls, work_dir: Path, fsync: str) -> RedisPeer:
@@ -225,6 +226,7 @@ class RedisPeer:
             raise ValueError("the peers write one event at a time")
         t = time.time_ns()
         await self._client.xadd(self._keys[channel], {FIELD: event_json(i, t)})
+        self.write_ns.append(time.time_ns() - t)
 
     async def unfollow(self) -> None:
         if self._keys:

@@ -28,6 +28,7 @@ case 2), so a slow minute is shared.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import time
@@ -40,10 +41,26 @@ from bench import peer_nats, peer_redis
 from bench.appends import bare_rate, service_rate
 from bench.cases.catchup import make_generation, read_bare, read_sse
 from bench.cases.streaming import measurement_row, summary
-from bench.core import Context, Outcome, Summary, Table, fmt_summary, ratio, row
+from bench.core import (
+    Context,
+    Distribution,
+    Outcome,
+    Summary,
+    Table,
+    fmt_summary,
+    ratio,
+    row,
+)
 from bench.genstream import claimed_generations, finish
 from bench.load import Measurement, Shape, measure
-from bench.peer_load import Crash, LivePeer, measure_live, missing_binaries
+from bench.peer_load import (
+    PROBE_BYTES,
+    Crash,
+    LivePeer,
+    fsync_probe,
+    measure_live,
+    missing_binaries,
+)
 from bench.peer_nats import NatsPeer
 from bench.peer_postgres import BarePostgres, CrashCluster, bare_crash, genstream_crash
 from bench.peer_redis import RedisPeer
@@ -85,12 +102,13 @@ class Sizes:
     catch_up_events: int
     crash_writers: int
     crash_run_s: float
+    probe_writes: int
 
 
 def sizes(quick: bool) -> Sizes:
     if quick:
-        return Sizes(0.3, (10, 50), 200, 0.5, 0.2, 5.0, 5_000, 4, 0.3)
-    return Sizes(1.0, (100, 1000), 1000, 2.0, 0.5, 5.0, 100_000, 8, 1.0)
+        return Sizes(0.3, (10, 50), 200, 0.5, 0.2, 5.0, 5_000, 4, 0.3, 50)
+    return Sizes(1.0, (100, 1000), 1000, 1.5, 0.3, 5.0, 100_000, 8, 1.0, 500)
 
 
 def _rotated(rep: int) -> tuple[str, ...]:
@@ -129,6 +147,7 @@ async def _throughput(
 @dataclass(slots=True)
 class Reads:
     live: dict[tuple[int, str], list[Measurement]]
+    writes: dict[tuple[int, str], list[Distribution]]  # the same shapes' writes alone
     catch_up: dict[str, list[float]]
 
 
@@ -136,47 +155,53 @@ async def _delivery_and_catch_up(
     ctx: Context, size: Sizes, peers: Peers, phases: dict[str, float]
 ) -> Reads:
     """Shapes 2 and 3, which need genstream's ``serve`` (and the bare reference's claims)."""
-    started = time.perf_counter()
-    shapes = [Shape("spread", streams, size.rate, size.live_s) for streams in size.streams]
-    live: dict[tuple[int, str], list[Measurement]] = {}
-    catch_up: dict[str, list[float]] = {system: [] for system in SYSTEMS}
+    reads = Reads({}, {}, {system: [] for system in SYSTEMS})
     pool = await bench_pool(ctx.database_url)
     try:
         claims = await claimed_generations(pool, max(size.streams))
         genstream = await GenstreamTarget.start(ctx.database_url, ctx.work_dir, pool, claims)
         try:
+            started = time.perf_counter()
             bare = await BarePostgres.start(ctx.database_url, max(size.streams))
+            others: dict[str, LivePeer] = {**peers.redis, "nats": peers.nats, "postgres": bare}
             try:
-                targets: dict[str, LivePeer] = {
-                    **peers.redis, "nats": peers.nats, "postgres": bare
-                }  # fmt: skip
-                for rep in ctx.reps():
-                    for index, shape in enumerate(shapes):
-                        for system in _rotated(rep):
-                            if system == "genstream":
-                                m = await measure(
-                                    genstream, shape, warm_s=size.warm_s, drain_s=size.drain_s
-                                )
-                            else:
-                                m = await measure_live(
-                                    targets[system],
-                                    shape,
-                                    warm_s=size.warm_s,
-                                    drain_s=size.drain_s,
-                                )
-                            live.setdefault((index, system), []).append(m)
+                await _delivery(ctx, size, genstream, others, reads)
             finally:
                 await bare.stop()
             phases["delivery"] = time.perf_counter() - started
             started = time.perf_counter()
-            await _catch_up(ctx, size, peers, genstream, catch_up)
+            await _catch_up(ctx, size, peers, genstream, reads.catch_up)
             phases["catch-up"] = time.perf_counter() - started
         finally:
             await genstream.stop()
         await finish(genstream.writers)
     finally:
         await pool.close()
-    return Reads(live, catch_up)
+    return reads
+
+
+async def _delivery(
+    ctx: Context,
+    size: Sizes,
+    genstream: GenstreamTarget,
+    peers: dict[str, LivePeer],
+    reads: Reads,
+) -> None:
+    shapes = [Shape("spread", streams, size.rate, size.live_s) for streams in size.streams]
+    for rep in ctx.reps():
+        for index, shape in enumerate(shapes):
+            for system in _rotated(rep):
+                if system == "genstream":
+                    genstream.append_ns.clear()
+                    m = await measure(genstream, shape, warm_s=size.warm_s, drain_s=size.drain_s)
+                    writes = Distribution.of_ns(genstream.append_ns)
+                else:
+                    peer = peers[system]
+                    peer.write_ns.clear()
+                    m = await measure_live(peer, shape, warm_s=size.warm_s, drain_s=size.drain_s)
+                    writes = Distribution.of_ns(peer.write_ns)
+                reads.live.setdefault((index, system), []).append(m)
+                reads.writes.setdefault((index, system), []).append(writes)
 
 
 async def _catch_up(
@@ -236,6 +261,20 @@ async def _crashes(ctx: Context, size: Sizes, peers: Peers) -> dict[str, list[Cr
     return crashes
 
 
+async def _disk(ctx: Context, size: Sizes) -> dict[bool, list[Distribution]]:
+    """``fsync_probe`` in the bench's work directory (the filesystem of every server's data
+    here), each kind once a repetition; keyed by ``preallocated``."""
+    disk: dict[bool, list[Distribution]] = {False: [], True: []}
+    for rep in ctx.reps():
+        for preallocated in (rep % 2 == 0, rep % 2 == 1):
+            disk[preallocated].append(
+                await asyncio.to_thread(
+                    fsync_probe, ctx.work_dir, size.probe_writes, preallocated=preallocated
+                )
+            )
+    return disk
+
+
 async def run(ctx: Context) -> Outcome:
     if (reason := missing_binaries()) is not None:
         return Outcome(status="failed", reason=reason)
@@ -257,12 +296,15 @@ async def run(ctx: Context) -> Outcome:
         started = time.perf_counter()
         crashes = await _crashes(ctx, size, peers)
         phases["crash"] = time.perf_counter() - started
+        disk = await _disk(ctx, size)
     outcome.parameters["phase_s"] = {name: round(value, 1) for name, value in phases.items()}
 
     outcome.tables.append(_throughput_table(outcome, size, rates))
     outcome.tables.append(_delivery_table(outcome, size, reads.live))
+    outcome.tables.append(_writes_table(outcome, size, reads))
     outcome.tables.append(_catch_up_table(outcome, size, reads.catch_up))
     outcome.tables.append(_crash_table(outcome, size, crashes))
+    outcome.tables.append(_disk_table(outcome, size, disk))
     outcome.notes += _notes(size)
     return outcome
 
@@ -279,6 +321,7 @@ def _parameters(size: Sizes) -> dict[str, Any]:
         "catch_up_events": size.catch_up_events,
         "crash_writers": size.crash_writers,
         "crash_run_s": size.crash_run_s,
+        "fsync_probe_writes": size.probe_writes,
         "redis_server": peer_redis.version(),
         "nats_server": peer_nats.version(),
         "redis_py": importlib.metadata.version("redis"),
@@ -359,6 +402,37 @@ def _delivery_table(
     return table
 
 
+def _writes_table(outcome: Outcome, size: Sizes, reads: Reads) -> Table:
+    """How much of each delivery is the write's own acknowledgement (for the durable ones its
+    fsync): the part no reader can take away."""
+    table = Table(
+        "The write alone (start -> acknowledged) beside delivery, same writes (ms, median "
+        "(min-max) over repetitions)",
+        ["streams", "system", "write p50", "write p99", "delivery p50", "delivery p99"],
+    )
+    for index, streams in enumerate(size.streams):
+        for system in SYSTEMS:
+            writes = reads.writes[(index, system)]
+            delivered = reads.live[(index, system)]
+            table.add(
+                f"{streams:,}",
+                LABELS[system],
+                fmt_summary(Summary.of([d.p50 for d in writes])),
+                fmt_summary(Summary.of([d.p99 for d in writes])),
+                fmt_summary(summary(delivered, "p50_ms")),
+                fmt_summary(summary(delivered, "p99_ms")),
+            )
+            outcome.rows.append(
+                row(
+                    {"shape": "write alone", "system": system, "streams": streams},
+                    write_p50_ms=Summary.of([d.p50 for d in writes]),
+                    write_p99_ms=Summary.of([d.p99 for d in writes]),
+                    write_max_ms=Summary.of([d.max for d in writes]),
+                )
+            )
+    return table
+
+
 def _catch_up_table(outcome: Outcome, size: Sizes, rates: dict[str, list[float]]) -> Table:
     readers = {
         "redis-always": f"XRANGE pages of {peer_redis.PAGE:,}",
@@ -414,6 +488,31 @@ def _crash_table(outcome: Outcome, size: Sizes, crashes: dict[str, list[Crash]])
         )  # fmt: skip
         result["repetitions"] = [c.as_json() for c in runs]
         outcome.rows.append(result)
+    return table
+
+
+def _disk_table(outcome: Outcome, size: Sizes, disk: dict[bool, list[Distribution]]) -> Table:
+    table = Table(
+        f"The disk under them: write(2) of {PROBE_BYTES} bytes + fdatasync, "
+        f"{size.probe_writes:,} times (ms, median (min-max) over repetitions)",
+        ["file", "p50", "p99", "max"],
+    )
+    kinds = {
+        False: "growing with each write (Redis's AOF, NATS's blocks)",
+        True: "written in full and synced first (PostgreSQL's WAL segments)",
+    }
+    for preallocated, label in kinds.items():
+        found = disk[preallocated]
+        cells = [Summary.of([getattr(d, name) for d in found]) for name in ("p50", "p99", "max")]
+        table.add(label, *(fmt_summary(cell) for cell in cells))
+        outcome.rows.append(
+            row(
+                {"shape": "disk", "preallocated": preallocated, "writes": size.probe_writes},
+                fdatasync_p50_ms=cells[0],
+                fdatasync_p99_ms=cells[1],
+                fdatasync_max_ms=cells[2],
+            )
+        )
     return table
 
 
