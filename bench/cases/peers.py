@@ -108,7 +108,7 @@ class Sizes:
 def sizes(quick: bool) -> Sizes:
     if quick:
         return Sizes(0.3, (10, 50), 200, 0.5, 0.2, 5.0, 5_000, 4, 0.3, 50)
-    return Sizes(1.0, (100, 1000), 1000, 1.5, 0.3, 5.0, 100_000, 8, 1.0, 500)
+    return Sizes(1.0, (100, 1000), 1000, 1.5, 0.3, 5.0, 100_000, 8, 0.5, 500)
 
 
 def _rotated(rep: int) -> tuple[str, ...]:
@@ -211,13 +211,14 @@ async def _catch_up(
     genstream: GenstreamTarget,
     rates: dict[str, list[float]],
 ) -> None:
-    """Each system's stream filled once, read once unmeasured (caches, lazy imports), then
-    once per repetition. Redis is read on its ``always`` server: reading does not fsync."""
+    """Each system's stream filled once (the three at once: nothing is measured yet), read once
+    unmeasured (caches, lazy imports), then once per repetition. Redis is read on its
+    ``always`` server: reading does not fsync."""
     events = size.catch_up_events
-    generation_id = await make_generation(ctx.database_url, events)
     redis = peers.redis["redis-always"]
-    key = await redis.fill(events)
-    stream, subject = await peers.nats.fill(events)
+    generation_id, key, (stream, subject) = await asyncio.gather(
+        make_generation(ctx.database_url, events), redis.fill(events), peers.nats.fill(events)
+    )
     readers: dict[str, Callable[[], Awaitable[float]]] = {
         "redis-always": lambda: redis.catch_up(key, events),
         "nats": lambda: peers.nats.catch_up(stream, subject, events),
