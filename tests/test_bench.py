@@ -287,6 +287,14 @@ async def test_quick_peers_measures_every_system_on_every_shape_and_leaves_no_se
         assert result["metrics"]["events_per_s"]["median"] > 0, result["params"]
         assert result["metrics"]["ratio_to_genstream"]["median"] > 0, result["params"]
 
+    assert {(r["params"]["system"], r["params"]["streams"]) for r in by_shape["write alone"]} == {
+        (system, count) for system in systems for count in streams
+    }
+    for result in by_shape["write alone"] + by_shape["disk"]:
+        for name, value in result["metrics"].items():
+            assert all(v > 0 for v in value["values"]), (result["params"], name)
+    assert {r["params"]["preallocated"] for r in by_shape["disk"]} == {False, True}
+
     crashes = {r["params"]["system"]: r for r in by_shape["crash"]}
     assert set(crashes) == systems
     for system, result in crashes.items():

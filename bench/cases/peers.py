@@ -93,22 +93,30 @@ WRITERS = (1, 4, 16)
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    window_s: float
-    streams: tuple[int, ...]
-    rate: float
-    live_s: float
-    warm_s: float
-    drain_s: float
+    window_s: float  # each append throughput window (after appends.run_writers' warm-up)
+    streams: tuple[int, ...]  # live streams of the delivery shapes
+    rate: float  # events/s in total over them
+    live_s: float  # each delivery window
+    warm_s: float  # delivery warm-up (not measured)
+    drain_s: float  # how long a delivery waits for the last events
     catch_up_events: int
     crash_writers: int
-    crash_run_s: float
-    probe_writes: int
+    crash_run_s: float  # writing before the kill
+    probe_writes: int  # fdatasyncs per disk probe
 
 
 def sizes(quick: bool) -> Sizes:
+    """Full: the issue's shapes, three repetitions in about four minutes on 2 cores. Quick: a
+    smoke run well under a minute."""
     if quick:
-        return Sizes(0.3, (10, 50), 200, 0.5, 0.2, 5.0, 5_000, 4, 0.3, 50)
-    return Sizes(1.0, (100, 1000), 1000, 1.5, 0.3, 5.0, 100_000, 8, 0.5, 500)
+        return Sizes(
+            window_s=0.3, streams=(10, 50), rate=200, live_s=0.5, warm_s=0.2, drain_s=5.0,
+            catch_up_events=5_000, crash_writers=4, crash_run_s=0.3, probe_writes=50,
+        )  # fmt: skip
+    return Sizes(
+        window_s=1.0, streams=(100, 1000), rate=1000, live_s=1.5, warm_s=0.3, drain_s=5.0,
+        catch_up_events=100_000, crash_writers=8, crash_run_s=0.5, probe_writes=500,
+    )  # fmt: skip
 
 
 def _rotated(rep: int) -> tuple[str, ...]:
@@ -128,6 +136,8 @@ class Peers:
 async def _throughput(
     ctx: Context, size: Sizes, peers: Peers
 ) -> dict[tuple[int, str], list[float]]:
+    """Shape 1: events/s by (writers, system). genstream and the bare reference are case 1's
+    own measurements at one event per append."""
     rates: dict[tuple[int, str], list[float]] = {}
     for rep in ctx.reps():
         for writers in WRITERS:
@@ -187,6 +197,8 @@ async def _delivery(
     peers: dict[str, LivePeer],
     reads: Reads,
 ) -> None:
+    """Shape 2, with each write's own time to its acknowledgement (genstream's: its append's
+    COMMIT, as case 2 takes it) from the same writes."""
     shapes = [Shape("spread", streams, size.rate, size.live_s) for streams in size.streams]
     for rep in ctx.reps():
         for index, shape in enumerate(shapes):
@@ -297,7 +309,7 @@ async def run(ctx: Context) -> Outcome:
         started = time.perf_counter()
         crashes = await _crashes(ctx, size, peers)
         phases["crash"] = time.perf_counter() - started
-        disk = await _disk(ctx, size)
+    disk = await _disk(ctx, size)  # the servers stopped: the disk to itself, or nearly
     outcome.parameters["phase_s"] = {name: round(value, 1) for name, value in phases.items()}
 
     outcome.tables.append(_throughput_table(outcome, size, rates))
@@ -536,6 +548,9 @@ def _notes(size: Sizes) -> list[str]:
         "the crash counts only acknowledged writes that had not reached the kernel. What a "
         "kernel crash or a power cut would lose (up to ~1 s of writes at everysec, up to the "
         "sync interval for NATS, nothing at always or for PostgreSQL) is not measured here.",
+        "the write alone is the writer's start -> the server's acknowledgement (genstream: "
+        "the append's COMMIT returned) of the delivery windows' own writes; where its p99 is "
+        "the delivery's p99, the tail is the write's, not the readers'.",
         "genstream's durability is its PostgreSQL's: its crash kills every process of a "
         "throwaway cluster of the case's own (default settings, never the bench's database), "
         "under genstream's append path and the bare reference alike.",
