@@ -69,8 +69,17 @@ pooler: ## Debian's pgbouncer for the tests behind a pooler (installed when run 
 	    echo "The pooler tests need Debian's pgbouncer: sudo apt-get install pgbouncer" >&2; exit 1; \
 	  fi; }
 
+.PHONY: peers
+peers: ## Debian's redis-server and nats-server, the peers of bench case 12 (installed when run as root)
+	@{ command -v redis-server && { command -v nats-server || [ -x /usr/sbin/nats-server ]; }; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server nats-server >/dev/null; \
+	  else \
+	    echo "Bench case 12 and its test need Debian's redis-server and nats-server: sudo apt-get install redis-server nats-server" >&2; exit 1; \
+	  fi; }
+
 .PHONY: test
-test: $(STAMP) browser proxy sandbox pooler ## the whole suite against a real PostgreSQL, Chromium, nginx, bubblewrap and PgBouncer
+test: $(STAMP) browser proxy sandbox pooler peers ## the whole suite against a real PostgreSQL, Chromium, nginx, bubblewrap, PgBouncer, Redis and NATS
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
@@ -78,7 +87,7 @@ test-fast: $(STAMP) sandbox ## the inner loop: every test not marked slow (no br
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) ## benchmarks beside their references: tables, bench/results/*.json (BENCH_ARGS=--quick)
+bench: $(STAMP) peers ## benchmarks beside their references: tables, bench/results/*.json (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: lint

@@ -149,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--repeat must be at least 1", file=sys.stderr)
         return 2
     cases = [BY_NAME[name] for name in args.case] if args.case else [c for c in CASES if c.default]
+    unmet = [reason for case in cases if case.requires and (reason := case.requires())]
+    if unmet:
+        for reason in unmet:
+            print(f"cannot run the bench: {reason}", file=sys.stderr)
+        return 2
     raise_open_file_limit()
     work_dir = Path(tempfile.mkdtemp(prefix="genstream-bench-work-"))
     code = 1

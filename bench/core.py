@@ -178,6 +178,9 @@ class Case:
     run: CaseRun
     measures: str
     default: bool = True  # in a run without --case (False: only when asked for by name)
+    # What the case needs from the machine, checked before any case runs: None, or why it
+    # cannot run, naming the command that fixes it (the bench then stops at once).
+    requires: Callable[[], str | None] | None = None
 
 
 def command_line(argv: Sequence[str]) -> str:

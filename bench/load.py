@@ -188,8 +188,18 @@ async def _read(stream: RawSSEStream, collector: Collector) -> None:
                     collector.take(frame.data, now)
 
 
-class _Publisher:
-    def __init__(self, target: Target, shape: Shape) -> None:
+class Publishes(Protocol):
+    async def publish(self, channel: int, i: int, batch: int) -> None:
+        """Publish ``batch`` events numbered ``i`` on ``channel``, stamping ``t`` at the start."""
+        ...
+
+
+class Publisher:
+    """A shape's events published to anything with ``publish`` (a ``Target``, or a peer of
+    case 12 read through its own client library), paced or back to back, at most
+    ``PUBLISH_IN_FLIGHT`` at a time."""
+
+    def __init__(self, target: Publishes, shape: Shape) -> None:
         self._target = target
         self._shape = shape
         self._gate = asyncio.Semaphore(PUBLISH_IN_FLIGHT)
@@ -255,7 +265,7 @@ async def measure(target: Target, shape: Shape, *, warm_s: float, drain_s: float
     streams = await open_streams(target.server, paths)
     open_s = time.perf_counter() - opened
     readers = [asyncio.create_task(_read(stream, collector)) for stream in streams]
-    publisher = _Publisher(target, shape)
+    publisher = Publisher(target, shape)
     try:
         await asyncio.sleep(0.2)  # let the replay/first frames of every stream pass
         if shape.closed_loop:

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from tests.helpers import execute_as_admin
 
 pytestmark = pytest.mark.slow
 
-BENCH_TIMEOUT_S = 300.0
+BENCH_TIMEOUT_S = 360.0  # the quick run of every case took 3.4 minutes on a loaded 2-core machine
 
 
 async def _bench_env(request: pytest.FixtureRequest) -> tuple[dict[str, str], str | None]:
@@ -194,3 +195,119 @@ async def test_quick_log_scale_grows_the_log_and_measures_each_size(
     )
     assert by_size[4_000]["after retention: open, redacted run"]["metrics"]["value"]["median"] > 0
     assert "The curve" in output
+
+
+def _processes_under(path: Path) -> list[str]:
+    """Command lines of live processes (zombies aside) that name something under ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] != "Z" and str(path) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT_S)
+async def test_quick_peers_measures_every_system_on_every_shape_and_leaves_no_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Case 12 on its own, quick: Redis (always and everysec), NATS JetStream, genstream and
+    bare PostgreSQL on the four shapes. Rates and latencies are positive, every event reached
+    its reader, crash counts are integers, nothing acknowledged after an fsync was lost to the
+    kill -9, and no server outlives the run (its temporary files all go under one directory,
+    which no live process names afterwards)."""
+    env, database = await _bench_env(request)
+    scratch = Path(tempfile.mkdtemp(prefix="genstream-bench-peers-"))
+    scratch.chmod(0o755)  # the embedded clusters' postgres user must reach inside
+    env["TMPDIR"] = str(scratch)
+    out = tmp_path / "results"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench", "--quick", "--case", "peers", "--out", str(out),
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        raw, _ = await asyncio.wait_for(proc.communicate(), BENCH_TIMEOUT_S - 30)
+        left = _processes_under(scratch)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+        if database is not None:
+            await execute_as_admin(
+                request.getfixturevalue("server_url"),
+                f"DROP DATABASE IF EXISTS {database} WITH (FORCE)",
+            )
+    output = raw.decode(errors="replace")
+    assert proc.returncode == 0, output[-6000:]
+    assert left == [], "servers outlived the bench"
+    document = json.loads((out / "peers.json").read_text())
+    assert document["status"] == "ok", document["reason"]
+    assert document["number"] == 12
+    assert document["mode"] == "quick"
+    assert "syncs on an interval, not per message" in output
+    systems = {"redis-always", "redis-everysec", "nats", "genstream", "postgres"}
+    by_shape: dict[str, list[dict[str, Any]]] = {}
+    for result in document["results"]:
+        by_shape.setdefault(result["params"]["shape"], []).append(result)
+
+    appends = [r for r in by_shape["append"] if not r["params"].get("ratios")]
+    assert {(r["params"]["system"], r["params"]["writers"]) for r in appends} == {
+        (system, writers) for system in systems for writers in (1, 4, 16)
+    }
+    for result in by_shape["append"]:
+        for name, value in result["metrics"].items():
+            assert all(v > 0 for v in value["values"]), (result["params"], name)
+
+    streams = document["parameters"]["live_streams"]
+    assert {(r["params"]["system"], r["params"]["streams"]) for r in by_shape["delivery"]} == {
+        (system, count) for system in systems for count in streams
+    }
+    for result in by_shape["delivery"]:
+        found = result["metrics"]
+        assert found["undelivered"] == 0, result["params"]
+        assert found["expected"] > 0
+        for p50, p99, top in zip(
+            found["p50_ms"]["values"], found["p99_ms"]["values"], found["max_ms"]["values"],
+            strict=True,
+        ):  # fmt: skip
+            assert 0 < p50 <= p99 <= top, result["params"]
+
+    assert {r["params"]["system"] for r in by_shape["catch-up"]} == systems - {"redis-everysec"}
+    for result in by_shape["catch-up"]:
+        assert result["metrics"]["events_per_s"]["median"] > 0, result["params"]
+        assert result["metrics"]["ratio_to_genstream"]["median"] > 0, result["params"]
+
+    assert {(r["params"]["system"], r["params"]["streams"]) for r in by_shape["write alone"]} == {
+        (system, count) for system in systems for count in streams
+    }
+    for result in by_shape["write alone"] + by_shape["disk"]:
+        for name, value in result["metrics"].items():
+            assert all(v > 0 for v in value["values"]), (result["params"], name)
+    assert {r["params"]["preallocated"] for r in by_shape["disk"]} == {False, True}
+
+    crashes = {r["params"]["system"]: r for r in by_shape["crash"]}
+    assert set(crashes) == systems
+    for system, result in crashes.items():
+        found = result["metrics"]
+        assert isinstance(found["acknowledged"], int), system
+        assert found["acknowledged"] > 0, system
+        assert isinstance(found["missing"], int), system
+        assert found["missing"] >= 0, system
+        assert found["restart_s"]["median"] > 0, system
+        for repetition in result["repetitions"]:
+            assert isinstance(repetition["acknowledged"], int), system
+            assert isinstance(repetition["missing"], int), system
+            assert repetition["stored"] >= repetition["acknowledged"] - repetition["missing"]
+    # Acknowledged only once fsynced: a kill -9 must not take any of it.
+    for system in ("redis-always", "genstream", "postgres"):
+        assert crashes[system]["metrics"]["missing"] == 0, system

@@ -12,11 +12,13 @@ from bench.cases import (
     logscale,
     page,
     peer,
+    peers,
     scale,
     snapshot,
     verify,
 )
 from bench.core import Case
+from bench.peer_load import missing_binaries
 
 CASES: tuple[Case, ...] = (
     Case(
@@ -107,6 +109,17 @@ CASES: tuple[Case, ...] = (
         "owner-feed page, every analytics view, bytes per event and partition; at the largest, "
         "a retention pass (dry, then real); the curve across sizes",
         default=False,  # minutes to hours: only with --case log-scale
+    ),
+    Case(
+        "peers",
+        12,
+        "The peers a user would pick instead",
+        peers.run,
+        "Redis Streams (AOF always and everysec) and NATS JetStream beside genstream and bare "
+        "PostgreSQL: append throughput at 1/4/16 writers, delivery p50/p99 at 100 and 1,000 "
+        "live streams, catch-up of a 100,000-event stream, acknowledged writes lost to a "
+        "kill -9",
+        requires=missing_binaries,
     ),
 )
 
