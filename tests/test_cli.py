@@ -78,6 +78,21 @@ async def test_keys_create_prints_only_a_key_that_authenticates_its_owner(
     assert owner.is_admin is False
 
 
+async def test_migrate_to_stops_at_a_revision_and_refuses_an_unknown_one(
+    empty_database_url: str,
+) -> None:
+    stopped = await cli("migrate", "--to", "0014", database_url=empty_database_url)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "database at 0014" in stopped.stderr
+    conn = await asyncpg.connect(asyncpg_dsn(empty_database_url))
+    try:
+        assert await current_revisions(conn) == frozenset({"0014"})
+    finally:
+        await conn.close()
+    unknown = await cli("migrate", "--to", "9999", database_url=empty_database_url)
+    assert_user_error(unknown, 2, "--to '9999' is not a revision of this release")
+
+
 async def test_migrate_brings_an_empty_database_to_head_and_is_idempotent(
     empty_database_url: str,
 ) -> None:

@@ -1,7 +1,7 @@
-"""Each event carries its run's owner, and an index in the owner feed's order: an owner's
-stream (``GET /api/stream``) pages through that owner's events alone, in time flat in the
+"""Each event carries its run's owner, for the owner index (migration 0015): an owner's
+stream (``GET /api/stream``) then pages through that owner's events alone, in time flat in the
 log's size, instead of walking everyone's events in the global feed's order and keeping the
-owner's (at 10^7 events a light owner's page took 710 ms; docs/scaling.md).
+owner's (at 10^7 events a light owner's page took 176 ms, up to 710 ms; docs/scaling.md).
 
 * ``owner``, nullable: adding it touches only the catalog, on any size of log. The rows there
   already keep NULL; nothing rewrites them (that would be one write of every row).
@@ -10,13 +10,13 @@ owner's (at 10^7 events a light owner's page took 710 ms; docs/scaling.md).
   writes it itself, so the trigger costs it one test of ``WHEN``.
 * ``event_owner_since``: the first transaction id that cannot have stored an event without its
   owner (the xmax of this migration's snapshot: every transaction that appended before it had
-  finished, as the ALTER waited for them). Below it the owner feed reads the old way, through
-  the runs' rows; from it on, through the owner index (store/owner_feed.py).
-* ``generation_events_owner_feed_idx`` on ``(owner, tx_id, generation_id, seq)``: built here,
-  in the migration's transaction, under a lock that holds appends back (12.9 s at 8.7 M
-  events on these machines). On a large log, build each partition's index beforehand with
-  ``CREATE INDEX CONCURRENTLY`` under the name this makes (README, "The owner index"): the
-  parent's index then adopts them and builds only what is missing.
+  finished, as the ALTER waited for them; taken in its own statement, so under READ
+  COMMITTED, which Alembic's transaction uses). Below it the owner feed reads the old way,
+  through the runs' rows; from it on, through the owner index (store/owner_feed.py).
+
+All of it touches only the catalog: a moment of ACCESS EXCLUSIVE on the log at any size. The
+index is migration 0015, so that an operator can stop here (``migrate --to 0014``) and build
+it online first (README, "The owner index").
 
 Revision ID: 0014
 Revises: 0013
@@ -70,15 +70,9 @@ def upgrade() -> None:
         sa.CheckConstraint("one", name="event_owner_since_one_check"),
     )
     op.execute(MARK_SINCE)
-    op.create_index(
-        "generation_events_owner_feed_idx",
-        "generation_events",
-        ["owner", "tx_id", "generation_id", "seq"],
-    )
 
 
 def downgrade() -> None:
-    op.drop_index("generation_events_owner_feed_idx", "generation_events")
     op.drop_table("event_owner_since")
     op.execute("DROP TRIGGER generation_events_fill_owner ON generation_events")
     op.execute("DROP FUNCTION generation_events_fill_owner()")

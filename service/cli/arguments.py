@@ -160,11 +160,18 @@ def parser(prog: str = "genstream") -> argparse.ArgumentParser:
         "(GENSTREAM_WORKER_CONCURRENCY at once, at least 1) until SIGTERM or Ctrl-C.",
         cmd_worker,
     )
-    command(
+    migrate = command(
         "migrate",
         "apply the Alembic migrations up to head",
         "Bring the database's schema to the newest migration; idempotent.",
         cmd_migrate,
+    )
+    migrate.add_argument(
+        "--to",
+        metavar="REVISION",
+        default="head",
+        help="stop at this revision (e.g. 0014, to build the owner index online before 0015: "
+        "README, 'The owner index'); default: head",
     )
     keys = commands.add_parser(
         "keys", help="API keys", description="Manage API keys."

@@ -50,7 +50,7 @@ def database_url(settings: Settings) -> str:
     return EmbeddedCluster(settings.data_dir / "postgres").start()
 
 
-def migrated_database(settings: Settings) -> str:
+def migrated_database(settings: Settings, revision: str = "head") -> str:
     """The database at the migrations' head; migrated, when behind, on PostgreSQL itself
     (``GENSTREAM_DIRECT_URL``), never through a pooler: Alembic's SQLAlchemy driver prepares
     named statements, and a migration that builds an index CONCURRENTLY leaves its
@@ -58,7 +58,7 @@ def migrated_database(settings: Settings) -> str:
     from service.store.migrate import upgrade
 
     url = database_url(settings)
-    upgrade(settings.direct_url or url)  # StoreUnavailable when PostgreSQL is away: one line
+    upgrade(settings.direct_url or url, revision)  # StoreUnavailable: PostgreSQL is away
     return url
 
 
@@ -150,9 +150,13 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    migrated_database(settings)
-    print("database at head", file=sys.stderr)
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from service.store.migrate import revision_known
+
+    if not revision_known(args.to):
+        raise UsageError(f"--to {args.to!r} is not a revision of this release (0001 to head)")
+    migrated_database(settings, args.to)
+    print(f"database at {args.to}", file=sys.stderr)
     return EXIT_OK
 
 

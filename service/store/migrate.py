@@ -50,6 +50,13 @@ def _scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config("postgresql://unused"))
 
 
+def revision_known(revision: str) -> bool:
+    """Whether ``revision`` names one of this release's migrations (or ``head``)."""
+    if revision == "head":
+        return True
+    return any(script.revision == revision for script in _scripts().walk_revisions())
+
+
 def head_revisions() -> frozenset[str]:
     return frozenset(_scripts().get_heads())
 

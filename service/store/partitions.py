@@ -58,12 +58,19 @@ LOCK_PARTITIONS = """
 SELECT pg_advisory_xact_lock(hashtextextended('genstream.partitions', 0))
 """
 
-# A waiting ACCESS EXCLUSIVE request holds every later reader of the table behind it (the
-# global feed, the analytics, the legacy runs): rather than queue behind a long query, give up
-# (LockNotAvailableError) and let the next pass try; periods are made ahead of need. Half the
-# server's deadlock_timeout (1 s by default), so that in a lock cycle with a run's transaction
-# the catalog change gives up before any deadlock check runs: the one to fail is always the
-# change that can wait for the next pass, never a run's creation or append.
+# A waiting lock request holds every later one on the table behind it (appends, the global
+# feed, the analytics): rather than queue behind a long query, a catalog change gives up
+# (LockNotAvailableError) and the next pass tries; periods are made ahead of need. Two waits:
+#
+# * FIRST_LOCK_TIMEOUT for its first lock on a table, `generations`, taken while it holds no
+#   other (so it can be in no lock cycle): 2 s, past deadlock_timeout (1 s by default), so
+#   that PostgreSQL's deadlock check, which is what cancels an autovacuum in a lock's way,
+#   runs for it.
+# * LOCK_TIMEOUT for every later one, taken while it holds `generations`: half of
+#   deadlock_timeout, so that in a lock cycle with a run's transaction (one that read the log
+#   and now writes `generations`) the catalog change gives up before any deadlock check runs,
+#   and is the one to fail: never a run's creation, retry or append.
+FIRST_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '2s'"
 LOCK_TIMEOUT = """
 SELECT set_config(
     'lock_timeout',
@@ -74,8 +81,8 @@ SELECT set_config(
 
 # Attaching a period adds its foreign key's triggers to generations (SHARE ROW EXCLUSIVE) after
 # it has locked the default partition; a run's creation writes generations and then reads the
-# log, the other way round. Taken first, the creator's locks come in the runs' order, and the
-# two never wait on each other in a cycle (a moment of appends held back, once a period).
+# log, the other way round. Taken first, the creator's locks come in the runs' order (a
+# moment of appends held back, once a period).
 LOCK_GENERATIONS = "LOCK TABLE generations IN SHARE ROW EXCLUSIVE MODE"
 
 # The partitions of one table, with their bounds as PostgreSQL prints them
@@ -305,14 +312,20 @@ async def ensure_partitions(
         fenced: list[tuple[UUID, UUID]] = []
         async with conn.transaction():
             await conn.execute(LOCK_PARTITIONS)
-            await conn.execute(LOCK_TIMEOUT)
+            await conn.execute(FIRST_LOCK_TIMEOUT)
             existing = await select_partitions(conn, table)
-            missing = missing_periods(existing, period, ahead, now)
-            if missing:
-                await conn.execute(LOCK_GENERATIONS)
-            for lower, upper in missing:
-                holds = await conn.fetchval(SELECT_DEFAULT_HOLDS.format(table=table), lower, upper)
-                if lower >= lowest_v7(now + FENCE_MARGIN) and not holds:
+            plan = [
+                (lower, upper, lower >= lowest_v7(now + FENCE_MARGIN) and not holds)
+                for lower, upper in missing_periods(existing, period, ahead, now)
+                for holds in [
+                    await conn.fetchval(SELECT_DEFAULT_HOLDS.format(table=table), lower, upper)
+                ]
+            ]
+            if not all(fence for _lower, _upper, fence in plan):
+                await conn.execute(LOCK_GENERATIONS)  # only a period made here needs it
+            await conn.execute(LOCK_TIMEOUT)
+            for lower, upper, fence_first in plan:
+                if fence_first:
                     fence = fence_name(table, lower)
                     if not await conn.fetchval(SELECT_FENCE_EXISTS, f"{table}_default", fence):
                         await conn.execute(add_fence(table, lower, upper))
@@ -331,8 +344,9 @@ async def ensure_partitions(
             continue
         async with conn.transaction():
             await conn.execute(LOCK_PARTITIONS)
-            await conn.execute(LOCK_TIMEOUT)
+            await conn.execute(FIRST_LOCK_TIMEOUT)
             await conn.execute(LOCK_GENERATIONS)
+            await conn.execute(LOCK_TIMEOUT)
             existing = await select_partitions(conn, table)
             for lower, upper in fenced:
                 if free_ranges(lower, upper, existing) == [(lower, upper)]:

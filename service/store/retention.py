@@ -182,15 +182,14 @@ SELECT low, high, owner, $4, 1, events, $5
 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $6::bigint[]) AS d(low, high, owner, events)
 """
 
-# Every run of one period, ids in [$1, $2), locked (a retry waits): how many, how many may not
-# go yet (not finished, or finished at or after $3), and their events.
-LOCK_PERIOD = f"""
+# Every run of one period, ids in [$1, $2): how many, how many may not go yet (not finished,
+# or finished at or after $3), and their events. Read again once the drop holds generations.
+PEEK_PERIOD = f"""
 WITH period AS (
     SELECT status, finished_at, last_seq
     FROM generations
     WHERE id >= $1
       AND id < $2
-    FOR UPDATE
 )
 SELECT
     count(*) AS generations,
@@ -200,8 +199,6 @@ SELECT
     coalesce(sum(last_seq), 0)::bigint AS events
 FROM period
 """
-
-PEEK_PERIOD = LOCK_PERIOD.replace("    FOR UPDATE\n", "")
 
 # A period dropped: [low, high) for everyone (the range says when, not who).
 INSERT_PERIOD_DROP = """
@@ -221,13 +218,11 @@ WITH deleted AS (
 SELECT count(*) FROM deleted
 """
 
-# Held to the end of a period's drop: every read of generations waits behind it meanwhile, so
-# the drop takes it only once the period's runs are known to be old enough and locked.
+# Held to the end of a period's drop (dropping a detached partition drops its foreign key's
+# triggers on generations, which takes this lock anyway): nothing reads or writes generations
+# meanwhile, so the drop takes it only once a first look found the period's runs old enough,
+# and first of its locks, as a run's transaction takes generations before the log.
 LOCK_GENERATIONS = "LOCK TABLE generations IN ACCESS EXCLUSIVE MODE"
-
-# A detach waits for every reader of the log to finish and holds new ones back meanwhile:
-# rather than queue behind a long analytics query, give up and try at the next pass.
-LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
 
 # Whether a run ($1) asked for by owner $2 was dropped: alone (low = its id, its owner's),
 # through retention_drops_run_idx; or within a dropped period (no owner: the nearest period
@@ -393,22 +388,23 @@ async def drop_period(
     ``finished_before``: detached and dropped (no row is deleted from the log, so no VACUUM
     follows), the runs' rows deleted and the range recorded, in the caller's transaction.
     Returns what went (nothing, and the number of runs too young, when the period stays). A
-    dry run only counts. ``LockNotAvailableError`` when the log (or an old run) stayed busy
-    for 5 s, ``PeriodChanged`` when a run came into the period meanwhile."""
+    dry run only counts. ``LockNotAvailableError`` when generations stayed busy for 2 s or
+    the log for half of deadlock_timeout (store/partitions.py says why those two waits),
+    ``PeriodChanged`` when a run came into the period meanwhile."""
     low, high = period_range(period)
-    await conn.execute(LOCK_TIMEOUT)  # a locked old run, or a long reader of the log
-    row = await conn.fetchrow(PEEK_PERIOD if dry_run else LOCK_PERIOD, low, high, finished_before)
+    row = await conn.fetchrow(PEEK_PERIOD, low, high, finished_before)
     assert row is not None  # an aggregate always returns a row
     if row["young"]:
         return Dropped(0, 0), row["young"]
     if not dry_run:
+        await conn.execute(partitions.FIRST_LOCK_TIMEOUT)
         await conn.execute(partitions.LOCK_PARTITIONS)
-        # Dropping a detached partition drops its foreign key's triggers on generations
-        # (ACCESS EXCLUSIVE) after the detach has locked the log; a run's creation writes
-        # generations, then reads the log. Taken first, in the runs' order, and given up
-        # before any deadlock check can pick a run's transaction as the one to fail.
-        await conn.execute(partitions.LOCK_TIMEOUT)
         await conn.execute(LOCK_GENERATIONS)
+        row = await conn.fetchrow(PEEK_PERIOD, low, high, finished_before)  # now it holds
+        assert row is not None
+        if row["young"]:  # a retry reopened one of its runs in between
+            return Dropped(0, 0), row["young"]
+        await conn.execute(partitions.LOCK_TIMEOUT)  # the detach's locks on the log
         await conn.execute(
             INSERT_PERIOD_DROP, low, high, reason, row["generations"], row["events"], at
         )

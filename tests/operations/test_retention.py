@@ -19,7 +19,6 @@ from service.operations import audit
 from service.operations.retention import Policy, apply
 from service.operations.transfer import export_lines, import_lines
 from service.store import event_log, generations, partitions
-from service.store import retention as store_retention
 from service.store.db import Pool, create_pool
 from tests.conftest import RunningApp
 from tests.helpers import DONE, STARTED, append, events_of, finished_generation, new_generation
@@ -396,7 +395,7 @@ async def test_a_period_a_young_run_keeps_stays_whole_until_its_last_run_is_old_
 async def test_a_period_is_kept_for_the_next_pass_while_a_long_reader_holds_the_log(
     pool: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_retention, "LOCK_TIMEOUT", "SET LOCAL lock_timeout = '200ms'")
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "SET LOCAL lock_timeout = '200ms'")
     async with pool.acquire() as conn:
         await partitions.ensure_partitions(conn, "month", 0, JUNE)
     old = await run_created(pool, JUNE, 150)

@@ -221,7 +221,29 @@ async def test_0014_leaves_old_events_ownerless_and_the_owner_feed_reads_them_th
     finally:
         await pool.close()
 
-    await asyncio.to_thread(command.upgrade, config, "head")
+    # The online path (README, "The owner index"): stop at 0014, build a partition's index
+    # CONCURRENTLY, and 0015 adopts it rather than building another.
+    await asyncio.to_thread(command.upgrade, config, "0014")
+    plain = await asyncpg.connect(asyncpg_dsn(empty_database_url))
+    try:
+        (home,) = await partitions_holding(plain, "generation_events", old[0])
+        built = f"{home}_owner_tx_id_generation_id_seq_idx"
+        await plain.execute(
+            f"CREATE INDEX CONCURRENTLY {built} ON {home} (owner, tx_id, generation_id, seq)"
+        )
+        await asyncio.to_thread(command.upgrade, config, "head")
+        parent = await plain.fetchval(
+            "SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = $1::regclass",
+            built,
+        )
+        assert parent == "generation_events_owner_feed_idx"
+        indexes = await plain.fetchval(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%owner%'",
+            home,
+        )
+        assert indexes == 1
+    finally:
+        await plain.close()
 
     pool = await create_pool(empty_database_url, min_size=1, max_size=2)
     try:

@@ -20,7 +20,7 @@ from service.store import event_log, generations, owner_feed, partitions, snapsh
 from service.store.db import Connection, Pool
 from service.store.event_log import _append_parameters
 from service.store.partitions import ensure_partitions, select_partitions
-from tests.helpers import delta, new_generation, partitions_holding
+from tests.helpers import delta, new_generation, partitions_holding, wait_until
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -163,6 +163,37 @@ async def test_a_period_is_not_made_behind_a_long_reader_of_the_log(
             "generation_events_p20310301",
             "generated_files_p20310301",
         ]
+
+
+async def test_a_period_waits_out_a_vacuum_of_generations_past_the_deadlock_check(
+    pool: Pool,
+) -> None:
+    # VACUUM's lock (SHARE UPDATE EXCLUSIVE) is in the way of the creator's first lock; an
+    # autovacuum would be cancelled by the deadlock check that runs after deadlock_timeout
+    # (1 s), so that first wait, holding nothing else, outlasts it (2 s). A plain transaction
+    # stands in for the vacuum here, held past the later locks' 0.5 s and then let go.
+    later = datetime(2032, 7, 5, tzinfo=UTC)
+    async with pool.acquire() as vacuum, pool.acquire() as watcher:
+        async with vacuum.transaction():
+            await vacuum.execute("LOCK TABLE generations IN SHARE UPDATE EXCLUSIVE MODE")
+
+            async def creating() -> list[str]:
+                async with pool.acquire() as conn:
+                    return await ensure_partitions(conn, "month", 0, later)
+
+            task = asyncio.create_task(creating())
+
+            async def waiting() -> bool:
+                return bool(
+                    await watcher.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                        "AND relation = 'generations'::regclass"
+                    )
+                )
+
+            await wait_until(waiting, "the creator waits for generations")
+            await asyncio.sleep(0.8)  # past half of deadlock_timeout, within the first wait
+        assert await task == ["generation_events_p20320701", "generated_files_p20320701"]
 
 
 async def test_a_changed_period_fills_around_what_exists(pool: Pool) -> None:
