@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import asyncpg
@@ -226,7 +226,13 @@ async def connection(pool: Pool) -> AsyncIterator[Connection]:
             _Waiting.count -= 1
         try:
             yield conn
-        finally:
-            await pool.release(conn)
+        except BaseException:
+            # The body's own exception is what the caller must see: a cancel above all (a
+            # release on a connection the server dropped raises, and would turn a cancelled
+            # writer into one that retries for its whole retry window).
+            with suppress(*UNAVAILABLE_ERRORS):
+                await pool.release(conn)
+            raise
+        await pool.release(conn)
     except UNAVAILABLE_ERRORS as exc:
         raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc

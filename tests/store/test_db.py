@@ -168,3 +168,27 @@ async def test_a_dropped_connection_becomes_store_unavailable(database_url: str)
                 raise asyncpg.exceptions.ConnectionDoesNotExistError("gone")
     finally:
         await pool.close()
+
+
+async def test_a_cancel_inside_a_unit_of_work_stays_a_cancel_when_its_connection_is_gone(
+    database_url: str,
+) -> None:
+    # The server drops the connection mid-transaction; the task is then cancelled. Releasing
+    # the dead connection fails, and that must not replace the cancel by StoreUnavailable
+    # (a cancelled writer would retry its append for its whole retry window).
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+
+        async def unit_of_work() -> None:
+            async with connection(pool) as conn:
+                await conn.execute("BEGIN")
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                await killer.execute("SELECT pg_terminate_backend($1)", pid)
+                raise asyncio.CancelledError
+
+        with pytest.raises(asyncio.CancelledError):
+            await unit_of_work()
+    finally:
+        await killer.close()
+        await pool.close()
