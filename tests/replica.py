@@ -74,7 +74,7 @@ class Standby:
         primary = await self.admin(on_primary=True)
         standby = await self.admin()
         try:
-            target = await primary.fetchval("SELECT pg_current_wal_lsn()")
+            target = await primary.fetchval("SELECT pg_current_wal_insert_lsn()")
             deadline = time.monotonic() + timeout_s
             while not await standby.fetchval("SELECT pg_last_wal_replay_lsn() >= $1", target):
                 if time.monotonic() > deadline:
