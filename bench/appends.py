@@ -11,11 +11,13 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 import asyncpg
 
 from bench.genstream import (
     BARE_FINISH,
+    BARE_GROUP_INSERT,
     BARE_INSERT,
     LOCKED_INSERT,
     claimed_generations,
@@ -25,6 +27,7 @@ from bench.genstream import (
     finished,
 )
 from service.events import NewEvent
+from service.generation.appender import Appender
 from service.store import event_log
 from service.store.db import asyncpg_dsn, create_pool
 
@@ -74,6 +77,30 @@ async def service_rate(database_url: str, writers: int, batch: int, seconds: flo
         await pool.close()
 
 
+async def grouped_rate(database_url: str, writers: int, batch: int, seconds: float) -> float:
+    """genstream's append path as a worker's runs take it: ``LogEmitter.emit`` through the
+    process's ``Appender``, which sends whatever waits as one ``event_log.append_many`` (one
+    statement, one commit) while the group before it is in flight."""
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    appender = Appender(pool)
+    appender.start()
+    try:
+        claims = await claimed_generations(pool, writers)
+        log_emitters = emitters(pool, claims, appender)
+        events: tuple[NewEvent, ...] = tuple(delta() for _ in range(batch))
+
+        async def append_once(k: int) -> int:
+            await log_emitters[k].emit(*events)
+            return batch
+
+        rate = await run_writers(writers, append_once, seconds)
+        await finish(log_emitters)
+        return rate
+    finally:
+        await appender.stop()
+        await pool.close()
+
+
 def bare_columns(event: NewEvent, batch: int) -> tuple[list[object], ...]:
     """``BARE_INSERT``'s column arrays for ``batch`` copies of ``event``."""
     payload = json.dumps(dict(event.data), separators=(",", ":"))
@@ -110,11 +137,73 @@ async def bare_rate(database_url: str, writers: int, batch: int, seconds: float)
             await conn.close()
 
 
+class BareGroups:
+    """The bare reference's group commit, as ``Appender`` groups: the writers' batches wait in
+    a list, and one connection sends everything waiting as ONE ``BARE_GROUP_INSERT`` whenever
+    the statement before it has returned."""
+
+    def __init__(self, conn: asyncpg.Connection[asyncpg.Record], columns: tuple[list[object], ...]):
+        self._conn = conn
+        self._columns = columns
+        self._waiting: list[tuple[UUID, int, asyncio.Future[None]]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    async def append(self, generation_id: UUID, seq: int) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((generation_id, seq, done))
+        if self._sending is None:
+            self._sending = asyncio.create_task(self._send())
+        await done
+
+    async def _send(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                ids, seqs = [g for g, _, _ in group], [s for _, s, _ in group]
+                await self._conn.fetch(BARE_GROUP_INSERT, ids, seqs, *self._columns)
+            except Exception as exc:
+                for *_, done in group:
+                    done.set_exception(exc)
+            else:
+                for *_, done in group:
+                    done.set_result(None)
+        self._sending = None
+
+
+async def bare_grouped_rate(database_url: str, writers: int, batch: int, seconds: float) -> float:
+    """The bare reference grouped the way ``Appender`` groups (``BareGroups``), one connection
+    for all the writers: what a group commit of bare INSERT + NOTIFY reaches."""
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        claims = await claimed_generations(pool, writers)
+    finally:
+        await pool.close()
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    groups = BareGroups(conn, bare_columns(delta(), batch))
+    seqs = [1] * writers
+    try:
+
+        async def append_once(k: int) -> int:
+            await groups.append(claims[k].id, seqs[k])
+            seqs[k] += batch
+            return batch
+
+        rate = await run_writers(writers, append_once, seconds)
+        terminal = bare_columns(finished(), 1)
+        for k, claim in enumerate(claims):
+            await conn.fetchval(BARE_INSERT, claim.id, seqs[k], *terminal)
+            await conn.execute(BARE_FINISH, claim.id, seqs[k] + 1)
+        return rate
+    finally:
+        await conn.close()
+
+
 LAYERS = (
     "bare INSERT + NOTIFY",
     "+ seq from the generation row (UPDATE, row lock)",
     "genstream's statement (+ projection, fence, keys)",
     "genstream's path (+ pool, LogEmitter)",
+    "through the appender, alone (+ a hop to its task)",
 )
 
 
@@ -123,9 +212,12 @@ async def layer_rates(database_url: str, seconds: float) -> dict[str, float]:
     each on a generation of its own: appends/s of each, measured back to back."""
     pool = await create_pool(database_url, min_size=1, max_size=1)
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
+    appender = Appender(pool)
+    appender.start()
     try:
         claims = await claimed_generations(pool, len(LAYERS))
-        emitter = emitters(pool, claims[3:])[0]
+        emitter = emitters(pool, claims[3:4])[0]
+        grouped = emitters(pool, claims[4:5], appender)[0]
         event = delta()
         columns = bare_columns(event, 1)
         fields = (event.type.value, event.status.value, event.stage, event.progress, event.message)
@@ -153,15 +245,21 @@ async def layer_rates(database_url: str, seconds: float) -> dict[str, float]:
             await emitter.emit(event)
             return 1
 
+        async def alone(_k: int) -> int:
+            await grouped.emit(event)
+            return 1
+
         rates = {}
-        for layer, append_once in zip(LAYERS, (bare, locked, statement, service), strict=True):
+        layered = (bare, locked, statement, service, alone)
+        for layer, append_once in zip(LAYERS, layered, strict=True):
             rates[layer] = await run_writers(1, append_once, seconds)
         await conn.fetchval(BARE_INSERT, claims[0].id, seq[0], *bare_columns(finished(), 1))
         await conn.execute(BARE_FINISH, claims[0].id, seq[0] + 1)
         for claim in claims[1:3]:
             await event_log.append(conn, claim.id, [finished()])
-        await finish([emitter])
+        await finish([emitter, grouped])
         return rates
     finally:
+        await appender.stop()
         await conn.close()
         await pool.close()

@@ -20,6 +20,7 @@ from bench.asgi import DELTA_TEXT
 from bench.processes import ServerProcess
 from service.access import keys, tokens
 from service.events import EventType, NewEvent
+from service.generation.appender import Appender
 from service.generation.runner import LogEmitter
 from service.generation.runs import queued_event
 from service.ids import new_generation_id
@@ -62,6 +63,25 @@ WITH inserted AS (
 )
 SELECT pg_notify('genstream_events', $1::text || ':' || max(seq)::text)
 FROM inserted
+"""
+
+# BARE_INSERT for many generations at once, as a group commit sends it: every writer's batch
+# ($3..$8, the same for all) under each generation ($1) from its seq ($2), and one pg_notify
+# per generation, all in ONE statement and so one commit.
+BARE_GROUP_INSERT = """
+WITH inserted AS (
+    INSERT INTO generation_events
+        (generation_id, seq, type, status, stage, progress, message, payload, created_at)
+    SELECT g.id, g.seq + b.ord, b.type, b.status, b.stage, b.progress, b.message, b.payload,
+        clock_timestamp()
+    FROM unnest($1::uuid[], $2::bigint[]) AS g(id, seq)
+    CROSS JOIN unnest($3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::jsonb[])
+        WITH ORDINALITY AS b(type, status, stage, progress, message, payload, ord)
+    RETURNING generation_id, seq
+)
+SELECT pg_notify('genstream_events', generation_id::text || ':' || max(seq)::text)
+FROM inserted
+GROUP BY generation_id
 """
 
 # The bare reference plus what genstream needs most: the seq taken from the generation row
@@ -137,8 +157,15 @@ async def claimed_generations(pool: Pool, count: int, *, concurrency: int = 8) -
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-def emitters(pool: Pool, claims: Sequence[Claimed]) -> list[LogEmitter]:
-    return [LogEmitter(pool, claim, retry_s=30.0, stage=claim.stage) for claim in claims]
+def emitters(
+    pool: Pool, claims: Sequence[Claimed], appender: Appender | None = None
+) -> list[LogEmitter]:
+    """A worker's emitters for ``claims``: each on its own connection, or through the
+    ``appender`` (group commit) as a worker's runs append."""
+    return [
+        LogEmitter(pool, claim, retry_s=30.0, stage=claim.stage, appender=appender)
+        for claim in claims
+    ]
 
 
 def finished() -> NewEvent:

@@ -1,5 +1,6 @@
-"""What a genstream process runs besides HTTP, built in one place: the pool, the worker, the
-one LISTEN connection that wakes them, and (when the process serves streams) the hub.
+"""What a genstream process runs besides HTTP, built in one place: the pool, the worker and the
+appender its runs append through, the one LISTEN connection that wakes them, and (when the
+process serves streams) the hub.
 
 ``app.py`` opens it for ``serve``; the ``worker`` command opens it alone. Neither wires these
 parts by hand, so a new channel or a new part is added here once.
@@ -18,6 +19,7 @@ from typing import Final
 import asyncpg
 
 from service.errors import StoreUnavailable
+from service.generation.appender import Appender
 from service.generation.generator import make_generate
 from service.generation.runner import Worker
 from service.generation.runs import observe_queue
@@ -67,6 +69,7 @@ async def open_runtime(
         pool = await create_pool(database_url, max_size=max(2, concurrency + 1), pooler=pooler)
     observe_pool(pool)
     reads = await open_reads(settings, pool, serves_streams=serves_streams)
+    appender = Appender(pool)  # the runs' appends, committed together (group commit)
     worker = Worker(
         pool,
         make_generate(settings),
@@ -74,6 +77,7 @@ async def open_runtime(
         poll_s=settings.worker_poll_s,
         lease_s=settings.lease_s,
         attempts_max=settings.run_attempts_max,
+        appender=appender,
     )
     hub = Hub(pool, reads=reads, page_size=settings.stream_page_size) if serves_streams else None
     channels: dict[str, Callable[[str], None]] = {
@@ -97,6 +101,7 @@ async def open_runtime(
     listener.start()
     if hub is not None:
         hub.start_checking(settings.wakeup_check_s)
+    appender.start()
     if concurrency > 0:
         worker.start()
     queue_gauges = asyncio.create_task(_observe_queue(pool), name="genstream-queue-gauges")
@@ -114,6 +119,7 @@ async def open_runtime(
             hub.end_streams()
             await hub.stop()
         await worker.stop()
+        await appender.stop()
         await listener.stop()
         forget_pool(pool)
         if reads.replica is not None:

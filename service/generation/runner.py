@@ -3,7 +3,9 @@
 * A NOTIFY on the jobs channel wakes workers the moment a run is created or released; a slow
   poll is the fallback (it also finds runs whose worker died: their lease ran out).
 * Every append carries the claim's attempt (fencing) and per-event idempotency keys, and is
-  retried with backoff while PostgreSQL is unreachable: the keys make the retry safe.
+  retried with backoff while PostgreSQL is unreachable: the keys make the retry safe. The runs
+  of a process append through its one ``Appender``, which commits what they append at the
+  same time together (appender.py).
 * On shutdown the worker stops its runs and releases their leases, so another worker resumes
   them at once instead of after the lease runs out.
 """
@@ -33,6 +35,7 @@ from service.events import (
     SucceededData,
     Verification,
 )
+from service.generation.appender import Appender
 from service.generation.emitter import Generate, Job, RunCancelled
 from service.generation.generator import GenerationFailed
 from service.generation.phases import STARTED
@@ -45,12 +48,21 @@ log = logs.get_logger(__name__)
 
 
 class LogEmitter:
-    """Appends one run's events, fenced by its attempt, and remembers where the run stands."""
+    """Appends one run's events, fenced by its attempt, and remembers where the run stands.
+    With an ``appender``, its appends are committed together with other runs' (group commit);
+    without, each on a pooled connection of its own."""
 
     def __init__(
-        self, pool: Pool, job: Claimed, *, retry_s: float, stage: str = "starting"
+        self,
+        pool: Pool,
+        job: Claimed,
+        *,
+        retry_s: float,
+        stage: str = "starting",
+        appender: Appender | None = None,
     ) -> None:
         self._pool = pool
+        self._appender = appender
         self._retry_s = retry_s
         self._batches = 0
         self.generation_id = job.id
@@ -66,10 +78,15 @@ class LogEmitter:
         deadline, delay = loop.time() + self._retry_s, 0.05
         while True:
             try:
-                async with connection(self._pool) as conn:
-                    appended = await event_log.append(
-                        conn, self.generation_id, events, files, fence=self.attempt, keys=keys
+                if self._appender is not None:
+                    appended = await self._appender.append(
+                        self.generation_id, events, files, fence=self.attempt, keys=keys
                     )
+                else:
+                    async with connection(self._pool) as conn:
+                        appended = await event_log.append(
+                            conn, self.generation_id, events, files, fence=self.attempt, keys=keys
+                        )
                 break
             except StoreUnavailable as exc:
                 # The COMMIT may or may not have happened: the same keys make a retry safe.
@@ -169,8 +186,10 @@ class Worker:
         poll_s: float,
         lease_s: float = 30.0,
         attempts_max: int = 5,
+        appender: Appender | None = None,
     ) -> None:
         self._pool = pool
+        self._appender = appender
         self._generate = generate
         self._concurrency = concurrency
         self._poll_s = poll_s
@@ -243,10 +262,14 @@ class Worker:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self._lease_s / 3)
+            # Any error is logged and tried again next time: this loop ending would let every
+            # lease of the process run out while its runs go on.
             try:
                 await sweep_stalled(self._pool)
             except StoreUnavailable as exc:
                 log.warning("worker.sweep_failed", error=str(exc))
+            except Exception:
+                log.exception("worker.sweep_error")
             if not self._runs:
                 continue
             try:
@@ -257,6 +280,10 @@ class Worker:
             except StoreUnavailable as exc:
                 metrics.LEASE_RENEWAL_FAILURES.inc()
                 log.warning("lease.renewal_failed", error=str(exc), runs=len(self._runs))
+                continue
+            except Exception:
+                metrics.LEASE_RENEWAL_FAILURES.inc()
+                log.exception("lease.renewal_error", runs=len(self._runs))
                 continue
             for generation_id, run in list(self._runs.items()):
                 if generation_id not in held:
@@ -296,7 +323,13 @@ class Worker:
             await self._run_claimed(claimed)
 
     async def _run_claimed(self, claimed: Claimed) -> None:
-        emitter = LogEmitter(self._pool, claimed, retry_s=self._lease_s, stage=claimed.stage)
+        emitter = LogEmitter(
+            self._pool,
+            claimed,
+            retry_s=self._lease_s,
+            stage=claimed.stage,
+            appender=self._appender,
+        )
         try:
             await self._execute(claimed, emitter)
         except RunCancelled:

@@ -242,6 +242,11 @@ EVENTS_APPENDED = _counter("genstream_events_appended", "Events appended, by typ
 APPEND_SECONDS = _histogram(
     "genstream_append_duration_seconds", "One append statement, sent to committed."
 )
+APPEND_GROUP_SIZE = _histogram(
+    "genstream_append_group_appends",
+    "Appends a worker's appender sent as one statement and one commit (a group).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 APPEND_RETRIES = _counter(
     "genstream_append_retries", "Appends tried again, by cause (unavailable: no PostgreSQL).",
     ["cause"],
@@ -326,7 +331,8 @@ LEASES_LOST = _counter(
     "Runs stopped because a renewal found their lease taken (the worker was too slow or away).",
 )
 LEASE_RENEWAL_FAILURES = _counter(
-    "genstream_lease_renewal_failures", "Lease renewals that could not reach PostgreSQL."
+    "genstream_lease_renewal_failures",
+    "Lease renewals that failed (PostgreSQL unreachable, or an error: tried again next time).",
 )
 RUNS_ACTIVE = _gauge("genstream_runs_active", "Runs executing in this process.")
 QUEUE_DEPTH = _gauge(

@@ -22,6 +22,11 @@ Ordering, in one place:
   caps payloads at 8000 bytes), never the event body: listeners re-read the table.
 * Writing the append as one statement rather than BEGIN/INSERT/NOTIFY/COMMIT halves the round
   trips; measured here, it doubles one writer's throughput.
+* ``append_many`` is the same for many generations in ONE statement, so one commit: every
+  point above holds for each of its appends (each its own row lock, fence, keys and NOTIFY).
+  A transaction that NOTIFYs holds PostgreSQL's database-wide notify lock through its commit's
+  WAL flush, so notifying commits never share a flush; one commit for many appends is the
+  only way many writers share one (generation/appender.py sends what arrives together so).
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 from uuid import UUID
 
 import asyncpg
 
-from service.errors import GenerationFinished, LeaseLost
+from service.errors import GenerationFinished, Gone, LeaseLost, NotFound
 from service.events import TERMINAL_TYPES, EventType, NewEvent, NewFile, Status
 from service.observe import metrics, traces
 from service.store import retention
@@ -76,8 +81,48 @@ left({EVENT_BODY}, -1) || ',"chain":"' || encode(chain, 'hex') || '"}}'
 """
 
 
+# The chain of a batch, in the pieces INSERT_EVENTS and APPEND_MANY share, so that both write
+# the same text and hashes. Each names the same things: ``generation``, the CTE of the rows the
+# append's UPDATE advanced (id, base_seq: the last seq before the batch); ``chained``, the
+# recursive CTE (c_seq, c_hash: the event before); ``b``, the batch's next event, and ``g``,
+# its generation's row.
+
+# The hash before a batch's first event: the stored event's at base_seq (zeros before seq 1),
+# looked up per generation, so a prepared plan prunes it to the run's partition at run time.
+CHAIN_BEFORE = f"""coalesce(
+            (SELECT last.chain
+             FROM generation_events AS last
+             WHERE last.generation_id = generation.id
+               AND last.seq = generation.base_seq),
+            '{ZERO_HASH}'::bytea
+        )"""
+
+# The next event's columns, named as generation_events' so that EVENT_BODY renders them. A
+# terminal event's data gets the count and the chain hash of every event before it.
+NEXT_EVENT = f"""b.ord,
+            chained.c_seq + 1 AS seq,
+            g.id AS generation_id,
+            b.type,
+            b.status,
+            b.stage,
+            b.progress,
+            b.message,
+            CASE
+                WHEN b.type IN ({TERMINAL_SQL}) THEN b.payload || jsonb_build_object(
+                    'count', chained.c_seq + 1, 'chain_hash', encode(chained.c_hash, 'hex'))
+                ELSE b.payload
+            END AS payload,
+            clock_timestamp() AS created_at,
+            b.key"""
+
+# The next event's chain hash: the one before it, then its text (``e``: NEXT_EVENT's row).
+NEXT_CHAIN = f"sha256(chained.c_hash || convert_to({EVENT_BODY}, 'UTF8'))"
+
+
 class AppendParameters(NamedTuple):
-    """INSERT_EVENTS' parameters. The field order is the ``$n`` numbering (see ``sql.py``)."""
+    """INSERT_EVENTS' parameters, one batch for one generation, checked (``prepare``); also
+    what APPEND_MANY takes of each of its appends. The field order is the ``$n`` numbering
+    (see ``sql.py``)."""
 
     generation_id: UUID
     # The generation row after the batch: its last event's status, stage, progress, message.
@@ -153,37 +198,17 @@ chained(c_ord, c_seq, c_type, c_status, c_stage, c_progress, c_message, c_payloa
     SELECT
         0::bigint, generation.base_seq, NULL::text, NULL::text, NULL::text, NULL::float8,
         NULL::text, NULL::jsonb, NULL::timestamptz, NULL::text,
-        coalesce(
-            (SELECT last.chain
-             FROM generation_events AS last
-             WHERE last.generation_id = generation.id
-               AND last.seq = generation.base_seq),
-            '{ZERO_HASH}'::bytea
-        )
+        {CHAIN_BEFORE}
     FROM generation
     UNION ALL
     SELECT
         e.ord, e.seq, e.type, e.status, e.stage, e.progress, e.message, e.payload,
         e.created_at, e.key,
-        sha256(chained.c_hash || convert_to({EVENT_BODY}, 'UTF8'))
+        {NEXT_CHAIN}
     FROM chained
     CROSS JOIN LATERAL (
         SELECT
-            b.ord,
-            chained.c_seq + 1 AS seq,
-            g.id AS generation_id,
-            b.type,
-            b.status,
-            b.stage,
-            b.progress,
-            b.message,
-            CASE
-                WHEN b.type IN ({TERMINAL_SQL}) THEN b.payload || jsonb_build_object(
-                    'count', chained.c_seq + 1, 'chain_hash', encode(chained.c_hash, 'hex'))
-                ELSE b.payload
-            END AS payload,
-            clock_timestamp() AS created_at,
-            b.key
+            {NEXT_EVENT}
         FROM batch AS b
         CROSS JOIN generation AS g
         WHERE b.ord = chained.c_ord + 1
@@ -245,6 +270,203 @@ SELECT
 FROM generation
 """,
     AppendParameters._fields,
+)
+
+
+class ManyParameters(NamedTuple):
+    """APPEND_MANY's parameters: its appends' AppendParameters laid end to end; a file is
+    tagged with its append's place (``member``, from 1). The field order is the ``$n``
+    numbering (see ``sql.py``)."""
+
+    # One element per append, in the order given; no generation twice.
+    generation_ids: list[UUID]
+    statuses: list[str]
+    stages: list[str]
+    progresses: list[float]
+    messages: list[str]
+    errors: list[str | None]
+    finished: list[bool]
+    fences: list[int | None]
+    event_counts: list[int]
+    # One element per event, as in AppendParameters: the first append's events, then the
+    # second's, and so on.
+    event_types: list[str]
+    event_statuses: list[str]
+    event_stages: list[str]
+    event_progresses: list[float]
+    event_messages: list[str]
+    event_payloads: list[str]
+    event_keys: list[str | None]
+    # One element per file: its append's place, and the rest as in AppendParameters.
+    file_members: list[int]
+    file_paths: list[str]
+    file_contents: list[str]
+    file_sizes: list[int]
+    file_sha256s: list[str]
+    file_languages: list[str]
+    file_ordinals: list[int]
+
+
+# INSERT_EVENTS for many generations in one statement, so in one transaction and one commit
+# (group commit: see generation/appender.py). Each append is what INSERT_EVENTS does alone:
+# its generation's row UPDATEd (fence and terminal refusal per row: a refused one is left out
+# of ``generation`` and so writes nothing), its events numbered from the row's last_seq, its
+# chain, its files, and a NOTIFY of its own. The recursive CTE advances every generation's
+# chain by one event per step. Returns one row per append stored: its place, its new last
+# seq, whether a cancel was asked; an append missing from the result was refused.
+APPEND_MANY = numbered(
+    f"""
+WITH RECURSIVE member AS (
+    SELECT
+        m.*,
+        (sum(m.events) OVER (ORDER BY m.member) - m.events)::int AS first
+    FROM unnest(
+        :generation_ids::uuid[],
+        :statuses::text[],
+        :stages::text[],
+        :progresses::float8[],
+        :messages::text[],
+        :errors::text[],
+        :finished::bool[],
+        :fences::int[],
+        :event_counts::int[]
+    ) WITH ORDINALITY AS m(id, status, stage, progress, message, error, finished, fence,
+                           events, member)
+),
+-- The rows locked in id order before any is updated, as every statement that updates many
+-- runs' rows does (generations.UPDATE_RENEW_LEASES): an UPDATE alone locks in its plan's
+-- order (the members' order through an index, the table's through a scan), and a lease
+-- renewal of the same runs locking in another order could deadlock with the group.
+locked AS (
+    SELECT id
+    FROM generations
+    WHERE id = ANY(:generation_ids::uuid[])
+    ORDER BY id
+    FOR UPDATE
+),
+generation AS (
+    UPDATE generations AS g
+    SET last_seq = g.last_seq + m.events,
+        status = m.status,
+        stage = m.stage,
+        progress = m.progress,
+        message = m.message,
+        error = coalesce(m.error, g.error),
+        started_at = CASE
+            WHEN g.started_at IS NULL AND m.status <> 'queued' THEN clock_timestamp()
+            ELSE g.started_at
+        END,
+        finished_at = CASE WHEN m.finished THEN clock_timestamp() END,
+        updated_at = clock_timestamp()
+    FROM member AS m
+    JOIN locked ON locked.id = m.id
+    WHERE g.id = m.id
+      AND g.status NOT IN ('succeeded', 'failed', 'cancelled')
+      AND (m.fence IS NULL OR g.attempt = m.fence)
+    RETURNING
+        m.member,
+        m.first,
+        m.events,
+        g.id,
+        g.owner,
+        g.last_seq - m.events AS base_seq,
+        g.last_seq,
+        g.cancel_requested_at IS NOT NULL AS cancel_requested
+),
+-- The events of every generation in batch order with their chain hashes, each chain one
+-- event further per step. A step reads its events from the event arrays by place (the events
+-- of an append lie from its ``first`` on): a join of the steps with a table of the events is
+-- planned as a nested loop, one pass over all the events of the group per event.
+chained(c_member, c_ord, c_seq, c_type, c_status, c_stage, c_progress, c_message, c_payload,
+        c_at, c_key, c_hash) AS (
+    SELECT
+        generation.member, 0::bigint, generation.base_seq, NULL::text, NULL::text, NULL::text,
+        NULL::float8, NULL::text, NULL::jsonb, NULL::timestamptz, NULL::text,
+        {CHAIN_BEFORE}
+    FROM generation
+    UNION ALL
+    SELECT
+        chained.c_member, e.ord, e.seq, e.type, e.status, e.stage, e.progress, e.message,
+        e.payload, e.created_at, e.key,
+        {NEXT_CHAIN}
+    FROM chained
+    JOIN generation AS g ON g.member = chained.c_member
+    CROSS JOIN LATERAL (
+        SELECT
+            {NEXT_EVENT}
+        FROM (
+            SELECT
+                chained.c_ord + 1 AS ord,
+                (:event_types::text[])[g.first + chained.c_ord::int + 1] AS type,
+                (:event_statuses::text[])[g.first + chained.c_ord::int + 1] AS status,
+                (:event_stages::text[])[g.first + chained.c_ord::int + 1] AS stage,
+                (:event_progresses::float8[])[g.first + chained.c_ord::int + 1] AS progress,
+                (:event_messages::text[])[g.first + chained.c_ord::int + 1] AS message,
+                (:event_payloads::jsonb[])[g.first + chained.c_ord::int + 1] AS payload,
+                (:event_keys::text[])[g.first + chained.c_ord::int + 1] AS key
+        ) AS b
+    ) AS e
+    WHERE chained.c_ord < g.events
+),
+inserted_events AS (
+    INSERT INTO generation_events
+        (generation_id, seq, type, status, stage, progress, message, payload, created_at,
+         idempotency_key, chain, owner)
+    SELECT
+        generation.id,
+        c_seq,
+        c_type,
+        c_status,
+        c_stage,
+        c_progress,
+        c_message,
+        c_payload,
+        c_at,
+        c_key,
+        c_hash,
+        generation.owner
+    FROM generation
+    JOIN chained ON chained.c_member = generation.member
+    WHERE c_ord > 0
+),
+saved_files AS (
+    INSERT INTO generated_files
+        (generation_id, path, content, size, sha256, language, seq)
+    SELECT
+        generation.id,
+        f.path,
+        f.content,
+        f.size,
+        f.sha256,
+        f.language,
+        generation.base_seq + f.ord
+    FROM generation
+    JOIN unnest(
+        :file_members::int[],
+        :file_paths::text[],
+        :file_contents::text[],
+        :file_sizes::int[],
+        :file_sha256s::text[],
+        :file_languages::text[],
+        :file_ordinals::int[]
+    ) AS f(member, path, content, size, sha256, language, ord)
+        ON f.member = generation.member
+    ON CONFLICT (generation_id, path) DO UPDATE
+    SET content = excluded.content,
+        size = excluded.size,
+        sha256 = excluded.sha256,
+        language = excluded.language,
+        seq = excluded.seq,
+        created_at = clock_timestamp()
+)
+SELECT
+    generation.member,
+    generation.last_seq,
+    generation.cancel_requested,
+    pg_notify('{EVENTS_CHANNEL}', generation.id::text || ':' || generation.last_seq::text)
+FROM generation
+""",
+    ManyParameters._fields,
 )
 
 # Each given generation's last seq ($1: ids; unknown ids are left out).
@@ -530,16 +752,17 @@ def _append_parameters(
     )
 
 
-async def append(
-    conn: Connection,
+def prepare(
     generation_id: UUID,
     events: Sequence[NewEvent],
     files: Sequence[NewFile] = (),
     *,
     fence: int | None = None,
     keys: Sequence[str] | None = None,
-) -> Appended:
-    """Append events (and the files they announce) atomically; see the module docstring.
+) -> AppendParameters:
+    """An append checked and rendered for its statement; raises ValueError for a batch the log
+    refuses. Done by the writer itself, so that a malformed batch fails there and never takes
+    a group of other writers' appends down with it (``append_many``).
 
     ``fence``: the attempt the writer holds (None: no fencing, for API-side appends).
     ``keys``: one idempotency key per event (None: no keys).
@@ -550,10 +773,31 @@ async def append(
         raise ValueError("one idempotency key per event")
     if any(event.is_terminal for event in events[:-1]):
         raise ValueError("a terminal event can only be the last of a batch")
-    parameters = _append_parameters(generation_id, events, files, fence, keys)
+    return _append_parameters(generation_id, events, files, fence, keys)
+
+
+async def append(
+    conn: Connection,
+    generation_id: UUID,
+    events: Sequence[NewEvent],
+    files: Sequence[NewFile] = (),
+    *,
+    fence: int | None = None,
+    keys: Sequence[str] | None = None,
+) -> Appended:
+    """Append events (and the files they announce) atomically; see the module docstring and
+    ``prepare`` for the arguments."""
+    return await append_prepared(
+        conn, prepare(generation_id, events, files, fence=fence, keys=keys)
+    )
+
+
+async def append_prepared(conn: Connection, parameters: AppendParameters) -> Appended:
+    """``append`` of a batch already through ``prepare``."""
+    generation_id = parameters.generation_id
     started = time.perf_counter()
     try:
-        with traces.span("append", generation_id=generation_id, events=len(events)):
+        with traces.span("append", generation_id=generation_id, events=len(parameters.event_types)):
             row = await conn.fetchrow(INSERT_EVENTS, *parameters)
     except asyncpg.UniqueViolationError as exc:
         if not (exc.constraint_name or "").endswith(IDEMPOTENCY_INDEX_SUFFIX):
@@ -563,21 +807,106 @@ async def append(
         return Appended(last_seq=head.last_seq, cancel_requested=head.cancel_requested)
     metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
     if row is None:
-        head = await select_head(conn, generation_id)
-        metrics.APPENDS_FENCED.labels("finished" if head.is_finished else "lease_lost").inc()
-        if head.is_finished:
-            raise GenerationFinished(
-                f"generation {generation_id} is {head.status}: nothing can follow its terminal "
-                "event"
-            )
-        raise LeaseLost(
-            f"generation {generation_id} is held by attempt {head.attempt}, not {fence}: "
-            "this worker lost its lease"
-        )
-    metrics.NOTIFIES_SENT.inc()
-    for event in events:
-        metrics.EVENTS_APPENDED.labels(event.type.value).inc()
+        raise await _refusal(conn, generation_id, parameters.fence)
+    _count_appended(parameters)
     return Appended(last_seq=row["last_seq"], cancel_requested=row["cancel_requested"])
+
+
+Refused: TypeAlias = GenerationFinished | LeaseLost | NotFound | Gone
+
+
+async def append_many(
+    conn: Connection, appends: Sequence[AppendParameters]
+) -> list[Appended | Refused]:
+    """Many generations' appends (each through ``prepare``) in ONE statement: one transaction,
+    one commit, one fsync for all, and for each what ``append`` does alone, its NOTIFY
+    included. Returns, in the order given, each append's ``Appended`` or, for an append its
+    generation's row refused (fence lost, run finished, run missing), the error ``append``
+    would raise: the others are stored all the same.
+
+    Each generation at most once: two batches of one run in one statement would both be
+    numbered from the same last_seq, so a caller with a second one sends it in a later
+    statement (ValueError here). Anything the statement raises (a batch whose idempotency
+    keys are already stored, a deadlock, a bad value) means none of its appends was stored;
+    a lost connection, that none or all were. Either way each can be sent again with its
+    keys: alone, ``append_prepared`` recognises a stored batch by them.
+    """
+    if not appends:
+        return []
+    if len({one.generation_id for one in appends}) != len(appends):
+        raise ValueError("append_many takes each generation once: send its next batch after")
+    parameters = _many_parameters(appends)
+    started = time.perf_counter()
+    with traces.span("append_many", appends=len(appends), events=len(parameters.event_types)):
+        rows = await conn.fetch(APPEND_MANY, *parameters)
+    seconds = time.perf_counter() - started
+    stored = {row["member"]: row for row in rows}
+    outcomes: list[Appended | Refused] = []
+    for member, one in enumerate(appends, start=1):
+        metrics.APPEND_SECONDS.observe(seconds)  # each append's statement, as ``append``'s
+        if (row := stored.get(member)) is not None:
+            _count_appended(one)
+            outcomes.append(Appended(row["last_seq"], row["cancel_requested"]))
+            continue
+        try:
+            outcomes.append(await _refusal(conn, one.generation_id, one.fence))
+        except (NotFound, Gone) as missing:
+            outcomes.append(missing)
+    return outcomes
+
+
+def _count_appended(parameters: AppendParameters) -> None:
+    metrics.NOTIFIES_SENT.inc()
+    for event_type in parameters.event_types:
+        metrics.EVENTS_APPENDED.labels(event_type).inc()
+
+
+def _many_parameters(appends: Sequence[AppendParameters]) -> ManyParameters:
+    """APPEND_MANY's parameters: the appends' laid end to end, each file with its place."""
+    many = ManyParameters(*([] for _ in ManyParameters._fields))
+    for member, one in enumerate(appends, start=1):
+        count = len(one.event_types)
+        many.generation_ids.append(one.generation_id)
+        many.statuses.append(one.status)
+        many.stages.append(one.stage)
+        many.progresses.append(one.progress)
+        many.messages.append(one.message)
+        many.errors.append(one.error)
+        many.finished.append(one.finished)
+        many.fences.append(one.fence)
+        many.event_counts.append(count)
+        many.event_types.extend(one.event_types)
+        many.event_statuses.extend(one.event_statuses)
+        many.event_stages.extend(one.event_stages)
+        many.event_progresses.extend(one.event_progresses)
+        many.event_messages.extend(one.event_messages)
+        many.event_payloads.extend(one.event_payloads)
+        many.event_keys.extend(one.event_keys)
+        many.file_members.extend([member] * len(one.file_paths))
+        many.file_paths.extend(one.file_paths)
+        many.file_contents.extend(one.file_contents)
+        many.file_sizes.extend(one.file_sizes)
+        many.file_sha256s.extend(one.file_sha256s)
+        many.file_languages.extend(one.file_languages)
+        many.file_ordinals.extend(one.file_ordinals)
+    return many
+
+
+async def _refusal(
+    conn: Connection, generation_id: UUID, fence: int | None
+) -> GenerationFinished | LeaseLost:
+    """Why a generation's row refused an append, read back from the row (a missing run raises
+    ``select_head``'s NotFound or Gone)."""
+    head = await select_head(conn, generation_id)
+    metrics.APPENDS_FENCED.labels("finished" if head.is_finished else "lease_lost").inc()
+    if head.is_finished:
+        return GenerationFinished(
+            f"generation {generation_id} is {head.status}: nothing can follow its terminal event"
+        )
+    return LeaseLost(
+        f"generation {generation_id} is held by attempt {head.attempt}, not {fence}: "
+        "this worker lost its lease"
+    )
 
 
 def parse_notification(payload: str) -> tuple[UUID, int] | None:

@@ -296,24 +296,45 @@ GROUP BY 1
 """
 
 # Extend worker $1's leases on runs $3 to $2 seconds from now; returns the ids it still holds.
+# The rows are locked in id order first (LockRows above the Sort), the order the appender's
+# group takes them in (event_log.APPEND_MANY): an UPDATE alone locks them in its plan's order,
+# and two statements locking the same rows in different orders can deadlock.
 UPDATE_RENEW_LEASES = """
+WITH locked AS (
+    SELECT id
+    FROM generations
+    WHERE id = ANY($3::uuid[])
+      AND claimed_by = $1
+    ORDER BY id
+    FOR UPDATE
+)
 UPDATE generations
 SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-WHERE id = ANY($3::uuid[])
-  AND claimed_by = $1
-RETURNING id
+FROM locked
+WHERE generations.id = locked.id
+  AND generations.claimed_by = $1
+RETURNING generations.id
 """
 
 # Give up worker $1's leases on runs $2 and NOTIFY workers.
 # Released runs are claimable at once; the NOTIFY wakes the other workers right away.
 UPDATE_RELEASE_LEASES = f"""
-WITH released AS (
+WITH locked AS (  -- in id order, as UPDATE_RENEW_LEASES
+    SELECT id
+    FROM generations
+    WHERE id = ANY($2::uuid[])
+      AND claimed_by = $1
+    ORDER BY id
+    FOR UPDATE
+),
+released AS (
     UPDATE generations
     SET claimed_by = NULL,
         lease_expires_at = NULL
-    WHERE id = ANY($2::uuid[])
-      AND claimed_by = $1
-    RETURNING id
+    FROM locked
+    WHERE generations.id = locked.id
+      AND generations.claimed_by = $1
+    RETURNING generations.id
 )
 SELECT pg_notify('{JOBS_CHANNEL}', released.id::text)
 FROM released

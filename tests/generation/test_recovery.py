@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import pytest
 
 from service.errors import LeaseLost
@@ -495,6 +496,39 @@ async def test_a_worker_renewing_its_lease_keeps_its_run_from_an_idle_worker(
     assert row.finished_at is not None
     ran_s = (row.finished_at - row.started_at).total_seconds()
     assert ran_s > 3 * lease_s, f"the run took {ran_s:.2f}s: too short to need a renewal"
+
+
+async def test_a_renewal_that_fails_with_an_error_is_tried_again_and_the_run_is_kept(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error other than an outage (a deadlock, a bug) in one renewal must not end the
+    renewals: the loop ending would let the lease run out under a live run."""
+    lease_s = 0.5
+    real_renew = generations.renew_leases
+    failed = asyncio.Event()
+
+    async def renew_once_failing(*args: Any) -> set[UUID]:
+        if not failed.is_set():
+            failed.set()
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return await real_renew(*args)
+
+    monkeypatch.setattr(generations, "renew_leases", renew_once_failing)
+    async with running_worker(pool, offline(0.005), lease_s=lease_s) as holder:
+        generation_id = await create_generation(pool)
+        holder.wake()
+        await wait_for_event(pool, generation_id, EventType.STARTED)
+        async with running_worker(pool, offline(0.0), lease_s=lease_s, poll_s=0.05):
+            await wait_finished(pool, [generation_id], seconds=15)
+
+    assert failed.is_set()
+    events = await events_of(pool, generation_id)
+    assert_well_formed(events, EventType.SUCCEEDED)
+    assert EventType.RESUMED not in types(events), "the holder kept its lease after the error"
+    row = await generation(pool, generation_id)
+    assert row.started_at is not None
+    assert row.finished_at is not None
+    assert (row.finished_at - row.started_at).total_seconds() > 3 * lease_s
 
 
 async def test_a_cancel_notify_during_an_append_ends_where_the_log_stands(

@@ -15,7 +15,7 @@ from service.generation.runner import LogEmitter
 from service.observe import metrics
 from service.store import event_log, generations
 from service.store.db import Connection, Pool, asyncpg_dsn
-from tests.helpers import ZERO_CHAIN, chain_after, delta, new_generation
+from tests.helpers import ZERO_CHAIN, chain_after, delta, new_generation, stored_events
 
 
 async def all_seqs(pool: Pool, generation_id: UUID) -> list[int]:
@@ -505,3 +505,276 @@ async def test_a_reader_tailing_racing_writers_sees_every_event_exactly_once(
     mine = [pair for pair in seen if pair[0] in set(generation_ids)]
     assert len(mine) == len(set(mine))  # never twice
     assert set(mine) == expected  # never skipped
+
+
+# --- many generations' appends in one statement ------------------------------------------------
+
+
+def script(n: int) -> list[tuple[list[NewEvent], list[NewFile]]]:
+    """The batches of generation ``n`` of a group test, round by round: deltas, a phase with
+    files, one of those files again (replaced), then an end (succeeded, or failed with an
+    error); odd generations carry on with more deltas where even ones end early."""
+    first = [NewFile(f"app/m{n}_{i}.py", f"X = {n * 10 + i}\n", "python") for i in range(2)]
+    again = NewFile(first[0].path, f"X = 'replaced {n}'\n", "python")
+    rounds: list[tuple[list[NewEvent], list[NewFile]]] = [
+        ([delta(n * 100 + i) for i in range(1 + n % 3)], []),
+        ([f.saved("models", 0.6) for f in first] + [delta(n)], first),
+        ([again.saved("models", 0.7)], [again]),
+    ]
+    if n % 2:
+        rounds.append(([delta(n * 1000 + i) for i in range(4)], []))
+        rounds.append(([NewEvent(EventType.FAILED, "api", 0.8, "Failed", {"error": f"e{n}"})], []))
+    else:
+        rounds.append(([delta(n), NewEvent(EventType.SUCCEEDED, "done", 1.0, "Done")], []))
+    return rounds
+
+
+async def written(pool: Pool, generation_id: UUID) -> dict[str, Any]:
+    """What an append writes for a run, all but what differs between any two runs (their ids,
+    clocks and transactions): the events' columns and the files, in order; the chain is
+    checked where it stands (``assert_chained``)."""
+    async with pool.acquire() as conn:
+        events = await conn.fetch(
+            "SELECT seq, type, status, stage, progress, message, payload::text AS payload,"
+            " idempotency_key, owner, redacted_at FROM generation_events"
+            " WHERE generation_id = $1 ORDER BY seq",
+            generation_id,
+        )
+        files = await conn.fetch(
+            "SELECT path, content, size, sha256, language, seq, redacted_at"
+            " FROM generated_files WHERE generation_id = $1 ORDER BY path",
+            generation_id,
+        )
+        row = await conn.fetchrow(
+            "SELECT status, stage, progress, message, error, last_seq, attempt,"
+            " started_at IS NOT NULL AS started, finished_at IS NOT NULL AS finished,"
+            " finished_at >= started_at AS in_order, updated_at >= created_at AS updated"
+            " FROM generations WHERE id = $1",
+            generation_id,
+        )
+    rows = [dict(event) for event in events]
+    for event in rows:  # a terminal event's chain_hash is its run's own (checked elsewhere)
+        payload = json.loads(event["payload"])
+        if "chain_hash" in payload:
+            payload["chain_hash"] = "its run's"
+            event["payload"] = json.dumps(payload)
+    return {"events": rows, "files": [dict(f) for f in files], "row": dict(row or {})}
+
+
+async def assert_chained(pool: Pool, generation_id: UUID) -> None:
+    """Each event's chain is the one a reader computes from the text it receives, and the
+    terminal event's data names the chain before it and the count."""
+    events = await stored_events(pool, generation_id)
+    chain = ZERO_CHAIN
+    for event in events:
+        previous, chain = chain, chain_after(chain, event.json)
+        body = json.loads(event.json)
+        assert body["chain"] == chain, (generation_id, event.seq)
+        if event.is_terminal:
+            assert body["data"]["chain_hash"] == previous
+            assert body["data"]["count"] == event.seq
+
+
+async def test_append_many_writes_what_appending_each_alone_writes(pool: Pool) -> None:
+    """Round by round, four runs appended one statement each time, and four twins appended
+    one at a time: chains go on across batches, files are replaced, runs end (one failed with
+    its error); every column that does not name a run or a clock is the same."""
+    alone = [await new_generation(pool) for _ in range(4)]
+    grouped = [await new_generation(pool) for _ in range(4)]
+    scripts = [script(n) for n in range(4)]
+    for rnd in range(max(len(s) for s in scripts)):
+        async with pool.acquire() as conn:
+            batches = [
+                (n, *scripts[n][rnd], [f"k{n}.{rnd}.{i}" for i in range(len(scripts[n][rnd][0]))])
+                for n in range(4)
+                if rnd < len(scripts[n])
+            ]
+            singles = [
+                await event_log.append(conn, alone[n], events, files, fence=0, keys=keys)
+                for n, events, files, keys in batches
+            ]
+            many = await event_log.append_many(
+                conn,
+                [
+                    event_log.prepare(grouped[n], events, files, fence=0, keys=keys)
+                    for n, events, files, keys in batches
+                ],
+            )
+        assert many == singles
+    for n, (single, member) in enumerate(zip(alone, grouped, strict=True)):
+        same = await written(pool, single)
+        assert await written(pool, member) == same
+        assert [e["seq"] for e in same["events"]] == list(range(1, same["row"]["last_seq"] + 1))
+        assert len(same["files"]) == 2
+        assert same["files"][0]["content"] == f"X = 'replaced {n}'\n"
+        assert same["row"]["status"] == ("failed" if n % 2 else "succeeded")
+        assert same["row"]["error"] == (f"e{n}" if n % 2 else None)
+        assert same["events"][-1]["idempotency_key"] is not None
+        await assert_chained(pool, member)
+    async with pool.acquire() as conn:
+        check = await event_log.check_chains(conn, alone + grouped)
+    assert check.breaks == []
+    assert check.generations == 8
+
+
+async def test_append_many_refuses_a_lost_fence_a_finished_run_and_a_missing_one_alone(
+    pool: Pool,
+) -> None:
+    held, lost, finished, other = [await new_generation(pool) for _ in range(4)]
+    missing = uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE generations SET attempt = 3 WHERE id = ANY($1)", [held, lost])
+        await event_log.append(conn, finished, [NewEvent(EventType.SUCCEEDED, "done", 1.0, "ok")])
+        fenced = (
+            metrics.APPENDS_FENCED.value("lease_lost"),
+            metrics.APPENDS_FENCED.value("finished"),
+        )
+        notifies = metrics.NOTIFIES_SENT.value()
+        outcomes = await event_log.append_many(
+            conn,
+            [
+                event_log.prepare(held, [delta(1), delta(2)], fence=3),
+                event_log.prepare(lost, [delta(1)], fence=2),
+                event_log.prepare(finished, [delta(1)]),
+                event_log.prepare(missing, [delta(1)]),
+                event_log.prepare(other, [delta(1)]),
+            ],
+        )
+    assert outcomes[0] == event_log.Appended(last_seq=3, cancel_requested=False)
+    assert isinstance(outcomes[1], LeaseLost)
+    assert isinstance(outcomes[2], GenerationFinished)
+    assert isinstance(outcomes[3], NotFound)
+    assert outcomes[4] == event_log.Appended(last_seq=2, cancel_requested=False)
+    assert metrics.APPENDS_FENCED.value("lease_lost") - fenced[0] == 1
+    assert metrics.APPENDS_FENCED.value("finished") - fenced[1] == 1
+    assert metrics.NOTIFIES_SENT.value() - notifies == 2
+    assert await all_seqs(pool, held) == [1, 2, 3]
+    assert await all_seqs(pool, lost) == [1]
+    assert await all_seqs(pool, finished) == [1, 2]
+    assert await all_seqs(pool, other) == [1, 2]
+
+
+async def test_append_many_says_a_cancel_was_asked_of_the_run_that_was_asked(pool: Pool) -> None:
+    asked, not_asked = await new_generation(pool), await new_generation(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE generations SET cancel_requested_at = clock_timestamp() WHERE id = $1", asked
+        )
+        outcomes = await event_log.append_many(
+            conn, [event_log.prepare(g, [delta(1)]) for g in (asked, not_asked)]
+        )
+    assert outcomes == [event_log.Appended(2, True), event_log.Appended(2, False)]
+
+
+async def test_append_many_takes_each_generation_once(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    async with pool.acquire() as conn:
+        with pytest.raises(ValueError, match="each generation once"):
+            await event_log.append_many(
+                conn, [event_log.prepare(generation_id, [delta(n)]) for n in (1, 2)]
+            )
+        assert await event_log.append_many(conn, []) == []
+    assert await all_seqs(pool, generation_id) == [1]
+
+
+async def test_a_stored_key_fails_the_whole_statement_and_stores_nothing_of_it(
+    pool: Pool,
+) -> None:
+    """The caller's cue to append each alone (generation/appender.py), where ``append``
+    recognises the stored batch."""
+    replayed, fresh = await new_generation(pool), await new_generation(pool)
+    async with pool.acquire() as conn:
+        await event_log.append(conn, replayed, [delta(1)], keys=["1.1.0"])
+        with pytest.raises(asyncpg.UniqueViolationError) as raised:
+            await event_log.append_many(
+                conn,
+                [
+                    event_log.prepare(fresh, [delta(1)], keys=["1.1.0"]),
+                    event_log.prepare(replayed, [delta(1)], keys=["1.1.0"]),
+                ],
+            )
+        assert (raised.value.constraint_name or "").endswith(event_log.IDEMPOTENCY_INDEX_SUFFIX)
+        head = await event_log.select_head(conn, fresh)
+    assert head.last_seq == 1
+    assert await all_seqs(pool, fresh) == [1]
+
+
+async def test_append_many_notifies_once_per_generation_stored(pool: Pool) -> None:
+    ids = [await new_generation(pool) for _ in range(3)]
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_notify(*args: object) -> None:
+        received.put_nowait(str(args[3]))
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(event_log.EVENTS_CHANNEL, on_notify)
+        try:
+            async with pool.acquire() as conn:
+                await event_log.append_many(
+                    conn,
+                    [
+                        event_log.prepare(ids[0], [delta(1), delta(2)]),
+                        event_log.prepare(ids[1], [delta(1)], fence=7),  # refused
+                        event_log.prepare(ids[2], [delta(1)]),
+                    ],
+                )
+                # A statement after it: its NOTIFY comes after the group's on the channel.
+                await event_log.append(conn, ids[1], [delta(1)])
+            payloads = [await asyncio.wait_for(received.get(), 5) for _ in range(3)]
+        finally:
+            await listener.remove_listener(event_log.EVENTS_CHANNEL, on_notify)
+    assert sorted(payloads[:2]) == sorted([f"{ids[0]}:3", f"{ids[2]}:2"])
+    assert payloads[2] == f"{ids[1]}:2"
+
+
+def test_append_many_uses_every_parameter_of_its_record_and_no_other() -> None:
+    numbers = {int(n) for n in re.findall(r"\$(\d+)", event_log.APPEND_MANY)}
+    assert numbers == set(range(1, len(event_log.ManyParameters._fields) + 1))
+    uncommented = re.sub(r"--[^\n]*", "", event_log.APPEND_MANY)
+    outside_literals = re.sub(r"'(?:[^']|'')*'", "''", uncommented)
+    assert re.search(r"(?<!:):\w", outside_literals) is None
+
+
+ROUNDS = 300
+
+
+async def test_append_many_and_lease_renewals_over_the_same_runs_never_deadlock(
+    pool: Pool,
+) -> None:
+    """A worker renews its runs' leases in one statement while its appender commits a group
+    of the same runs: both lock the rows in id order, so neither waits for the other in a
+    cycle (a deadlock would fail one of them after deadlock_timeout)."""
+    runs = []
+    async with pool.acquire() as conn:
+        for _ in range(6):
+            await new_generation(pool)
+            claimed = await generations.claim_next(conn, "w", 60)
+            assert claimed is not None
+            runs.append(claimed.id)
+
+    async def appends() -> None:
+        async with pool.acquire() as conn:
+            await conn.execute("SET enable_seqscan = off")  # as on a table of many runs
+            try:
+                for rnd in range(ROUNDS):
+                    order = runs if rnd % 2 else runs[::-1]
+                    many = await event_log.append_many(
+                        conn, [event_log.prepare(run, [delta(rnd)], fence=1) for run in order]
+                    )
+                    assert all(isinstance(one, event_log.Appended) for one in many)
+            finally:
+                await conn.execute("RESET enable_seqscan")
+
+    async def renewals() -> None:
+        async with pool.acquire() as conn:
+            await conn.execute("SET enable_seqscan = off")
+            try:
+                for rnd in range(ROUNDS):
+                    order = runs[::-1] if rnd % 2 else runs
+                    held = await generations.renew_leases(conn, "w", 60, order)
+                    assert held == set(runs)
+            finally:
+                await conn.execute("RESET enable_seqscan")
+
+    await asyncio.gather(appends(), renewals())
+    assert [await all_seqs(pool, run) for run in runs] == [list(range(1, ROUNDS + 2))] * 6

@@ -374,6 +374,31 @@ async def test_the_append_reads_and_writes_one_partition(pool: Pool, generic: bo
     assert home in scanned, plan
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom plan", "generic plan"])
+async def test_append_many_reads_and_writes_only_its_runs_partitions(
+    pool: Pool, generic: bool
+) -> None:
+    """One statement for runs of two periods: each run's chain lookup runs in its own
+    partition alone (pruned at run time, per run), and no other partition is read."""
+    this_month = await three_periods_of_runs(pool)
+    last_month = await run_with_a_file(pool, v7_at(datetime.now(UTC) - timedelta(days=31)))
+    file = NewFile("app/other.py", "x = 1\n", "python")
+    appends = [
+        event_log.prepare(this_month, [file.saved("code", 0.6)], [file]),
+        event_log.prepare(last_month, [delta(2), delta(3)]),
+    ]
+    parameters = event_log._many_parameters(appends)
+    async with pool.acquire() as conn:
+        homes = set()
+        for generation_id in (this_month, last_month):
+            homes |= await partitions_holding(conn, "generation_events", generation_id)
+        plan = await explain(conn, event_log.APPEND_MANY, tuple(parameters), generic=generic)
+    assert len(homes) == 2
+    scanned = {r for r in relations(plan, executed_only=True) if r.startswith("generation_ev")}
+    assert scanned <= homes | {"generation_events"}, plan
+    assert homes <= scanned, plan
+
+
 async def test_the_feed_reads_each_partition_through_its_feed_index(pool: Pool) -> None:
     """The global feed is ordered by transaction, across every run: it must visit every
     partition (a Merge Append of one index scan each), never a sequential scan."""
