@@ -56,6 +56,28 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+def bucket_quantile(
+    before: Sequence[tuple[float, float]], after: Sequence[tuple[float, float]], q: float
+) -> float:
+    """The q-quantile (0..1) of what a histogram counted between two scrapes (cumulative
+    (bound, count) buckets, +Inf last), interpolated within its bucket as Prometheus'
+    ``histogram_quantile`` does; past the last finite bound, that bound. NaN when nothing."""
+    counts = [a - b for (_, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1]
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for (bound, _), cumulative in zip(after, counts, strict=True):
+        if cumulative >= rank:
+            if math.isinf(bound):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, cumulative
+    return lower
+
+
 @dataclass(frozen=True, slots=True)
 class Distribution:
     """Latencies of one repetition, in milliseconds."""

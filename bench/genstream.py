@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.asgi import DELTA_TEXT
 from bench.processes import ServerProcess
@@ -168,6 +172,18 @@ def emitters(
     ]
 
 
+@asynccontextmanager
+async def worker_writers(pool: Pool, claims: Sequence[Claimed]) -> AsyncIterator[list[LogEmitter]]:
+    """A worker's emitters for ``claims`` through one started ``Appender``, as a ``serve``
+    process's runs append (group commit), stopped after."""
+    appender = Appender(pool)
+    appender.start()
+    try:
+        yield emitters(pool, claims, appender)
+    finally:
+        await appender.stop()
+
+
 def finished() -> NewEvent:
     return NewEvent(EventType.SUCCEEDED, "done", 1.0, "Benchmark finished")
 
@@ -187,10 +203,11 @@ async def finish(writers: Sequence[LogEmitter], *, concurrency: int = 8) -> None
 class Serve:
     """A ``python -m service serve`` subprocess with its worker off, and stream tokens for it."""
 
-    def __init__(self, server: ServerProcess, secret: str, key_id: UUID) -> None:
+    def __init__(self, server: ServerProcess, secret: str, key_id: UUID, admin_key: str) -> None:
         self.server = server
         self._secret = secret
         self._key_id = key_id  # the live key the bench's stream tokens are issued through
+        self._admin_key = admin_key  # for its /metrics
 
     @classmethod
     async def start(cls, database_url: str, work_dir: Path, **settings: str) -> Serve:
@@ -213,13 +230,31 @@ class Serve:
         pool = await create_pool(database_url, min_size=1, max_size=1)
         try:
             caller = await keys.authenticate(pool, await keys.create_key(pool, "bench"))
+            admin_key = await keys.create_key(pool, "bench-ops", is_admin=True)
         finally:
             await pool.close()
-        return cls(server, secret, caller.key_id)
+        return cls(server, secret, caller.key_id, admin_key)
 
     def stream_path(self, generation_id: UUID, after: int) -> str:
         token = tokens.issue(self._secret, generation_id, TOKEN_TTL_S, self._key_id)
         return f"/api/generations/{generation_id}/stream?token={token}&after={after}"
+
+    async def buckets(self, histogram: str) -> list[tuple[float, float]]:
+        """One of the process's histograms as its /metrics has it: (upper bound, cumulative
+        count) per bucket, +Inf last."""
+        async with httpx.AsyncClient(base_url=self.server.base_url, timeout=30) as client:
+            response = await client.get(
+                "/metrics", headers={"Authorization": f"Bearer {self._admin_key}"}
+            )
+        response.raise_for_status()
+        for family in text_string_to_metric_families(response.text):
+            if family.name == histogram:
+                return [
+                    (float(sample.labels["le"]), sample.value)
+                    for sample in family.samples
+                    if sample.name.endswith("_bucket")
+                ]
+        raise LookupError(f"{histogram} is not in serve's /metrics")
 
     async def stop(self) -> None:
         await self.server.stop()

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 
 from bench.asgi import DELTA_TEXT
-from bench.genstream import Serve, delta, emitters
+from bench.genstream import Serve, delta
 from bench.load import PUBLISH_IN_FLIGHT, Shape
 from bench.processes import ServerProcess, free_port
 from bench.sse import HttpConnection
@@ -106,14 +106,14 @@ class GenstreamTarget:
         work_dir: Path,
         pool: Pool,
         claims: list[Claimed],
-        writers: list[LogEmitter] | None = None,
+        writers: list[LogEmitter],
         **settings: str,
     ) -> GenstreamTarget:
-        """Streams follow ``claims`` (see ``genstream.claimed_generations``). Several targets
-        over the same claims must share ``writers``: a LogEmitter numbers its idempotency keys
-        from its own count, and a second one would repeat keys (its appends would be taken
-        for retries and skipped). ``settings``: GENSTREAM_* for the serve process."""
-        writers = writers if writers is not None else emitters(pool, claims)
+        """Streams follow ``claims`` (see ``genstream.claimed_generations``), appended to by
+        ``writers`` (``genstream.worker_writers``: through an appender, as a worker's runs).
+        Several targets over the same claims must share them: a LogEmitter numbers its
+        idempotency keys from its own count, and a second one would repeat keys (its appends
+        would be taken for retries and skipped). ``settings``: GENSTREAM_* for serve."""
         return cls(await Serve.start(database_url, work_dir, **settings), pool, claims, writers)
 
     @property

@@ -37,7 +37,7 @@ from bench.core import (
     ratio,
     row,
 )
-from bench.genstream import Serve, claimed_generations, finish
+from bench.genstream import Serve, claimed_generations, finish, worker_writers
 from bench.load import Measurement, Shape, measure
 from bench.sse import FrameParser, RawSSEStream
 from bench.targets import GenstreamTarget, bench_pool
@@ -171,14 +171,19 @@ async def run(ctx: Context) -> Outcome:
         api_key = await keys.create_key(pool, OWNER)
         results = [await _one_run(ctx, pool, api_key, count) for _ in ctx.reps()]
         claims = await claimed_generations(pool, shape.channels)
-        target = await GenstreamTarget.start(ctx.database_url, ctx.work_dir, pool, claims)
-        try:
-            for _ in ctx.reps():
-                throughput.append(await measure(target, shape, warm_s=0.5, drain_s=10.0))
-                bare.append(await bare_rate(ctx.database_url, BARE_WRITERS, 1, shape.duration_s))
-        finally:
-            await target.stop()
-        await finish(target.writers)
+        async with worker_writers(pool, claims) as writers:
+            target = await GenstreamTarget.start(
+                ctx.database_url, ctx.work_dir, pool, claims, writers
+            )
+            try:
+                for _ in ctx.reps():
+                    throughput.append(await measure(target, shape, warm_s=0.5, drain_s=10.0))
+                    bare.append(
+                        await bare_rate(ctx.database_url, BARE_WRITERS, 1, shape.duration_s)
+                    )
+            finally:
+                await target.stop()
+            await finish(writers)
     finally:
         await pool.close()
 

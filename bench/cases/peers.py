@@ -51,7 +51,7 @@ from bench.core import (
     ratio,
     row,
 )
-from bench.genstream import claimed_generations, finish
+from bench.genstream import claimed_generations, finish, worker_writers
 from bench.load import Measurement, Shape, measure
 from bench.peer_load import (
     PROBE_BYTES,
@@ -169,22 +169,27 @@ async def _delivery_and_catch_up(
     pool = await bench_pool(ctx.database_url)
     try:
         claims = await claimed_generations(pool, max(size.streams))
-        genstream = await GenstreamTarget.start(ctx.database_url, ctx.work_dir, pool, claims)
-        try:
-            started = time.perf_counter()
-            bare = await BarePostgres.start(ctx.database_url, max(size.streams))
-            others: dict[str, LivePeer] = {**peers.redis, "nats": peers.nats, "postgres": bare}
+        async with worker_writers(pool, claims) as writers:
+            genstream = await GenstreamTarget.start(
+                ctx.database_url, ctx.work_dir, pool, claims, writers
+            )
             try:
-                await _delivery(ctx, size, genstream, others, reads)
+                started = time.perf_counter()
+                bare = await BarePostgres.start(ctx.database_url, max(size.streams))
+                others: dict[str, LivePeer] = {
+                    **peers.redis, "nats": peers.nats, "postgres": bare
+                }  # fmt: skip
+                try:
+                    await _delivery(ctx, size, genstream, others, reads)
+                finally:
+                    await bare.stop()
+                phases["delivery"] = time.perf_counter() - started
+                started = time.perf_counter()
+                await _catch_up(ctx, size, peers, genstream, reads.catch_up)
+                phases["catch-up"] = time.perf_counter() - started
             finally:
-                await bare.stop()
-            phases["delivery"] = time.perf_counter() - started
-            started = time.perf_counter()
-            await _catch_up(ctx, size, peers, genstream, reads.catch_up)
-            phases["catch-up"] = time.perf_counter() - started
-        finally:
-            await genstream.stop()
-        await finish(genstream.writers)
+                await genstream.stop()
+            await finish(writers)
     finally:
         await pool.close()
     return reads

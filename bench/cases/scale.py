@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from bench.cases.streaming import LATENCY_COLUMNS, latency_cells, measurement_row
 from bench.core import Context, Outcome, Summary, Table, fmt_summary, ratio, row
-from bench.genstream import claimed_generations, emitters, finish
+from bench.genstream import claimed_generations, finish, worker_writers
 from bench.load import Measurement, Shape, measure
 from bench.load import timing as load_timing
 from bench.processes import ServerProcess
@@ -147,15 +147,15 @@ async def run(ctx: Context) -> Outcome:
     runs: dict[tuple[int, str], list[Run]] = {}
     try:
         claims = await claimed_generations(pool, max(counts))
-        writers = emitters(pool, claims)
-        for rep in ctx.reps():
-            for count in counts:
-                shape = Shape("spread", count, RATE, duration)
-                order = NAMES if rep % 2 == 0 else NAMES[::-1]
-                for name in order:
-                    result = await _one(ctx, name, shape, pool, claims, writers, drain_s)
-                    runs.setdefault((count, name), []).append(result)
-        await finish(writers)
+        async with worker_writers(pool, claims) as writers:
+            for rep in ctx.reps():
+                for count in counts:
+                    shape = Shape("spread", count, RATE, duration)
+                    order = NAMES if rep % 2 == 0 else NAMES[::-1]
+                    for name in order:
+                        result = await _one(ctx, name, shape, pool, claims, writers, drain_s)
+                        runs.setdefault((count, name), []).append(result)
+            await finish(writers)
     finally:
         await pool.close()
 

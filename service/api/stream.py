@@ -199,9 +199,11 @@ async def frames(
             metrics.FRAMES_SENT.inc(len(item))
             if item[-1].is_terminal:
                 reason = "terminal"
+            # Looked up before the write: the edge may forget it while the write waits.
+            heard_at = services.hub.heard_at(generation_id, item)
             # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
             yield "".join(map(frame, item)).encode()
-            _observe_delivery(item, opened_at)  # written: the client has been sent it
+            _observe_delivery(item, opened_at, heard_at)  # written: the client has it
         if reason != "terminal":
             reason = "shutdown" if services.hub.closing else "ended"
     except Exception:
@@ -257,17 +259,23 @@ class OpenStreams:
 metrics.STREAMS_OPEN.read_from(OpenStreams, lambda: [((), OpenStreams.count)])
 
 
-def _observe_delivery(page: list[StoredEvent], opened_at: float) -> None:
+def _observe_delivery(page: list[StoredEvent], opened_at: float, heard_at: float | None) -> None:
     """One observation per write (a page's frames go out in one): from the append of the
     oldest event in it that was appended after the stream opened (a replay of history is not
     a delivery) to now, an upper bound for the page's other events. Per event it cost 0.35 µs
-    each, 4 µs for a page of ten, a quarter of a send's CPU when a generation saturates."""
+    each, 4 µs for a page of ten, a quarter of a send's CPU when a generation saturates.
+    And from the commit's notification (``Hub.heard_at``) to now: the stream path alone."""
     if page[-1].at < opened_at:
         return  # all history
     oldest = page[0]
     if oldest.at < opened_at:
         oldest = next(event for event in page if event.at >= opened_at)
-    metrics.DELIVERY_LAG.observe(time.time() - oldest.at)
+    now = time.time()
+    metrics.DELIVERY_LAG.observe(now - oldest.at)
+    if heard_at is not None:
+        # Not below zero: an event read before its own notification arrived (a read woken
+        # by an earlier one found it committed) was written before it was heard of.
+        metrics.STREAM_WRITE_LAG.observe(max(now - heard_at, 0.0))
 
 
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")  # where SSE ends a line

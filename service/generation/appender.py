@@ -22,6 +22,11 @@ What each writer gets is what ``event_log.append`` would have told it alone:
   keys stored, a deadlock, a bad value), nothing of it was stored: each append is sent again
   alone, where ``append`` recognises a stored batch by its keys and an error stays with the
   append that caused it.
+* A run's row held elsewhere (an operator's open transaction, a repair) is waited for
+  ``event_log.BRIEF_LOCK_TIMEOUT`` at most, then that statement's appends go on *aside*: each
+  alone, in a task of its own, waiting as long as it takes, while the groups go on without
+  them (a run with an append aside has its next one wait). One held row costs the other runs
+  of the process a second, not every run the 60 s of a statement timeout.
 * If the connection is lost, every writer of the group gets ``StoreUnavailable`` (the commit
   may or may not have happened, for all of them at once) and retries with the same keys, as
   ``LogEmitter`` always did.
@@ -73,6 +78,7 @@ class Appender:
         self._pool = pool
         self._waiting: list[_Waiting] = []  # in the order the appends were made
         self._in_flight: list[_Waiting] = []
+        self._aside: dict[UUID, asyncio.Task[None]] = {}  # runs with an append sent alone
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -81,14 +87,16 @@ class Appender:
 
     async def stop(self) -> None:
         """Stop sending; a writer still waiting is cancelled as the process's end would."""
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [task for task in (self._task, *self._aside.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
         for waiting in [*self._in_flight, *self._waiting]:
             waiting.done.cancel()
-        self._in_flight, self._waiting = [], []
+        self._in_flight, self._waiting, self._aside = [], [], {}
 
     async def append(
         self,
@@ -143,11 +151,15 @@ class Appender:
             if waiting.done.done():
                 continue  # its writer took it back
             parameters = waiting.parameters
+            run = parameters.generation_id
             size = len(parameters.event_types)
-            if parameters.generation_id in runs or (
-                group and (len(group) >= GROUP_APPENDS_MAX or events + size > GROUP_EVENTS_MAX)
+            if (
+                run in runs
+                or run in self._aside
+                or (group and (len(group) >= GROUP_APPENDS_MAX or events + size > GROUP_EVENTS_MAX))
             ):
                 later.append(waiting)
+                runs.add(run)  # its run's later appends wait behind it: one run, in order
                 continue
             waiting.sent = True
             group.append(waiting)
@@ -158,33 +170,58 @@ class Appender:
 
     async def _send(self, group: list[_Waiting]) -> None:
         metrics.APPEND_GROUP_SIZE.observe(len(group))
-        if len(group) == 1:
-            await self._send_alone(group[0])
-            return
         try:
             async with connection(self._pool) as conn:
-                outcomes = await event_log.append_many(conn, [w.parameters for w in group])
+                if len(group) == 1:  # the statement a lone writer always had
+                    outcomes: list[Appended | Exception] = [
+                        await event_log.append_prepared(
+                            conn, group[0].parameters, for_appender=True
+                        )
+                    ]
+                else:
+                    outcomes = [*await event_log.append_many(conn, [w.parameters for w in group])]
         except StoreUnavailable as exc:
             for waiting in group:
                 _settle(waiting, StoreUnavailable(str(exc)))
             return
+        except asyncpg.LockNotAvailableError:
+            log.warning("append.row_held", appends=len(group))
+            self._set_aside(group)
+            return
         except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0], exc)
+                return
             if not _is_replay(exc):
                 log.warning("append.group_failed", appends=len(group), error=str(exc))
-            for waiting in group:
-                await self._send_alone(waiting)
+            self._set_aside(group)
             return
         for waiting, outcome in zip(group, outcomes, strict=True):
             _settle(waiting, outcome)
+
+    def _set_aside(self, group: list[_Waiting]) -> None:
+        """Each append of ``group`` alone, in a task of its own: the next groups need not
+        wait for them (``_take`` holds their runs' next appends back until they are done)."""
+        for waiting in group:
+            run = waiting.parameters.generation_id
+            self._aside[run] = asyncio.create_task(
+                self._send_alone(waiting), name=f"genstream-append-{run}"
+            )
 
     async def _send_alone(self, waiting: _Waiting) -> None:
         try:
             async with connection(self._pool) as conn:
                 appended = await event_log.append_prepared(conn, waiting.parameters)
+        except asyncio.CancelledError:
+            waiting.done.cancel()  # stop(): its writer is told as the waiting ones are
+            raise
         except Exception as exc:
             _settle(waiting, exc)
         else:
             _settle(waiting, appended)
+        finally:
+            self._aside.pop(waiting.parameters.generation_id, None)
+            self._arrived.set()  # its run's next append may go now
 
 
 def _settle(waiting: _Waiting, outcome: Appended | Exception) -> None:

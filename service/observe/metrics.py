@@ -240,7 +240,8 @@ def _gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
 # --- the log ------------------------------------------------------------------------------------
 EVENTS_APPENDED = _counter("genstream_events_appended", "Events appended, by type.", ["type"])
 APPEND_SECONDS = _histogram(
-    "genstream_append_duration_seconds", "One append statement, sent to committed."
+    "genstream_append_duration_seconds",
+    "One append's statement, sent to committed (a grouped append: its group's statement).",
 )
 APPEND_GROUP_SIZE = _histogram(
     "genstream_append_group_appends",
@@ -280,6 +281,14 @@ DELIVERY_LAG = _histogram(
     "From an event's append (its row's created_at, taken in the append's statement just "
     "before COMMIT) to the write of its frame, for events appended after the stream opened; "
     "one observation per write, for the oldest such event in it.",
+)
+STREAM_WRITE_LAG = _histogram(
+    "genstream_stream_write_lag_seconds",
+    "From the arrival of the notification announcing an event (PostgreSQL sends it at the "
+    "commit) to the write of its frame: the stream path's own share of a delivery, apart from "
+    "the commit's WAL flush; one observation per write at the live edge, for the oldest "
+    "announced event in it.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 CATCHUP_PAGES = _counter(
     "genstream_catchup_pages", "Pages a stream read on its own (behind the live edge)."

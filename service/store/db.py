@@ -85,6 +85,7 @@ SELECT current_setting('extra_float_digits')
 # few arrays built in (text[], oid[]) and learns the others from the catalog.
 SELECT_ARRAY_TYPES = """
 SELECT
+    NULL::bool[],
     NULL::int4[],
     NULL::int8[],
     NULL::float8[],

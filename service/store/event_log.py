@@ -40,7 +40,7 @@ from uuid import UUID
 
 import asyncpg
 
-from service.errors import GenerationFinished, Gone, LeaseLost, NotFound
+from service.errors import GenerationFinished, Gone, LeaseLost, NotFound, StoreUnavailable
 from service.events import TERMINAL_TYPES, EventType, NewEvent, NewFile, Status
 from service.observe import metrics, traces
 from service.store import retention
@@ -272,6 +272,21 @@ FROM generation
     AppendParameters._fields,
 )
 
+# How long a statement of the appender waits for a run's row (set for its own transaction, by
+# the first row it reads, so before any lock wait): a row held for long (an operator's open
+# transaction, a repair) must cost the other runs of the process a moment, not the 60 s of
+# ``command_timeout``; the append that met it goes on alone, waiting as long as it takes.
+BRIEF_LOCK_TIMEOUT = "1s"
+_BRIEFLY = f"set_config('lock_timeout', '{BRIEF_LOCK_TIMEOUT}', true) IS NOT NULL"
+
+# INSERT_EVENTS that gives up on a row lock after BRIEF_LOCK_TIMEOUT (LockNotAvailableError).
+INSERT_EVENTS_BRIEFLY = INSERT_EVENTS.replace(
+    "      AND status NOT IN ('succeeded', 'failed', 'cancelled')\n",
+    f"      AND status NOT IN ('succeeded', 'failed', 'cancelled')\n      AND {_BRIEFLY}\n",
+    1,
+)
+assert INSERT_EVENTS_BRIEFLY != INSERT_EVENTS
+
 
 class ManyParameters(NamedTuple):
     """APPEND_MANY's parameters: its appends' AppendParameters laid end to end; a file is
@@ -336,11 +351,14 @@ WITH RECURSIVE member AS (
 -- The rows locked in id order before any is updated, as every statement that updates many
 -- runs' rows does (generations.UPDATE_RENEW_LEASES): an UPDATE alone locks in its plan's
 -- order (the members' order through an index, the table's through a scan), and a lease
--- renewal of the same runs locking in another order could deadlock with the group.
+-- renewal of the same runs locking in another order could deadlock with the group. A row
+-- held elsewhere is waited for BRIEF_LOCK_TIMEOUT at most (the appender then sends each
+-- append alone).
 locked AS (
     SELECT id
     FROM generations
     WHERE id = ANY(:generation_ids::uuid[])
+      AND {_BRIEFLY}
     ORDER BY id
     FOR UPDATE
 ),
@@ -792,13 +810,22 @@ async def append(
     )
 
 
-async def append_prepared(conn: Connection, parameters: AppendParameters) -> Appended:
-    """``append`` of a batch already through ``prepare``."""
+async def append_prepared(
+    conn: Connection, parameters: AppendParameters, *, for_appender: bool = False
+) -> Appended:
+    """``append`` of a batch already through ``prepare``. ``for_appender``: sent by the
+    appender's task, which traces the append in the writer's own (no span here: it would be
+    a trace of its own), and which a row held elsewhere must not keep for long (it waits
+    ``BRIEF_LOCK_TIMEOUT``, then raises ``asyncpg.LockNotAvailableError``)."""
     generation_id = parameters.generation_id
     started = time.perf_counter()
     try:
-        with traces.span("append", generation_id=generation_id, events=len(parameters.event_types)):
-            row = await conn.fetchrow(INSERT_EVENTS, *parameters)
+        if for_appender:
+            row = await conn.fetchrow(INSERT_EVENTS_BRIEFLY, *parameters)
+        else:
+            events = len(parameters.event_types)
+            with traces.span("append", generation_id=generation_id, events=events):
+                row = await conn.fetchrow(INSERT_EVENTS, *parameters)
     except asyncpg.UniqueViolationError as exc:
         if not (exc.constraint_name or "").endswith(IDEMPOTENCY_INDEX_SUFFIX):
             raise
@@ -812,7 +839,9 @@ async def append_prepared(conn: Connection, parameters: AppendParameters) -> App
     return Appended(last_seq=row["last_seq"], cancel_requested=row["cancel_requested"])
 
 
-Refused: TypeAlias = GenerationFinished | LeaseLost | NotFound | Gone
+# What ``append_many`` answers for an append it did not store (StoreUnavailable: refused,
+# but why could not be read back; a retry with the same keys is told).
+Refused: TypeAlias = GenerationFinished | LeaseLost | NotFound | Gone | StoreUnavailable
 
 
 async def append_many(
@@ -837,22 +866,32 @@ async def append_many(
         raise ValueError("append_many takes each generation once: send its next batch after")
     parameters = _many_parameters(appends)
     started = time.perf_counter()
-    with traces.span("append_many", appends=len(appends), events=len(parameters.event_types)):
-        rows = await conn.fetch(APPEND_MANY, *parameters)
+    # No span: a group serves many runs' traces; each writer's ``append`` span covers it.
+    rows = await conn.fetch(APPEND_MANY, *parameters)
     seconds = time.perf_counter() - started
     stored = {row["member"]: row for row in rows}
-    outcomes: list[Appended | Refused] = []
+    outcomes: list[Appended | Refused | None] = []
     for member, one in enumerate(appends, start=1):
         metrics.APPEND_SECONDS.observe(seconds)  # each append's statement, as ``append``'s
         if (row := stored.get(member)) is not None:
             _count_appended(one)
             outcomes.append(Appended(row["last_seq"], row["cancel_requested"]))
+        else:
+            outcomes.append(None)
+    # Committed: from here on, an error reading why an append was refused is that append's
+    # alone (its writer retries with its keys and is told then), never the group's.
+    done: list[Appended | Refused] = []
+    for outcome, one in zip(outcomes, appends, strict=True):
+        if outcome is not None:
+            done.append(outcome)
             continue
         try:
-            outcomes.append(await _refusal(conn, one.generation_id, one.fence))
+            done.append(await _refusal(conn, one.generation_id, one.fence))
         except (NotFound, Gone) as missing:
-            outcomes.append(missing)
-    return outcomes
+            done.append(missing)
+        except Exception as exc:
+            done.append(StoreUnavailable(f"why the append was refused is unknown: {exc!r}"))
+    return done
 
 
 def _count_appended(parameters: AppendParameters) -> None:

@@ -29,9 +29,11 @@ batch of runs it has not seen) and wakes that owner's watches. Nobody watching: 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import contextvars
 import logging
+import time
 from collections import OrderedDict
 from typing import Final
 from uuid import UUID
@@ -200,6 +202,7 @@ class LiveEdge:
         "events",
         "fresh_version",
         "generation_id",
+        "heard",
         "notified_seq",
         "subscribers",
         "version",
@@ -213,6 +216,9 @@ class LiveEdge:
         self.notified_seq = 0
         self.base: int | None = None
         self.events: list[StoredEvent] = []
+        # (seq, time.time()) of each notification as it arrived, newest last, kept as long as
+        # the events they announce (``_trim``): when each committed event was heard of.
+        self.heard: list[tuple[int, float]] = []
         self._reading: _Read | None = None
 
     @property
@@ -305,6 +311,8 @@ class Hub:
         if edge is None:
             return
         if last_seq is not None:
+            if not edge.heard or last_seq > edge.heard[-1][0]:
+                edge.heard.append((last_seq, time.time()))
             tail = edge.tail
             if tail is not None and last_seq <= tail:
                 return
@@ -482,6 +490,22 @@ class Hub:
         if keep_after > base:
             del edge.events[: keep_after - base]
             edge.base = keep_after
+        heard = edge.heard
+        if heard and heard[0][0] <= keep_after:
+            del heard[: bisect.bisect_right(heard, keep_after, key=_seq)]
+
+    def heard_at(self, generation_id: UUID, page: list[StoredEvent]) -> float | None:
+        """When the notification of the oldest event in ``page`` that one announced arrived
+        (PostgreSQL sends it at the commit); None for a page no notification here announced
+        (a catch-up of history). The stream's own share of a delivery starts there."""
+        edge = self._edges.get(generation_id)
+        if edge is None or not edge.heard:
+            return None
+        heard = edge.heard
+        at = bisect.bisect_left(heard, page[0].seq, key=_seq)
+        if at == len(heard) or heard[at][0] > page[-1].seq:
+            return None
+        return heard[at][1]
 
     async def _read(self, generation_id: UUID, after: int) -> list[StoredEvent]:
         self.reads += 1
@@ -536,3 +560,7 @@ class Hub:
                     log.debug("woke %d generation(s) behind their log", behind)
             except StoreUnavailable as exc:
                 log.info("lost wake-up check skipped: %s", exc)
+
+
+def _seq(heard: tuple[int, float]) -> int:
+    return heard[0]

@@ -94,6 +94,10 @@ async def test_a_generation_and_its_stream_move_each_counter_by_what_they_did(
     delivered = moved(before, after, "genstream_delivery_lag_seconds_count")
     assert 1 <= delivered <= len(events)  # those appended after the stream opened
     assert moved(before, after, "genstream_delivery_lag_seconds_sum") < delivered * 5.0
+    # The stream path's share, from each commit's notification: writes at the live edge.
+    written = moved(before, after, "genstream_stream_write_lag_seconds_count")
+    assert 1 <= written <= delivered
+    assert moved(before, after, "genstream_stream_write_lag_seconds_sum") < written * 1.0
 
     assert moved(before, after, "genstream_claims_total") == 1
     assert moved(before, after, "genstream_resumes_total") == 0

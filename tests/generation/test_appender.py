@@ -67,10 +67,12 @@ class Statements:
                 self.after()
             return outcomes
 
-        async def append_prepared(conn: Connection, parameters: AppendParameters) -> Appended:
+        async def append_prepared(
+            conn: Connection, parameters: AppendParameters, **options: bool
+        ) -> Appended:
             self.alone.append(parameters.generation_id)
             await self._hold(conn)
-            return await real_alone(conn, parameters)
+            return await real_alone(conn, parameters, **options)
 
         monkeypatch.setattr(event_log, "append_many", append_many)
         monkeypatch.setattr(event_log, "append_prepared", append_prepared)
@@ -170,6 +172,41 @@ async def test_a_refused_append_raises_lease_lost_in_its_writer_alone(
     assert [d.get("n") for d in await events_data(pool, claims[2].id)] == [None, 2]
 
 
+@pytest.mark.parametrize("others", [0, 2], ids=["alone", "in-a-group"])
+async def test_a_run_whose_row_is_held_elsewhere_waits_aside_and_the_others_go_on(
+    pool: Pool, appender: Appender, others: int
+) -> None:
+    """A row locked by another transaction (an operator's, a repair) holds its own run's
+    append until it is released, and the other runs' appends for a moment at most."""
+    held, *rest = await claimed_runs(pool, 1 + others)
+    async with pool.acquire() as locker:
+        transaction = locker.transaction()
+        await transaction.start()
+        try:
+            await locker.execute("SELECT 1 FROM generations WHERE id = $1 FOR UPDATE", held.id)
+            waiting = asyncio.create_task(appender.append(held.id, [delta(0)], fence=1))
+            first = [appender.append(claim.id, [delta(1)], fence=1) for claim in rest]
+            await asyncio.gather(*first)
+            # The held run is aside now: the others' next appends do not wait for it.
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for n in range(3):
+                await asyncio.gather(*(appender.append(c.id, [delta(n)], fence=1) for c in rest))
+                if not rest:
+                    (alone,) = await claimed_runs(pool, 1)
+                    await appender.append(alone.id, [delta(n)], fence=1)
+            assert loop.time() - started < 2.0, "later appends waited for the held row"
+            assert not waiting.done()
+        finally:
+            await transaction.commit()
+        appended = await asyncio.wait_for(waiting, 10)
+
+    assert appended == Appended(2, False)
+    assert [d.get("n") for d in await events_data(pool, held.id)] == [None, 0]
+    for claim in rest:
+        assert [d.get("n") for d in await events_data(pool, claim.id)] == [None, 1, 0, 1, 2]
+
+
 async def test_a_group_whose_statement_fails_is_sent_again_one_by_one(
     pool: Pool, appender: Appender, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -191,7 +228,8 @@ async def test_a_group_whose_statement_fails_is_sent_again_one_by_one(
         return_exceptions=True,
     )
     assert statements.groups == [[replayed, fresh, fenced, also_fresh]]
-    assert statements.alone == [replayed, fresh, fenced, also_fresh]
+    # Each alone, side by side: in any order.
+    assert sorted(statements.alone) == sorted([replayed, fresh, fenced, also_fresh])
     assert outcomes[0] == first == Appended(3, False)
     assert outcomes[1] == Appended(2, False)
     assert isinstance(outcomes[2], LeaseLost)

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from service.errors import GenerationFinished, LeaseLost, NotFound
+from service.errors import GenerationFinished, LeaseLost, NotFound, StoreUnavailable
 from service.events import EventType, NewEvent, NewFile
 from service.generation.runner import LogEmitter
 from service.observe import metrics
@@ -652,6 +652,35 @@ async def test_append_many_refuses_a_lost_fence_a_finished_run_and_a_missing_one
     assert await all_seqs(pool, lost) == [1]
     assert await all_seqs(pool, finished) == [1, 2]
     assert await all_seqs(pool, other) == [1, 2]
+
+
+async def test_append_many_keeps_an_error_reading_a_refusal_to_that_append(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the commit, a failed read of why one append was refused is that append's: the
+    others were stored and are told so (and counted), not sent again."""
+    lost, stored_after = await new_generation(pool), await new_generation(pool)
+    stored_before = await new_generation(pool)
+
+    async def failing_refusal(*_: object) -> Exception:
+        raise RuntimeError("the read of the refused row failed")
+
+    monkeypatch.setattr(event_log, "_refusal", failing_refusal)
+    notifies = metrics.NOTIFIES_SENT.value()
+    async with pool.acquire() as conn:
+        outcomes = await event_log.append_many(
+            conn,
+            [
+                event_log.prepare(stored_before, [delta(1)]),
+                event_log.prepare(lost, [delta(1)], fence=7),
+                event_log.prepare(stored_after, [delta(1)]),
+            ],
+        )
+    assert outcomes[0] == event_log.Appended(last_seq=2, cancel_requested=False)
+    assert isinstance(outcomes[1], StoreUnavailable)
+    assert outcomes[2] == event_log.Appended(last_seq=2, cancel_requested=False)
+    assert metrics.NOTIFIES_SENT.value() - notifies == 2
+    assert await all_seqs(pool, lost) == [1]
 
 
 async def test_append_many_says_a_cancel_was_asked_of_the_run_that_was_asked(pool: Pool) -> None:

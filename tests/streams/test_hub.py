@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator
 from uuid import UUID, uuid4
 
@@ -194,6 +195,50 @@ async def test_a_wake_up_for_events_already_read_costs_nothing(pool: Pool) -> No
     assert await follower.wait(0.01) is False
     assert await take(hub, follower) == []
     assert hub.reads == reads
+
+
+async def test_a_page_is_heard_of_when_the_notification_of_its_oldest_event_arrived(
+    pool: Pool,
+) -> None:
+    """``heard_at``: where the stream path's own share of a delivery starts (the commit's
+    notification), for each page at the live edge; none for history nobody announced."""
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    follower = hub.subscribe(generation_id)
+    history = await hub.page_after(follower, follower.edge.version)
+    assert [event.seq for event in history] == [1]
+    assert hub.heard_at(generation_id, history) is None, "seq 1 was never announced here"
+    follower.position = 1
+
+    heard = []
+    for n in range(3):
+        last_seq = await append(pool, generation_id, delta(n))
+        before = time.time()
+        hub.wake(generation_id, last_seq)
+        heard.append((before, time.time()))
+    page = await hub.page_after(follower, follower.edge.version)
+
+    assert [event.seq for event in page] == [2, 3, 4]
+    at = hub.heard_at(generation_id, page)
+    assert at is not None
+    assert heard[0][0] <= at <= heard[0][1], "the oldest event's notification, not a later one"
+    later = hub.heard_at(generation_id, page[1:])
+    assert later is not None
+    assert heard[1][0] <= later <= heard[1][1]
+    assert hub.heard_at(generation_id, history) is None, "an older page is no later one's"
+    assert hub.heard_at(uuid4(), page) is None
+
+
+async def test_what_was_heard_is_forgotten_with_the_events_it_announced(pool: Pool) -> None:
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    follower = hub.subscribe(generation_id)
+    for n in range(20):
+        last_seq = await append(pool, generation_id, delta(n))
+        hub.wake(generation_id, last_seq)
+        assert await take(hub, follower)
+    assert len(follower.edge.heard) <= 2
+    assert all(seq > (follower.edge.base or 0) for seq, _ in follower.edge.heard)
 
 
 async def test_a_wake_up_that_lands_during_a_shared_read_makes_the_next_read_happen(
