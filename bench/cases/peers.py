@@ -38,7 +38,7 @@ from typing import Any
 from uuid import UUID
 
 from bench import peer_nats, peer_redis
-from bench.appends import bare_rate, service_rate
+from bench.appends import bare_rate, grouped_rate
 from bench.cases.catchup import make_generation, read_bare, read_sse
 from bench.cases.streaming import measurement_row, summary
 from bench.core import (
@@ -137,13 +137,14 @@ async def _throughput(
     ctx: Context, size: Sizes, peers: Peers
 ) -> dict[tuple[int, str], list[float]]:
     """Shape 1: events/s by (writers, system). genstream and the bare reference are case 1's
-    own measurements at one event per append."""
+    own measurements at one event per append: genstream through the appender, as a worker's
+    runs append (group commit), the bare loop each writer committing alone."""
     rates: dict[tuple[int, str], list[float]] = {}
     for rep in ctx.reps():
         for writers in WRITERS:
             for system in _rotated(rep):
                 if system == "genstream":
-                    rate = await service_rate(ctx.database_url, writers, 1, size.window_s)
+                    rate = await grouped_rate(ctx.database_url, writers, 1, size.window_s)
                 elif system == "postgres":
                     rate = await bare_rate(ctx.database_url, writers, 1, size.window_s)
                 elif system == "nats":
