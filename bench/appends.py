@@ -25,9 +25,11 @@ from bench.genstream import (
     emitters,
     finish,
     finished,
+    worker_writers,
 )
 from service.events import NewEvent
 from service.generation.appender import Appender
+from service.generation.runner import LogEmitter
 from service.store import event_log
 from service.store.db import asyncpg_dsn, create_pool
 
@@ -63,16 +65,7 @@ async def service_rate(database_url: str, writers: int, batch: int, seconds: flo
     pool = await create_pool(database_url, min_size=writers, max_size=writers)
     try:
         claims = await claimed_generations(pool, writers)
-        log_emitters = emitters(pool, claims)
-        events: tuple[NewEvent, ...] = tuple(delta() for _ in range(batch))
-
-        async def append_once(k: int) -> int:
-            await log_emitters[k].emit(*events)
-            return batch
-
-        rate = await run_writers(writers, append_once, seconds)
-        await finish(log_emitters)
-        return rate
+        return await _emit_rate(emitters(pool, claims), batch, seconds)
     finally:
         await pool.close()
 
@@ -82,23 +75,25 @@ async def grouped_rate(database_url: str, writers: int, batch: int, seconds: flo
     process's ``Appender``, which sends whatever waits as one ``event_log.append_many`` (one
     statement, one commit) while the group before it is in flight."""
     pool = await create_pool(database_url, min_size=1, max_size=4)
-    appender = Appender(pool)
-    appender.start()
     try:
         claims = await claimed_generations(pool, writers)
-        log_emitters = emitters(pool, claims, appender)
-        events: tuple[NewEvent, ...] = tuple(delta() for _ in range(batch))
-
-        async def append_once(k: int) -> int:
-            await log_emitters[k].emit(*events)
-            return batch
-
-        rate = await run_writers(writers, append_once, seconds)
-        await finish(log_emitters)
-        return rate
+        async with worker_writers(pool, claims) as log_emitters:
+            return await _emit_rate(log_emitters, batch, seconds)
     finally:
-        await appender.stop()
         await pool.close()
+
+
+async def _emit_rate(log_emitters: list[LogEmitter], batch: int, seconds: float) -> float:
+    """Events/s of every emitter emitting ``batch`` deltas back to back, then each run ended."""
+    events: tuple[NewEvent, ...] = tuple(delta() for _ in range(batch))
+
+    async def append_once(k: int) -> int:
+        await log_emitters[k].emit(*events)
+        return batch
+
+    rate = await run_writers(len(log_emitters), append_once, seconds)
+    await finish(log_emitters)
+    return rate
 
 
 def bare_columns(event: NewEvent, batch: int) -> tuple[list[object], ...]:

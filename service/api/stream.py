@@ -200,7 +200,7 @@ async def frames(
             if item[-1].is_terminal:
                 reason = "terminal"
             # Looked up before the write: the edge may forget it while the write waits.
-            heard_at = services.hub.heard_at(generation_id, item)
+            heard_at = _heard_at(services, generation_id, item, opened_at)
             # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
             yield "".join(map(frame, item)).encode()
             _observe_delivery(item, opened_at, heard_at)  # written: the client has it
@@ -259,6 +259,20 @@ class OpenStreams:
 metrics.STREAMS_OPEN.read_from(OpenStreams, lambda: [((), OpenStreams.count)])
 
 
+def _heard_at(
+    services: Services, generation_id: UUID, page: list[StoredEvent], opened_at: float
+) -> float | None:
+    """When the notification of the page's oldest event appended since the stream opened
+    arrived (``Hub.heard_at``); None for history, or a notification heard before the stream
+    opened (a reconnect onto an edge others had read: that wait was not this stream's)."""
+    if page[-1].at < opened_at:
+        return None
+    if page[0].at < opened_at:
+        page = page[next(i for i, event in enumerate(page) if event.at >= opened_at) :]
+    heard_at = services.hub.heard_at(generation_id, page)
+    return heard_at if heard_at is not None and heard_at >= opened_at else None
+
+
 def _observe_delivery(page: list[StoredEvent], opened_at: float, heard_at: float | None) -> None:
     """One observation per write (a page's frames go out in one): from the append of the
     oldest event in it that was appended after the stream opened (a replay of history is not
@@ -273,8 +287,7 @@ def _observe_delivery(page: list[StoredEvent], opened_at: float, heard_at: float
     now = time.time()
     metrics.DELIVERY_LAG.observe(now - oldest.at)
     if heard_at is not None:
-        # Not below zero: an event read before its own notification arrived (a read woken
-        # by an earlier one found it committed) was written before it was heard of.
+        # Not below zero: wall clocks can step back.
         metrics.STREAM_WRITE_LAG.observe(max(now - heard_at, 0.0))
 
 

@@ -24,7 +24,8 @@ What each writer gets is what ``event_log.append`` would have told it alone:
   append that caused it.
 * A run's row held elsewhere (an operator's open transaction, a repair) is waited for
   ``event_log.BRIEF_LOCK_TIMEOUT`` at most, then that statement's appends go on *aside*: each
-  alone, in a task of its own, waiting as long as it takes, while the groups go on without
+  alone, in a task of its own, waiting as a lone append always did (up to the statement
+  timeout; then ``LogEmitter`` retries it), while the groups go on without
   them (a run with an append aside has its next one wait). One held row costs the other runs
   of the process a second, not every run the 60 s of a statement timeout.
 * If the connection is lost, every writer of the group gets ``StoreUnavailable`` (the commit
@@ -78,7 +79,8 @@ class Appender:
         self._pool = pool
         self._waiting: list[_Waiting] = []  # in the order the appends were made
         self._in_flight: list[_Waiting] = []
-        self._aside: dict[UUID, asyncio.Task[None]] = {}  # runs with an append sent alone
+        # Runs with an append sent alone, in a task of its own (``_set_aside``).
+        self._aside: dict[UUID, tuple[asyncio.Task[None], _Waiting]] = {}
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -87,15 +89,16 @@ class Appender:
 
     async def stop(self) -> None:
         """Stop sending; a writer still waiting is cancelled as the process's end would."""
-        tasks = [task for task in (self._task, *self._aside.values()) if task is not None]
+        aside = [waiting for _, waiting in self._aside.values()]
+        tasks = [task for task in (self._task, *(t for t, _ in self._aside.values())) if task]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._task = None
-        for waiting in [*self._in_flight, *self._waiting]:
-            waiting.done.cancel()
+        for waiting in [*self._in_flight, *self._waiting, *aside]:
+            waiting.done.cancel()  # an aside task cancelled before it ran settles nothing
         self._in_flight, self._waiting, self._aside = [], [], {}
 
     async def append(
@@ -175,7 +178,7 @@ class Appender:
                 if len(group) == 1:  # the statement a lone writer always had
                     outcomes: list[Appended | Exception] = [
                         await event_log.append_prepared(
-                            conn, group[0].parameters, for_appender=True
+                            conn, group[0].parameters, briefly=True, traced=False
                         )
                     ]
                 else:
@@ -204,14 +207,13 @@ class Appender:
         wait for them (``_take`` holds their runs' next appends back until they are done)."""
         for waiting in group:
             run = waiting.parameters.generation_id
-            self._aside[run] = asyncio.create_task(
-                self._send_alone(waiting), name=f"genstream-append-{run}"
-            )
+            task = asyncio.create_task(self._send_alone(waiting), name=f"genstream-append-{run}")
+            self._aside[run] = (task, waiting)
 
     async def _send_alone(self, waiting: _Waiting) -> None:
         try:
             async with connection(self._pool) as conn:
-                appended = await event_log.append_prepared(conn, waiting.parameters)
+                appended = await event_log.append_prepared(conn, waiting.parameters, traced=False)
         except asyncio.CancelledError:
             waiting.done.cancel()  # stop(): its writer is told as the waiting ones are
             raise

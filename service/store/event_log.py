@@ -118,6 +118,31 @@ NEXT_EVENT = f"""b.ord,
 # The next event's chain hash: the one before it, then its text (``e``: NEXT_EVENT's row).
 NEXT_CHAIN = f"sha256(chained.c_hash || convert_to({EVENT_BODY}, 'UTF8'))"
 
+# The rows ``chained`` made, stored (FROM, joining ``generation`` to them, follows).
+INSERT_CHAINED = """INSERT INTO generation_events
+        (generation_id, seq, type, status, stage, progress, message, payload, created_at,
+         idempotency_key, chain, owner)
+    SELECT
+        generation.id, c_seq, c_type, c_status, c_stage, c_progress, c_message, c_payload,
+        c_at, c_key, c_hash, generation.owner"""
+
+# The batch's files (``f``: the unnested file arrays, ``ord`` the place of the file.saved
+# event that names each), stored with that event's seq; FROM follows, then FILE_REPLACED.
+INSERT_FILES = """INSERT INTO generated_files
+        (generation_id, path, content, size, sha256, language, seq)
+    SELECT
+        generation.id, f.path, f.content, f.size, f.sha256, f.language,
+        generation.base_seq + f.ord"""
+
+# A path saved again replaces the file: the newest content is the file.
+FILE_REPLACED = """ON CONFLICT (generation_id, path) DO UPDATE
+    SET content = excluded.content,
+        size = excluded.size,
+        sha256 = excluded.sha256,
+        language = excluded.language,
+        seq = excluded.seq,
+        created_at = clock_timestamp()"""
+
 
 class AppendParameters(NamedTuple):
     """INSERT_EVENTS' parameters, one batch for one generation, checked (``prepare``); also
@@ -215,37 +240,13 @@ chained(c_ord, c_seq, c_type, c_status, c_stage, c_progress, c_message, c_payloa
     ) AS e
 ),
 inserted_events AS (
-    INSERT INTO generation_events
-        (generation_id, seq, type, status, stage, progress, message, payload, created_at,
-         idempotency_key, chain, owner)
-    SELECT
-        generation.id,
-        c_seq,
-        c_type,
-        c_status,
-        c_stage,
-        c_progress,
-        c_message,
-        c_payload,
-        c_at,
-        c_key,
-        c_hash,
-        generation.owner
+    {INSERT_CHAINED}
     FROM generation
     CROSS JOIN chained
     WHERE c_ord > 0
 ),
 saved_files AS (
-    INSERT INTO generated_files
-        (generation_id, path, content, size, sha256, language, seq)
-    SELECT
-        generation.id,
-        f.path,
-        f.content,
-        f.size,
-        f.sha256,
-        f.language,
-        generation.base_seq + f.ord
+    {INSERT_FILES}
     FROM generation
     CROSS JOIN unnest(
         :file_paths::text[],
@@ -255,13 +256,7 @@ saved_files AS (
         :file_languages::text[],
         :file_ordinals::int[]
     ) AS f(path, content, size, sha256, language, ord)
-    ON CONFLICT (generation_id, path) DO UPDATE
-    SET content = excluded.content,
-        size = excluded.size,
-        sha256 = excluded.sha256,
-        language = excluded.language,
-        seq = excluded.seq,
-        created_at = clock_timestamp()
+    {FILE_REPLACED}
 )
 SELECT
     generation.last_seq,
@@ -275,17 +270,26 @@ FROM generation
 # How long a statement of the appender waits for a run's row (set for its own transaction, by
 # the first row it reads, so before any lock wait): a row held for long (an operator's open
 # transaction, a repair) must cost the other runs of the process a moment, not the 60 s of
-# ``command_timeout``; the append that met it goes on alone, waiting as long as it takes.
+# ``command_timeout``; the append that met it goes on alone, without it. Once every row is
+# locked the statement sets it back to none (``_UNBOUNDED``): the waits after (a partition
+# being made, and at COMMIT the notify lock, held through every NOTIFYing commit's WAL flush)
+# are no held row, and a slow disk must not fail a group that has done all its work.
 BRIEF_LOCK_TIMEOUT = "1s"
 _BRIEFLY = f"set_config('lock_timeout', '{BRIEF_LOCK_TIMEOUT}', true) IS NOT NULL"
+_UNBOUNDED = "set_config('lock_timeout', '0', true) AS lock_timeout"
 
-# INSERT_EVENTS that gives up on a row lock after BRIEF_LOCK_TIMEOUT (LockNotAvailableError).
+# INSERT_EVENTS that gives up on its row lock after BRIEF_LOCK_TIMEOUT (LockNotAvailableError);
+# the final SELECT reads the UPDATE's row, so it runs once the row is locked.
 INSERT_EVENTS_BRIEFLY = INSERT_EVENTS.replace(
     "      AND status NOT IN ('succeeded', 'failed', 'cancelled')\n",
     f"      AND status NOT IN ('succeeded', 'failed', 'cancelled')\n      AND {_BRIEFLY}\n",
     1,
+).replace(
+    "    generation.cancel_requested,\n    pg_notify(",
+    f"    generation.cancel_requested,\n    {_UNBOUNDED},\n    pg_notify(",
+    1,
 )
-assert INSERT_EVENTS_BRIEFLY != INSERT_EVENTS
+assert INSERT_EVENTS_BRIEFLY.count("set_config") == 2
 
 
 class ManyParameters(NamedTuple):
@@ -427,37 +431,13 @@ chained(c_member, c_ord, c_seq, c_type, c_status, c_stage, c_progress, c_message
     WHERE chained.c_ord < g.events
 ),
 inserted_events AS (
-    INSERT INTO generation_events
-        (generation_id, seq, type, status, stage, progress, message, payload, created_at,
-         idempotency_key, chain, owner)
-    SELECT
-        generation.id,
-        c_seq,
-        c_type,
-        c_status,
-        c_stage,
-        c_progress,
-        c_message,
-        c_payload,
-        c_at,
-        c_key,
-        c_hash,
-        generation.owner
+    {INSERT_CHAINED}
     FROM generation
     JOIN chained ON chained.c_member = generation.member
     WHERE c_ord > 0
 ),
 saved_files AS (
-    INSERT INTO generated_files
-        (generation_id, path, content, size, sha256, language, seq)
-    SELECT
-        generation.id,
-        f.path,
-        f.content,
-        f.size,
-        f.sha256,
-        f.language,
-        generation.base_seq + f.ord
+    {INSERT_FILES}
     FROM generation
     JOIN unnest(
         :file_members::int[],
@@ -469,18 +449,16 @@ saved_files AS (
         :file_ordinals::int[]
     ) AS f(member, path, content, size, sha256, language, ord)
         ON f.member = generation.member
-    ON CONFLICT (generation_id, path) DO UPDATE
-    SET content = excluded.content,
-        size = excluded.size,
-        sha256 = excluded.sha256,
-        language = excluded.language,
-        seq = excluded.seq,
-        created_at = clock_timestamp()
+    {FILE_REPLACED}
 )
 SELECT
     generation.member,
     generation.last_seq,
     generation.cancel_requested,
+    -- Every row of ``locked`` read (so locked) before the timeout goes: see _UNBOUNDED.
+    set_config(
+        'lock_timeout', (SELECT '0' FROM (SELECT count(*) FROM locked) AS all_locked), true
+    ) AS lock_timeout,
     pg_notify('{EVENTS_CHANNEL}', generation.id::text || ':' || generation.last_seq::text)
 FROM generation
 """,
@@ -811,21 +789,26 @@ async def append(
 
 
 async def append_prepared(
-    conn: Connection, parameters: AppendParameters, *, for_appender: bool = False
+    conn: Connection,
+    parameters: AppendParameters,
+    *,
+    briefly: bool = False,
+    traced: bool = True,
 ) -> Appended:
-    """``append`` of a batch already through ``prepare``. ``for_appender``: sent by the
-    appender's task, which traces the append in the writer's own (no span here: it would be
-    a trace of its own), and which a row held elsewhere must not keep for long (it waits
-    ``BRIEF_LOCK_TIMEOUT``, then raises ``asyncpg.LockNotAvailableError``)."""
+    """``append`` of a batch already through ``prepare``. ``briefly``: a row held elsewhere
+    is waited for ``BRIEF_LOCK_TIMEOUT`` at most (then ``asyncpg.LockNotAvailableError``),
+    for the appender's sender. ``traced`` False: no span here (the appender's tasks: the
+    writer's own ``append`` span covers it; one here would be a trace of its own)."""
     generation_id = parameters.generation_id
     started = time.perf_counter()
+    statement = INSERT_EVENTS_BRIEFLY if briefly else INSERT_EVENTS
     try:
-        if for_appender:
-            row = await conn.fetchrow(INSERT_EVENTS_BRIEFLY, *parameters)
+        if not traced:
+            row = await conn.fetchrow(statement, *parameters)
         else:
             events = len(parameters.event_types)
             with traces.span("append", generation_id=generation_id, events=events):
-                row = await conn.fetchrow(INSERT_EVENTS, *parameters)
+                row = await conn.fetchrow(statement, *parameters)
     except asyncpg.UniqueViolationError as exc:
         if not (exc.constraint_name or "").endswith(IDEMPOTENCY_INDEX_SUFFIX):
             raise

@@ -807,3 +807,22 @@ async def test_append_many_and_lease_renewals_over_the_same_runs_never_deadlock(
 
     await asyncio.gather(appends(), renewals())
     assert [await all_seqs(pool, run) for run in runs] == [list(range(1, ROUNDS + 2))] * 6
+
+
+async def test_the_appenders_statements_wait_briefly_for_rows_only(pool: Pool) -> None:
+    """Their lock_timeout is set back to none once their rows are locked: waits after that
+    (a partition being made, the notify lock at COMMIT behind a slow WAL flush) are no held
+    row, and must not fail statements that have done their work."""
+    one, other = await new_generation(pool), await new_generation(pool)
+    async with pool.acquire() as conn, conn.transaction():
+        await event_log.append_prepared(
+            conn, event_log.prepare(one, [delta(1)]), briefly=True, traced=False
+        )
+        assert await conn.fetchval("SHOW lock_timeout") == "0"
+        await conn.execute("SET LOCAL lock_timeout = '7s'")
+        await event_log.append_many(
+            conn, [event_log.prepare(run, [delta(2)]) for run in (one, other)]
+        )
+        assert await conn.fetchval("SHOW lock_timeout") == "0"
+    assert await all_seqs(pool, one) == [1, 2, 3]
+    assert await all_seqs(pool, other) == [1, 2]
