@@ -198,7 +198,7 @@ LAYERS = (
     "+ seq from the generation row (UPDATE, row lock)",
     "genstream's statement (+ projection, fence, keys)",
     "genstream's path (+ pool, LogEmitter)",
-    "through the appender, alone (+ a hop to its task)",
+    "through the appender, alone (+ a hop to its task, - the acquire: its connection is kept)",
 )
 
 

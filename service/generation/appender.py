@@ -52,7 +52,7 @@ from service.errors import StoreUnavailable
 from service.events import NewEvent, NewFile
 from service.observe import logs, metrics, traces
 from service.store import event_log
-from service.store.db import Pool, connection
+from service.store.db import HeldConnection, Pool, connection
 from service.store.event_log import Appended, AppendParameters
 
 log = logs.get_logger(__name__)
@@ -62,6 +62,10 @@ log = logs.get_logger(__name__)
 # cut in two, each still one commit. The first append waiting always goes, however large.
 GROUP_APPENDS_MAX: Final = 256
 GROUP_EVENTS_MAX: Final = 512
+
+# The groups' connection goes back to the pool once no append came for this long (and at
+# once whenever another task waits for the pool: ``db.HeldConnection``).
+IDLE_RELEASE_S: Final = 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -73,10 +77,12 @@ class _Waiting:
 
 class Appender:
     """One per process (``runtime.py``); ``start`` before the first append, ``stop`` after
-    the last writer has stopped."""
+    the last writer has stopped. From its first append to ``stop`` it keeps one of the pool's
+    connections for its groups (``db.HeldConnection``); appends set aside take others."""
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
+        self._held = HeldConnection(pool)  # the groups' connection, kept between them
         self._waiting: list[_Waiting] = []  # in the order the appends were made
         self._in_flight: list[_Waiting] = []
         # Runs with an append sent alone, in a task of its own (``_set_aside``).
@@ -100,6 +106,7 @@ class Appender:
         for waiting in [*self._in_flight, *self._waiting, *aside]:
             waiting.done.cancel()  # an aside task cancelled before it ran settles nothing
         self._in_flight, self._waiting, self._aside = [], [], {}
+        await self._held.release()
 
     async def append(
         self,
@@ -132,6 +139,13 @@ class Appender:
 
     async def _send_loop(self) -> None:
         while True:
+            if self._held.held and not self._arrived.is_set():
+                try:
+                    async with asyncio.timeout(IDLE_RELEASE_S):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    await self._held.release()
+                    continue
             await self._arrived.wait()
             self._arrived.clear()
             while group := self._take():
@@ -174,7 +188,7 @@ class Appender:
     async def _send(self, group: list[_Waiting]) -> None:
         metrics.APPEND_GROUP_SIZE.observe(len(group))
         try:
-            async with connection(self._pool) as conn:
+            async with self._held.use() as conn:
                 if len(group) == 1:  # the statement a lone writer always had
                     outcomes: list[Appended | Exception] = [
                         await event_log.append_prepared(

@@ -15,14 +15,15 @@ import pytest
 
 from service.errors import LeaseLost, StoreUnavailable
 from service.events import EventType, NewFile
+from service.generation import appender as appender_module
 from service.generation.appender import Appender
 from service.generation.runner import LogEmitter
 from service.observe import metrics
 from service.store import event_log, generations
-from service.store.db import Connection, Pool, asyncpg_dsn, create_pool
+from service.store.db import Connection, Pool, asyncpg_dsn, connection, create_pool
 from service.store.event_log import Appended, AppendParameters
 from service.store.generations import Claimed
-from tests.helpers import Database, delta, new_generation, stored_events
+from tests.helpers import Database, delta, new_generation, stored_events, wait_until
 
 
 @pytest.fixture
@@ -376,6 +377,47 @@ async def test_a_database_restart_mid_group_loses_nothing_committed(
             assert [d.get("n") for d in data[1:]] == [k * 100 + i for i in range(30) for _ in "ab"]
         async with pool.acquire() as conn:
             assert (await event_log.check_chains(conn)).breaks == []
+    finally:
+        await appender.stop()
+        await pool.close()
+
+
+async def test_the_groups_connection_goes_back_to_the_pool_when_wanted_and_when_idle(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender keeps its connection between groups; with a pool of one, another task's
+    unit of work is still served while a run appends back to back, and the connection is the
+    pool's again once the appends stop."""
+    monkeypatch.setattr(appender_module, "IDLE_RELEASE_S", 0.2)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    appender = Appender(pool)
+    appender.start()
+    try:
+        (claim,) = await claimed_runs(pool, 1)
+        emitter = LogEmitter(pool, claim, retry_s=10.0, appender=appender)
+        appended = 0
+        done = asyncio.Event()
+
+        async def write() -> None:
+            nonlocal appended
+            while not done.is_set():
+                await emitter.emit(delta(appended))
+                appended += 1
+
+        def grown(since: int) -> Callable[[], bool]:
+            return lambda: appended > since
+
+        writer = asyncio.create_task(write())
+        await wait_until(lambda: appended >= 3 and pool.get_idle_size() == 0, "appends held it")
+        for _ in range(3):
+            appends_so_far = grown(appended)
+            async with asyncio.timeout(5), connection(pool) as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+            await wait_until(appends_so_far, "the appends go on")
+        done.set()
+        await writer
+        await wait_until(lambda: pool.get_idle_size() == 1, "given back when idle", seconds=5)
+        assert len(await stored_events(pool, claim.id)) == appended + 1
     finally:
         await appender.stop()
         await pool.close()

@@ -8,7 +8,15 @@ import pytest
 from asyncpg import connect_utils
 
 from service.errors import StoreUnavailable
-from service.store.db import Pool, asyncpg_dsn, connection, create_pool, sqlalchemy_url
+from service.store.db import (
+    HeldConnection,
+    Pool,
+    asyncpg_dsn,
+    connection,
+    create_pool,
+    sqlalchemy_url,
+    waiting_for_a_connection,
+)
 from tests.helpers import wait_until
 
 RESETS = ["asyncpg-reset", "genstream"]
@@ -191,4 +199,93 @@ async def test_a_cancel_inside_a_unit_of_work_stays_a_cancel_when_its_connection
             await unit_of_work()
     finally:
         await killer.close()
+        await pool.close()
+
+
+async def test_a_held_connection_serves_unit_after_unit_until_another_task_waits(
+    database_url: str,
+) -> None:
+    """Kept between units (no acquire each time), and given back after the unit during which
+    another task began to wait for the pool: with a pool of one, that task is served."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    held = HeldConnection(pool)
+    try:
+        pids = set()
+        for _ in range(5):
+            async with held.use() as conn:
+                pids.add(await conn.fetchval("SELECT pg_backend_pid()"))
+        assert len(pids) == 1
+        assert held.held
+        assert pool.get_idle_size() == 0
+
+        async def another_unit() -> int:
+            async with connection(pool) as conn:
+                return int(await conn.fetchval("SELECT 1"))
+
+        other = asyncio.create_task(another_unit())
+        await wait_until(lambda: waiting_for_a_connection() == 1, "the other task waits")
+        async with held.use() as conn:
+            await conn.fetchval("SELECT 1")
+        assert not held.held
+        assert await asyncio.wait_for(other, 10) == 1
+        async with held.use() as conn:  # acquired again for the next unit
+            assert await conn.fetchval("SELECT pg_backend_pid()") in pids
+        await held.release()
+        assert pool.get_idle_size() == 1
+    finally:
+        await held.release()
+        await pool.close()
+
+
+async def test_a_held_connection_the_server_dropped_is_store_unavailable_then_replaced(
+    database_url: str,
+) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    held = HeldConnection(pool)
+    killer = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        async with held.use() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+        await killer.execute("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(StoreUnavailable):
+            async with held.use() as conn:
+                await conn.fetchval("SELECT 1")
+        assert not held.held
+        async with held.use() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+    finally:
+        await killer.close()
+        await held.release()
+        await pool.close()
+
+
+async def test_a_unit_cancelled_mid_statement_leaves_nothing_running_on_the_next(
+    database_url: str,
+) -> None:
+    """A cancel leaves the session's state unknown: the connection goes back to the pool
+    (which settles it) and the next unit starts clean."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    held = HeldConnection(pool)
+    side = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+
+        async def slow_unit() -> None:
+            async with held.use() as conn:
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT pg_sleep(30)")
+
+        unit = asyncio.create_task(slow_unit())
+        sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+        await wait_until(lambda: side.fetchval(sleeping + " AND state = 'active'"), "asleep")
+        unit.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await unit
+        assert not held.held
+        async with held.use() as conn:
+            assert await conn.fetchval("SELECT pg_current_xact_id_if_assigned() IS NULL")
+            assert not conn.is_in_transaction()
+        assert await side.fetchval(sleeping + " AND state = 'active'") == 0
+    finally:
+        await side.close()
+        await held.release()
         await pool.close()
