@@ -20,6 +20,7 @@ from service.access.tokens import load_or_create_secret
 from service.api.context import Services, provide_services
 from service.api.feed import feed
 from service.api.generations import GenerationsController
+from service.api.handoff import StreamingApp
 from service.api.health import healthz, readyz
 from service.api.metrics import metrics
 from service.api.nul import refuse_nul
@@ -133,7 +134,7 @@ def create_app(settings: Settings, database_url: str) -> Litestar:
 
     providers = available_providers(settings)
     document = Document(providers=providers)
-    return Litestar(
+    return StreamingApp(
         route_handlers=[
             GenerationsController,
             stream,

@@ -99,7 +99,9 @@ async def test_a_full_run_logs_json_lines_that_name_it_and_carry_no_secret(
             created = response.json()
             token = created["stream_token"]
             stream = f"{API}/{created['id']}/stream"
-            async with client.stream("GET", stream, params={"token": token}) as streamed:
+            async with client.stream(
+                "GET", stream, params={"token": token}, headers={"X-Request-ID": "edge-51e7"}
+            ) as streamed:
                 body = (await streamed.aread()).decode()
             assert "event: generation.succeeded" in body
 
@@ -134,8 +136,10 @@ async def test_a_full_run_logs_json_lines_that_name_it_and_carry_no_secret(
     requests = [line for line in lines["serve-0"] if line["event"] == "request"]
     (created_line,) = [line for line in requests if line["request_id"] == "edge-7f3a"]
     assert (created_line["route"], created_line["status"]) == (API, 201)
-    assert any(line["event"] == "stream.closed" and line["reason"] == "terminal"
-               for line in lines["serve-0"])  # fmt: skip
+    # The stream's body is written after its request's handling returned; its log line still
+    # names the request.
+    (closed,) = [line for line in lines["serve-0"] if line["event"] == "stream.closed"]
+    assert (closed["reason"], closed["request_id"]) == ("terminal", "edge-51e7")
     for process in (serve, worker):
         log = process.log()
         assert api_key not in log

@@ -15,13 +15,13 @@ from uuid import UUID
 from litestar import Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import HeaderParameter, QueryParameter
-from litestar.response import Stream
 from litestar.status_codes import HTTP_201_CREATED
 
 from service.access import keys, tokens
 from service.api.auth import bearer_key, provide_caller
 from service.api.context import Services
 from service.api.cursors import OWNER_CURSOR_MAX_CHARS, decode_owner_cursor, encode_owner_cursor
+from service.api.handoff import HandedOffStream
 from service.api.schemas import API_KEY, OVER_QUOTA, STREAM_TOKEN, StreamToken, problem
 from service.api.stream import (
     KEEPALIVE_FRAME,
@@ -168,7 +168,7 @@ async def stream_all(
             "of its events so far."
         ),
     ] = False,
-) -> Stream:
+) -> HandedOffStream:
     # Both are checked when both are sent: a wrong one is a mistake whichever would win.
     from_query = decode_owner_cursor(after)
     cursor = decode_owner_cursor(last_event_id) if last_event_id else from_query
@@ -178,7 +178,7 @@ async def stream_all(
         metrics.STREAMS_REFUSED.labels("unauthorized").inc()
         raise
     body = owner_frames(services, caller, cursor, snapshot)
-    return Stream(
+    return HandedOffStream(
         with_stream_slot(services, caller, body),
         media_type="text/event-stream",
         headers=SSE_HEADERS,

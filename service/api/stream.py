@@ -16,13 +16,13 @@ from uuid import UUID
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, QueryParameter
-from litestar.response import Stream
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from service.access import keys, tokens
 from service.access.quotas import effective
 from service.api.auth import bearer_key
 from service.api.context import Services
+from service.api.handoff import HandedOffStream
 from service.api.schemas import API_KEY, OVER_QUOTA, STREAM_TOKEN, problem
 from service.errors import (
     GenstreamError,
@@ -363,7 +363,7 @@ async def stream(
             "from the start: with a resume point the caller has its own state."
         ),
     ] = False,
-) -> Response[bytes] | Stream:
+) -> Response[bytes] | HandedOffStream:
     try:
         caller = await authorize(request, services, generation_id, token)
     except Unauthorized:
@@ -393,7 +393,7 @@ async def stream(
         unchecked_key=caller if isinstance(caller, UUID) else None,
         snapshot=snapshot and start == 0,
     )
-    return Stream(
+    return HandedOffStream(
         with_stream_slot(services, caller, body),
         media_type="text/event-stream",
         headers=SSE_HEADERS,

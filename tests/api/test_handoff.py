@@ -1,0 +1,97 @@
+"""``api/handoff.py``: a stream's body written after Litestar's handling returned, over real
+HTTP (uvicorn), with and without ``StreamingApp`` in front."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar, Request, get
+
+from service.api.handoff import HandedOffStream, StreamingApp
+from tests.conftest import serve
+from tests.helpers import wait_until
+
+
+class Probe:
+    """What the handler and its body saw: whether it was called, the body's end."""
+
+    def __init__(self) -> None:
+        self.handled = False
+        self.closed = asyncio.Event()
+        self.release = asyncio.Event()
+
+
+def make_app(app_class: type[Litestar], probe: Probe, chunks: int | None) -> Litestar:
+    """A stream of ``chunks`` chunks (None: a first one, then one more when ``release`` is
+    set, then it waits for ever)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if chunks is not None:
+                for k in range(chunks):
+                    yield f"data: {k}\n\n".encode()
+                return
+            yield b"data: first\n\n"
+            await probe.release.wait()
+            yield b"data: second\n\n"
+            await asyncio.Event().wait()
+        finally:
+            probe.closed.set()
+
+    @get("/stream", media_type="text/event-stream", sync_to_thread=False)
+    def stream(request: Request[Any, Any, Any]) -> HandedOffStream:
+        probe.handled = True
+        return HandedOffStream(body(), media_type="text/event-stream")
+
+    return app_class(route_handlers=[stream])
+
+
+@pytest.mark.parametrize("app_class", [StreamingApp, Litestar])
+async def test_every_chunk_arrives_with_or_without_the_app_in_front(
+    app_class: type[Litestar],
+) -> None:
+    probe = Probe()
+    async with serve(make_app(app_class, probe, 50)) as running, httpx.AsyncClient() as client:
+        response = await client.get(f"{running.base_url}/stream")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text == "".join(f"data: {k}\n\n" for k in range(50))
+    assert probe.closed.is_set()
+
+
+async def test_the_request_is_garbage_while_its_body_is_written() -> None:
+    probe = Probe()
+    async with (
+        serve(make_app(StreamingApp, probe, None)) as running,
+        httpx.AsyncClient() as client,
+        client.stream("GET", f"{running.base_url}/stream") as response,
+    ):
+        lines = response.aiter_lines()
+        assert await anext(lines) == "data: first"
+        assert probe.handled
+        gc.collect()
+        # Request has slots and no weak references: counted among the live objects instead.
+        assert not [o for o in gc.get_objects() if isinstance(o, Request)]
+        probe.release.set()
+        assert await anext(lines) == ""
+        assert await anext(lines) == "data: second"
+
+
+@pytest.mark.parametrize("app_class", [StreamingApp, Litestar])
+async def test_a_client_that_leaves_closes_the_body_where_it_waits(
+    app_class: type[Litestar],
+) -> None:
+    probe = Probe()
+    async with serve(make_app(app_class, probe, None)) as running:
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream("GET", f"{running.base_url}/stream") as response,
+        ):
+            assert await anext(response.aiter_lines()) == "data: first"
+            assert not probe.closed.is_set()
+        await wait_until(probe.closed.is_set, "the body closed after the client left")
