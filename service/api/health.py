@@ -12,10 +12,15 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from service.api.context import Services
 from service.api.schemas import NO_CREDENTIALS, Readiness
-from service.store.db import UNAVAILABLE_ERRORS
+from service.errors import StoreUnavailable
+from service.store.db import UNAVAILABLE_ERRORS, connection
 from service.store.migrate import current_revisions, schema_state
 
 READY_TIMEOUT_S = 2.0
+
+
+# The database did not answer (within READY_TIMEOUT_S).
+_UNREACHABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *UNAVAILABLE_ERRORS)
 
 
 @get(
@@ -49,9 +54,9 @@ def healthz() -> dict[str, str]:
 )
 async def readyz(services: NamedDependency[Services]) -> Response[dict[str, object]]:
     try:
-        async with asyncio.timeout(READY_TIMEOUT_S), services.pool.acquire() as conn:
+        async with asyncio.timeout(READY_TIMEOUT_S), connection(services.pool) as conn:
             revisions = await current_revisions(conn)
-    except UNAVAILABLE_ERRORS as exc:  # TimeoutError is one of them
+    except _UNREACHABLE as exc:  # TimeoutError is one of them
         return Response(
             {"status": "unavailable", "detail": f"database unreachable: {exc}"},
             status_code=HTTP_503_SERVICE_UNAVAILABLE,

@@ -7,8 +7,9 @@ once (``streams/multiplex.py``). ``POST /api/stream-token`` gives EventSource a 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Final
 from uuid import UUID
 
@@ -72,7 +73,7 @@ async def _caller(
 
 async def owner_frames(
     services: Services, caller: KeyOwner | UUID, cursor: OwnerCursor, with_snapshots: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Counted and logged like a generation's stream (``api/stream.py``, ``frames``)."""
     opened_at = time.time()
     metrics.STREAMS_OPENED.inc()
@@ -104,20 +105,21 @@ async def owner_frames(
             with_snapshots=with_snapshots,
             max_s=services.settings.all_runs_stream_max_s,
         )
-        async for item in items:
-            if isinstance(item, follow.Keepalive):
-                metrics.KEEPALIVES_SENT.inc()
-                yield KEEPALIVE_FRAME
-                continue
-            if isinstance(item, multiplex.CursorMark):
-                yield f"id: {encode_owner_cursor(item.cursor)}\n\n".encode()
-                continue
-            sent += len(item)
-            metrics.FRAMES_SENT.inc(len(item))
-            yield "".join(
-                sse_frame(encode_owner_cursor(frame.cursor), frame.type, frame.json)
-                for frame in item
-            ).encode()
+        async with contextlib.aclosing(items):  # closed here: see api/stream.py
+            async for item in items:
+                if isinstance(item, follow.Keepalive):
+                    metrics.KEEPALIVES_SENT.inc()
+                    yield KEEPALIVE_FRAME
+                    continue
+                if isinstance(item, multiplex.CursorMark):
+                    yield f"id: {encode_owner_cursor(item.cursor)}\n\n".encode()
+                    continue
+                sent += len(item)
+                metrics.FRAMES_SENT.inc(len(item))
+                yield "".join(
+                    sse_frame(encode_owner_cursor(frame.cursor), frame.type, frame.json)
+                    for frame in item
+                ).encode()
         reason = "shutdown" if services.hub.closing else "max_age"
     except Exception:
         reason = "error"

@@ -7,9 +7,10 @@ text PostgreSQL rendered goes to the socket untouched, and a keepalive is a bare
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final, Literal, TypeVar
 from uuid import UUID
 
@@ -130,7 +131,7 @@ async def frames(
     head_seq: int = 0,
     unchecked_key: UUID | None = None,
     snapshot: bool = False,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """``speed``: replay at the recorded pace. ``snapshot``: start with the run's snapshot
     (``after`` is 0), then the events after it. ``head_known`` False: the stream was opened
     while PostgreSQL was unavailable, so the checks the handler makes before answering are
@@ -190,20 +191,23 @@ async def frames(
         items = follow.follow(services.streams, generation_id, after, head_seq)
         if speed is not None:
             items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
-        async for item in items:
-            if isinstance(item, follow.Keepalive):
-                metrics.KEEPALIVES_SENT.inc()
-                yield KEEPALIVE_FRAME
-                continue
-            sent += len(item)
-            metrics.FRAMES_SENT.inc(len(item))
-            if item[-1].is_terminal:
-                reason = "terminal"
-            # Looked up before the write: the edge may forget it while the write waits.
-            heard_at = _heard_at(services, generation_id, item, opened_at)
-            # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
-            yield "".join(map(frame, item)).encode()
-            _observe_delivery(item, opened_at, heard_at)  # written: the client has it
+        # Closed here, however the stream ends: a generator left to the collector runs its
+        # ``finally`` (unsubscribe, a held connection) late, in a task of its own.
+        async with contextlib.aclosing(items):
+            async for item in items:
+                if isinstance(item, follow.Keepalive):
+                    metrics.KEEPALIVES_SENT.inc()
+                    yield KEEPALIVE_FRAME
+                    continue
+                sent += len(item)
+                metrics.FRAMES_SENT.inc(len(item))
+                if item[-1].is_terminal:
+                    reason = "terminal"
+                # Looked up before the write: the edge may forget it while the write waits.
+                heard_at = _heard_at(services, generation_id, item, opened_at)
+                # One write per page, not per event: a catch-up of 100,000 events is 200 sends.
+                yield "".join(map(frame, item)).encode()
+                _observe_delivery(item, opened_at, heard_at)  # written: the client has it
         if reason != "terminal":
             reason = "shutdown" if services.hub.closing else "ended"
     except Exception:
@@ -235,8 +239,8 @@ async def keepalives_until(
 
 
 def with_stream_slot(
-    services: Services, caller: KeyOwner | UUID, body: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
+    services: Services, caller: KeyOwner | UUID, body: AsyncGenerator[bytes, None]
+) -> AsyncGenerator[bytes, None]:
     """The body, holding one of the owner's stream slots while it runs (429 beyond them). A
     token checked while the database was away has no owner yet: no slot."""
     if not isinstance(caller, KeyOwner):
@@ -401,11 +405,12 @@ async def stream(
 
 
 async def holding_slot(
-    body: AsyncIterator[bytes], services: Services, owner: str
-) -> AsyncIterator[bytes]:
+    body: AsyncGenerator[bytes, None], services: Services, owner: str
+) -> AsyncGenerator[bytes, None]:
     """The stream's frames; its slot is given back when it ends, however it ends."""
     try:
-        async for chunk in body:
-            yield chunk
+        async with contextlib.aclosing(body):
+            async for chunk in body:
+                yield chunk
     finally:
         services.stream_slots.give_back(owner)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Literal
 from uuid import UUID
 
@@ -40,7 +40,7 @@ async def replay(
     if pace == "recorded":
         check_replayable(head, speed)
 
-    async def pages() -> AsyncIterator[list[StoredEvent] | Keepalive]:
+    async def pages() -> AsyncGenerator[list[StoredEvent] | Keepalive, None]:
         position = after
         while page := await reads.events_after(
             generation_id, position, PAGE_SIZE, expect=head.last_seq

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeAlias
 
 import asyncpg
 
@@ -194,14 +195,36 @@ def connect_error(exc: BaseException) -> StoreUnavailable | None:
 
 
 class _Waiting:
-    """Tasks of this process inside ``pool.acquire()`` now (for the pool's metrics)."""
+    """Tasks of this process inside ``pool.acquire()`` now: in all (the pool's metrics), and
+    per pool (``id(pool)``: a ``HeldConnection`` gives its pool's back to them)."""
 
     count = 0
+    by_pool: ClassVar[dict[int, int]] = {}
 
 
-def waiting_for_a_connection() -> int:
-    """Tasks of this process waiting for a pooled connection now."""
-    return _Waiting.count
+def waiting_for_a_connection(pool: Pool) -> int:
+    """Tasks of this process waiting for one of ``pool``'s connections now."""
+    return _Waiting.by_pool.get(id(pool), 0)
+
+
+async def _acquire(pool: Pool) -> asyncpg.pool.PoolConnectionProxy[asyncpg.Record]:
+    """``pool.acquire()``, counted while it waits. A pool with none to give first takes back
+    the connection a ``HeldConnection`` keeps between its units, if it is between two: its
+    keeper would notice the wait only after its next unit, which may be a second away."""
+    if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+        for held in [held for held in _HELD if held.pool is pool and held.idle]:
+            await held.release()
+    key = id(pool)
+    _Waiting.count += 1
+    _Waiting.by_pool[key] = _Waiting.by_pool.get(key, 0) + 1
+    try:
+        return await pool.acquire()
+    finally:
+        _Waiting.count -= 1
+        if (left := _Waiting.by_pool[key] - 1) > 0:
+            _Waiting.by_pool[key] = left
+        else:
+            del _Waiting.by_pool[key]
 
 
 def observe_pool(pool: Pool) -> None:
@@ -226,11 +249,7 @@ def forget_pool(pool: Pool) -> None:
 async def connection(pool: Pool) -> AsyncIterator[Connection]:
     """A pooled connection for one unit of work; connection trouble becomes StoreUnavailable."""
     try:
-        _Waiting.count += 1
-        try:
-            conn = await pool.acquire()
-        finally:
-            _Waiting.count -= 1
+        conn = await _acquire(pool)
         try:
             yield conn
         except BaseException:
@@ -245,30 +264,49 @@ async def connection(pool: Pool) -> AsyncIterator[Connection]:
         raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
 
 
+# Every HeldConnection of the process (weakly): ``_acquire`` looks for its pool's among them.
+_HELD: weakref.WeakSet[HeldConnection] = weakref.WeakSet()
+
+
 class HeldConnection:
     """One pooled connection kept by a single task across its units of work, for a task that
     does nothing else (the appender's sender): an acquire and a release cost a lone append
     ~25 µs of its ~550 (bench case 1's layer table). It stays one of the pool's: given back
-    after a unit whenever another task waits for the pool (a pool of one must not starve
-    its lease renewals), and by ``release`` when its task has nothing to do. Dropped, and a
-    fresh one acquired for the next unit, whenever one ends in connection trouble or a
-    cancel: after either, the session's state (a statement still running?) is unknown. Not
-    for concurrent use."""
+    after a unit whenever another task waits for the pool, at once when one starts waiting
+    between two units (``_acquire``), by ``release`` when its task has nothing to do, and
+    every ``UNITS_MAX`` units (so that the pool's own recycling, ``max_queries``, and
+    ``expire_connections`` reach it). Dropped, and a fresh one acquired for the next unit,
+    whenever one ends in connection trouble or a cancel (the session's state is then
+    unknown), or the server closed it between two. Not for concurrent use."""
+
+    UNITS_MAX: ClassVar[int] = 1_000
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        self.pool = pool
         self._conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record] | None = None
+        self._units = 0
+        self._in_use = False
+        _HELD.add(self)
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def idle(self) -> bool:
+        """Kept, between two units."""
+        return self._conn is not None and not self._in_use
 
     @asynccontextmanager
     async def use(self) -> AsyncIterator[Connection]:
         """The held connection (acquired first if none is); trouble becomes StoreUnavailable."""
+        self._in_use = True
         try:
+            if self._conn is not None and _closed(self._conn):
+                await self.release()
             if self._conn is None:
-                _Waiting.count += 1
-                try:
-                    self._conn = await self._pool.acquire()
-                finally:
-                    _Waiting.count -= 1
+                self._conn, self._units = await _acquire(self.pool), 0
+            self._units += 1
             try:
                 yield self._conn
             except BaseException as exc:
@@ -276,18 +314,24 @@ class HeldConnection:
                     await self.release()
                 raise
             finally:
-                if waiting_for_a_connection():
+                if waiting_for_a_connection(self.pool) or self._units >= self.UNITS_MAX:
                     await self.release()
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None
+        finally:
+            self._in_use = False
 
     async def release(self) -> None:
         """Give the connection back to the pool (a dead one is closed by it)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with suppress(*UNAVAILABLE_ERRORS):
-                await self._pool.release(conn)
+                await self.pool.release(conn)
+
+
+def _closed(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> bool:
+    """Closed by the server (or detached from it by the pool, which then raises)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 from uuid import UUID
@@ -94,7 +94,7 @@ async def once_available(
 
 async def follow(
     streams: Streams, generation_id: UUID, after: int, head_seq: int = 0
-) -> AsyncIterator[list[StoredEvent] | Keepalive]:
+) -> AsyncGenerator[list[StoredEvent] | Keepalive, None]:
     """Every event with seq > ``after`` in order, then live ones, ending with the terminal one
     that is the log's last (a retried run's log goes on after its first);
     in pages (one per read), so the caller can write a page to the socket in one send.

@@ -31,7 +31,8 @@ what came after that frame, in both phases; ``api/cursors.py`` writes it as text
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Final
 from uuid import UUID
@@ -126,7 +127,7 @@ class _Follow:
 
     # --- catch-up --------------------------------------------------------------------------
 
-    async def catch_up(self, with_snapshots: bool) -> AsyncIterator[list[OwnerFrame]]:
+    async def catch_up(self, with_snapshots: bool) -> AsyncGenerator[list[OwnerFrame], None]:
         async with (
             connection(self.pool) as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
@@ -223,7 +224,7 @@ async def follow_owner(
     with_snapshots: bool = False,
     page_size: int = PAGE_SIZE,
     max_s: float | None = None,
-) -> AsyncIterator[list[OwnerFrame] | CursorMark | Keepalive]:
+) -> AsyncGenerator[list[OwnerFrame] | CursorMark | Keepalive, None]:
     """Every event of the owner's runs after ``cursor`` (a fresh one: the unfinished runs
     from their first event, or their snapshots), then live ones, for ``max_s`` or as long as
     the caller reads; a keepalive when nothing happened for the keepalive interval."""
@@ -234,11 +235,13 @@ async def follow_owner(
     ends_at = loop.time() + max_s if max_s is not None else float("inf")
     try:
         if state.catching_up:
-            async for page in state.catch_up(with_snapshots):
-                if page:
-                    yield page
-                if watch.closed:
-                    return  # shutting down: the client resumes from the last frame's id
+            # Closed here: a catch-up holds a connection and its transaction while it yields.
+            async with contextlib.aclosing(state.catch_up(with_snapshots)) as pages:
+                async for page in pages:
+                    if page:
+                        yield page
+                    if watch.closed:
+                        return  # shutting down: the client resumes from the last frame's id
             yield CursorMark(state.cursor())  # the feed phase's first resume point
         written = state.cursor()
         outage = 0.0

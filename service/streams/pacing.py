@@ -4,8 +4,9 @@ what a run did: each event after the pause that preceded it, divided by a speed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Final
 
@@ -37,10 +38,10 @@ def check_replayable(head: Head, speed: float) -> None:
 
 
 async def paced(
-    pages: AsyncIterator[list[StoredEvent] | Keepalive],
+    pages: AsyncGenerator[list[StoredEvent] | Keepalive, None],
     speed: float,
     keepalive_s: float | None = None,
-) -> AsyncIterator[list[StoredEvent] | Keepalive]:
+) -> AsyncGenerator[list[StoredEvent] | Keepalive, None]:
     """The same events one at a time, each after the pause that preceded it when it was
     recorded (divided by ``speed``, at most ``REPLAY_GAP_MAX_S``).
 
@@ -48,21 +49,22 @@ async def paced(
     keepalive: a stream owes its client a line at least that often (None: no keepalives, for
     callers that are not streams)."""
     previous: float | None = None
-    async for page in pages:
-        if isinstance(page, Keepalive):
-            yield page
-            continue
-        for event in page:
-            recorded = _timestamp(event)
-            if previous is not None:
-                pause = min(max(recorded - previous, 0.0), REPLAY_GAP_MAX_S) / speed
-                while keepalive_s is not None and pause > keepalive_s:
-                    await asyncio.sleep(keepalive_s)
-                    pause -= keepalive_s
-                    yield KEEPALIVE
-                await asyncio.sleep(pause)
-            previous = recorded
-            yield [event]
+    async with contextlib.aclosing(pages):
+        async for page in pages:
+            if isinstance(page, Keepalive):
+                yield page
+                continue
+            for event in page:
+                recorded = _timestamp(event)
+                if previous is not None:
+                    pause = min(max(recorded - previous, 0.0), REPLAY_GAP_MAX_S) / speed
+                    while keepalive_s is not None and pause > keepalive_s:
+                        await asyncio.sleep(keepalive_s)
+                        pause -= keepalive_s
+                        yield KEEPALIVE
+                    await asyncio.sleep(pause)
+                previous = recorded
+                yield [event]
 
 
 def _timestamp(event: StoredEvent) -> float:

@@ -13,15 +13,18 @@ import itertools
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from service.api.context import Services
+from service.api.stream import holding_slot
 from service.events import EventType, NewEvent
 from service.generation.runs import queued_event
 from service.store import event_log, generations
@@ -1025,3 +1028,27 @@ async def test_beyond_the_owners_stream_quota_a_stream_is_429_and_a_closed_one_f
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
     assert "alice has 2 streams open" in refused.json()["detail"]
+
+
+async def test_a_stream_closed_at_a_write_closes_the_generators_inside_it_there_and_then() -> None:
+    """A client gone while a write waits ends the stream at its outermost generator; those
+    inside it (the frames, the follower with its subscription) end with it, in its task and
+    its log context, not later when the collector finds them."""
+    ended: list[str] = []
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        try:
+            yield b"one"
+            yield b"two"
+        finally:
+            ended.append("frames")
+
+    class Slots:
+        def give_back(self, owner: str) -> None:
+            ended.append(f"slot of {owner}")
+
+    services = cast("Services", SimpleNamespace(stream_slots=Slots()))
+    body = holding_slot(frames(), services, "alice")
+    assert await anext(body) == b"one"
+    await body.aclose()
+    assert ended == ["frames", "slot of alice"]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -202,18 +204,41 @@ async def test_a_cancel_inside_a_unit_of_work_stays_a_cancel_when_its_connection
         await pool.close()
 
 
+@asynccontextmanager
+async def held_connection(
+    database_url: str, max_size: int
+) -> AsyncIterator[tuple[Pool, HeldConnection, asyncpg.Connection[Any]]]:
+    """A pool, a HeldConnection on it, and a connection of the test's own beside them."""
+    pool = await create_pool(database_url, min_size=1, max_size=max_size)
+    held = HeldConnection(pool)
+    side = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        yield pool, held, side
+    finally:
+        await side.close()
+        await held.release()
+        await pool.close()
+
+
+def server_closed(conn: Any) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # detached by the pool: closed
+        return True
+
+
+async def backend_pid(held: HeldConnection) -> int:
+    async with held.use() as conn:
+        return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
 async def test_a_held_connection_serves_unit_after_unit_until_another_task_waits(
     database_url: str,
 ) -> None:
     """Kept between units (no acquire each time), and given back after the unit during which
     another task began to wait for the pool: with a pool of one, that task is served."""
-    pool = await create_pool(database_url, min_size=1, max_size=1)
-    held = HeldConnection(pool)
-    try:
-        pids = set()
-        for _ in range(5):
-            async with held.use() as conn:
-                pids.add(await conn.fetchval("SELECT pg_backend_pid()"))
+    async with held_connection(database_url, 1) as (pool, held, _):
+        pids = {await backend_pid(held) for _ in range(5)}
         assert len(pids) == 1
         assert held.held
         assert pool.get_idle_size() == 0
@@ -222,41 +247,69 @@ async def test_a_held_connection_serves_unit_after_unit_until_another_task_waits
             async with connection(pool) as conn:
                 return int(await conn.fetchval("SELECT 1"))
 
-        other = asyncio.create_task(another_unit())
-        await wait_until(lambda: waiting_for_a_connection() == 1, "the other task waits")
         async with held.use() as conn:
+            other = asyncio.create_task(another_unit())
+            await wait_until(lambda: waiting_for_a_connection(pool) == 1, "the other waits")
             await conn.fetchval("SELECT 1")
         assert not held.held
         assert await asyncio.wait_for(other, 10) == 1
-        async with held.use() as conn:  # acquired again for the next unit
-            assert await conn.fetchval("SELECT pg_backend_pid()") in pids
+        assert await backend_pid(held) in pids  # acquired again for the next unit
         await held.release()
         assert pool.get_idle_size() == 1
-    finally:
-        await held.release()
-        await pool.close()
 
 
-async def test_a_held_connection_the_server_dropped_is_store_unavailable_then_replaced(
+async def test_a_held_connection_the_server_dropped_between_units_is_replaced_unnoticed(
     database_url: str,
 ) -> None:
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    held = HeldConnection(pool)
-    killer = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        async with held.use() as conn:
-            pid = await conn.fetchval("SELECT pg_backend_pid()")
-        await killer.execute("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises(StoreUnavailable):
+    async with held_connection(database_url, 2) as (_, held, side):
+        async with held.use() as first:
+            pid = await first.fetchval("SELECT pg_backend_pid()")
+        await side.execute("SELECT pg_terminate_backend($1)", pid)
+        await wait_until(lambda: server_closed(first), "the client saw the connection close")
+        assert await backend_pid(held) != pid
+
+
+async def test_a_held_connection_lost_during_a_unit_is_store_unavailable_then_replaced(
+    database_url: str,
+) -> None:
+    async with held_connection(database_url, 2) as (_, held, side):
+        pids: list[int] = []
+
+        async def unit_killed_midway() -> None:
             async with held.use() as conn:
-                await conn.fetchval("SELECT 1")
+                pids.append(await conn.fetchval("SELECT pg_backend_pid()"))
+                await side.execute("SELECT pg_terminate_backend($1)", pids[0])
+                await conn.fetchval("SELECT pg_sleep(5)")
+
+        with pytest.raises(StoreUnavailable):
+            await unit_killed_midway()
         assert not held.held
-        async with held.use() as conn:
-            assert await conn.fetchval("SELECT pg_backend_pid()") != pid
-    finally:
-        await killer.close()
-        await held.release()
-        await pool.close()
+        assert await backend_pid(held) != pids[0]
+
+
+async def test_a_held_connection_between_units_goes_to_a_task_that_starts_waiting(
+    database_url: str,
+) -> None:
+    """Its keeper may not come back for a while: the waiting task takes it at once."""
+    async with held_connection(database_url, 1) as (pool, held, _):
+        await backend_pid(held)
+        assert held.held
+        async with asyncio.timeout(5), connection(pool) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        assert not held.held
+
+
+async def test_a_held_connection_goes_back_to_the_pool_every_so_many_units(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So the pool's own recycling (max_queries, expire_connections) reaches it."""
+    monkeypatch.setattr(HeldConnection, "UNITS_MAX", 3)
+    async with held_connection(database_url, 1) as (_, held, _):
+        kept = []
+        for _ in range(6):
+            await backend_pid(held)
+            kept.append(held.held)
+        assert kept == [True, True, False, True, True, False]
 
 
 async def test_a_unit_cancelled_mid_statement_leaves_nothing_running_on_the_next(
@@ -264,10 +317,7 @@ async def test_a_unit_cancelled_mid_statement_leaves_nothing_running_on_the_next
 ) -> None:
     """A cancel leaves the session's state unknown: the connection goes back to the pool
     (which settles it) and the next unit starts clean."""
-    pool = await create_pool(database_url, min_size=1, max_size=1)
-    held = HeldConnection(pool)
-    side = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
+    async with held_connection(database_url, 1) as (_, held, side):
 
         async def slow_unit() -> None:
             async with held.use() as conn:
@@ -275,7 +325,7 @@ async def test_a_unit_cancelled_mid_statement_leaves_nothing_running_on_the_next
                 await conn.execute("SELECT pg_sleep(30)")
 
         unit = asyncio.create_task(slow_unit())
-        sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+        sleeping = "SELECT count(*) > 0 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
         await wait_until(lambda: side.fetchval(sleeping + " AND state = 'active'"), "asleep")
         unit.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -284,8 +334,4 @@ async def test_a_unit_cancelled_mid_statement_leaves_nothing_running_on_the_next
         async with held.use() as conn:
             assert await conn.fetchval("SELECT pg_current_xact_id_if_assigned() IS NULL")
             assert not conn.is_in_transaction()
-        assert await side.fetchval(sleeping + " AND state = 'active'") == 0
-    finally:
-        await side.close()
-        await held.release()
-        await pool.close()
+        assert not await side.fetchval(sleeping + " AND state = 'active'")

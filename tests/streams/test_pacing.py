@@ -4,7 +4,7 @@ speed and cut to REPLAY_GAP_MAX_S; only finished generations, at sane speeds."""
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,7 +25,7 @@ def event(seq: int, seconds_in: float) -> StoredEvent:
 
 async def pages(
     *items: list[StoredEvent] | Keepalive,
-) -> AsyncIterator[list[StoredEvent] | Keepalive]:
+) -> AsyncGenerator[list[StoredEvent] | Keepalive, None]:
     for item in items:
         yield item
 
