@@ -195,10 +195,9 @@ def connect_error(exc: BaseException) -> StoreUnavailable | None:
 
 
 class _Waiting:
-    """Tasks of this process inside ``pool.acquire()`` now: in all (the pool's metrics), and
-    per pool (``id(pool)``: a ``HeldConnection`` gives its pool's back to them)."""
+    """Tasks of this process inside ``pool.acquire()`` now, per pool (``id(pool)``): for the
+    pools' metrics (their sum), and so a ``HeldConnection`` gives its pool's back to them."""
 
-    count = 0
     by_pool: ClassVar[dict[int, int]] = {}
 
 
@@ -215,12 +214,10 @@ async def _acquire(pool: Pool) -> asyncpg.pool.PoolConnectionProxy[asyncpg.Recor
         for held in [held for held in _HELD if held.pool is pool and held.idle]:
             await held.release()
     key = id(pool)
-    _Waiting.count += 1
     _Waiting.by_pool[key] = _Waiting.by_pool.get(key, 0) + 1
     try:
         return await pool.acquire()
     finally:
-        _Waiting.count -= 1
         if (left := _Waiting.by_pool[key] - 1) > 0:
             _Waiting.by_pool[key] = left
         else:
@@ -237,7 +234,7 @@ def observe_pool(pool: Pool) -> None:
         ],
     )
     metrics.POOL_MAX.read_from(pool, lambda: [((), pool.get_max_size())])
-    metrics.POOL_WAITING.read_from(_Waiting, lambda: [((), _Waiting.count)])
+    metrics.POOL_WAITING.read_from(_Waiting, lambda: [((), sum(_Waiting.by_pool.values()))])
 
 
 def forget_pool(pool: Pool) -> None:
