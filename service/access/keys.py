@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from uuid import UUID, uuid4
 
 from service.errors import InvalidRequest, NotFound, Unauthorized
-from service.store import keys
+from service.store import event_log, keys
 from service.store.db import Pool, connection
+from service.store.event_log import Head
 from service.store.keys import KeyOwner, KeyRow, NewKey
 
 KEY_PREFIX = "gsk_"
@@ -75,12 +76,25 @@ async def authenticate(pool: Pool, key: str) -> KeyOwner:
     return found
 
 
+_ISSUER_GONE = "the API key this stream token was issued through is revoked or expired"
+
+
 async def live_key(pool: Pool, key_id: UUID) -> KeyOwner:
     """The key a stream token was issued through, if it is still live (else 401)."""
     async with connection(pool) as conn:
         found = await keys.select_live_key_by_id(conn, key_id)
     if found is None:
-        raise Unauthorized("the API key this stream token was issued through is revoked or expired")
+        raise Unauthorized(_ISSUER_GONE)
+    return found
+
+
+async def live_key_and_head(pool: Pool, key_id: UUID, generation_id: UUID) -> tuple[KeyOwner, Head]:
+    """``live_key`` and the run's head (404/410 if it is gone) in one round trip: what a stream
+    opened with a token needs before it answers."""
+    async with connection(pool) as conn:
+        found = await event_log.select_key_and_head(conn, key_id, generation_id)
+    if found is None:
+        raise Unauthorized(_ISSUER_GONE)
     return found
 
 

@@ -79,10 +79,11 @@ async def authorize(
     services: Services,
     generation_id: UUID,
     token: str | None,
-) -> KeyOwner | UUID:
+) -> tuple[KeyOwner | UUID, Head | None]:
     """The caller; or, for a stream token while PostgreSQL is unavailable, the id of the key
     it was issued through (its MAC checked: whether the key is still live is asked once the
-    database answers, before any event is sent)."""
+    database answers, before any event is sent). And the run's head when it came with the
+    caller (a token's key is checked in the same round trip), else None: not read yet."""
     if token is not None:
         if keys.looks_like_api_key(token):
             raise Unauthorized(
@@ -91,16 +92,16 @@ async def authorize(
             )
         key_id = tokens.verify(services.token_secret, generation_id, token)
         try:
-            return await keys.live_key(services.pool, key_id)
+            return await keys.live_key_and_head(services.pool, key_id, generation_id)
         except StoreUnavailable:
-            return key_id
+            return key_id, None
     key = bearer_key(request)
     if key is None:
         raise Unauthorized("a stream needs ?token=<stream_token> or 'Authorization: Bearer'")
     caller = await keys.authenticate(services.pool, key)
     async with connection(services.pool) as conn:
         await generations.select_generation(conn, caller.owner, generation_id)
-    return caller
+    return caller, None
 
 
 KEEPALIVE_FRAME: Final = b": keepalive\n\n"
@@ -369,7 +370,7 @@ async def stream(
     ] = False,
 ) -> Response[bytes] | HandedOffStream:
     try:
-        caller = await authorize(request, services, generation_id, token)
+        caller, head = await authorize(request, services, generation_id, token)
     except Unauthorized:
         metrics.STREAMS_REFUSED.labels("unauthorized").inc()
         raise
@@ -377,14 +378,12 @@ async def stream(
     pacing.check_speed(speed)  # without pace=recorded it is unused, but still checked
     replay_speed = speed if pace == "recorded" else None
     check_snapshot(snapshot, replay_speed)
-    try:
-        owner = caller.owner if isinstance(caller, KeyOwner) else None
-        head: Head | None = await follow.head(services.pool, generation_id, owner)
-    except StoreUnavailable:
-        # The caller is authorized (a stream token needs no database; a key was checked just
-        # before it went away), so keep the client: 200, keepalives, then the log once the
-        # database answers. A 503 here would make EventSource give up for good.
-        head = None
+    if head is None and isinstance(caller, KeyOwner):
+        # Unavailable: the caller is authorized (a key was checked just before the database
+        # went away; a stream token needs none), so keep the client: 200, keepalives, then the
+        # log once the database answers. A 503 here would make EventSource give up for good.
+        with contextlib.suppress(StoreUnavailable):
+            head = await follow.head(services.pool, generation_id, caller.owner)
     if head is not None and not opens(head, start, replay_speed):
         return Response(b"", status_code=HTTP_204_NO_CONTENT)
     body = frames(

@@ -145,10 +145,31 @@ _SECRETS: Final = (
 
 
 def redact(text: str) -> str:
-    """``text`` with every secret it carries replaced by ``***``."""
+    """``text`` with every secret it carries replaced by ``***``.
+
+    Most texts cannot hold one, and substring tests tell so 20-30 times faster than the five
+    patterns' scans (5-8 µs a text, 10 texts a line: half of a request's log line).
+    """
+    if not _may_hold_a_secret(text):
+        return text
     for secret, replacement in _SECRETS:
         text = secret.sub(replacement, text)
     return text
+
+
+def _may_hold_a_secret(text: str) -> bool:
+    """What each of ``_SECRETS`` needs to match: ``=``, ``gsk_``, a stream token's dot in 45
+    characters or more, ``bearer`` in any case, ``://``."""
+    return (
+        "=" in text
+        or "gsk_" in text
+        or ("." in text and len(text) >= _TOKEN_LENGTH_MIN)
+        or "://" in text
+        or "bearer" in text.lower()
+    )
+
+
+_TOKEN_LENGTH_MIN: Final = 1 + 1 + 43  # digits, a dot, the MAC
 
 
 def _redacted(value: Any) -> Any:

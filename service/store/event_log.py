@@ -45,6 +45,7 @@ from service.events import TERMINAL_TYPES, EventType, NewEvent, NewFile, Status
 from service.observe import metrics, traces
 from service.store import retention
 from service.store.db import Connection
+from service.store.keys import KEY_OWNER_COLUMNS, LIVE, KeyOwner, key_owner
 from service.store.sql import numbered
 
 EVENTS_CHANNEL = "genstream_events"
@@ -483,16 +484,36 @@ WHERE g.last_seq > seen.last_seq
 """
 
 # A generation's head ($1: id): where its row stands, its attempt, whether cancel was asked.
-SELECT_GENERATION_HEAD = """
-SELECT
+HEAD_COLUMNS = """
     status,
     stage,
     progress,
     last_seq,
     attempt,
     cancel_requested_at IS NOT NULL AS cancel_requested
+"""
+
+SELECT_GENERATION_HEAD = f"""
+SELECT {HEAD_COLUMNS}
 FROM generations
 WHERE id = $1
+"""
+
+# A stream token's key, if live, and its run's head (``select_key_and_head``).
+SELECT_KEY_AND_HEAD = f"""
+SELECT key.*, head.*
+FROM (VALUES (1)) AS one
+LEFT JOIN LATERAL (
+    SELECT {KEY_OWNER_COLUMNS}
+    FROM api_keys
+    WHERE id = $1
+      AND {LIVE}
+) AS key ON true
+LEFT JOIN LATERAL (
+    SELECT {HEAD_COLUMNS}
+    FROM generations
+    WHERE id = $2
+) AS head ON true
 """
 
 # The unique index of idempotency keys. A violation names the partition's own index, which
@@ -975,6 +996,26 @@ async def select_head(conn: Connection, generation_id: UUID, owner: str | None =
     row = await conn.fetchrow(SELECT_GENERATION_HEAD, generation_id)
     if row is None:
         raise await retention.missing(conn, generation_id, owner)
+    return _head(row)
+
+
+async def select_key_and_head(
+    conn: Connection, key_id: UUID, generation_id: UUID
+) -> tuple[KeyOwner, Head] | None:
+    """The live key ``key_id`` and the run's head in one round trip (a stream opened with a
+    token needs both before it answers, and a reconnect storm opens thousands a second);
+    None when the key is revoked, expired or unknown. A missing run raises as in
+    ``select_head``."""
+    row = await conn.fetchrow(SELECT_KEY_AND_HEAD, key_id, generation_id)
+    caller = key_owner(row) if row is not None and row["id"] is not None else None
+    if caller is None or row is None:
+        return None
+    if row["status"] is None:
+        raise await retention.missing(conn, generation_id, caller.owner)
+    return caller, _head(row)
+
+
+def _head(row: asyncpg.Record) -> Head:
     return Head(
         status=Status(row["status"]),
         last_seq=row["last_seq"],

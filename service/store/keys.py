@@ -156,14 +156,15 @@ async def insert_key(conn: Connection, key: NewKey) -> None:
 
 
 async def select_live_key(conn: Connection, key_hash: bytes) -> KeyOwner | None:
-    return _key_owner(await conn.fetchrow(SELECT_LIVE_KEY, key_hash))
+    return key_owner(await conn.fetchrow(SELECT_LIVE_KEY, key_hash))
 
 
 async def select_live_key_by_id(conn: Connection, key_id: UUID) -> KeyOwner | None:
-    return _key_owner(await conn.fetchrow(SELECT_LIVE_KEY_BY_ID, key_id))
+    return key_owner(await conn.fetchrow(SELECT_LIVE_KEY_BY_ID, key_id))
 
 
-def _key_owner(row: Record | None) -> KeyOwner | None:
+def key_owner(row: Record | None) -> KeyOwner | None:
+    """The key in ``row`` (the columns of ``KEY_OWNER_COLUMNS``)."""
     if row is None:
         return None
     return KeyOwner(

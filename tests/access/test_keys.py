@@ -9,6 +9,7 @@ import pytest
 from service.access import keys
 from service.errors import InvalidRequest, NotFound, Unauthorized
 from service.store.db import Pool, create_pool
+from tests.helpers import new_generation
 
 KEY_FORMAT = re.compile(r"^gsk_[A-Za-z0-9_-]{43}$")
 
@@ -103,15 +104,20 @@ async def test_a_revoked_key_is_refused_at_once_through_every_pool(
 ) -> None:
     """Another pool stands for another process: nothing about a key is cached."""
     key = await keys.create_key(pool, "alice")
+    generation_id = await new_generation(pool)
     other = await create_pool(database_url, min_size=1, max_size=1)
     try:
         found = await keys.authenticate(other, key)
         assert (await keys.live_key(other, found.key_id)).owner == "alice"
+        caller, head = await keys.live_key_and_head(other, found.key_id, generation_id)
+        assert (caller, head.last_seq) == (found, 1)
         assert await keys.revoke_key(pool, found.key_id) == "alice"
         with pytest.raises(Unauthorized):
             await keys.authenticate(other, key)
         with pytest.raises(Unauthorized, match="revoked or expired"):
             await keys.live_key(other, found.key_id)
+        with pytest.raises(Unauthorized, match="revoked or expired"):
+            await keys.live_key_and_head(other, found.key_id, generation_id)
         assert await keys.revoke_key(pool, found.key_id) == "alice"  # again: harmless
     finally:
         await other.close()

@@ -30,6 +30,8 @@ from service.observe.logs import redact, redact_records
         ("token 1767225600." + "Z" * 43 + ".", "token ***."),
         ("stream 1767225600." + "0f" * 16 + "." + "Z" * 43 + " open", "stream *** open"),
         ("Authorization: Bearer gsk_AbC", "Authorization: Bearer ***"),
+        ("authorization: bEaReR opaque-credential", "authorization: bEaReR ***"),
+        ("TOKEN=opaque", "TOKEN=***"),
         (
             "postgresql://genstream:pa55@127.0.0.1:5432/db",
             "postgresql://genstream:***@127.0.0.1:5432/db",
@@ -40,6 +42,34 @@ from service.observe.logs import redact, redact_records
 )
 def test_redact_hides_keys_and_tokens_and_nothing_else(line: str, logged: str | None) -> None:
     assert redact(line) == (line if logged is None else logged)
+
+
+def test_redact_skips_the_patterns_only_for_texts_none_of_them_could_match() -> None:
+    """The substring pre-check must never let a secret through: every fragment a pattern
+    starts from, alone and in company, redacts exactly as the five patterns do."""
+    fragments = [
+        "",
+        "x",
+        "1.",
+        "=",
+        "token=",
+        "gsk_",
+        "Bearer ",
+        "BEARER ",
+        "postgresql://u:",
+        "pw@",
+        "1767225600.",
+        "a" * 43,
+        "0f" * 16 + ".",
+        " ",
+        "/",
+    ]
+    texts = [a + b + c for a in fragments for b in fragments for c in fragments]
+    for text in texts:
+        slow = text
+        for secret, replacement in logs._SECRETS:
+            slow = secret.sub(replacement, slow)
+        assert redact(text) == slow, text
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
+from service.access import keys
 from service.errors import GenerationFinished, LeaseLost, NotFound, StoreUnavailable
 from service.events import EventType, NewEvent, NewFile
 from service.generation.runner import LogEmitter
@@ -147,6 +148,25 @@ async def test_append_to_an_unknown_generation_is_not_found(pool: Pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(NotFound):
             await event_log.append(conn, uuid4(), [delta(1)])
+
+
+async def test_a_live_keys_owner_and_the_runs_head_come_back_in_one_read(pool: Pool) -> None:
+    key = await keys.create_key(pool, "alice", quotas=keys.Quotas(max_streams=3))
+    caller = await keys.authenticate(pool, key)
+    generation_id = await new_generation(pool)
+    async with pool.acquire() as conn:
+        await event_log.append(conn, generation_id, [delta(1), delta(2)])
+        found = await event_log.select_key_and_head(conn, caller.key_id, generation_id)
+        assert found == (caller, await event_log.select_head(conn, generation_id))
+        assert found is not None
+        assert found[1].last_seq == 3
+        with pytest.raises(NotFound):
+            await event_log.select_key_and_head(conn, caller.key_id, uuid4())
+        assert await event_log.select_key_and_head(conn, uuid4(), generation_id) is None
+    await keys.revoke_key(pool, caller.key_id)
+    async with pool.acquire() as conn:
+        assert await event_log.select_key_and_head(conn, caller.key_id, generation_id) is None
+        assert await event_log.select_key_and_head(conn, caller.key_id, uuid4()) is None
 
 
 async def test_files_are_stored_in_the_same_transaction_as_their_event(pool: Pool) -> None:
