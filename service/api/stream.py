@@ -39,6 +39,7 @@ from service.store.db import BIGINT_MAX, connection
 from service.store.event_log import Head, StoredEvent
 from service.store.keys import KeyOwner
 from service.streams import follow, pacing, snapshots
+from service.streams.hub import QuietMark
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -132,11 +133,13 @@ async def frames(
     head_seq: int = 0,
     unchecked_key: UUID | None = None,
     snapshot: bool = False,
+    quiet_since: QuietMark | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """``speed``: replay at the recorded pace. ``snapshot``: start with the run's snapshot
     (``after`` is 0), then the events after it. ``head_known`` False: the stream was opened
     while PostgreSQL was unavailable, so the checks the handler makes before answering are
-    made here once it answers; until then the client gets keepalives.
+    made here once it answers; until then the client gets keepalives. ``quiet_since``: the
+    hub's mark from before the head was read (``follow.follow``).
 
     Counted and logged as it ends, with why: ``terminal`` (its last event went out),
     ``client_gone`` (closed at a ``yield``: nothing else can say so), ``shutdown``, ``ended``
@@ -189,7 +192,7 @@ async def frames(
                 reason = "terminal"
                 return
             after = taken.seq
-        items = follow.follow(services.streams, generation_id, after, head_seq)
+        items = follow.follow(services.streams, generation_id, after, head_seq, quiet_since)
         if speed is not None:
             items = pacing.paced(items, speed, services.streams.keepalive_wait_s())
         # Closed here, however the stream ends: a generator left to the collector runs its
@@ -369,6 +372,8 @@ async def stream(
         ),
     ] = False,
 ) -> Response[bytes] | HandedOffStream:
+    # Before the head is read: the stream's edge may start at it unread (``Hub.subscribe``).
+    quiet_since = services.hub.quiet_mark(generation_id)
     try:
         caller, head = await authorize(request, services, generation_id, token)
     except Unauthorized:
@@ -395,6 +400,7 @@ async def stream(
         head_seq=head.last_seq if head is not None else 0,
         unchecked_key=caller if isinstance(caller, UUID) else None,
         snapshot=snapshot and start == 0,
+        quiet_since=quiet_since,
     )
     return HandedOffStream(
         with_stream_slot(services, caller, body),

@@ -16,7 +16,7 @@ from service.errors import InvalidRequest, StoreUnavailable
 from service.store import event_log
 from service.store.db import Pool, connection
 from service.store.event_log import Head, StoredEvent
-from service.streams.hub import Hub
+from service.streams.hub import Hub, QuietMark
 
 
 class Keepalive:
@@ -93,7 +93,11 @@ async def once_available(
 
 
 async def follow(
-    streams: Streams, generation_id: UUID, after: int, head_seq: int = 0
+    streams: Streams,
+    generation_id: UUID,
+    after: int,
+    head_seq: int = 0,
+    quiet_since: QuietMark | None = None,
 ) -> AsyncGenerator[list[StoredEvent] | Keepalive, None]:
     """Every event with seq > ``after`` in order, then live ones, ending with the terminal one
     that is the log's last (a retried run's log goes on after its first);
@@ -103,13 +107,14 @@ async def follow(
     that: the hub reads once for all followers of a generation. An idle follower costs a
     subscription and a flag. ``head_seq``: the generation's last seq as the primary had it
     when the stream opened; the pages up to it are a catch-up, which a standby may answer.
+    ``quiet_since``: the hub's ``quiet_mark`` from before that head was read.
     """
     hub = streams.hub
     keepalive_s = streams.keepalive_wait_s()  # one draw per stream: its deadlines only grow
     # Subscribe BEFORE the first read: an event committed after our read but before we
     # subscribed would otherwise wake nobody. And clear the flag BEFORE each read: a wake-up
     # that lands while we read stays set, so the next wait returns at once and we re-read.
-    subscription = hub.subscribe(generation_id, after, head_seq)
+    subscription = hub.subscribe(generation_id, after, head_seq, quiet_since)
     try:
         outage = 0.0
         at_terminal = False  # the last event sent was a terminal one

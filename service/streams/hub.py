@@ -35,7 +35,7 @@ import contextvars
 import logging
 import time
 from collections import OrderedDict
-from typing import Final
+from typing import Final, TypeAlias
 from uuid import UUID
 
 from service.errors import StoreUnavailable
@@ -51,6 +51,9 @@ CACHE_MAX_EVENTS: Final = 1_000
 OWNERS_CACHED: Final = 100_000  # runs whose owner a multiplexed stream's wake-ups remember
 CHECK_CHUNK: Final = 1_000
 TIMER_SLACK_S: Final = 0.005
+HEARD_SLOTS: Final = 4_096  # see ``Hub.quiet_mark``: a collision costs one read, no more
+
+QuietMark: TypeAlias = tuple[int, int]
 
 
 class Subscription:
@@ -270,19 +273,41 @@ class Hub:
         self._owners: OrderedDict[UUID, str] = OrderedDict()
         self._unresolved: dict[UUID, int] = {}  # run -> newest seq announced (0: unknown)
         self._resolving: asyncio.Task[None] | None = None
+        # Notifications heard, counted in slots of generation ids (one int per slot, however
+        # many runs), and the wake-ups of every edge: ``quiet_mark``.
+        self._heard_by_slot = [0] * HEARD_SLOTS
+        self._woken_all = 0
         self.closing = False
         self.reads = 0  # shared and own reads of the log, for tests and benchmarks
 
     # --- subscriptions ------------------------------------------------------------------------
 
     def subscribe(
-        self, generation_id: UUID, position: int = 0, catch_up_to: int = 0
+        self,
+        generation_id: UUID,
+        position: int = 0,
+        catch_up_to: int = 0,
+        quiet_since: QuietMark | None = None,
     ) -> Subscription:
         """``catch_up_to``: a seq the primary has committed (its ``last_seq`` as the stream
-        opened): up to it the follower reads catch-up pages, which a standby may answer."""
+        opened): up to it the follower reads catch-up pages, which a standby may answer.
+
+        ``quiet_since``: ``quiet_mark`` taken before that ``last_seq`` was read. A follower
+        resuming at it, the first here, starts the edge there without reading: nothing was
+        heard of the run since (a notification, or a LISTEN reconnect that may have missed
+        some), so anything committed after the read is still to be announced, to this edge.
+        A reconnect storm opens thousands of streams at their heads: one read each saved.
+        """
         edge = self._edges.get(generation_id)
         if edge is None:
             edge = self._edges[generation_id] = LiveEdge(generation_id)
+            if (
+                quiet_since is not None
+                and position == catch_up_to
+                and quiet_since == self.quiet_mark(generation_id)
+            ):
+                edge.base = position
+                edge.fresh_version = edge.version
         subscription = Subscription(edge, position, catch_up_to)
         subscription.closed = self.closing
         edge.subscribers.add(subscription)
@@ -308,12 +333,18 @@ class Hub:
             if not watches:
                 del self._watches[watch.owner]
 
+    def quiet_mark(self, generation_id: UUID) -> QuietMark:
+        """Changes whenever a notification of the run arrives (or of another in its slot) and
+        whenever every edge is woken: see ``subscribe``."""
+        return self._woken_all, self._heard_by_slot[hash(generation_id) % HEARD_SLOTS]
+
     def wake(self, generation_id: UUID, last_seq: int | None = None) -> None:
         """A notification: ``last_seq`` (when known) is the newest seq it announces.
 
         A wake-up for events the edge has already read is dropped: every follower short of
         them was woken by the read that brought them in.
         """
+        self._heard_by_slot[hash(generation_id) % HEARD_SLOTS] += 1
         if self._watches:
             self._wake_owner_of(generation_id, last_seq)
         edge = self._edges.get(generation_id)
@@ -329,6 +360,7 @@ class Hub:
         self._announce(edge)
 
     def wake_all(self) -> None:
+        self._woken_all += 1
         for edge in self._edges.values():
             self._announce(edge)
         for watches in self._watches.values():

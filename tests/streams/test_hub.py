@@ -178,6 +178,53 @@ async def test_followers_of_one_generation_share_one_read_per_wake_up(pool: Pool
     assert hub.reads == 2  # nothing new was announced: the edge is fresh
 
 
+async def test_a_first_follower_at_a_head_read_in_quiet_starts_the_edge_without_a_read(
+    pool: Pool,
+) -> None:
+    generation_id = await new_generation(pool)
+    head = await append(pool, generation_id, delta(1))
+    hub = Hub(pool)
+    quiet = hub.quiet_mark(generation_id)
+    follower = hub.subscribe(generation_id, head, head, quiet_since=quiet)
+    assert await take(hub, follower) == []
+    assert hub.reads == 0
+
+    # What is committed after the head was read is announced to the edge, and read then.
+    last_seq = await append(pool, generation_id, delta(2))
+    hub.wake(generation_id, last_seq)
+    assert await follower.wait(5) is True
+    assert await take(hub, follower) == [3]
+    assert hub.reads == 1
+
+
+@pytest.mark.parametrize(
+    "heard",
+    ["a notification of the run", "a LISTEN reconnect", "another follower's edge", "not at it"],
+)
+async def test_a_follower_reads_at_the_head_unless_nothing_was_heard_since_it_was_read(
+    pool: Pool, heard: str
+) -> None:
+    """An event committed between the head's read and the subscription was announced to
+    nobody here (no edge yet): the edge must read instead of trusting the head."""
+    generation_id = await new_generation(pool)
+    hub = Hub(pool)
+    quiet = hub.quiet_mark(generation_id)
+    head = await append(pool, generation_id, delta(1))  # read as the head
+    position = head
+    last_seq = await append(pool, generation_id, delta(2))  # committed after the read
+    if heard == "a notification of the run":
+        hub.wake(generation_id, last_seq)
+    elif heard == "a LISTEN reconnect":
+        hub.wake_all()
+    elif heard == "another follower's edge":
+        hub.subscribe(generation_id, head, head)
+    else:
+        position = head - 1
+    follower = hub.subscribe(generation_id, position, head, quiet_since=quiet)
+    assert (await take(hub, follower))[-1] == last_seq
+    assert hub.reads == 1
+
+
 async def test_a_wake_up_for_events_already_read_costs_nothing(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     hub = Hub(pool)
