@@ -74,6 +74,33 @@ async def test_each_event_chains_the_one_before_and_the_terminal_one_says_what_c
         assert (await event_log.check_chains(conn, [generation_id])).breaks == []
 
 
+async def test_the_text_a_read_sends_is_the_text_the_chain_hashed_whatever_the_event_holds(
+    pool: Pool,
+) -> None:
+    """Reads render events with one concat() and the append hashes a chain of ||: the two
+    must give the same text for every value a column can hold."""
+    awkward = 'say "hi" \\ \n\r\t\x01\x1f \u00e9 \U0001f600 \u2028 </script>'
+    events = [
+        NewEvent(EventType.LLM_DELTA, awkward, 0.0, awkward, {"text": awkward, "n": [1, 2.5]}),
+        NewEvent(EventType.LLM_DELTA, "models", 1 / 3, "", {}),
+        NewEvent(EventType.LLM_DELTA, "models", 1e-7, "x", {"nested": {"a": None, "b": True}}),
+        NewEvent(EventType.SUCCEEDED, "done", 1.0, awkward),
+    ]
+    generation_id = await new_generation(pool)
+    async with pool.acquire() as conn:
+        await event_log.append(conn, generation_id, events)
+    stored = await stored_events(pool, generation_id)
+    chain = ZERO_CHAIN
+    for event in stored:
+        chain = chain_after(chain, event.json)
+        assert json.loads(event.json)["chain"] == chain, f"seq {event.seq}"
+    sent = [json.loads(event.json) for event in stored[1:]]
+    assert [(e["stage"], e["message"], e["progress"]) for e in sent] == [
+        (event.stage, event.message, event.progress) for event in events
+    ]
+    assert sent[0]["data"] == {"text": awkward, "n": [1, 2.5]}
+
+
 async def test_an_edited_a_deleted_and_a_cut_off_event_break_the_chain_at_their_seq(
     pool: Pool,
 ) -> None:
