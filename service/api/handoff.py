@@ -46,7 +46,12 @@ class StreamingApp(Litestar):
             return
         state = scope.setdefault("state", {})
         state[_WRITER] = True
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException:
+            if (unwritten := state.pop(_BODY, None)) is not None:
+                await _close(unwritten[0])  # its headers went out, then something failed
+            raise
         handed: tuple[AsyncIterator[bytes], dict[str, Any]] | None = state.pop(_BODY, None)
         if handed is not None:
             body, log_context = handed
@@ -99,9 +104,16 @@ class _HandingOff(ASGIStreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.get("state", {})
         if self.is_head_response or self.background or not state.get(_WRITER):
-            await super().__call__(scope, receive, send)  # streamed here, as Litestar does
+            try:
+                await super().__call__(scope, receive, send)  # streamed here, as Litestar does
+            finally:
+                await _close(self.iterator)  # a HEAD never starts it; a client gone leaves it
             return
-        await self.start_response(send=send)
+        try:
+            await self.start_response(send=send)
+        except BaseException:
+            await _close(self.iterator)  # never to be started: its owner's slot, for one
+            raise
         state[_BODY] = (self.iterator, structlog.contextvars.get_contextvars())
 
 
@@ -122,9 +134,15 @@ async def _write(body: AsyncIterator[bytes], receive: Receive, send: Send) -> No
             raise
     finally:
         watcher.cancel()
-        aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close(body)
+
+
+async def _close(body: object) -> None:
+    """Close a body however far it got: a stream's holds resources (an owner's slot, a
+    subscription) that its end gives back."""
+    aclose = getattr(body, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _cancel_when_gone(receive: Receive, streaming: asyncio.Task[Any]) -> None:

@@ -20,7 +20,7 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from service.access import keys, tokens
-from service.access.quotas import effective
+from service.access.quotas import StreamSlots, effective
 from service.api.auth import bearer_key
 from service.api.context import Services
 from service.api.handoff import HandedOffStream
@@ -244,7 +244,7 @@ async def keepalives_until(
 
 def with_stream_slot(
     services: Services, caller: KeyOwner | UUID, body: AsyncGenerator[bytes, None]
-) -> AsyncGenerator[bytes, None]:
+) -> AsyncIterator[bytes]:
     """The body, holding one of the owner's stream slots while it runs (429 beyond them). A
     token checked while the database was away has no owner yet: no slot."""
     if not isinstance(caller, KeyOwner):
@@ -255,7 +255,7 @@ def with_stream_slot(
     except TooManyRequests:
         metrics.STREAMS_REFUSED.labels("quota").inc()
         raise
-    return holding_slot(body, services, caller.owner)
+    return HoldingSlot(body, services.stream_slots, caller.owner)
 
 
 class OpenStreams:
@@ -409,13 +409,38 @@ async def stream(
     )
 
 
-async def holding_slot(
-    body: AsyncGenerator[bytes, None], services: Services, owner: str
-) -> AsyncGenerator[bytes, None]:
-    """The stream's frames; its slot is given back when it ends, however it ends."""
-    try:
-        async with contextlib.aclosing(body):
-            async for chunk in body:
-                yield chunk
-    finally:
-        services.stream_slots.give_back(owner)
+class HoldingSlot:
+    """The stream's frames, holding one of its owner's slots until they end: run out, fail,
+    closed, or dropped without ever being started (a response whose start failed). A
+    generator's ``finally`` covers all but the last: one that never started never runs it."""
+
+    __slots__ = ("_body", "_owner", "_slots")
+
+    def __init__(self, body: AsyncGenerator[bytes, None], slots: StreamSlots, owner: str) -> None:
+        self._body = body
+        self._slots: StreamSlots | None = slots
+        self._owner = owner
+
+    def __aiter__(self) -> HoldingSlot:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await anext(self._body)
+        except BaseException:
+            self._give_back()  # ended (StopAsyncIteration), failed, or cancelled
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._body.aclose()
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self._slots is not None:
+            self._slots.give_back(self._owner)
+            self._slots = None
+
+    def __del__(self) -> None:
+        self._give_back()

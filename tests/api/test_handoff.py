@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar, Request, get
+from litestar.exceptions import LitestarException
 
 from service.api.handoff import HandedOffStream, StreamingApp
 from tests.conftest import serve
@@ -95,3 +96,57 @@ async def test_a_client_that_leaves_closes_the_body_where_it_waits(
             assert await anext(response.aiter_lines()) == "data: first"
             assert not probe.closed.is_set()
         await wait_until(probe.closed.is_set, "the body closed after the client left")
+
+
+class Unstartable:
+    """A body that records whether it was closed, started or not."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __aiter__(self) -> Unstartable:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_body_whose_response_could_not_start_is_closed_though_never_started() -> None:
+    """A stream's body holds its owner's slot until it is closed: a response whose headers
+    could not be sent (the client gone at once) must still close it."""
+    body = Unstartable()
+
+    @get("/stream", media_type="text/event-stream", sync_to_thread=False)
+    def stream() -> HandedOffStream:
+        return HandedOffStream(body, media_type="text/event-stream")
+
+    app = StreamingApp(route_handlers=[stream])
+    scope: Any = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/stream",
+        "raw_path": b"/stream",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            raise OSError("the client is gone")
+
+    with pytest.raises(LitestarException) as raised:  # Litestar's word for it
+        await app(scope, receive, send)
+    assert isinstance(raised.value.__cause__, OSError)
+    assert body.closed

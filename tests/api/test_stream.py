@@ -15,16 +15,15 @@ import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from service.api.context import Services
-from service.api.stream import holding_slot
+from service.access.quotas import StreamSlots
+from service.api.stream import HoldingSlot
 from service.events import EventType, NewEvent
 from service.generation.runs import queued_event
 from service.store import event_log, generations
@@ -1043,12 +1042,38 @@ async def test_a_stream_closed_at_a_write_closes_the_generators_inside_it_there_
         finally:
             ended.append("frames")
 
-    class Slots:
-        def give_back(self, owner: str) -> None:
-            ended.append(f"slot of {owner}")
-
-    services = cast("Services", SimpleNamespace(stream_slots=Slots()))
-    body = holding_slot(frames(), services, "alice")
+    body = HoldingSlot(frames(), _slots_telling(ended), "alice")
     assert await anext(body) == b"one"
     await body.aclose()
     assert ended == ["frames", "slot of alice"]
+
+
+def _slots_telling(ended: list[str]) -> StreamSlots:
+    class Slots(StreamSlots):
+        def give_back(self, owner: str) -> None:
+            ended.append(f"slot of {owner}")
+
+    return Slots()
+
+
+@pytest.mark.parametrize("end", ["run out", "failed", "closed unstarted", "dropped unstarted"])
+async def test_a_streams_slot_is_given_back_once_however_its_body_ends(end: str) -> None:
+    """A response whose start failed never starts its body: a generator's ``finally`` would
+    not run, and the owner would have lost a slot until the process restarts."""
+    ended: list[str] = []
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"one"
+        if end == "failed":
+            raise RuntimeError("the database went away")
+
+    body: HoldingSlot | None = HoldingSlot(frames(), _slots_telling(ended), "alice")
+    assert body is not None
+    if end in ("run out", "failed"):
+        with contextlib.suppress(RuntimeError):
+            assert [chunk async for chunk in body] == [b"one"]
+        await body.aclose()
+    elif end == "closed unstarted":
+        await body.aclose()
+    body = None  # dropped: freed at once (no cycle holds it)
+    assert ended == ["slot of alice"]
