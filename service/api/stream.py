@@ -373,7 +373,7 @@ async def stream(
     ] = False,
 ) -> Response[bytes] | HandedOffStream:
     # Before the head is read: the stream's edge may start at it unread (``Hub.subscribe``).
-    quiet_since = services.hub.quiet_mark(generation_id)
+    quiet_since = services.streams.hub.quiet_mark(generation_id)  # the hub ``follow`` uses
     try:
         caller, head = await authorize(request, services, generation_id, token)
     except Unauthorized:
@@ -412,7 +412,9 @@ async def stream(
 class HoldingSlot:
     """The stream's frames, holding one of its owner's slots until they end: run out, fail,
     closed, or dropped without ever being started (a response whose start failed). A
-    generator's ``finally`` covers all but the last: one that never started never runs it."""
+    generator's ``finally`` covers all but the last: one that never started never runs it.
+    One reader at a time, as a generator: an ``anext`` or ``aclose`` while another runs
+    fails, and would give the slot back under the running stream."""
 
     __slots__ = ("_body", "_owner", "_slots")
 

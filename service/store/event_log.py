@@ -20,6 +20,10 @@ Ordering, in one place:
 * ``pg_notify`` is called in the same statement, so the wake-up is delivered on commit and
   never for a rolled-back append. Its payload is ``<generation id>:<last seq>`` (tiny; NOTIFY
   caps payloads at 8000 bytes), never the event body: listeners re-read the table.
+* Every statement that adds events to a run that may be followed NOTIFYs: a stream opening
+  at a run's head may start following it there without reading, trusting that whatever is
+  committed after its read of the head is announced (``Hub.subscribe``). (Imports make new
+  runs, which nobody follows yet.)
 * Writing the append as one statement rather than BEGIN/INSERT/NOTIFY/COMMIT halves the round
   trips; measured here, it doubles one writer's throughput.
 * ``append_many`` is the same for many generations in ONE statement, so one commit: every
@@ -87,7 +91,9 @@ EVENT_BODY = "\n    || ".join((*_BODY_PIECES, "'}'"))
 # reader can recompute it from the text it received (drop the member, hash the rest). One
 # concat() of the same pieces rather than the body's chain of ||: each || copies the text so
 # far, and the reads render every event they send (a catch-up read 1.3x as fast). Equal to
-# the body's text for every row: concat() only differs on NULLs, and no column holds one.
+# the body's text for every stored row: concat() only differs on NULLs, and no column of
+# generation_events holds one. Stored rows only: over an outer join or a CTE a NULL would render
+# as invalid JSON ("stage":,) where || gives NULL.
 EVENT_JSON = (
     "concat(\n    "
     + ",\n    ".join((*_BODY_PIECES, """',"chain":"'""", "encode(chain, 'hex')", """'"}'"""))

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from service.access import keys
 from service.access.quotas import StreamSlots
 from service.api.stream import HoldingSlot
 from service.events import EventType, NewEvent
@@ -663,6 +664,43 @@ async def test_the_stream_token_opens_the_stream_without_an_authorization_header
     assert received.closed_by_server
     assert no_credentials[0] == 401
     assert wrong_generation[0] == 401
+
+
+async def test_an_event_committed_right_after_an_opening_streams_head_read_arrives_at_once(
+    app_factory: AppFactory, api_key: str, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream opening at the head may start following without reading the log, unless the
+    run's notification arrived since just before its head was read (``Hub.quiet_mark``). One
+    that arrived in between must be read, not left for the lost wake-up check (an hour here)."""
+    async with (
+        app_factory(worker_concurrency=0, wakeup_check_s=3600) as running,
+        running.client(api_key) as client,
+    ):
+        created = await create_via_api(client)
+        generation_id = created["id"]
+        head = await append(pool, generation_id, STARTED)
+        hub = running.app.state.services.streams.hub
+        read_head = keys.live_key_and_head
+
+        async def then_an_append_is_heard(*args: Any) -> Any:
+            found = await read_head(*args)
+            heard = hub.quiet_mark(UUID(generation_id))
+            await append(pool, generation_id, delta(1))
+            await wait_until(lambda: hub.quiet_mark(UUID(generation_id)) != heard, "heard")
+            return found
+
+        monkeypatch.setattr(keys, "live_key_and_head", then_an_append_is_heard)
+        async with running.client() as anonymous:
+            received = await asyncio.wait_for(
+                read_stream(
+                    anonymous,
+                    generation_id,
+                    params={"token": created["stream_token"], "after": head},
+                    stop_after=1,
+                ),
+                5,
+            )
+    assert received.seqs == [head + 1]
 
 
 async def test_a_fresh_stream_token_reopens_a_generation_of_the_callers_only(
