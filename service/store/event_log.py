@@ -1027,8 +1027,9 @@ async def select_key_and_head(
     ``select_head``."""
     row = await conn.fetchrow(SELECT_KEY_AND_HEAD, key_id, generation_id)
     caller = key_owner(row) if row is not None and row["id"] is not None else None
-    if caller is None or row is None:
+    if caller is None:
         return None
+    assert row is not None  # one row always: both joins are outer
     if row["status"] is None:
         raise await retention.missing(conn, generation_id, caller.owner)
     return caller, _head(row)
