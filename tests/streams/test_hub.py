@@ -257,9 +257,12 @@ async def test_a_page_is_heard_of_when_the_notification_of_its_oldest_event_arri
     assert hub.heard_at(generation_id, history) is None, "seq 1 was never announced here"
     follower.position = 1
 
+    # Every append first, then their three notifications with no await between them: the
+    # shared read the first starts runs only once the page is asked for, so it brings all
+    # three events (an await between notifications lets it land with seq 2 alone).
+    seqs = [await append(pool, generation_id, delta(n)) for n in range(3)]
     heard = []
-    for n in range(3):
-        last_seq = await append(pool, generation_id, delta(n))
+    for last_seq in seqs:
         before = time.time()
         hub.wake(generation_id, last_seq)
         heard.append((before, time.time()))
