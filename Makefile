@@ -78,13 +78,18 @@ peers: ## Debian's redis-server and nats-server, the peers of bench case 12 (ins
 	    echo "Bench case 12 and its test need Debian's redis-server and nats-server: sudo apt-get install redis-server nats-server" >&2; exit 1; \
 	  fi; }
 
+# pytest-xdist workers (TEST_WORKERS=0: one process). Three on two cores: much of the suite
+# waits on fsync, subprocesses and the browser, so a third worker still shortens it (24 -> 11.5 min).
+TEST_WORKERS ?= 3
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
+
 .PHONY: test
 test: $(STAMP) browser proxy sandbox pooler peers ## the whole suite against a real PostgreSQL, Chromium, nginx, bubblewrap, PgBouncer, Redis and NATS
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: test-fast
 test-fast: $(STAMP) sandbox ## the inner loop: every test not marked slow (no browser, faults, bench)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: $(STAMP) peers ## benchmarks beside their references: tables, bench/results/*.json (BENCH_ARGS=--quick)

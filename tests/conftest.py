@@ -2,9 +2,10 @@
 
 Where the server comes from, in order: ``TEST_DATABASE_URL`` (a server where we may CREATE
 DATABASE); testcontainers when a Docker engine answers; else a throwaway embedded cluster,
-started once per run. The schema is migrated once into a template database, and every test
-gets its own clone (``CREATE DATABASE ... TEMPLATE``): real commits, so NOTIFY fires, and
-nothing leaks between tests (NOTIFY channels are per database too).
+started once per run (per pytest-xdist worker: ``make test`` runs the suite in several). The
+schema is migrated once into a template database, and every test gets its own clone
+(``CREATE DATABASE ... TEMPLATE``): real commits, so NOTIFY fires, and nothing leaks between
+tests (NOTIFY channels are per database too).
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ from tests.helpers import Database, execute_as_admin
 from tests.processes import ServiceProcess, spawn_service, terminate, wait_ready
 from tests.replica import Standby, make_standby
 
-TEMPLATE = "genstream_template"
+# One template per pytest-xdist worker: on a shared server (TEST_DATABASE_URL) each worker
+# drops and re-creates its own (with the embedded cluster, each worker has a cluster anyway).
+TEMPLATE = "genstream_template" + (
+    f"_{worker}" if (worker := os.environ.get("PYTEST_XDIST_WORKER")) else ""
+)
 
 # A run's code is verified only where a test asks for it (``verify`` in the request, or
 # ``verify_default``): verifying each of the suite's hundreds of offline runs would cost 1-3 s

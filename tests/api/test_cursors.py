@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -17,6 +17,9 @@ from service.api.cursors import (
 )
 from service.errors import InvalidRequest
 from service.store.event_log import FeedPosition
+
+# In parametrized cases a fixed id: test ids must be the same in every pytest-xdist worker.
+AN_ID = UUID("0b7e6f52-3c1d-4a8e-9f2a-5d6c7b8a9e10")
 
 
 def b64(text: str) -> str:
@@ -37,20 +40,20 @@ def test_a_feed_cursor_round_trips_and_none_is_the_start() -> None:
         "@@@",
         "MTox",  # "1:1": too few parts
         b64("1:not-a-uuid:3"),
-        b64(f"-1:{uuid4()}:3"),
-        b64(f"1:{uuid4()}:-3"),
+        b64(f"-1:{AN_ID}:3"),
+        b64(f"1:{AN_ID}:-3"),
         "A" * 121,
         b64("\udcff".encode("utf-8", "surrogatepass").decode("latin-1")),
         # Beyond PostgreSQL's bigint, which stores every tx_id and seq.
-        b64(f"{2**63}:{uuid4()}:3"),
-        b64(f"1:{uuid4()}:{2**63}"),
-        b64(f"{10**40}:{uuid4()}:{10**40}"),
-        b64(f"1:{uuid4()}:3\x00"),
+        b64(f"{2**63}:{AN_ID}:3"),
+        b64(f"1:{AN_ID}:{2**63}"),
+        b64(f"{10**40}:{AN_ID}:{10**40}"),
+        b64(f"1:{AN_ID}:3\x00"),
         # Other spellings of numbers we would write: not cursors we issued.
-        b64(f"+1:{uuid4()}:3"),
-        b64(f"1_000:{uuid4()}:3"),
-        b64(f" 1:{uuid4()}:3"),
-        b64(f"1:{str(uuid4()).upper()}:3"),
+        b64(f"+1:{AN_ID}:3"),
+        b64(f"1_000:{AN_ID}:3"),
+        b64(f" 1:{AN_ID}:3"),
+        b64(f"1:{str(AN_ID).upper()}:3"),
     ],
 )
 def test_a_feed_cursor_that_does_not_decode_is_invalid(bad: str) -> None:
@@ -107,10 +110,10 @@ def test_a_list_cursor_is_accepted_only_exactly_as_issued(raw: str) -> None:
         "A" * 201,
         # Times that exist in no calendar PostgreSQL and Python share: year 0 and year 10000
         # once moved to UTC.
-        b64(json.dumps(["0001-01-01T00:00:00+05:00", str(uuid4())])),
-        b64(json.dumps(["9999-12-31T23:59:59-05:00", str(uuid4())])),
-        b64(json.dumps(["0000-01-01T00:00:00+00:00", str(uuid4())])),
-        b64(json.dumps(["2024-01-01T00:00:00\u0000", str(uuid4())])),
+        b64(json.dumps(["0001-01-01T00:00:00+05:00", str(AN_ID)])),
+        b64(json.dumps(["9999-12-31T23:59:59-05:00", str(AN_ID)])),
+        b64(json.dumps(["0000-01-01T00:00:00+00:00", str(AN_ID)])),
+        b64(json.dumps(["2024-01-01T00:00:00\u0000", str(AN_ID)])),
     ],
 )
 def test_a_list_cursor_that_does_not_decode_is_invalid(bad: str) -> None:

@@ -719,7 +719,9 @@ async def test_a_body_under_the_limit_is_accepted(app_factory: AppFactory, api_k
         ("GET", "/stream"),
     ],
 )
-@pytest.mark.parametrize("generation_id", ["not-a-uuid", "12345", str(uuid4())])
+@pytest.mark.parametrize(
+    "generation_id", ["not-a-uuid", "12345", "5f0c2b8e-7d4a-4c1e-9b3f-2a6d8e1c0f47"]
+)
 async def test_an_unknown_or_malformed_id_is_404(
     running: RunningApp, api_key: str, method: str, suffix: str, generation_id: str
 ) -> None:
