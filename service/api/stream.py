@@ -34,8 +34,7 @@ from service.errors import (
 )
 from service.observe import metrics
 from service.observe.logs import get_logger
-from service.store import generations
-from service.store.db import BIGINT_MAX, connection
+from service.store.db import BIGINT_MAX
 from service.store.event_log import Head, StoredEvent
 from service.store.keys import KeyOwner
 from service.streams import follow, pacing, snapshots
@@ -83,8 +82,9 @@ async def authorize(
 ) -> tuple[KeyOwner | UUID, Head | None]:
     """The caller; or, for a stream token while PostgreSQL is unavailable, the id of the key
     it was issued through (its MAC checked: whether the key is still live is asked once the
-    database answers, before any event is sent). And the run's head when it came with the
-    caller (a token's key is checked in the same round trip), else None: not read yet."""
+    database answers, before any event is sent). And the run's head, read with the check that
+    the caller may see it (a token's key, or a key's ownership of the run); None only for that
+    token: not read yet."""
     if token is not None:
         if keys.looks_like_api_key(token):
             raise Unauthorized(
@@ -100,9 +100,7 @@ async def authorize(
     if key is None:
         raise Unauthorized("a stream needs ?token=<stream_token> or 'Authorization: Bearer'")
     caller = await keys.authenticate(services.pool, key)
-    async with connection(services.pool) as conn:
-        await generations.select_generation(conn, caller.owner, generation_id)
-    return caller, None
+    return caller, await follow.head(services.pool, generation_id, caller.owner)
 
 
 KEEPALIVE_FRAME: Final = b": keepalive\n\n"
@@ -383,12 +381,6 @@ async def stream(
     pacing.check_speed(speed)  # without pace=recorded it is unused, but still checked
     replay_speed = speed if pace == "recorded" else None
     check_snapshot(snapshot, replay_speed)
-    if head is None and isinstance(caller, KeyOwner):
-        # Unavailable: the caller is authorized (a key was checked just before the database
-        # went away; a stream token needs none), so keep the client: 200, keepalives, then the
-        # log once the database answers. A 503 here would make EventSource give up for good.
-        with contextlib.suppress(StoreUnavailable):
-            head = await follow.head(services.pool, generation_id, caller.owner)
     if head is not None and not opens(head, start, replay_speed):
         return Response(b"", status_code=HTTP_204_NO_CONTENT)
     body = frames(

@@ -518,6 +518,15 @@ FROM generations
 WHERE id = $1
 """
 
+# The head of an owner's ($2) run: a stream opened with a key checks whose run it is and reads
+# where it stands in one round trip (someone else's run is as missing as a dropped one).
+SELECT_OWNED_HEAD = f"""
+SELECT {HEAD_COLUMNS}
+FROM generations
+WHERE id = $1
+  AND owner = $2
+"""
+
 # A stream token's key, if live, and its run's head (``select_key_and_head``).
 SELECT_KEY_AND_HEAD = f"""
 SELECT key.*, head.*
@@ -1010,9 +1019,12 @@ async def select_generations_ahead(
 
 
 async def select_head(conn: Connection, generation_id: UUID, owner: str | None = None) -> Head:
-    """The run's head; a missing run is a 410 (retention dropped it: its period, or, for its
-    ``owner``, the run alone) or a 404."""
-    row = await conn.fetchrow(SELECT_GENERATION_HEAD, generation_id)
+    """The run's head; with ``owner``, only if the run is theirs. A missing run is a 410
+    (retention dropped it: its period, or, for its ``owner``, the run alone) or a 404."""
+    if owner is None:
+        row = await conn.fetchrow(SELECT_GENERATION_HEAD, generation_id)
+    else:
+        row = await conn.fetchrow(SELECT_OWNED_HEAD, generation_id, owner)
     if row is None:
         raise await retention.missing(conn, generation_id, owner)
     return _head(row)

@@ -30,6 +30,7 @@ KEEPALIVE_JITTER: Final = 0.2
 
 
 async def head(pool: Pool, generation_id: UUID, owner: str | None = None) -> Head:
+    """With ``owner``: only their run's (someone else's is a 404, as ``select_head`` says)."""
     async with connection(pool) as conn:
         return await event_log.select_head(conn, generation_id, owner)
 

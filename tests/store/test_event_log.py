@@ -196,6 +196,21 @@ async def test_a_live_keys_owner_and_the_runs_head_come_back_in_one_read(pool: P
         assert await event_log.select_key_and_head(conn, caller.key_id, uuid4()) is None
 
 
+async def test_a_head_read_for_an_owner_is_of_their_run_alone(pool: Pool) -> None:
+    """A stream opened with a key reads the head and checks the owner in one statement:
+    someone else's run is as missing as one that never was (a 404, never a 403)."""
+    generation_id = await new_generation(pool, owner="alice")
+    async with pool.acquire() as conn:
+        await event_log.append(conn, generation_id, [delta(1)])
+        head = await event_log.select_head(conn, generation_id, "alice")
+        assert head == await event_log.select_head(conn, generation_id)
+        assert head.last_seq == 2
+        with pytest.raises(NotFound):
+            await event_log.select_head(conn, generation_id, "bob")
+        with pytest.raises(NotFound):
+            await event_log.select_head(conn, uuid4(), "alice")
+
+
 async def test_files_are_stored_in_the_same_transaction_as_their_event(pool: Pool) -> None:
     generation_id = await new_generation(pool)
     file = NewFile("app/models/user.py", "class User: ...\n", "python")
